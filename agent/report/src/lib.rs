@@ -1,0 +1,190 @@
+//! The reports an agent sends and a gateway stores (SPEC §4-§6), their MQTT
+//! topics, and the HyperLogLog `visitor_sketch`.
+//!
+//! This crate is the contract between `footfall-agent` and `footfall-gateway`:
+//! it has no I/O and never sees a MAC address, only keyed device ids.
+
+pub mod sketch;
+pub mod topic;
+
+use serde::{Deserialize, Serialize};
+
+pub use sketch::{Sketch, SketchError};
+
+/// SPEC §6: `schema` of a window report.
+pub const WINDOW_SCHEMA: &str = "footfall.window.v1";
+/// SPEC §6: `schema` of a day report.
+pub const DAY_SCHEMA: &str = "footfall.day.v1";
+/// SPEC §4: the fixed dwell histogram edges, in seconds.
+pub const DWELL_EDGES_S: [u32; 6] = [300, 600, 1200, 1800, 3600, 7200];
+
+/// One final window (SPEC §4). Field order is the JSON order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowReport {
+    pub schema: String,
+    pub store_id: String,
+    pub agent_id: String,
+    pub seq: u64,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub frames: u64,
+    pub frames_no_signal: u64,
+    pub detected: u64,
+    pub visits: u64,
+    pub visitors: u64,
+    pub visitors_new: u64,
+    pub visitors_returning: u64,
+    pub visitors_randomized: u64,
+    pub passersby: u64,
+    pub residents: u64,
+    pub dwell_edges_s: Vec<u32>,
+    pub dwell_counts: Vec<u64>,
+    pub dwell_sum_s: u64,
+    pub visitor_sketch: Sketch,
+    pub agent_version: String,
+    pub params_hash: String,
+}
+
+/// One final local day (SPEC §5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DayReport {
+    pub schema: String,
+    pub store_id: String,
+    pub agent_id: String,
+    pub seq: u64,
+    /// Local date, `YYYY-MM-DD`.
+    pub date: String,
+    pub visits: u64,
+    pub unique_visitors: u64,
+    pub visitors_new: u64,
+    pub visitors_returning: u64,
+    pub visitors_randomized: u64,
+    pub residents: u64,
+    pub agent_version: String,
+    pub params_hash: String,
+}
+
+/// Either report, as one line of an agent's `--emit` file or one MQTT payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Report {
+    Window(WindowReport),
+    Day(DayReport),
+}
+
+impl Report {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Report::Window(w) => w.seq,
+            Report::Day(d) => d.seq,
+        }
+    }
+
+    pub fn set_seq(&mut self, seq: u64) {
+        match self {
+            Report::Window(w) => w.seq = seq,
+            Report::Day(d) => d.seq = seq,
+        }
+    }
+
+    /// The identity of a report (SPEC §6): the gateway stores each key once.
+    pub fn key(&self) -> ReportKey {
+        match self {
+            Report::Window(w) => ReportKey {
+                store_id: w.store_id.clone(),
+                agent_id: w.agent_id.clone(),
+                period: Period::Window(w.window_start),
+            },
+            Report::Day(d) => ReportKey {
+                store_id: d.store_id.clone(),
+                agent_id: d.agent_id.clone(),
+                period: Period::Day(d.date.clone()),
+            },
+        }
+    }
+
+    /// The MQTT topic kind this report is published under.
+    pub fn kind(&self) -> topic::Kind {
+        match self {
+            Report::Window(_) => topic::Kind::Window,
+            Report::Day(_) => topic::Kind::Day,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Period {
+    Window(i64),
+    Day(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReportKey {
+    pub store_id: String,
+    pub agent_id: String,
+    pub period: Period,
+}
+
+/// SPEC §4: bucket i holds edges[i] <= dwell < edges[i+1]; the first bucket
+/// also holds anything shorter, the last is open.
+pub fn dwell_bucket(dwell_s: u64) -> usize {
+    DWELL_EDGES_S
+        .iter()
+        .rposition(|&edge| dwell_s >= u64::from(edge))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dwell_buckets_follow_spec_edges() {
+        assert_eq!(dwell_bucket(0), 0);
+        assert_eq!(dwell_bucket(299), 0);
+        assert_eq!(dwell_bucket(300), 0);
+        assert_eq!(dwell_bucket(599), 0);
+        assert_eq!(dwell_bucket(600), 1);
+        assert_eq!(dwell_bucket(1199), 1);
+        assert_eq!(dwell_bucket(1200), 2);
+        assert_eq!(dwell_bucket(3600), 4);
+        assert_eq!(dwell_bucket(7199), 4);
+        assert_eq!(dwell_bucket(7200), 5);
+        assert_eq!(dwell_bucket(1_000_000), 5);
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let mut sketch = Sketch::new();
+        sketch.insert(0x1234_5678_9abc_def0_1122_3344_5566_7788);
+        let w = WindowReport {
+            schema: WINDOW_SCHEMA.into(),
+            store_id: "s1".into(),
+            agent_id: "a1".into(),
+            seq: 7,
+            window_start: 900,
+            window_end: 1800,
+            frames: 10,
+            frames_no_signal: 1,
+            detected: 3,
+            visits: 1,
+            visitors: 1,
+            visitors_new: 1,
+            visitors_returning: 0,
+            visitors_randomized: 0,
+            passersby: 2,
+            residents: 0,
+            dwell_edges_s: DWELL_EDGES_S.to_vec(),
+            dwell_counts: vec![0; 6],
+            dwell_sum_s: 0,
+            visitor_sketch: sketch,
+            agent_version: "0.1.0".into(),
+            params_hash: "abc".into(),
+        };
+        let line = serde_json::to_string(&Report::Window(w.clone())).unwrap();
+        let back: Report = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Report::Window(w));
+    }
+}

@@ -1,0 +1,518 @@
+//! The agent's TOML config: `RawConfig` as written, `validate()` into
+//! `Config` with every path resolved, the time zone loaded and durations in
+//! their units. Defaults live here and only here; they are SPEC's.
+//!
+//! Every problem is reported, each as `file:line: key = value: what is
+//! wrong`, so `check-config` can list them all at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// SPEC parameters, under their SPEC names. Field docs give the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Counting {
+    /// SPEC §1.5: frames weaker than this are not detections. Default -90.
+    pub rssi_floor_dbm: i32,
+    /// SPEC §1: detections at least this strong can make visits. Default -70.
+    pub visit_rssi_dbm: i32,
+    /// SPEC §3: largest gap inside a session. Default 600.
+    pub session_gap_s: u32,
+    /// SPEC §3: shortest session that is a visit. Default 300.
+    pub min_dwell_s: u32,
+    /// SPEC §4: report window length, aligned to Unix time. Default 900.
+    pub window_s: u32,
+    /// SPEC §3: qualifying days of the last seven that make a resident. Default 3.
+    pub resident_days: u32,
+    /// SPEC §3: daily presence that qualifies a day. Default 14400.
+    pub resident_presence_s: u32,
+    /// SPEC §3: days looked back for a returning visitor. Default 30.
+    pub loyalty_days: u32,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Counting {
+            rssi_floor_dbm: -90,
+            visit_rssi_dbm: -70,
+            session_gap_s: 600,
+            min_dwell_s: 300,
+            window_s: 900,
+            resident_days: 3,
+            resident_presence_s: 14400,
+            loyalty_days: 30,
+        }
+    }
+}
+
+impl Counting {
+    /// SPEC §4: how long after a window's end it becomes final.
+    pub fn settle_s(&self) -> u32 {
+        self.min_dwell_s + self.session_gap_s
+    }
+
+    fn problems(&self, out: &mut Vec<(&'static str, String, String)>) {
+        let mut check = |key: &'static str, value: i64, ok: bool, want: &str| {
+            if !ok {
+                out.push((key, value.to_string(), want.to_string()));
+            }
+        };
+        let c = self;
+        check(
+            "rssi_floor_dbm",
+            c.rssi_floor_dbm.into(),
+            (-120..=0).contains(&c.rssi_floor_dbm),
+            "must be -120..0",
+        );
+        check(
+            "visit_rssi_dbm",
+            c.visit_rssi_dbm.into(),
+            (-120..=0).contains(&c.visit_rssi_dbm),
+            "must be -120..0",
+        );
+        if (-120..=0).contains(&c.visit_rssi_dbm)
+            && (-120..=0).contains(&c.rssi_floor_dbm)
+            && c.visit_rssi_dbm < c.rssi_floor_dbm
+        {
+            check(
+                "visit_rssi_dbm",
+                c.visit_rssi_dbm.into(),
+                false,
+                "must not be below rssi_floor_dbm",
+            );
+        }
+        check(
+            "session_gap_s",
+            c.session_gap_s.into(),
+            (1..=86_400).contains(&c.session_gap_s),
+            "must be 1..86400",
+        );
+        check(
+            "min_dwell_s",
+            c.min_dwell_s.into(),
+            c.min_dwell_s <= 86_400,
+            "must be 0..86400",
+        );
+        check(
+            "window_s",
+            c.window_s.into(),
+            (60..=86_400).contains(&c.window_s),
+            "must be 60..86400",
+        );
+        check(
+            "resident_days",
+            c.resident_days.into(),
+            (1..=7).contains(&c.resident_days),
+            "must be 1..7 (of the last seven days)",
+        );
+        check(
+            "resident_presence_s",
+            c.resident_presence_s.into(),
+            (1..=86_400).contains(&c.resident_presence_s),
+            "must be 1..86400",
+        );
+        check(
+            "loyalty_days",
+            c.loyalty_days.into(),
+            (1..=60).contains(&c.loyalty_days),
+            "must be 1..60",
+        );
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub store_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// IANA time zone of the store; local days (SPEC §3) are cut in it. Default "UTC".
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    /// Monitor-mode interface for `run` (e.g. "wlan0mon").
+    pub interface: Option<String>,
+    /// A capture file for `run` to read instead of an interface.
+    pub file: Option<PathBuf>,
+    /// Bytes kept of each frame. Default 256: radiotap and the MAC header fit.
+    pub snaplen: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// SPEC §2 key file. Default `footfall.key` beside the storage directory.
+    pub key_file: Option<PathBuf>,
+    /// SPEC §2 opt-out list: one MAC a line.
+    pub opt_out_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// The sled directory holding counting state and the outbox.
+    pub path: Option<PathBuf>,
+    /// sled page cache. Default 16 MiB (sled's own default is 1 GiB).
+    pub cache_bytes: Option<u64>,
+}
+
+/// `[mqtt]`: delivery to the gateway (issue #4 uses it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub keepalive_s: Option<u32>,
+    pub max_outbox_bytes: Option<u64>,
+    pub live_interval_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub counting: Counting,
+    #[serde(default)]
+    pub privacy: RawPrivacy,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+}
+
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
+pub const DEFAULT_SNAPLEN: u32 = 256;
+
+/// A validated config: what the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub store_id: String,
+    pub agent_id: String,
+    pub timezone_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub counting: Counting,
+    pub interface: Option<String>,
+    pub capture_file: Option<PathBuf>,
+    pub snaplen: u32,
+    pub key_file: PathBuf,
+    pub opt_out_file: Option<PathBuf>,
+    pub storage_path: PathBuf,
+    pub cache_bytes: u64,
+    pub mqtt: RawMqtt,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            problems: vec![format!("{}: {e}", path.display())],
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path` (used in messages and
+    /// to resolve relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(text, s.start)).unwrap_or(1);
+            ConfigErrors {
+                problems: vec![format!("{name}:{line}: {}", e.message().trim())],
+            }
+        })?;
+        raw.validate(path, text)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let mut problems = Vec::new();
+        let mut at = |table: &str, key: &str, msg: String| {
+            let line = line_of_key(text, table, key);
+            problems.push(match line {
+                Some(l) => format!("{name}:{l}: {msg}"),
+                None => format!("{name}: [{table}] {msg}"),
+            });
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let mut id = |key: &str, v: &Option<String>| -> String {
+            match v {
+                None => {
+                    at(
+                        "store",
+                        key,
+                        format!("{key} is missing: every report names its store and agent"),
+                    );
+                    String::new()
+                }
+                Some(s) => {
+                    if let Some(p) = footfall_report::topic::id_problem(s) {
+                        at("store", key, format!("{key} = {s:?}: {p}"));
+                    }
+                    s.clone()
+                }
+            }
+        };
+        let store_id = id("store_id", &self.store.store_id);
+        let agent_id = id("agent_id", &self.store.agent_id);
+        let timezone_name = self.store.timezone.clone().unwrap_or_else(|| "UTC".into());
+        let timezone = match jiff::tz::TimeZone::get(&timezone_name) {
+            Ok(tz) => tz,
+            Err(_) => {
+                at(
+                    "store",
+                    "timezone",
+                    format!("timezone = {timezone_name:?}: not an IANA time zone (e.g. \"Europe/Prague\", \"Asia/Shanghai\")"),
+                );
+                jiff::tz::TimeZone::UTC
+            }
+        };
+
+        let mut counting_problems = Vec::new();
+        self.counting.problems(&mut counting_problems);
+        for (key, value, want) in counting_problems {
+            at("counting", key, format!("{key} = {value}: {want}"));
+        }
+
+        let snaplen = self.capture.snaplen.unwrap_or(DEFAULT_SNAPLEN);
+        if !(64..=65_535).contains(&snaplen) {
+            at(
+                "capture",
+                "snaplen",
+                format!("snaplen = {snaplen}: must be 64..65535"),
+            );
+        }
+        if self.capture.interface.is_some() && self.capture.file.is_some() {
+            at(
+                "capture",
+                "file",
+                "set either interface or file, not both".into(),
+            );
+        }
+
+        let storage_path = match &self.storage.path {
+            Some(p) => resolve(p),
+            None => {
+                at(
+                    "storage",
+                    "path",
+                    "path is missing: the agent keeps its state there".into(),
+                );
+                PathBuf::new()
+            }
+        };
+        let cache_bytes = self.storage.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
+        if !(1 << 20..=1 << 32).contains(&cache_bytes) {
+            at(
+                "storage",
+                "cache_bytes",
+                format!("cache_bytes = {cache_bytes}: must be 1 MiB..4 GiB"),
+            );
+        }
+        let key_file = match &self.privacy.key_file {
+            Some(p) => resolve(p),
+            None => storage_path.with_file_name("footfall.key"),
+        };
+        let opt_out_file = self.privacy.opt_out_file.as_deref().map(resolve);
+        if let Some(url) = &self.mqtt.url {
+            if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
+                at(
+                    "mqtt",
+                    "url",
+                    format!("url = {url:?}: must start with mqtt:// or mqtts://"),
+                );
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigErrors { problems });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            store_id,
+            agent_id,
+            timezone_name,
+            timezone,
+            counting: self.counting,
+            interface: self.capture.interface,
+            capture_file: self.capture.file.as_deref().map(resolve),
+            snaplen,
+            key_file,
+            opt_out_file,
+            storage_path,
+            cache_bytes,
+            mqtt: self.mqtt,
+        })
+    }
+}
+
+impl Config {
+    /// SPEC §6 `params_hash`: the parameters that shape the counts, so the
+    /// gateway can tell reports counted under different rules apart.
+    pub fn params_hash(&self) -> String {
+        params_hash(&self.counting, &self.timezone_name)
+    }
+}
+
+pub fn params_hash(c: &Counting, timezone: &str) -> String {
+    let canonical = format!(
+        "rssi_floor_dbm={};visit_rssi_dbm={};session_gap_s={};min_dwell_s={};window_s={};resident_days={};resident_presence_s={};loyalty_days={};timezone={}",
+        c.rssi_floor_dbm,
+        c.visit_rssi_dbm,
+        c.session_gap_s,
+        c.min_dwell_s,
+        c.window_s,
+        c.resident_days,
+        c.resident_presence_s,
+        c.loyalty_days,
+        timezone
+    );
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `key` is set inside `[table]`, or the table's header line
+/// when the key is absent; `None` when neither is in the file.
+fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            current = name.trim().to_string();
+            if current == table {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        if current == table {
+            if let Some(rest) = t.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "[store]\nstore_id = \"shop-1\"\nagent_id = \"door\"\ntimezone = \"Asia/Shanghai\"\n\n[storage]\npath = \"state\"\n";
+
+    #[test]
+    fn defaults_are_spec() {
+        let c = Config::parse(Path::new("/etc/footfall/agent.toml"), GOOD).unwrap();
+        assert_eq!(c.counting, Counting::default());
+        assert_eq!(c.counting.settle_s(), 900);
+        assert_eq!(c.storage_path, Path::new("/etc/footfall/state"));
+        assert_eq!(c.key_file, Path::new("/etc/footfall/footfall.key"));
+        assert_eq!(c.cache_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = format!("{GOOD}\n[counting]\nrssi_floor = -80\n");
+        let err = Config::parse(Path::new("agent.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("agent.toml:10: unknown field `rssi_floor`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_range_problem_is_listed_with_its_line() {
+        let text = format!("{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n");
+        let err = Config::parse(Path::new("agent.toml"), &text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec![
+                "agent.toml:10: rssi_floor_dbm = 20: must be -120..0".to_string(),
+                "agent.toml:11: window_s = 5: must be 60..86400".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_ids_and_bad_timezone() {
+        let text = "[store]\ntimezone = \"Mars/Olympus\"\n[storage]\npath = \"s\"\n";
+        let err = Config::parse(Path::new("a.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a.toml:1: store_id is missing"), "{err}");
+        assert!(
+            err.contains("a.toml:2: timezone = \"Mars/Olympus\": not an IANA time zone"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn params_hash_changes_with_parameters() {
+        let a = params_hash(&Counting::default(), "UTC");
+        let b = params_hash(
+            &Counting {
+                min_dwell_s: 301,
+                ..Counting::default()
+            },
+            "UTC",
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, params_hash(&Counting::default(), "Asia/Shanghai"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Hand-worked cases of SPEC §3-§5. The randomized comparison against an
+//! independent model lives in `agent/tests/reference.rs`.
+
+use super::*;
+use crate::config::Counting;
+use footfall_report::Report;
+
+const S: i64 = 1_000_000;
+/// 2026-03-02T00:00:00Z, a Monday, window-aligned.
+const T0: i64 = 1_772_409_600 * S;
+
+fn counter(c: Counting) -> Counter {
+    let meta = ReportMeta {
+        store_id: "s".into(),
+        agent_id: "a".into(),
+        agent_version: "test".into(),
+        params_hash: "p".into(),
+    };
+    Counter::new(&c, jiff::tz::TimeZone::UTC, meta, State::default())
+}
+
+fn det(t_s: i64, dev: u128, strong: bool) -> Detection {
+    Detection {
+        t_us: T0 + t_s * S,
+        device: DeviceId(dev << 64 | dev),
+        randomized: false,
+        strong,
+        no_signal: false,
+    }
+}
+
+fn run(c: Counting, dets: &[Detection]) -> Vec<Report> {
+    let mut k = counter(c);
+    let mut store = MemHistory::default();
+    for d in dets {
+        k.detection(d, &mut store).unwrap();
+    }
+    k.finish(&mut store);
+    k.drain_reports()
+}
+
+fn windows(reports: &[Report]) -> Vec<&WindowReport> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Window(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_visit_and_one_passerby() {
+    // Device 1: strong every 60 s for 10 minutes: a 600 s visit.
+    // Device 2: weak only: detected, a passer-by.
+    let mut dets: Vec<_> = (0..=10).map(|i| det(i * 60, 1, true)).collect();
+    dets.push(det(30, 2, false));
+    dets.sort_by_key(|d| d.t_us);
+    let r = run(Counting::default(), &dets);
+    let w = windows(&r);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].window_start, T0 / S);
+    assert_eq!(
+        (w[0].frames, w[0].detected, w[0].visits, w[0].visitors),
+        (12, 2, 1, 1)
+    );
+    assert_eq!((w[0].passersby, w[0].visitors_new), (1, 1));
+    assert_eq!(w[0].dwell_counts, vec![0, 1, 0, 0, 0, 0]);
+    assert_eq!(w[0].dwell_sum_s, 600);
+    let days: Vec<_> = r.iter().filter(|r| matches!(r, Report::Day(_))).collect();
+    assert_eq!(days.len(), 1);
+}
+
+#[test]
+fn gap_splits_sessions_and_short_ones_are_not_visits() {
+    // 0..299 s: 299 s of dwell, not a visit. Then a gap of 601 s.
+    let dets = [
+        det(0, 1, true),
+        det(299, 1, true),
+        det(900, 1, true),
+        det(1200, 1, true),
+    ];
+    let r = run(Counting::default(), &dets);
+    let w = windows(&r);
+    assert_eq!(w.len(), 2);
+    assert_eq!((w[0].visits, w[0].passersby), (0, 1));
+    // Second session: 900..1200 = 300 s: exactly min_dwell, a visit.
+    assert_eq!(
+        (w[1].visits, w[1].passersby, w[1].dwell_counts[0]),
+        (1, 0, 1)
+    );
+}
+
+#[test]
+fn weak_detections_never_extend_a_visit() {
+    let dets = [det(0, 1, true), det(200, 1, false), det(400, 1, false)];
+    let w = run(Counting::default(), &dets);
+    assert_eq!(windows(&w)[0].visits, 0);
+}
+
+#[test]
+fn windows_are_final_only_after_settling_and_empty_ones_are_reported() {
+    let mut k = counter(Counting::default());
+    let mut store = MemHistory::default();
+    k.detection(&det(0, 1, true), &mut store).unwrap();
+    // Window 0 ends at 900 s; final at 900 + 900.
+    k.advance(T0 + 1799 * S, &mut store);
+    assert!(k.drain_reports().is_empty());
+    k.advance(T0 + 1800 * S, &mut store);
+    assert_eq!(windows(&k.drain_reports()).len(), 1);
+    // Far later: every window between is reported, with zeros.
+    k.detection(&det(4 * 3600, 2, true), &mut store).unwrap();
+    let r = k.drain_reports();
+    let w = windows(&r);
+    assert_eq!(w.len(), 16 - 1 - 1 + 1 - 1);
+    assert!(w.iter().all(|w| w.frames == 0));
+    // A detection in a final window is late.
+    k.detection(&det(10, 3, true), &mut store).unwrap();
+    assert_eq!(k.state.late_frames, 1);
+}
+
+#[test]
+fn staff_become_residents_after_three_long_days() {
+    // Device 7 present 08:00-13:00 (5 h, strong every 5 min) on days 0-2;
+    // on day 3 it is a resident: counted in residents, not visits.
+    let mut dets = Vec::new();
+    for day in 0..4 {
+        for m in (0..=300).step_by(5) {
+            dets.push(det(day * 86_400 + 8 * 3600 + m * 60, 7, true));
+        }
+    }
+    let r = run(Counting::default(), &dets);
+    let days: Vec<_> = r
+        .iter()
+        .filter_map(|r| match r {
+            Report::Day(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(days.len(), 4);
+    assert_eq!(
+        days.iter().map(|d| d.visits).collect::<Vec<_>>(),
+        vec![1, 1, 1, 0]
+    );
+    assert_eq!(
+        days.iter().map(|d| d.residents).collect::<Vec<_>>(),
+        vec![0, 0, 0, 1]
+    );
+    // Day 1 and 2 visits are returning (a visit on an earlier day).
+    assert_eq!(
+        days.iter()
+            .map(|d| d.visitors_returning)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 1, 0]
+    );
+    let w = windows(&r);
+    let day3: Vec<_> = w
+        .iter()
+        .filter(|w| w.window_start >= (T0 / S) + 3 * 86_400)
+        .collect();
+    assert!(day3.iter().all(|w| w.detected == 0));
+    assert_eq!(day3.iter().map(|w| w.residents).max(), Some(1));
+}
+
+#[test]
+fn randomized_visitors_are_counted_apart() {
+    let mut dets: Vec<_> = (0..=6).map(|i| det(i * 60, 1, true)).collect();
+    for d in &mut dets {
+        d.randomized = true;
+    }
+    let r = run(Counting::default(), &dets);
+    let w = windows(&r);
+    assert_eq!(
+        (w[0].visitors, w[0].visitors_randomized, w[0].visitors_new),
+        (1, 1, 0)
+    );
+}

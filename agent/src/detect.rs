@@ -1,0 +1,362 @@
+//! SPEC §1: which captured frames are detections. This is the door: a frame
+//! comes in with a MAC, a `Detection` leaves with a keyed `DeviceId`, and
+//! nothing after this module sees a MAC.
+//!
+//! `classify` is the hot path: it parses in place, allocates nothing and
+//! never panics; each rejected frame gets one `DropReason`.
+
+use std::collections::HashSet;
+
+use crate::privacy::{DeviceId, Keyer};
+use crate::wire::ieee80211::{self, Mac, ProbeRequest};
+use crate::wire::linktype::LinkType;
+use crate::wire::{ppi, prism, radiotap, WireError};
+
+/// Why a frame is not a detection, one reason per frame, in SPEC §1 order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The link-layer header (radiotap) is not well formed.
+    MalformedRadiotap,
+    /// A Prism, AVS or PPI header is not well formed.
+    MalformedHeader,
+    /// Not a management frame of subtype 4 with protocol version 0.
+    NotProbeRequest,
+    /// A probe request whose 24-byte MAC header was not captured.
+    Truncated,
+    /// The capture header says the FCS check failed.
+    BadFcs,
+    /// The transmitter address has the group bit set.
+    GroupAddress,
+    /// Signal below `rssi_floor_dbm`.
+    BelowRssiFloor,
+    /// The device is on the opt-out list.
+    OptedOut,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::NotProbeRequest,
+        DropReason::Truncated,
+        DropReason::BadFcs,
+        DropReason::GroupAddress,
+        DropReason::BelowRssiFloor,
+        DropReason::MalformedRadiotap,
+        DropReason::MalformedHeader,
+        DropReason::OptedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotProbeRequest => "not_probe_request",
+            DropReason::Truncated => "truncated",
+            DropReason::BadFcs => "bad_fcs",
+            DropReason::GroupAddress => "group_address",
+            DropReason::BelowRssiFloor => "below_rssi_floor",
+            DropReason::MalformedRadiotap => "malformed_radiotap",
+            DropReason::MalformedHeader => "malformed_header",
+            DropReason::OptedOut => "opted_out",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A probe request that passed SPEC §1, still carrying its MAC. Private to
+/// this module's callers in `detect`; it is hashed before leaving.
+pub struct Probe {
+    pub mac: Mac,
+    pub signal_dbm: Option<i8>,
+}
+
+/// SPEC §1 on one captured frame. `rssi_floor_dbm` applies only when the
+/// frame has a signal; a frame without one is kept.
+pub fn classify(link: LinkType, frame: &[u8], rssi_floor_dbm: i8) -> Result<Probe, DropReason> {
+    let (body, signal, fcs_at_end, bad_fcs) = match link {
+        LinkType::Ieee80211 => (frame, None, false, false),
+        LinkType::Radiotap => {
+            let h =
+                radiotap::Header::new_checked(frame).map_err(|_| DropReason::MalformedRadiotap)?;
+            let flags = h.flags().unwrap_or(0);
+            (
+                &frame[h.len()..],
+                h.dbm_signal(),
+                flags & radiotap::flags::FCS_AT_END != 0,
+                flags & radiotap::flags::BAD_FCS != 0,
+            )
+        }
+        LinkType::Prism | LinkType::Avs => {
+            let h = if link == LinkType::Prism {
+                prism::Header::new_checked_119(frame)
+            } else {
+                prism::Header::new_checked_avs(frame)
+            }
+            .map_err(|_| DropReason::MalformedHeader)?;
+            (&frame[h.len()..], h.dbm_signal(), false, false)
+        }
+        LinkType::Ppi => {
+            let h = ppi::Header::new_checked(frame).map_err(|_| DropReason::MalformedHeader)?;
+            let flags = h.common_flags().unwrap_or(0);
+            (
+                &frame[h.len()..],
+                h.dbm_signal(),
+                flags & ppi::flags::FCS_PRESENT != 0,
+                flags & ppi::flags::FCS_INVALID != 0,
+            )
+        }
+    };
+    match ieee80211::kind(body) {
+        Some(ieee80211::Kind::ProbeRequest) => {}
+        Some(ieee80211::Kind::Other) | None => return Err(DropReason::NotProbeRequest),
+    }
+    let body = if fcs_at_end {
+        &body[..body.len().saturating_sub(4)]
+    } else {
+        body
+    };
+    let probe = match ProbeRequest::new_checked(body) {
+        Ok(p) => p,
+        Err(WireError::Truncated { .. }) => return Err(DropReason::Truncated),
+        Err(_) => return Err(DropReason::NotProbeRequest),
+    };
+    if bad_fcs {
+        return Err(DropReason::BadFcs);
+    }
+    let mac = probe.transmitter();
+    if mac.is_group() {
+        return Err(DropReason::GroupAddress);
+    }
+    if signal.is_some_and(|s| s < rssi_floor_dbm) {
+        return Err(DropReason::BelowRssiFloor);
+    }
+    Ok(Probe {
+        mac,
+        signal_dbm: signal,
+    })
+}
+
+/// One detection (SPEC §1), as the counter sees it: no MAC, no SSID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detection {
+    pub t_us: i64,
+    pub device: DeviceId,
+    /// Locally administered address (SPEC §1).
+    pub randomized: bool,
+    /// Signal at least `visit_rssi_dbm`, or no signal field (SPEC §1.5).
+    pub strong: bool,
+    pub no_signal: bool,
+}
+
+/// Per-reason frame counts, the figures of `inspect` and of the
+/// `footfall_frames_total{result}` metric.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameStats {
+    pub frames: u64,
+    pub probe_requests: u64,
+    pub detections: u64,
+    pub detections_no_signal: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl FrameStats {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+}
+
+/// Frames in, detections out: SPEC §1 plus the keyed id and opt-out of §2.
+pub struct Detector {
+    link: LinkType,
+    keyer: Keyer,
+    opt_out: HashSet<DeviceId>,
+    rssi_floor_dbm: i8,
+    visit_rssi_dbm: i8,
+    pub stats: FrameStats,
+}
+
+impl Detector {
+    pub fn new(
+        link: LinkType,
+        keyer: Keyer,
+        opt_out: HashSet<DeviceId>,
+        rssi_floor_dbm: i8,
+        visit_rssi_dbm: i8,
+    ) -> Detector {
+        Detector {
+            link,
+            keyer,
+            opt_out,
+            rssi_floor_dbm,
+            visit_rssi_dbm,
+            stats: FrameStats::default(),
+        }
+    }
+
+    pub fn set_link(&mut self, link: LinkType) {
+        self.link = link;
+    }
+
+    /// One captured frame; `Some` when it is a detection.
+    pub fn frame(&mut self, t_us: i64, frame: &[u8]) -> Option<Detection> {
+        self.stats.frames += 1;
+        let probe = match classify(self.link, frame, self.rssi_floor_dbm) {
+            Ok(p) => p,
+            Err(reason) => {
+                if !matches!(
+                    reason,
+                    DropReason::NotProbeRequest
+                        | DropReason::MalformedRadiotap
+                        | DropReason::MalformedHeader
+                ) {
+                    self.stats.probe_requests += 1;
+                }
+                self.stats.dropped[reason.index()] += 1;
+                return None;
+            }
+        };
+        self.stats.probe_requests += 1;
+        let device = self.keyer.id(&probe.mac);
+        if self.opt_out.contains(&device) {
+            self.stats.dropped[DropReason::OptedOut.index()] += 1;
+            return None;
+        }
+        self.stats.detections += 1;
+        let no_signal = probe.signal_dbm.is_none();
+        self.stats.detections_no_signal += u64::from(no_signal);
+        Some(Detection {
+            t_us,
+            device,
+            randomized: probe.mac.is_local(),
+            strong: probe.signal_dbm.is_none_or(|s| s >= self.visit_rssi_dbm),
+            no_signal,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::radiotap::{flags, Repr as Rt};
+    use proptest::prelude::*;
+
+    fn frame(rt: Rt, mac: [u8; 6], fcs: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        rt.emit(&mut b);
+        ieee80211::Repr::probe_request(mac, 1).emit(&mut b);
+        if fcs {
+            b.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        }
+        b
+    }
+
+    const PHONE: [u8; 6] = [0x3c, 0x22, 0xfb, 1, 2, 3];
+
+    #[test]
+    fn spec_section_1_rules() {
+        let ok = Rt {
+            flags: Some(0),
+            dbm_signal: Some(-60),
+            ..Rt::default()
+        };
+        assert!(classify(LinkType::Radiotap, &frame(ok, PHONE, false), -90).is_ok());
+        // Exactly at the floor is strong enough.
+        let floor = Rt {
+            dbm_signal: Some(-90),
+            ..ok
+        };
+        assert!(classify(LinkType::Radiotap, &frame(floor, PHONE, false), -90).is_ok());
+        let weak = Rt {
+            dbm_signal: Some(-91),
+            ..ok
+        };
+        assert_eq!(
+            classify(LinkType::Radiotap, &frame(weak, PHONE, false), -90).err(),
+            Some(DropReason::BelowRssiFloor)
+        );
+        let bad = Rt {
+            flags: Some(flags::BAD_FCS),
+            ..ok
+        };
+        assert_eq!(
+            classify(LinkType::Radiotap, &frame(bad, PHONE, false), -90).err(),
+            Some(DropReason::BadFcs)
+        );
+        let mut group = PHONE;
+        group[0] |= 1;
+        assert_eq!(
+            classify(LinkType::Radiotap, &frame(ok, group, false), -90).err(),
+            Some(DropReason::GroupAddress)
+        );
+        // No signal field: kept.
+        let nosig = Rt {
+            flags: Some(0),
+            ..Rt::default()
+        };
+        let p = classify(LinkType::Radiotap, &frame(nosig, PHONE, false), -90).unwrap();
+        assert_eq!(p.signal_dbm, None);
+    }
+
+    #[test]
+    fn fcs_bytes_do_not_count_towards_the_header() {
+        let fcs = Rt {
+            flags: Some(flags::FCS_AT_END),
+            dbm_signal: Some(-50),
+            ..Rt::default()
+        };
+        let mut b = Vec::new();
+        fcs.emit(&mut b);
+        let rt_len = b.len();
+        ieee80211::Repr::probe_request(PHONE, 1).emit(&mut b);
+        // Cut to 23 header bytes + 4 "FCS" bytes: 27 bytes after radiotap.
+        b.truncate(rt_len + 27);
+        assert_eq!(
+            classify(LinkType::Radiotap, &b, -90).err(),
+            Some(DropReason::Truncated)
+        );
+        b.truncate(rt_len);
+        b.extend_from_slice(&frame(Rt::default(), PHONE, false)[8..8 + 24]);
+        b.extend_from_slice(&[0; 4]);
+        assert!(classify(LinkType::Radiotap, &b, -90).is_ok());
+    }
+
+    #[test]
+    fn detector_hashes_and_classifies_strength() {
+        let keyer = Keyer::new(&[1; 32]);
+        let mut d = Detector::new(LinkType::Radiotap, keyer.clone(), HashSet::new(), -90, -70);
+        let weak = Rt {
+            dbm_signal: Some(-80),
+            ..Rt::default()
+        };
+        let det = d
+            .frame(5, &frame(weak, [0x02, 0, 0, 0, 0, 1], false))
+            .unwrap();
+        assert!(!det.strong && det.randomized && !det.no_signal);
+        assert_eq!(det.device, keyer.id(&Mac([0x02, 0, 0, 0, 0, 1])));
+        let raw = &frame(Rt::default(), PHONE, false)[8..];
+        d.set_link(LinkType::Ieee80211);
+        let det = d.frame(6, raw).unwrap();
+        assert!(det.strong && det.no_signal && !det.randomized);
+        assert_eq!(
+            (
+                d.stats.frames,
+                d.stats.detections,
+                d.stats.detections_no_signal
+            ),
+            (2, 2, 1)
+        );
+
+        let opt = [keyer.id(&Mac(PHONE))].into_iter().collect();
+        let mut d = Detector::new(LinkType::Ieee80211, keyer, opt, -90, -70);
+        assert!(d.frame(1, raw).is_none());
+        assert_eq!(d.stats.dropped(DropReason::OptedOut), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn classify_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), lt in 0usize..5) {
+            let link = [LinkType::Radiotap, LinkType::Ieee80211, LinkType::Prism, LinkType::Avs, LinkType::Ppi][lt];
+            let _ = classify(link, &bytes, -90);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Keyed device ids (SPEC §2): the only form in which a device leaves the
+//! capture path. A MAC is turned into HMAC-SHA-256(key, MAC) truncated to
+//! 128 bits as soon as a frame is parsed; nothing downstream sees the MAC.
+//!
+//! The key file holds 32 random bytes, is created with mode 0600 on first
+//! start, and is refused when group or others can read it: whoever holds the
+//! key can test a MAC against the ids.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hmac::{KeyInit, Mac as _};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::ieee80211::Mac;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+pub const KEY_LEN: usize = 32;
+
+/// A device as footfall knows it: 128 bits of keyed hash. `Debug` and
+/// `Display` show an 8-hex-digit prefix, enough to follow one in a log.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceId(pub u128);
+
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dev:{:08x}", (self.0 >> 96) as u32)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: key file must hold exactly {KEY_LEN} bytes, found {len}")]
+    KeyLength { path: PathBuf, len: usize },
+    #[error("{path}: key file is readable by others (mode {mode:04o}); run `chmod 600 {path}`")]
+    KeyMode { path: PathBuf, mode: u32 },
+    #[error("{path}:{line}: {what}")]
+    OptOut {
+        path: PathBuf,
+        line: usize,
+        what: String,
+    },
+}
+
+/// Turns MACs into device ids under one deployment key.
+#[derive(Clone)]
+pub struct Keyer {
+    /// HMAC state with the key already absorbed: each id costs the two
+    /// compressions of the message, not the two of the key.
+    keyed: HmacSha256,
+}
+
+impl Keyer {
+    pub fn new(key: &[u8; KEY_LEN]) -> Keyer {
+        Keyer {
+            keyed: HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"),
+        }
+    }
+
+    /// A keyer under a fresh random key: ids from it are only comparable
+    /// within one process (what `inspect` needs to count distinct devices).
+    pub fn ephemeral() -> Keyer {
+        Keyer::new(&random_key())
+    }
+
+    /// SPEC §2: HMAC-SHA-256(key, MAC) truncated to its first 128 bits.
+    pub fn id(&self, mac: &Mac) -> DeviceId {
+        let mut h = self.keyed.clone();
+        h.update(&mac.0);
+        let out = h.finalize().into_bytes();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&out[..16]);
+        DeviceId(u128::from_be_bytes(first))
+    }
+}
+
+fn random_key() -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).expect("the OS random source is available");
+    key
+}
+
+/// Loads the key, creating it (32 random bytes, mode 0600) when missing.
+pub fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], PrivacyError> {
+    let io = |source| PrivacyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(PrivacyError::KeyMode {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+            let bytes = fs::read(path).map_err(io)?;
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| PrivacyError::KeyLength {
+                    path: path.to_path_buf(),
+                    len: bytes.len(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir).map_err(io)?;
+            }
+            let key = random_key();
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            f.write_all(&key).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Parses a MAC written as six hex octets separated by `:` or `-`.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Mac(out))
+}
+
+/// SPEC §2 opt-out: one MAC a line, `#` starts a comment. The MACs are
+/// hashed as they are read and never kept.
+pub fn load_opt_out(path: &Path, keyer: &Keyer) -> Result<HashSet<DeviceId>, PrivacyError> {
+    let text = fs::read_to_string(path).map_err(|source| PrivacyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut ids = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        // The error names the line, not its content: the line is a MAC.
+        let mac = parse_mac(line).ok_or_else(|| PrivacyError::OptOut {
+            path: path.to_path_buf(),
+            line: i + 1,
+            what: "not a MAC address (expected six hex octets like 00:11:22:33:44:55)".into(),
+        })?;
+        ids.insert(keyer.id(&mac));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_truncated_hmac_sha256() {
+        // RFC 4231-style check against an independent computation:
+        // HMAC-SHA-256(key = 32 x 0x0b, msg = 00:11:22:33:44:55).
+        let keyer = Keyer::new(&[0x0b; 32]);
+        let id = keyer.id(&Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]));
+        let mut h = HmacSha256::new_from_slice(&[0x0b; 32]).unwrap();
+        h.update(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
+        let full = h.finalize().into_bytes();
+        assert_eq!(id.0.to_be_bytes(), full[..16]);
+        assert_ne!(
+            id,
+            Keyer::new(&[0x0c; 32]).id(&Mac([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]))
+        );
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/key");
+        let k1 = load_or_create_key(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_key(&path).unwrap(), k1);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("readable by others") && err.contains("0644"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_key_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        fs::write(&path, [1u8; 5]).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(err.contains("exactly 32 bytes, found 5"), "{err}");
+    }
+
+    #[test]
+    fn opt_out_names_the_bad_line_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optout");
+        fs::write(
+            &path,
+            "# staff\n00:11:22:33:44:55\n\n66-77-88-99-aa-bb # till\n00:11:22:33:44\n",
+        )
+        .unwrap();
+        let keyer = Keyer::new(&[7; 32]);
+        let err = load_opt_out(&path, &keyer).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "optout:5: not a MAC address (expected six hex octets like 00:11:22:33:44:55)"
+            ),
+            "{err}"
+        );
+        fs::write(
+            &path,
+            "# staff\n00:11:22:33:44:55\n66-77-88-99-aa-bb # till\n",
+        )
+        .unwrap();
+        let ids = load_opt_out(&path, &keyer).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&keyer.id(&Mac([0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb]))));
+    }
+
+    #[test]
+    fn device_id_prints_only_a_prefix() {
+        let id = DeviceId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(format!("{id:?}"), "dev:01234567");
+    }
+}

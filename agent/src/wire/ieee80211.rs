@@ -1,0 +1,154 @@
+//! The IEEE 802.11 MAC header, as far as SPEC §1 needs it: frame control and
+//! the transmitter address of a probe request. The frame body (and with it
+//! the SSID) is never read.
+
+use super::WireError;
+
+mod field {
+    use std::ops::Range;
+    pub const FRAME_CONTROL: usize = 0;
+    pub const ADDR2: Range<usize> = 10..16;
+    pub const SEQ_CTRL: Range<usize> = 22..24;
+    /// A management header: FC, duration, three addresses, sequence control.
+    pub const MGMT_HEADER_LEN: usize = SEQ_CTRL.end;
+}
+
+pub use field::MGMT_HEADER_LEN;
+
+/// Frame control byte 0 of a probe request: version 0, type 0, subtype 4.
+const PROBE_REQUEST_FC0: u8 = 0x40;
+
+/// A 48-bit MAC address. It deliberately has no `Debug` or `Display`: a MAC
+/// must never reach a log line or an error (SPEC §2).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// Group (multicast/broadcast) bit: such a transmitter is not a phone.
+    pub fn is_group(&self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// Locally administered bit: the phone randomizes its address.
+    pub fn is_local(&self) -> bool {
+        self.0[0] & 0x02 != 0
+    }
+}
+
+/// What the first frame-control byte says about a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ProbeRequest,
+    Other,
+}
+
+/// Classifies a frame from its first byte; `None` when there is no byte.
+pub fn kind(frame: &[u8]) -> Option<Kind> {
+    frame.get(field::FRAME_CONTROL).map(|&fc0| {
+        if fc0 == PROBE_REQUEST_FC0 {
+            Kind::ProbeRequest
+        } else {
+            Kind::Other
+        }
+    })
+}
+
+/// A probe request whose management header has been checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeRequest<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> ProbeRequest<'a> {
+    /// `buf` is the 802.11 frame without any FCS. After `Ok`, no accessor panics.
+    pub fn new_checked(buf: &'a [u8]) -> Result<ProbeRequest<'a>, WireError> {
+        if buf.len() < field::MGMT_HEADER_LEN {
+            return Err(WireError::Truncated {
+                need: field::MGMT_HEADER_LEN,
+                got: buf.len(),
+            });
+        }
+        if buf[field::FRAME_CONTROL] != PROBE_REQUEST_FC0 {
+            return Err(WireError::Malformed("not a probe request"));
+        }
+        Ok(ProbeRequest { buf })
+    }
+
+    /// The transmitter (SPEC §1: the device).
+    pub fn transmitter(&self) -> Mac {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.buf[field::ADDR2]);
+        Mac(m)
+    }
+}
+
+/// Builds probe-request and other management frames for tests and `simulate`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Frame control byte 0 (0x40 probe request, 0x80 beacon, ...).
+    pub fc0: u8,
+    pub addr1: [u8; 6],
+    pub addr2: [u8; 6],
+    pub addr3: [u8; 6],
+    pub seq: u16,
+}
+
+impl Repr {
+    pub fn probe_request(transmitter: [u8; 6], seq: u16) -> Repr {
+        Repr {
+            fc0: PROBE_REQUEST_FC0,
+            addr1: [0xff; 6],
+            addr2: transmitter,
+            addr3: [0xff; 6],
+            seq,
+        }
+    }
+
+    /// The header followed by a wildcard SSID and a small rates element.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.fc0, 0, 0, 0]);
+        out.extend_from_slice(&self.addr1);
+        out.extend_from_slice(&self.addr2);
+        out.extend_from_slice(&self.addr3);
+        out.extend_from_slice(&(self.seq << 4).to_le_bytes());
+        out.extend_from_slice(&[0, 0, 1, 4, 0x02, 0x04, 0x0b, 0x16]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_transmitter_of_probe_request() {
+        let mut b = Vec::new();
+        Repr::probe_request([0x02, 1, 2, 3, 4, 5], 9).emit(&mut b);
+        let p = ProbeRequest::new_checked(&b).unwrap();
+        assert!(p.transmitter() == Mac([0x02, 1, 2, 3, 4, 5]));
+        assert!(p.transmitter().is_local());
+        assert!(!p.transmitter().is_group());
+        assert_eq!(kind(&b), Some(Kind::ProbeRequest));
+        assert!(matches!(
+            ProbeRequest::new_checked(&b[..23]),
+            Err(WireError::Truncated { need: 24, got: 23 })
+        ));
+    }
+
+    #[test]
+    fn other_versions_and_types_are_not_probe_requests() {
+        for fc0 in [0x41u8, 0x43, 0x80, 0x48, 0x50] {
+            assert_eq!(kind(&[fc0]), Some(Kind::Other), "{fc0:#x}");
+        }
+        assert_eq!(kind(&[]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(p) = ProbeRequest::new_checked(&bytes) {
+                let _ = p.transmitter();
+            }
+        }
+    }
+}
