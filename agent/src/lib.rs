@@ -5,10 +5,12 @@
 //! it sees a MAC; `count` applies SPEC §3-§5; `store` keeps the counter's
 //! state and the outbox in sled; the commands in `cli` tie them together.
 
+pub mod cli;
 pub mod config;
 pub mod count;
 pub mod detect;
 pub mod privacy;
+pub mod store;
 pub mod wire;
 
 /// The version every report carries as `agent_version`.

@@ -1,1 +1,125 @@
-fn main() {}
+//! `footfall-agent`: parses the command line and calls the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use footfall_agent::cli::{inspect, replay, simulate};
+use footfall_agent::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "footfall-agent",
+    version,
+    about = "Counts store visits from Wi-Fi probe requests, privately"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Count capture files as one timeline and write final reports.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where reports go, one JSON line each (appended); `-` for stdout.
+        #[arg(long)]
+        emit: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Say what is in capture files, without counting visits.
+    Inspect {
+        /// One JSON object per file, one per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = -90, allow_negative_numbers = true)]
+        rssi_floor_dbm: i8,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate a config and list every problem with its line.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write synthetic store traffic.
+    Simulate(simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FOOTFALL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("footfall-agent: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Replay {
+            config,
+            emit,
+            files,
+        } => {
+            let config = Config::load(&config)?;
+            replay::replay(&config, &files, &emit)?;
+        }
+        Command::Inspect {
+            json,
+            rssi_floor_dbm,
+            files,
+        } => {
+            let mut failed = false;
+            for f in &files {
+                let i = inspect::inspect_file(f, rssi_floor_dbm, -70);
+                failed |= i.error.is_some();
+                if json {
+                    println!("{}", i.to_json());
+                } else {
+                    print!("{}", i.to_text());
+                }
+            }
+            if failed {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::CheckConfig { config } => {
+            let c = Config::load(&config)?;
+            println!(
+                "{}: ok (store {}, agent {}, time zone {}, params_hash {})",
+                config.display(),
+                c.store_id,
+                c.agent_id,
+                c.timezone_name,
+                c.params_hash()
+            );
+        }
+        Command::Simulate(args) => {
+            let s = simulate::simulate(&args)?;
+            eprintln!(
+                "{}: {} frames, {} customers over {} days",
+                args.out.display(),
+                s.frames,
+                s.customers,
+                args.days
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

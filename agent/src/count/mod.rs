@@ -409,6 +409,10 @@ impl Counter {
         self.state.devices.len()
     }
 
+    pub fn has_reports(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Reports that became final since the last call, in order (seq 0:
     /// the caller numbers them as it commits them).
     pub fn drain_reports(&mut self) -> Vec<Report> {

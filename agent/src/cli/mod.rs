@@ -1,0 +1,6 @@
+//! The agent's commands. Each returns `anyhow::Result`; `main` prints the
+//! error chain and exits 2.
+
+pub mod inspect;
+pub mod replay;
+pub mod simulate;

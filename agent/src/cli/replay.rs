@@ -1,0 +1,313 @@
+//! `footfall-agent replay`: capture files, read in the order given as one
+//! timeline, through the same detect → count → store path as live capture.
+//!
+//! Position: each file is known by a fingerprint of its first 64 KiB and
+//! the checkpoint records how many of its frames are counted, so a second
+//! run over the same files, or a run after kill -9, counts each frame once.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use footfall_report::Report;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::count::{Counter, ReportMeta};
+use crate::detect::Detector;
+use crate::privacy::{load_opt_out, load_or_create_key, Keyer};
+use crate::store::{Checkpoint, FileProgress, Identity, Store};
+use crate::wire::linktype::LinkType;
+use crate::wire::pcapfile::CaptureFile;
+
+/// Checkpoint at most this often while windows become final. Between
+/// checkpoints nothing is written; a crash re-reads at most this much.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Where final reports go: one JSON line each.
+pub struct Emit {
+    out: Box<dyn Write>,
+    file: Option<File>,
+}
+
+impl Emit {
+    /// `-` is stdout; a path is appended to. A last line cut short by a
+    /// crash is trimmed first, so the file stays one report per line.
+    pub fn open(path: &Path) -> Result<Emit> {
+        if path == Path::new("-") {
+            return Ok(Emit {
+                out: Box::new(io::stdout()),
+                file: None,
+            });
+        }
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open the emit file", path.display()))?;
+        trim_torn_line(&mut f)
+            .with_context(|| format!("{}: cannot repair the emit file", path.display()))?;
+        let writer = f.try_clone()?;
+        Ok(Emit {
+            out: Box::new(BufWriter::new(writer)),
+            file: Some(f),
+        })
+    }
+
+    pub fn write(&mut self, reports: &[Report]) -> Result<()> {
+        for r in reports {
+            serde_json::to_writer(&mut self.out, r)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn trim_torn_line(f: &mut File) -> io::Result<()> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Find the last newline; everything after it is a torn write.
+    let mut pos = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while pos > 0 {
+        let start = pos.saturating_sub(buf.len() as u64);
+        let n = (pos - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            f.set_len(start + i as u64 + 1)?;
+            return Ok(());
+        }
+        pos = start;
+    }
+    f.set_len(0)
+}
+
+/// Identifies an input file by its first 64 KiB: the same capture is found
+/// again under another name, and a capture that grew keeps its identity.
+pub fn fingerprint(path: &Path) -> Result<[u8; 32]> {
+    let mut head = Vec::with_capacity(64 * 1024);
+    File::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Sha256::digest(&head).into())
+}
+
+/// The agent's parts, opened from a config: shared by `replay` and `run`.
+pub struct Agent {
+    pub store: Store,
+    pub counter: Counter,
+    pub detector: Detector,
+    pub files: Vec<FileProgress>,
+    pub next_seq: u64,
+}
+
+impl Agent {
+    pub fn open(config: &Config) -> Result<Agent> {
+        let key = load_or_create_key(&config.key_file)?;
+        let keyer = Keyer::new(&key);
+        let opt_out = match &config.opt_out_file {
+            Some(p) => load_opt_out(p, &keyer)?,
+            None => Default::default(),
+        };
+        let params_hash = config.params_hash();
+        let identity = Identity::new(&config.store_id, &config.agent_id, &params_hash);
+        let store = Store::open(&config.storage_path, config.cache_bytes, &identity)?;
+        let cp = store.load_checkpoint()?.unwrap_or_default();
+        let meta = ReportMeta {
+            store_id: config.store_id.clone(),
+            agent_id: config.agent_id.clone(),
+            agent_version: crate::VERSION.to_string(),
+            params_hash,
+        };
+        let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter);
+        let c = &config.counting;
+        let detector = Detector::new(
+            LinkType::Radiotap,
+            keyer,
+            opt_out,
+            c.rssi_floor_dbm as i8,
+            c.visit_rssi_dbm as i8,
+        );
+        Ok(Agent {
+            store,
+            counter,
+            detector,
+            files: cp.files,
+            next_seq: cp.next_seq,
+        })
+    }
+
+    /// Numbers the reports that became final and commits them with the
+    /// counter's state; returns them for delivery.
+    pub fn checkpoint(&mut self) -> Result<Vec<Report>> {
+        let mut reports = self.counter.drain_reports();
+        for r in &mut reports {
+            r.set_seq(self.next_seq);
+            self.next_seq += 1;
+        }
+        let cp = Checkpoint {
+            counter: std::mem::take(&mut self.counter.state),
+            files: self.files.clone(),
+            next_seq: self.next_seq,
+        };
+        let result = self.store.commit(&cp, &reports);
+        self.counter.state = cp.counter;
+        result?;
+        Ok(reports)
+    }
+}
+
+pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<()> {
+    let mut agent = Agent::open(config)?;
+    let mut emit = Emit::open(emit_path)?;
+
+    // Reports committed by an earlier run that may not have reached the file.
+    let leftover = agent.store.outbox()?;
+    if !leftover.is_empty() {
+        info!(
+            reports = leftover.len(),
+            "emitting reports left in the outbox"
+        );
+        emit.write(&leftover)?;
+        agent
+            .store
+            .remove_delivered(leftover.iter().map(Report::seq))?;
+    }
+
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {human_pos} frames ({per_sec})")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let mut frames_read = 0u64;
+    let mut failure = None;
+    for path in inputs {
+        if let Err(e) = replay_file(&mut agent, &mut emit, path, &progress, &mut frames_read) {
+            failure = Some(e);
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    if failure.is_none() {
+        agent.counter.finish(&mut agent.store);
+    }
+    let reports = agent.checkpoint()?;
+    deliver(&mut agent, &mut emit, &reports)?;
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        frames = frames_read,
+        detections = agent.detector.stats.detections,
+        late_frames = agent.counter.state.late_frames,
+        seconds = format!("{secs:.2}"),
+        frames_per_s = format!("{:.0}", frames_read as f64 / secs.max(1e-9)),
+        "replay done"
+    );
+    match failure {
+        Some(e) => {
+            Err(e.context("replay stopped; everything before this point is counted and saved"))
+        }
+        None => Ok(()),
+    }
+}
+
+fn deliver(agent: &mut Agent, emit: &mut Emit, reports: &[Report]) -> Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    emit.write(reports)?;
+    agent
+        .store
+        .remove_delivered(reports.iter().map(Report::seq))?;
+    Ok(())
+}
+
+fn replay_file(
+    agent: &mut Agent,
+    emit: &mut Emit,
+    path: &Path,
+    progress: &indicatif::ProgressBar,
+    frames_read: &mut u64,
+) -> Result<()> {
+    let fp = fingerprint(path)?;
+    let idx = match agent.files.iter().position(|f| f.fingerprint == fp) {
+        Some(i) => i,
+        None => {
+            agent.files.push(FileProgress {
+                fingerprint: fp,
+                frames: 0,
+                done: false,
+            });
+            agent.files.len() - 1
+        }
+    };
+    if agent.files[idx].done {
+        info!(file = %path.display(), "already counted; skipped");
+        return Ok(());
+    }
+    let mut cap = CaptureFile::open(path)?;
+    let link =
+        LinkType::from_dlt(cap.dlt()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    agent.detector.set_link(link);
+    let skip = agent.files[idx].frames;
+    if skip > 0 {
+        info!(file = %path.display(), frames = skip, "resuming after frames already counted");
+    }
+    progress.set_message(path.display().to_string());
+    let mut last_cp = Instant::now();
+    let mut seen = 0u64;
+    loop {
+        let rec = match cap.next_record() {
+            None => break,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                let reports = agent.checkpoint()?;
+                deliver(agent, emit, &reports)?;
+                bail!(e);
+            }
+        };
+        seen += 1;
+        if seen <= skip {
+            continue;
+        }
+        *frames_read += 1;
+        if let Some(det) = agent.detector.frame(rec.ts_us, rec.data) {
+            agent.counter.detection(&det, &mut agent.store)?;
+        }
+        agent.files[idx].frames = seen;
+        if seen % 4096 == 0 {
+            progress.set_position(*frames_read);
+            if agent.counter.has_reports() && last_cp.elapsed() >= CHECKPOINT_EVERY {
+                let reports = agent.checkpoint()?;
+                deliver(agent, emit, &reports)?;
+                last_cp = Instant::now();
+            }
+        }
+    }
+    agent.files[idx].done = true;
+    let reports = agent.checkpoint()?;
+    deliver(agent, emit, &reports)?;
+    if agent.counter.state.late_frames > 0 {
+        warn!(file = %path.display(), late_frames = agent.counter.state.late_frames, "detections older than the last final window were dropped");
+    }
+    Ok(())
+}

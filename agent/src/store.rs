@@ -1,0 +1,424 @@
+//! The agent's state in sled: the counter, device histories, the replay
+//! position and the outbox of reports not yet delivered.
+//!
+//! Trees, keys and values:
+//! - `meta`: `identity` → which store, agent and counting parameters this
+//!   state belongs to; a state of another agent or other rules is refused.
+//! - `state`: `checkpoint` → the counter's in-memory state, the replay
+//!   position and the next report `seq`.
+//! - `devices`: 16-byte device id → `History` of a device not in memory.
+//! - `outbox`: 8-byte big-endian `seq` → one report, JSON.
+//!
+//! Every value is `[format version][postcard or JSON payload][CRC-32 LE]`;
+//! a value that fails its checksum or version is an error naming its tree
+//! and key, never a default. Do not reorder fields of stored structs: the
+//! payload is positional (postcard); change `VALUE_VERSION` instead.
+//!
+//! Invariants: one checkpoint is one sled transaction over `state`,
+//! `devices` and `outbox`, flushed before any report of it leaves the
+//! process. A report leaves the outbox only once delivered (the emit file
+//! written and synced; over MQTT, the gateway's ack, SPEC §6).
+//!
+//! After kill -9: sled recovers to its last flushed transaction, so the
+//! state is the last checkpoint, whole. The counter resumes there and the
+//! replay re-reads the frames after the recorded position; counting is a
+//! function of the frames, so the reports it makes again are the same
+//! reports, with the same `seq`. Reports still in the outbox are sent again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use footfall_report::Report;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::count::{self, History, HistoryError, HistoryStore};
+use crate::privacy::DeviceId;
+
+const VALUE_VERSION: u8 = 1;
+const IDENTITY_KEY: &[u8] = b"identity";
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const FORMAT: &str = "footfall-agent-state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot open the state database: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("{path}: state database: {source}")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("{path}: tree `{tree}`, key {key}: {what}; the state is damaged: restore it from a backup or move it away to start over")]
+    Corrupt {
+        path: PathBuf,
+        tree: &'static str,
+        key: String,
+        what: String,
+    },
+    #[error("{path}: this state belongs to {found}, but the config says {expected}; point [storage] path elsewhere or fix the config")]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Who a state belongs to. Counting parameters are part of it: mixing
+/// counts made under two rule sets would make every later number wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: String,
+    pub store_id: String,
+    pub agent_id: String,
+    pub params_hash: String,
+}
+
+impl Identity {
+    pub fn new(store_id: &str, agent_id: &str, params_hash: &str) -> Identity {
+        Identity {
+            format: FORMAT.into(),
+            store_id: store_id.into(),
+            agent_id: agent_id.into(),
+            params_hash: params_hash.into(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "store {:?} agent {:?} counting with params_hash {}",
+            self.store_id, self.agent_id, self.params_hash
+        )
+    }
+}
+
+/// Progress through one input file, found again by its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    pub fingerprint: [u8; 32],
+    pub frames: u64,
+    pub done: bool,
+}
+
+/// Everything that must be restored together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub counter: count::State,
+    pub files: Vec<FileProgress>,
+    pub next_seq: u64,
+}
+
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    state: sled::Tree,
+    devices: sled::Tree,
+    outbox: sled::Tree,
+    /// Device histories saved or removed since the last commit.
+    overlay: HashMap<DeviceId, Option<History>>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    out.extend(postcard::to_stdvec(v).expect("in-memory structs serialize"));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_raw<'a>(bytes: &'a [u8]) -> Result<&'a [u8], String> {
+    if bytes.len() < 5 {
+        return Err(format!("value of {} bytes is too short", bytes.len()));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes(crc.try_into().expect("split at 4"));
+    if crc32fast::hash(body) != stored {
+        return Err("checksum mismatch".into());
+    }
+    if body[0] != VALUE_VERSION {
+        return Err(format!("value version {} is not {VALUE_VERSION}", body[0]));
+    }
+    Ok(&body[1..])
+}
+
+impl Store {
+    /// Opens (creating if needed) the state at `path`, refusing a state of
+    /// another identity.
+    pub fn open(path: &Path, cache_bytes: u64, identity: &Identity) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let sled_err = |source| StoreError::Sled {
+            path: path.to_path_buf(),
+            source,
+        };
+        let open = |name: &str| db.open_tree(name).map_err(sled_err);
+        let (meta, state, devices, outbox) = (
+            open("meta")?,
+            open("state")?,
+            open("devices")?,
+            open("outbox")?,
+        );
+        let store = Store {
+            path: path.to_path_buf(),
+            db: db.clone(),
+            state,
+            devices,
+            outbox,
+            overlay: HashMap::new(),
+        };
+        match meta.get(IDENTITY_KEY).map_err(sled_err)? {
+            Some(v) => {
+                let found: Identity = store.decode("meta", "identity", &v)?;
+                if &found != identity {
+                    return Err(StoreError::Foreign {
+                        path: path.to_path_buf(),
+                        found: found.describe(),
+                        expected: identity.describe(),
+                    });
+                }
+            }
+            None => {
+                if !store.state.is_empty() || !store.devices.is_empty() || !store.outbox.is_empty()
+                {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        tree: "meta",
+                        key: "identity".into(),
+                        what: "missing while other trees hold data".into(),
+                    });
+                }
+                meta.insert(IDENTITY_KEY, encode(identity))
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            tree,
+            key: key.to_string(),
+            what,
+        };
+        let body = decode_raw(bytes).map_err(corrupt)?;
+        postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        match self
+            .state
+            .get(CHECKPOINT_KEY)
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => Ok(Some(self.decode("state", "checkpoint", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reports in the outbox, in `seq` order.
+    pub fn outbox(&self) -> Result<Vec<Report>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let key = format!("seq {}", seq_of(&k));
+            let json: Vec<u8> = self.decode("outbox", &key, &v)?;
+            let report = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                tree: "outbox",
+                key,
+                what: format!("not a report: {e}"),
+            })?;
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Bytes the outbox holds (keys and values).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Commits a checkpoint and its new reports in one transaction, then
+    /// flushes: after this returns, a crash loses none of it.
+    pub fn commit(&mut self, cp: &Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let cp_bytes = encode(cp);
+        let report_values: Vec<([u8; 8], Vec<u8>)> = reports
+            .iter()
+            .map(|r| {
+                let json = serde_json::to_vec(r).expect("reports serialize");
+                (r.seq().to_be_bytes(), encode(&json))
+            })
+            .collect();
+        let devices: Vec<([u8; 16], Option<Vec<u8>>)> = self
+            .overlay
+            .iter()
+            .map(|(id, h)| (id.0.to_be_bytes(), h.as_ref().map(encode)))
+            .collect();
+        (&self.state, &self.devices, &self.outbox)
+            .transaction(|(state, devs, outbox)| {
+                state.insert(CHECKPOINT_KEY, cp_bytes.as_slice())?;
+                for (k, v) in &devices {
+                    match v {
+                        Some(v) => devs.insert(k, v.as_slice())?,
+                        None => devs.remove(k)?,
+                    };
+                }
+                for (k, v) in &report_values {
+                    outbox.insert(k, v.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => self.sled_err(source),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.overlay.clear();
+        Ok(())
+    }
+
+    /// Drops delivered reports from the outbox. Not flushed: if the drop is
+    /// lost in a crash, the reports are delivered again, which SPEC §6
+    /// allows (at least once, stored once).
+    pub fn remove_delivered(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in seqs {
+            batch.remove(&s.to_be_bytes());
+        }
+        self.outbox.apply_batch(batch).map_err(|e| self.sled_err(e))
+    }
+
+    /// Device histories stored on disk (not counting those in memory).
+    pub fn device_records(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    k.try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX)
+}
+
+impl HistoryStore for Store {
+    fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError> {
+        if let Some(h) = self.overlay.get(&id) {
+            return Ok(*h);
+        }
+        let key = id.0.to_be_bytes();
+        match self.devices.get(key) {
+            Ok(Some(v)) => self
+                .decode("devices", &format!("{id:?}"), &v)
+                .map(Some)
+                .map_err(|e| HistoryError(e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(HistoryError(self.sled_err(e).to_string())),
+        }
+    }
+
+    fn save(&mut self, id: DeviceId, history: &History) {
+        self.overlay.insert(id, Some(*history));
+    }
+
+    fn remove(&mut self, id: DeviceId) {
+        self.overlay.insert(id, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident() -> Identity {
+        Identity::new("s1", "a1", "p1")
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+            let cp = Checkpoint {
+                next_seq: 42,
+                ..Checkpoint::default()
+            };
+            s.save(DeviceId(7), &History::default());
+            s.commit(&cp, &[]).unwrap();
+        }
+        let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 42);
+        assert_eq!(s.load(DeviceId(7)).unwrap(), Some(History::default()));
+        assert_eq!(s.load(DeviceId(8)).unwrap(), None);
+    }
+
+    #[test]
+    fn foreign_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        drop(Store::open(&path, 1 << 20, &ident()).unwrap());
+        let err = Store::open(&path, 1 << 20, &Identity::new("s2", "a1", "p1"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("belongs to store \"s1\""), "{err}");
+        let err = Store::open(&path, 1 << 20, &Identity::new("s1", "a1", "p2"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("params_hash p1"), "{err}");
+    }
+
+    #[test]
+    fn damaged_value_is_an_error_naming_tree_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        {
+            let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+            s.commit(&Checkpoint::default(), &[]).unwrap();
+            // Flip one payload byte behind the store's back.
+            let mut v = s.state.get(CHECKPOINT_KEY).unwrap().unwrap().to_vec();
+            v[1] ^= 0xff;
+            s.state.insert(CHECKPOINT_KEY, v).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        let err = s.load_checkpoint().unwrap_err().to_string();
+        assert!(
+            err.contains("tree `state`, key checkpoint: checksum mismatch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn values_of_another_version_are_refused() {
+        let mut v = encode(&5u32);
+        assert!(decode_raw(&v).is_ok());
+        v[0] = 9;
+        let n = v.len();
+        let crc = crc32fast::hash(&v[..n - 4]);
+        v[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_raw(&v).unwrap_err(), "value version 9 is not 1");
+    }
+}
