@@ -1,0 +1,111 @@
+//! Real captures from ../shared/data (issue #3): `inspect` agrees with
+//! tshark's counts in expected.tsv on every file, and each supported capture
+//! replays through the counter with every detection in some window.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use footfall_agent::cli::inspect::inspect_file;
+use footfall_agent::config::Counting;
+use footfall_agent::count::{Counter, MemHistory, ReportMeta, State};
+use footfall_agent::detect::Detector;
+use footfall_agent::privacy::Keyer;
+use footfall_agent::wire::linktype::LinkType;
+use footfall_agent::wire::pcapfile::CaptureFile;
+use footfall_report::Report;
+
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("FOOTFALL_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    if dir.join("expected.tsv").is_file() {
+        Some(dir)
+    } else {
+        println!("skipped: {} has no expected.tsv (shared captures are not in a user's clone)", dir.display());
+        None
+    }
+}
+
+fn expected_rows(dir: &PathBuf) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    assert_eq!(
+        header[..9],
+        ["path", "link_type", "format", "frames", "probe_requests", "detections", "distinct_devices", "randomized_devices", "no_signal_detections"]
+    );
+    lines.map(|l| l.split('\t').map(String::from).collect()).collect()
+}
+
+#[test]
+fn inspect_agrees_with_tshark_on_every_shared_capture() {
+    let Some(dir) = shared_data() else { return };
+    let rows = expected_rows(&dir);
+    assert!(rows.len() >= 30, "expected.tsv lists {} files", rows.len());
+    let mut disagreements = Vec::new();
+    for row in &rows {
+        let path = dir.join(&row[0]);
+        let i = inspect_file(&path, -90, -70);
+        let j = i.to_json();
+        let got = [
+            j["link_type"].to_string(),
+            j["format"].as_str().unwrap_or("?").to_string(),
+            j["frames"].to_string(),
+            j["probe_requests"].to_string(),
+            j["detections"].to_string(),
+            j["devices"].to_string(),
+            j["randomized_devices"].to_string(),
+            j["detections_no_signal"].to_string(),
+        ];
+        if got[..] != row[1..9] {
+            disagreements.push(format!("{}: footfall {:?}, tshark {:?}", row[0], got, &row[1..9]));
+        }
+        // The cut-short files are read up to the cut, with the error said.
+        if row[9].contains("cut short") {
+            assert!(i.error.as_deref().is_some_and(|e| e.contains("truncated")), "{}: {:?}", row[0], i.error);
+        }
+        if row[9].contains("is not 802.11") {
+            assert!(i.error.as_deref().is_some_and(|e| e.contains("is not 802.11") && e.contains("capture in monitor mode")), "{}", row[0]);
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
+
+#[test]
+fn every_supported_capture_replays_with_all_detections_counted() {
+    let Some(dir) = shared_data() else { return };
+    for row in expected_rows(&dir) {
+        let path = dir.join(&row[0]);
+        let Ok(mut cap) = CaptureFile::open(&path) else { continue };
+        let Ok(link) = LinkType::from_dlt(cap.dlt()) else { continue };
+        let mut det = Detector::new(link, Keyer::new(&[9; 32]), HashSet::new(), -90, -70);
+        let meta = ReportMeta {
+            store_id: "s".into(),
+            agent_id: "a".into(),
+            agent_version: "t".into(),
+            params_hash: "p".into(),
+        };
+        let mut counter = Counter::new(&Counting::default(), jiff::tz::TimeZone::UTC, meta, State::default());
+        let mut store = MemHistory::default();
+        while let Some(Ok(rec)) = cap.next_record() {
+            if let Some(d) = det.frame(rec.ts_us, rec.data) {
+                counter.detection(&d, &mut store).unwrap();
+            }
+        }
+        counter.finish(&mut store);
+        let reports = counter.drain_reports();
+        let (mut frames, mut no_signal) = (0, 0);
+        for r in &reports {
+            if let Report::Window(w) = r {
+                frames += w.frames;
+                no_signal += w.frames_no_signal;
+                assert_eq!(w.visitors_new + w.visitors_returning + w.visitors_randomized, w.visitors);
+            }
+        }
+        // Timestamp regressions in these captures are milliseconds, far
+        // inside the settle time, so nothing is late.
+        assert_eq!(counter.state.late_frames, 0, "{}", row[0]);
+        assert_eq!(frames.to_string(), row[5], "{}: window frames vs tshark detections", row[0]);
+        assert_eq!(no_signal.to_string(), row[8], "{}", row[0]);
+    }
+}
