@@ -21,7 +21,10 @@ fn shared_data() -> Option<PathBuf> {
     if dir.join("expected.tsv").is_file() {
         Some(dir)
     } else {
-        println!("skipped: {} has no expected.tsv (shared captures are not in a user's clone)", dir.display());
+        println!(
+            "skipped: {} has no expected.tsv (shared captures are not in a user's clone)",
+            dir.display()
+        );
         None
     }
 }
@@ -32,9 +35,21 @@ fn expected_rows(dir: &PathBuf) -> Vec<Vec<String>> {
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
     assert_eq!(
         header[..9],
-        ["path", "link_type", "format", "frames", "probe_requests", "detections", "distinct_devices", "randomized_devices", "no_signal_detections"]
+        [
+            "path",
+            "link_type",
+            "format",
+            "frames",
+            "probe_requests",
+            "detections",
+            "distinct_devices",
+            "randomized_devices",
+            "no_signal_detections"
+        ]
     );
-    lines.map(|l| l.split('\t').map(String::from).collect()).collect()
+    lines
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect()
 }
 
 #[test]
@@ -58,14 +73,30 @@ fn inspect_agrees_with_tshark_on_every_shared_capture() {
             j["detections_no_signal"].to_string(),
         ];
         if got[..] != row[1..9] {
-            disagreements.push(format!("{}: footfall {:?}, tshark {:?}", row[0], got, &row[1..9]));
+            disagreements.push(format!(
+                "{}: footfall {:?}, tshark {:?}",
+                row[0],
+                got,
+                &row[1..9]
+            ));
         }
         // The cut-short files are read up to the cut, with the error said.
         if row[9].contains("cut short") {
-            assert!(i.error.as_deref().is_some_and(|e| e.contains("truncated")), "{}: {:?}", row[0], i.error);
+            assert!(
+                i.error.as_deref().is_some_and(|e| e.contains("truncated")),
+                "{}: {:?}",
+                row[0],
+                i.error
+            );
         }
         if row[9].contains("is not 802.11") {
-            assert!(i.error.as_deref().is_some_and(|e| e.contains("is not 802.11") && e.contains("capture in monitor mode")), "{}", row[0]);
+            assert!(
+                i.error.as_deref().is_some_and(
+                    |e| e.contains("is not 802.11") && e.contains("capture in monitor mode")
+                ),
+                "{}",
+                row[0]
+            );
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
@@ -76,8 +107,12 @@ fn every_supported_capture_replays_with_all_detections_counted() {
     let Some(dir) = shared_data() else { return };
     for row in expected_rows(&dir) {
         let path = dir.join(&row[0]);
-        let Ok(mut cap) = CaptureFile::open(&path) else { continue };
-        let Ok(link) = LinkType::from_dlt(cap.dlt()) else { continue };
+        let Ok(mut cap) = CaptureFile::open(&path) else {
+            continue;
+        };
+        let Ok(link) = LinkType::from_dlt(cap.dlt()) else {
+            continue;
+        };
         let mut det = Detector::new(link, Keyer::new(&[9; 32]), HashSet::new(), -90, -70);
         let meta = ReportMeta {
             store_id: "s".into(),
@@ -85,7 +120,12 @@ fn every_supported_capture_replays_with_all_detections_counted() {
             agent_version: "t".into(),
             params_hash: "p".into(),
         };
-        let mut counter = Counter::new(&Counting::default(), jiff::tz::TimeZone::UTC, meta, State::default());
+        let mut counter = Counter::new(
+            &Counting::default(),
+            jiff::tz::TimeZone::UTC,
+            meta,
+            State::default(),
+        );
         let mut store = MemHistory::default();
         while let Some(Ok(rec)) = cap.next_record() {
             if let Some(d) = det.frame(rec.ts_us, rec.data) {
@@ -99,13 +139,21 @@ fn every_supported_capture_replays_with_all_detections_counted() {
             if let Report::Window(w) = r {
                 frames += w.frames;
                 no_signal += w.frames_no_signal;
-                assert_eq!(w.visitors_new + w.visitors_returning + w.visitors_randomized, w.visitors);
+                assert_eq!(
+                    w.visitors_new + w.visitors_returning + w.visitors_randomized,
+                    w.visitors
+                );
             }
         }
         // Timestamp regressions in these captures are milliseconds, far
         // inside the settle time, so nothing is late.
         assert_eq!(counter.state.late_frames, 0, "{}", row[0]);
-        assert_eq!(frames.to_string(), row[5], "{}: window frames vs tshark detections", row[0]);
+        assert_eq!(
+            frames.to_string(),
+            row[5],
+            "{}: window frames vs tshark detections",
+            row[0]
+        );
         assert_eq!(no_signal.to_string(), row[8], "{}", row[0]);
     }
 }
