@@ -123,7 +123,7 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-fn decode_raw<'a>(bytes: &'a [u8]) -> Result<&'a [u8], String> {
+fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < 5 {
         return Err(format!("value of {} bytes is too short", bytes.len()));
     }

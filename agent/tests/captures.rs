@@ -29,7 +29,7 @@ fn shared_data() -> Option<PathBuf> {
     }
 }
 
-fn expected_rows(dir: &PathBuf) -> Vec<Vec<String>> {
+fn expected_rows(dir: &std::path::Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();

@@ -23,9 +23,11 @@ use crate::store::{Checkpoint, FileProgress, Identity, Store};
 use crate::wire::linktype::LinkType;
 use crate::wire::pcapfile::CaptureFile;
 
-/// Checkpoint at most this often while windows become final. Between
-/// checkpoints nothing is written; a crash re-reads at most this much.
+/// Checkpoint when this long has passed with reports waiting, or when this
+/// many reports wait, whichever comes first. Never per frame; a crash
+/// re-reads at most what came after the last checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+const CHECKPOINT_REPORTS: usize = 96;
 
 /// Where final reports go: one JSON line each.
 pub struct Emit {
@@ -296,7 +298,10 @@ fn replay_file(
         agent.files[idx].frames = seen;
         if seen % 4096 == 0 {
             progress.set_position(*frames_read);
-            if agent.counter.has_reports() && last_cp.elapsed() >= CHECKPOINT_EVERY {
+            let waiting = agent.counter.pending_reports();
+            if waiting >= CHECKPOINT_REPORTS
+                || (waiting > 0 && last_cp.elapsed() >= CHECKPOINT_EVERY)
+            {
                 let reports = agent.checkpoint()?;
                 deliver(agent, emit, &reports)?;
                 last_cp = Instant::now();

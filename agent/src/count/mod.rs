@@ -409,8 +409,9 @@ impl Counter {
         self.state.devices.len()
     }
 
-    pub fn has_reports(&self) -> bool {
-        !self.out.is_empty()
+    /// Reports final but not yet drained.
+    pub fn pending_reports(&self) -> usize {
+        self.out.len()
     }
 
     /// Reports that became final since the last call, in order (seq 0:

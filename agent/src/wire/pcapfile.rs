@@ -185,6 +185,8 @@ impl CaptureFile {
             Ok(p) => {
                 self.frames += 1;
                 let ts = p.header.ts;
+                // time_t and suseconds_t are 32 bits on some ARM targets.
+                #[allow(clippy::useless_conversion)]
                 Some(Ok(Record {
                     ts_us: i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_usec),
                     data: p.data,

@@ -38,8 +38,8 @@ impl Header {
             });
         }
         let le = read_u32_le(buf, 4) as usize;
-        let (len, read): (usize, fn(&[u8], usize) -> u32) = if (PRISM_MIN_LEN..=1024).contains(&le)
-        {
+        type ReadU32 = fn(&[u8], usize) -> u32;
+        let (len, read): (usize, ReadU32) = if (PRISM_MIN_LEN..=1024).contains(&le) {
             (le, read_u32_le)
         } else {
             (read_u32_be(buf, 4) as usize, read_u32_be)

@@ -1,0 +1,407 @@
+//! The `footfall-agent` binary end to end: crash safety under kill -9,
+//! idempotent replay, clear errors on bad files, and privacy (no MAC in
+//! anything the agent writes).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use footfall_agent::wire::pcapfile::CaptureFile;
+use footfall_agent::wire::radiotap;
+
+const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
+
+fn agent(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("FOOTFALL_LOG", "debug")
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, state: &str) -> PathBuf {
+    let path = dir.join(format!("{state}.toml"));
+    std::fs::write(
+        &path,
+        format!("[store]\nstore_id = \"shop-1\"\nagent_id = \"door\"\ntimezone = \"Europe/Prague\"\n\n[storage]\npath = \"{state}\"\n\n[privacy]\nkey_file = \"footfall.key\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn simulate(dir: &Path, name: &str, days: &str, seed: &str) -> PathBuf {
+    simulate_with(dir, name, days, seed, "300")
+}
+
+fn simulate_with(dir: &Path, name: &str, days: &str, seed: &str, visitors: &str) -> PathBuf {
+    let out = agent(
+        &[
+            "simulate",
+            "--out",
+            name,
+            "--days",
+            days,
+            "--seed",
+            seed,
+            "--timezone",
+            "Europe/Prague",
+            "--start",
+            "2026-10-20",
+            "--visitors-per-day",
+            visitors,
+        ],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(name)
+}
+
+/// Emit file lines by report key; panics if a key has two contents.
+fn by_key(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let key = format!(
+            "{}/{}/{}{}",
+            v["store_id"], v["agent_id"], v["window_start"], v["date"]
+        );
+        v.as_object_mut().unwrap().remove("seq");
+        let content = v.to_string();
+        if let Some(prev) = out.insert(key.clone(), content.clone()) {
+            assert_eq!(prev, content, "key {key} appeared with two contents");
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_at_random_points_changes_no_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Several days (residents, returning visitors, a DST change on 25
+    // October) and enough traffic that a run takes a while.
+    let capture = simulate_with(d, "store.pcap", "8", "11", "1500");
+    let reference_cfg = write_config(d, "reference");
+    let started = std::time::Instant::now();
+    let out = agent(
+        &[
+            "replay",
+            "--config",
+            reference_cfg.to_str().unwrap(),
+            "--emit",
+            "reference.jsonl",
+            "store.pcap",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_ms = started.elapsed().as_millis() as u64;
+    let reference = by_key(&d.join("reference.jsonl"));
+    assert!(reference.len() > 500);
+
+    // Kill after pseudo-random delays until a run finishes on its own.
+    let cfg = write_config(d, "crashy");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let (mut kills, mut finished) = (0, false);
+    for _ in 0..40 {
+        let mut child = Command::new(BIN)
+            .args([
+                "replay",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--emit",
+                "crashy.jsonl",
+                capture.to_str().unwrap(),
+            ])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = if kills < 12 {
+            seed % (run_ms / 3 + 1)
+        } else {
+            600_000
+        };
+        let mut waited = 0;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if waited >= delay {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            waited += 5;
+        };
+        match status {
+            Some(s) => {
+                assert!(s.success(), "replay failed after {kills} kills");
+                finished = true;
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(finished, "replay never finished");
+    assert!(kills >= 5, "only {kills} kills landed mid-run");
+    let crashy = by_key(&d.join("crashy.jsonl"));
+    assert_eq!(crashy.len(), reference.len());
+    for (k, v) in &reference {
+        assert_eq!(
+            crashy.get(k),
+            Some(v),
+            "report {k} differs after {kills} kills"
+        );
+    }
+    println!(
+        "{kills} kills -9; all {} reports identical to the uninterrupted run",
+        reference.len()
+    );
+}
+
+#[test]
+fn replaying_counted_files_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    simulate(d, "a.pcap", "2", "1");
+    simulate(d, "b.pcap", "1", "2");
+    let cfg = write_config(d, "state");
+    let cfg = cfg.to_str().unwrap();
+    let first = agent(
+        &["replay", "--config", cfg, "--emit", "r.jsonl", "a.pcap"],
+        d,
+    );
+    assert!(first.status.success());
+    let before = std::fs::read(d.join("r.jsonl")).unwrap();
+    let again = agent(
+        &["replay", "--config", cfg, "--emit", "r.jsonl", "a.pcap"],
+        d,
+    );
+    assert!(again.status.success());
+    assert_eq!(std::fs::read(d.join("r.jsonl")).unwrap(), before);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already counted; skipped"));
+}
+
+#[test]
+fn a_bad_file_stops_replay_with_its_name_and_keeps_what_was_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = simulate(d, "good.pcap", "2", "5");
+    // A copy cut in the middle of a record.
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(d.join("cut.pcap"), &bytes[..bytes.len() / 2 + 7]).unwrap();
+    let cfg = write_config(d, "state");
+    let cfg = cfg.to_str().unwrap();
+    let out = agent(
+        &["replay", "--config", cfg, "--emit", "r.jsonl", "cut.pcap"],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cut.pcap: after") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        err.contains("everything before this point is counted and saved"),
+        "{err}"
+    );
+    let counted = by_key(&d.join("r.jsonl")).len();
+    assert!(counted > 50, "{counted} reports kept");
+
+    let out = agent(
+        &["replay", "--config", cfg, "--emit", "r.jsonl", "nope.pcap"],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pcap: cannot open"));
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("bad.toml"), "[store]\nstore_id = \"a/b\"\nagent_id = \"x\"\n[counting]\nmin_dwell_s = 999999\n[storage]\npath = \"s\"\n").unwrap();
+    let out = agent(&["check-config", "--config", "bad.toml"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2: store_id = \"a/b\""), "{err}");
+    assert!(
+        err.contains("bad.toml:5: min_dwell_s = 999999: must be 0..86400"),
+        "{err}"
+    );
+    write_config(d, "ok");
+    let out = agent(&["check-config", "--config", "ok.toml"], d);
+    assert!(out.status.success());
+}
+
+/// Every transmitter address in a radiotap capture.
+fn macs_in(capture: &Path) -> HashSet<[u8; 6]> {
+    let mut cap = CaptureFile::open(capture).unwrap();
+    let mut macs = HashSet::new();
+    while let Some(rec) = cap.next_record() {
+        let rec = rec.unwrap();
+        let Ok(h) = radiotap::Header::new_checked(rec.data) else {
+            continue;
+        };
+        let body = &rec.data[h.len()..];
+        if body.len() >= 16 {
+            macs.insert(body[10..16].try_into().unwrap());
+        }
+    }
+    macs
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Finds any of `macs` in `bytes`, raw or as text (`aa:bb:..`, `aa-bb-..`,
+/// `aabbcc..`, either case).
+fn find_mac(bytes: &[u8], macs: &HashSet<[u8; 6]>) -> Option<String> {
+    for w in bytes.windows(6) {
+        if macs.contains(<&[u8; 6]>::try_from(w).unwrap()) {
+            return Some("raw bytes".into());
+        }
+    }
+    let lower = bytes.to_ascii_lowercase();
+    let hex = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    for i in 0..lower.len() {
+        for (len, sep) in [(17usize, true), (12, false)] {
+            let Some(s) = lower.get(i..i + len) else {
+                continue;
+            };
+            let digits: Vec<u8> = if sep {
+                if !(2..17).step_by(3).all(|j| s[j] == b':' || s[j] == b'-') {
+                    continue;
+                }
+                s.iter()
+                    .enumerate()
+                    .filter(|(j, _)| j % 3 != 2)
+                    .map(|(_, &c)| c)
+                    .collect()
+            } else {
+                s.to_vec()
+            };
+            let nibbles: Option<Vec<u8>> = digits.iter().map(|&c| hex(c)).collect();
+            let Some(n) = nibbles else { continue };
+            let mac: [u8; 6] = std::array::from_fn(|k| n[2 * k] << 4 | n[2 * k + 1]);
+            if macs.contains(&mac) {
+                return Some(format!("text at byte {i}"));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn no_mac_reaches_any_file_the_agent_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let capture = simulate(d, "store.pcap", "4", "3");
+    let macs = macs_in(&capture);
+    assert!(macs.len() > 1000, "{} MACs fed", macs.len());
+    // Opt out a few devices: the list holds MACs, which must not spread.
+    let opt: Vec<String> = macs
+        .iter()
+        .take(3)
+        .map(|m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect();
+    std::fs::write(d.join("optout.txt"), opt.join("\n")).unwrap();
+    let cfg = write_config(d, "state");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text += "opt_out_file = \"optout.txt\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    let mut logs = Vec::new();
+    for args in [
+        vec!["check-config", "--config", cfg],
+        vec!["inspect", "store.pcap"],
+        vec!["inspect", "--json", "store.pcap"],
+        vec![
+            "replay",
+            "--config",
+            cfg,
+            "--emit",
+            "reports.jsonl",
+            "store.pcap",
+        ],
+        vec!["replay", "--config", cfg, "--emit", "-", "store.pcap"],
+    ] {
+        let out = agent(&args, d);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        logs.push(out.stdout);
+        logs.push(out.stderr);
+    }
+    let mut files = Vec::new();
+    files_under(d, &mut files);
+    let written: Vec<_> = files
+        .iter()
+        .filter(|p| !p.ends_with("store.pcap") && !p.ends_with("optout.txt"))
+        .collect();
+    assert!(written.iter().any(|p| p.ends_with("reports.jsonl")));
+    assert!(written.iter().any(|p| p.starts_with(d.join("state"))));
+    for p in written {
+        let bytes = std::fs::read(p).unwrap();
+        assert_eq!(
+            find_mac(&bytes, &macs),
+            None,
+            "a fed MAC is in {}",
+            p.display()
+        );
+    }
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(
+            find_mac(log, &macs),
+            None,
+            "a fed MAC is in the output of command {}",
+            i / 2
+        );
+    }
+    // The search itself finds a MAC when there is one.
+    let one = *macs.iter().next().unwrap();
+    assert!(find_mac(&one, &macs).is_some());
+    let text = one
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join("-");
+    assert!(find_mac(format!("x {text} y").as_bytes(), &macs).is_some());
+}
