@@ -516,3 +516,19 @@ mod tests {
         assert_ne!(a, params_hash(&Counting::default(), "Asia/Shanghai"));
     }
 }
+
+#[cfg(test)]
+mod sample {
+    use super::*;
+
+    /// The sample shipped for store boxes stays valid and keeps SPEC's defaults.
+    #[test]
+    fn firmware_sample_config_is_valid_and_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-config/agent.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.counting, Counting::default());
+        assert_eq!(c.cache_bytes, DEFAULT_CACHE_BYTES);
+        assert_eq!(c.snaplen, DEFAULT_SNAPLEN);
+        assert_eq!(c.interface.as_deref(), Some("wlan0mon"));
+    }
+}
