@@ -32,7 +32,7 @@ use footfall_report::Report;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::count::{self, History, HistoryError, HistoryStore};
+use crate::count::{self, History, HistoryError, HistoryStore, Horizon};
 use crate::privacy::DeviceId;
 
 const VALUE_VERSION: u8 = 1;
@@ -307,6 +307,27 @@ impl Store {
         self.outbox.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 
+    /// Deletes stored histories that can no longer change a count (SPEC §3
+    /// looks back at most `loyalty_days`), so the state stays bounded.
+    /// Returns how many went. Safe outside a checkpoint: a deleted record
+    /// is one no count will read again.
+    pub fn prune(&self, horizon: Horizon) -> Result<usize, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.devices.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let h: History = self.decode("devices", &hex(&k), &v)?;
+            if !h.is_useful(horizon) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.devices
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(n)
+    }
+
     /// Device histories stored on disk (not counting those in memory).
     pub fn device_records(&self) -> usize {
         self.devices.len()
@@ -315,6 +336,16 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(|e| self.sled_err(e))
     }
+}
+
+/// A key for an error message. Device ids are keyed hashes, not MACs, so
+/// naming one is safe; only a prefix is shown, as in logs.
+fn hex(k: &[u8]) -> String {
+    k.iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
 }
 
 fn seq_of(k: &[u8]) -> u64 {
@@ -329,7 +360,7 @@ impl HistoryStore for Store {
         let key = id.0.to_be_bytes();
         match self.devices.get(key) {
             Ok(Some(v)) => self
-                .decode("devices", &format!("{id:?}"), &v)
+                .decode("devices", &hex(&key), &v)
                 .map(Some)
                 .map_err(|e| HistoryError(e.to_string())),
             Ok(None) => Ok(None),
@@ -409,6 +440,33 @@ mod tests {
             err.contains("tree `state`, key checkpoint: checksum mismatch"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn prune_keeps_only_histories_that_can_change_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("state"), 1 << 20, &ident()).unwrap();
+        let at = |day: i32, randomized: bool| History {
+            day,
+            visited: 1,
+            visitor_day: day,
+            randomized,
+            ..History::default()
+        };
+        s.save(DeviceId(1), &at(100, false)); // within loyalty: kept
+        s.save(DeviceId(2), &at(60, false)); // older than the horizon: pruned
+        s.save(DeviceId(3), &at(99, true)); // randomized, its day reported: pruned
+        s.save(DeviceId(4), &at(101, true)); // randomized, its day pending: kept
+        s.commit(&Checkpoint::default(), &[]).unwrap();
+        let horizon = Horizon {
+            next_day: 101,
+            keep_from: 71,
+        };
+        assert_eq!(s.prune(horizon).unwrap(), 2);
+        assert_eq!(s.device_records(), 2);
+        assert!(s.load(DeviceId(1)).unwrap().is_some());
+        assert!(s.load(DeviceId(2)).unwrap().is_none());
+        assert!(s.load(DeviceId(4)).unwrap().is_some());
     }
 
     #[test]

@@ -162,6 +162,17 @@ impl Agent {
     /// counter's state; returns them for delivery.
     pub fn checkpoint(&mut self) -> Result<Vec<Report>> {
         let mut reports = self.counter.drain_reports();
+        // Once a day: a new day report means a day left the horizon.
+        if reports.iter().any(|r| matches!(r, Report::Day(_))) {
+            if let Some(h) = self.counter.history_horizon() {
+                let pruned = self.store.prune(h)?;
+                tracing::debug!(
+                    pruned,
+                    kept = self.store.device_records(),
+                    "pruned device histories"
+                );
+            }
+        }
         for r in &mut reports {
             r.set_seq(self.next_seq);
             self.next_seq += 1;

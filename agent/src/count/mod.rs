@@ -73,6 +73,9 @@ pub struct History {
     pub visitor_day: i32,
     /// The last day this device was counted in a day's `residents`.
     pub resident_day: i32,
+    /// Randomized devices are never residents nor returning (SPEC §3): their
+    /// history matters only until their day is reported.
+    pub randomized: bool,
 }
 
 impl Default for History {
@@ -85,6 +88,7 @@ impl Default for History {
             presence_s: 0,
             visitor_day: NO_DAY,
             resident_day: NO_DAY,
+            randomized: false,
         }
     }
 }
@@ -134,6 +138,25 @@ impl History {
             .max(self.visitor_day)
             .max(self.resident_day)
     }
+
+    /// Whether this history can still change a count, given the horizon of
+    /// `Counter::history_horizon`. One that cannot is deleted, so the state
+    /// stays bounded however long the agent runs.
+    pub fn is_useful(&self, h: Horizon) -> bool {
+        if self.randomized {
+            self.visitor_day >= h.next_day || self.resident_day >= h.next_day
+        } else {
+            self.newest_day() >= h.keep_from
+        }
+    }
+}
+
+/// What histories still matter: days from `keep_from` on (residents look 7
+/// days back, loyalty `loyalty_days`), day counts from `next_day` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub next_day: i32,
+    pub keep_from: i32,
 }
 
 /// Parameters in the units the counter works in.
@@ -189,7 +212,6 @@ impl Session {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Device {
-    randomized: bool,
     /// Sessions still needed by a window that is not final, oldest first;
     /// only the last can be open.
     sessions: Vec<Session>,
@@ -215,7 +237,7 @@ impl Device {
     /// SPEC §3 resident status on `day`; `None` while an open session that
     /// started in the seven days before could still tip it.
     fn resident_on(&self, day: i32, p: &Params) -> Option<bool> {
-        if self.randomized {
+        if self.hist.randomized {
             return Some(false);
         }
         let window = day - RESIDENT_LOOKBACK_DAYS..day;
@@ -259,7 +281,7 @@ impl Device {
     }
 
     fn class(&self, day: i32, p: &Params) -> Class {
-        if self.randomized {
+        if self.hist.randomized {
             Class::Randomized
         } else if (day - p.loyalty_days..day).any(|d| self.hist.visited_on(d)) {
             Class::Returning
@@ -453,9 +475,11 @@ impl Counter {
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,
             None => {
-                let hist = store.load(d.device)?.unwrap_or_default();
-                self.state.devices.entry(d.device).or_insert(Device {
+                let hist = store.load(d.device)?.unwrap_or(History {
                     randomized: d.randomized,
+                    ..History::default()
+                });
+                self.state.devices.entry(d.device).or_insert(Device {
                     sessions: Vec::new(),
                     last_entry: (i64::MIN, NO_DAY),
                     last_window: w,
@@ -727,15 +751,22 @@ impl Counter {
         self.state.next_day = Some(day);
     }
 
+    /// Which stored histories still matter; `None` before any detection.
+    pub fn history_horizon(&self) -> Option<Horizon> {
+        let next_day = self.state.next_day?;
+        Some(Horizon {
+            next_day,
+            keep_from: next_day - self.params.loyalty_days.max(RESIDENT_LOOKBACK_DAYS),
+        })
+    }
+
     /// Drops from memory the devices no pending window needs, handing their
     /// history to the store; sessions no pending window needs are dropped.
     fn evict(&mut self, store: &mut dyn HistoryStore) {
-        let Some(nw) = self.state.next_window else {
+        let (Some(nw), Some(horizon)) = (self.state.next_window, self.history_horizon()) else {
             return;
         };
         let first_pending_us = nw * self.params.window_us;
-        let next_day = self.state.next_day.unwrap_or(NO_DAY);
-        let keep_from = next_day - self.params.loyalty_days.max(RESIDENT_LOOKBACK_DAYS);
         self.state.devices.retain(|&id, dev| {
             dev.sessions
                 .retain(|s| s.open || s.last_us >= first_pending_us);
@@ -743,12 +774,7 @@ impl Counter {
                 return true;
             }
             let h = &dev.hist;
-            let useful = if dev.randomized {
-                h.visitor_day >= next_day || h.resident_day >= next_day
-            } else {
-                h.newest_day() >= keep_from
-            };
-            if useful {
+            if h.is_useful(horizon) {
                 store.save(id, h);
             } else {
                 store.remove(id);

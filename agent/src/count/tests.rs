@@ -175,3 +175,31 @@ fn randomized_visitors_are_counted_apart() {
         (1, 1, 0)
     );
 }
+
+#[test]
+fn memory_holds_only_the_current_devices() {
+    // 40 days, 50 new devices a day, each a 10-minute visit: the devices in
+    // memory at the end of each day are only those of its last hour.
+    let mut k = counter(Counting::default());
+    let mut store = MemHistory::default();
+    let mut most = 0;
+    for day in 0..40i64 {
+        for n in 0..50i64 {
+            let dev = (day * 1000 + n) as u128;
+            for m in 0..=10 {
+                let mut d = det(day * 86_400 + 9 * 3600 + n * 600 + m * 60, dev, true);
+                d.randomized = n % 2 == 0;
+                k.detection(&d, &mut store).unwrap();
+            }
+        }
+        k.advance(T0 + (day + 1) * 86_400 * S - 1, &mut store);
+        most = most.max(k.devices_in_memory());
+        // What `Store::prune` does once a day.
+        let horizon = k.history_horizon().unwrap();
+        store.0.retain(|_, h| h.is_useful(horizon));
+    }
+    assert!(most <= 5, "{most} devices in memory at day end");
+    // Stored histories: non-randomized devices of the 31 days of the loyalty
+    // horizon, and randomized ones of the day not yet reported.
+    assert!(store.0.len() <= 25 * 32, "{} histories", store.0.len());
+}
