@@ -157,3 +157,39 @@ fn every_supported_capture_replays_with_all_detections_counted() {
         assert_eq!(no_signal.to_string(), row[8], "{}", row[0]);
     }
 }
+
+/// radiotap-library's own parser check files: bare headers with extended
+/// bitmaps, repeated and vendor namespaces, and a malformed vendor namespace.
+/// Upstream's parse (`*.out`) gives the Flags value where there is one.
+#[test]
+fn radiotap_library_check_files() {
+    use footfall_agent::wire::radiotap::Header;
+    let Some(dir) = shared_data() else { return };
+    let dir = dir.join("captures/radiotap-library");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "bin") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let out = std::fs::read_to_string(path.with_extension("out")).unwrap();
+        let parsed = Header::new_checked(&bytes);
+        if out.contains("malformed radiotap data") {
+            assert!(
+                parsed.is_err(),
+                "{}: upstream finds it malformed",
+                path.display()
+            );
+        } else {
+            let h = parsed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let flags = out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("flags: "))
+                .map(|f| u8::from_str_radix(f, 16).unwrap());
+            assert_eq!(h.flags(), flags, "{}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} files");
+}
