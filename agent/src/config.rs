@@ -175,6 +175,21 @@ pub struct RawMqtt {
     pub keepalive_s: Option<u32>,
     pub max_outbox_bytes: Option<u64>,
     pub live_interval_s: Option<u32>,
+    /// Seconds after which reports the gateway has not acked are sent again.
+    pub resend_s: Option<u32>,
+}
+
+/// `[mqtt]` resolved, with its defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mqtt {
+    pub settings: footfall_report::mqtt::Settings,
+    /// A full outbox is reported (metric, log, status), never emptied by
+    /// dropping. Default 64 MiB.
+    pub max_outbox_bytes: u64,
+    /// Seconds between `live` messages. Default 60.
+    pub live_interval_s: u32,
+    /// Default 60.
+    pub resend_s: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,7 +228,7 @@ pub struct Config {
     pub opt_out_file: Option<PathBuf>,
     pub storage_path: PathBuf,
     pub cache_bytes: u64,
-    pub mqtt: RawMqtt,
+    pub mqtt: Option<Mqtt>,
 }
 
 /// Every problem found in a config file.
@@ -357,15 +372,49 @@ impl RawConfig {
             None => storage_path.with_file_name("footfall.key"),
         };
         let opt_out_file = self.privacy.opt_out_file.as_deref().map(resolve);
-        if let Some(url) = &self.mqtt.url {
-            if !(url.starts_with("mqtt://") || url.starts_with("mqtts://")) {
+        let m = &self.mqtt;
+        if let Some(url) = &m.url {
+            if footfall_report::mqtt::parse_url(url).is_err() {
                 at(
                     "mqtt",
                     "url",
-                    format!("url = {url:?}: must start with mqtt:// or mqtts://"),
+                    format!("url = {url:?}: expected mqtt://host:port or mqtts://host:port"),
                 );
             }
         }
+        if m.cert_file.is_some() != m.key_file.is_some() {
+            at(
+                "mqtt",
+                "cert_file",
+                "cert_file and key_file go together: set both or neither".into(),
+            );
+        }
+        if m.url.is_none() && (m.username.is_some() || m.ca_file.is_some() || m.cert_file.is_some())
+        {
+            at(
+                "mqtt",
+                "url",
+                "url is missing: the other [mqtt] keys need a broker".into(),
+            );
+        }
+        let mqtt = m.url.as_ref().map(|url| Mqtt {
+            settings: footfall_report::mqtt::Settings {
+                url: url.clone(),
+                client_id: m
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("footfall-{store_id}-{agent_id}")),
+                username: m.username.clone(),
+                password_file: m.password_file.as_deref().map(resolve),
+                ca_file: m.ca_file.as_deref().map(resolve),
+                cert_file: m.cert_file.as_deref().map(resolve),
+                key_file: m.key_file.as_deref().map(resolve),
+                keepalive_s: u64::from(m.keepalive_s.unwrap_or(30)),
+            },
+            max_outbox_bytes: m.max_outbox_bytes.unwrap_or(64 << 20),
+            live_interval_s: m.live_interval_s.unwrap_or(60).max(1),
+            resend_s: m.resend_s.unwrap_or(60).max(1),
+        });
 
         if !problems.is_empty() {
             return Err(ConfigErrors { problems });
@@ -384,7 +433,7 @@ impl RawConfig {
             opt_out_file,
             storage_path,
             cache_bytes,
-            mqtt: self.mqtt,
+            mqtt,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! it sees a MAC; `count` applies SPEC §3-§5; `store` keeps the counter's
 //! state and the outbox in sled; the commands in `cli` tie them together.
 
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod count;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use footfall_agent::cli::{inspect, replay, simulate};
+use footfall_agent::cli::{inspect, replay, run as live, simulate};
 use footfall_agent::config::Config;
 
 #[derive(Parser)]
@@ -41,6 +41,11 @@ enum Command {
         rssi_floor_dbm: i8,
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Capture live (or a config's capture file), count, and deliver over MQTT until stopped.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Validate a config and list every problem with its line.
     CheckConfig {
@@ -98,6 +103,15 @@ fn run(command: Command) -> Result<ExitCode> {
             if failed {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            tracing::info!(store = %config.store_id, agent = %config.agent_id, source = %live::describe_source(&config), "starting");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(live::run(config, live::signals()))?;
         }
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use footfall_report::Report;
+use footfall_report::{codec, Report};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -116,26 +116,14 @@ pub struct Store {
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    out.extend(postcard::to_stdvec(v).expect("in-memory structs serialize"));
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    codec::seal(
+        VALUE_VERSION,
+        &postcard::to_stdvec(v).expect("in-memory structs serialize"),
+    )
 }
 
 fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
-    if bytes.len() < 5 {
-        return Err(format!("value of {} bytes is too short", bytes.len()));
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes(crc.try_into().expect("split at 4"));
-    if crc32fast::hash(body) != stored {
-        return Err("checksum mismatch".into());
-    }
-    if body[0] != VALUE_VERSION {
-        return Err(format!("value version {} is not {VALUE_VERSION}", body[0]));
-    }
-    Ok(&body[1..])
+    codec::open(VALUE_VERSION, bytes)
 }
 
 impl Store {
@@ -251,9 +239,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Bytes the outbox holds (keys and values).
-    pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+    /// Reports waiting in the outbox and the bytes they take.
+    pub fn outbox_size(&self) -> (usize, u64) {
+        self.outbox.iter().flatten().fold((0, 0), |(n, b), (k, v)| {
+            (n + 1, b + (k.len() + v.len()) as u64)
+        })
+    }
+
+    /// The `seq`s in the outbox, in order.
+    pub fn outbox_seqs(&self) -> Vec<u64> {
+        self.outbox
+            .iter()
+            .keys()
+            .flatten()
+            .map(|k| seq_of(&k))
+            .collect()
+    }
+
+    /// One outbox report as its JSON payload; `None` once delivered.
+    pub fn outbox_payload(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .outbox
+            .get(seq.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => Ok(Some(self.decode("outbox", &format!("seq {seq}"), &v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Commits a checkpoint and its new reports in one transaction, then

@@ -4,6 +4,9 @@
 //! This crate is the contract between `footfall-agent` and `footfall-gateway`:
 //! it has no I/O and never sees a MAC address, only keyed device ids.
 
+pub mod codec;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod sketch;
 pub mod topic;
 
@@ -112,6 +115,13 @@ impl Report {
             Report::Day(_) => topic::Kind::Day,
         }
     }
+}
+
+/// SPEC §6 ack: the gateway names the `seq`s it has durably committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub seqs: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,4 +3,5 @@
 
 pub mod inspect;
 pub mod replay;
+pub mod run;
 pub mod simulate;

@@ -113,17 +113,17 @@ pub fn fingerprint(path: &Path) -> Result<[u8; 32]> {
     Ok(Sha256::digest(&head).into())
 }
 
-/// The agent's parts, opened from a config: shared by `replay` and `run`.
+/// The agent's state, opened from a config: shared by `replay` and `run`.
 pub struct Agent {
     pub store: Store,
     pub counter: Counter,
-    pub detector: Detector,
     pub files: Vec<FileProgress>,
     pub next_seq: u64,
 }
 
 impl Agent {
-    pub fn open(config: &Config) -> Result<Agent> {
+    /// Opens the state and makes the detector (key and opt-out loaded).
+    pub fn open(config: &Config) -> Result<(Agent, Detector)> {
         let key = load_or_create_key(&config.key_file)?;
         let keyer = Keyer::new(&key);
         let opt_out = match &config.opt_out_file {
@@ -149,12 +149,28 @@ impl Agent {
             c.rssi_floor_dbm as i8,
             c.visit_rssi_dbm as i8,
         );
-        Ok(Agent {
+        let agent = Agent {
             store,
             counter,
-            detector,
             files: cp.files,
             next_seq: cp.next_seq,
+        };
+        Ok((agent, detector))
+    }
+
+    /// The progress entry of an input file, added if new.
+    pub fn file_progress(&mut self, path: &Path) -> Result<usize> {
+        let fp = fingerprint(path)?;
+        Ok(match self.files.iter().position(|f| f.fingerprint == fp) {
+            Some(i) => i,
+            None => {
+                self.files.push(FileProgress {
+                    fingerprint: fp,
+                    frames: 0,
+                    done: false,
+                });
+                self.files.len() - 1
+            }
         })
     }
 
@@ -190,7 +206,7 @@ impl Agent {
 }
 
 pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<()> {
-    let mut agent = Agent::open(config)?;
+    let (mut agent, mut detector) = Agent::open(config)?;
     let mut emit = Emit::open(emit_path)?;
 
     // Reports committed by an earlier run that may not have reached the file.
@@ -215,7 +231,14 @@ pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<(
     let mut frames_read = 0u64;
     let mut failure = None;
     for path in inputs {
-        if let Err(e) = replay_file(&mut agent, &mut emit, path, &progress, &mut frames_read) {
+        if let Err(e) = replay_file(
+            &mut agent,
+            &mut detector,
+            &mut emit,
+            path,
+            &progress,
+            &mut frames_read,
+        ) {
             failure = Some(e);
             break;
         }
@@ -229,7 +252,7 @@ pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<(
     let secs = started.elapsed().as_secs_f64();
     info!(
         frames = frames_read,
-        detections = agent.detector.stats.detections,
+        detections = detector.stats.detections,
         late_frames = agent.counter.state.late_frames,
         seconds = format!("{secs:.2}"),
         frames_per_s = format!("{:.0}", frames_read as f64 / secs.max(1e-9)),
@@ -256,23 +279,13 @@ fn deliver(agent: &mut Agent, emit: &mut Emit, reports: &[Report]) -> Result<()>
 
 fn replay_file(
     agent: &mut Agent,
+    detector: &mut Detector,
     emit: &mut Emit,
     path: &Path,
     progress: &indicatif::ProgressBar,
     frames_read: &mut u64,
 ) -> Result<()> {
-    let fp = fingerprint(path)?;
-    let idx = match agent.files.iter().position(|f| f.fingerprint == fp) {
-        Some(i) => i,
-        None => {
-            agent.files.push(FileProgress {
-                fingerprint: fp,
-                frames: 0,
-                done: false,
-            });
-            agent.files.len() - 1
-        }
-    };
+    let idx = agent.file_progress(path)?;
     if agent.files[idx].done {
         info!(file = %path.display(), "already counted; skipped");
         return Ok(());
@@ -280,7 +293,7 @@ fn replay_file(
     let mut cap = CaptureFile::open(path)?;
     let link =
         LinkType::from_dlt(cap.dlt()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    agent.detector.set_link(link);
+    detector.set_link(link);
     let skip = agent.files[idx].frames;
     if skip > 0 {
         info!(file = %path.display(), frames = skip, "resuming after frames already counted");
@@ -303,7 +316,7 @@ fn replay_file(
             continue;
         }
         *frames_read += 1;
-        if let Some(det) = agent.detector.frame(rec.ts_us, rec.data) {
+        if let Some(det) = detector.frame(rec.ts_us, rec.data) {
             agent.counter.detection(&det, &mut agent.store)?;
         }
         agent.files[idx].frames = seen;

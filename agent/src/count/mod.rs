@@ -431,6 +431,24 @@ impl Counter {
         self.state.devices.len()
     }
 
+    /// Devices in the store now: those with a strong session still open
+    /// (for the `live` topic; not a SPEC count).
+    pub fn present_devices(&self) -> usize {
+        self.state
+            .devices
+            .values()
+            .filter(|d| d.open_session().is_some())
+            .count()
+    }
+
+    /// Visits so far today (local day of the clock), from final windows.
+    pub fn visits_today(&self) -> u64 {
+        self.state
+            .clock_us
+            .and_then(|c| self.state.days.get(&self.days.day_of(c)))
+            .map_or(0, |d| d.visits)
+    }
+
     /// Reports final but not yet drained.
     pub fn pending_reports(&self) -> usize {
         self.out.len()

@@ -1,0 +1,149 @@
+//! Capture on its own thread: libpcap blocks, so it never runs on the async
+//! runtime. The thread parses, filters and hashes (`detect`), and sends
+//! batches of `Detection`s (never a MAC) over a bounded channel; a full
+//! channel slows capture down rather than growing memory.
+//!
+//! Sources: a monitor-mode interface (read timeout 250 ms, so the stop flag
+//! is seen promptly), or a capture file read to its end (what `run` does with
+//! `[capture] file`, the way to exercise the live path without a Wi-Fi card).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::detect::{Detection, Detector, FrameStats};
+use crate::wire::linktype::LinkType;
+use crate::wire::pcapfile::CaptureFile;
+
+const BATCH: usize = 512;
+
+pub enum Source {
+    Interface { name: String, snaplen: u32 },
+    File { path: PathBuf, skip: u64 },
+}
+
+pub enum Event {
+    /// Detections, the frames read so far in this source, and the
+    /// detector's running totals.
+    Batch {
+        detections: Vec<Detection>,
+        position: u64,
+        stats: FrameStats,
+    },
+    /// The file source reached its end.
+    End { position: u64 },
+    /// Capture cannot go on; the message says why and what to do.
+    Failed(String),
+}
+
+/// Runs capture until the source ends, fails, or `stop` is set.
+pub fn spawn(
+    source: Source,
+    mut detector: Detector,
+    tx: mpsc::Sender<Event>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let result = match source {
+                Source::File { path, skip } => file_loop(&path, skip, &mut detector, &tx, &stop),
+                Source::Interface { name, snaplen } => {
+                    live_loop(&name, snaplen, &mut detector, &tx, &stop)
+                }
+            };
+            if let Err(message) = result {
+                let _ = tx.blocking_send(Event::Failed(message));
+            }
+        })
+        .expect("spawning the capture thread")
+}
+
+fn flush(
+    batch: &mut Vec<Detection>,
+    position: u64,
+    d: &Detector,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), String> {
+    tx.blocking_send(Event::Batch {
+        detections: std::mem::take(batch),
+        position,
+        stats: d.stats.clone(),
+    })
+    .map_err(|_| "the agent stopped listening to capture".to_string())
+}
+
+fn file_loop(
+    path: &std::path::Path,
+    skip: u64,
+    detector: &mut Detector,
+    tx: &mpsc::Sender<Event>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
+    let link = LinkType::from_dlt(cap.dlt()).map_err(|e| format!("{}: {e}", path.display()))?;
+    detector.set_link(link);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut position = 0u64;
+    while let Some(rec) = cap.next_record() {
+        let rec = rec.map_err(|e| e.to_string())?;
+        position += 1;
+        if position <= skip {
+            continue;
+        }
+        if let Some(d) = detector.frame(rec.ts_us, rec.data) {
+            batch.push(d);
+        }
+        if batch.len() >= BATCH || position % 8192 == 0 {
+            if stop.load(Ordering::Relaxed) {
+                return flush(&mut batch, position, detector, tx);
+            }
+            flush(&mut batch, position, detector, tx)?;
+        }
+    }
+    flush(&mut batch, position, detector, tx)?;
+    tx.blocking_send(Event::End { position })
+        .map_err(|_| "the agent stopped listening to capture".to_string())
+}
+
+fn live_loop(
+    name: &str,
+    snaplen: u32,
+    detector: &mut Detector,
+    tx: &mpsc::Sender<Event>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let cap = pcap::Capture::from_device(name)
+        .and_then(|c| c.snaplen(snaplen as i32).timeout(250).immediate_mode(true).open())
+        .map_err(|e| {
+            format!("{name}: cannot capture: {e}; check the interface exists, is in monitor mode, and the agent has CAP_NET_RAW")
+        })?;
+    let mut cap = cap;
+    let link = LinkType::from_dlt(cap.get_datalink().0).map_err(|e| format!("{name}: {e}"))?;
+    detector.set_link(link);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut position = 0u64;
+    let mut last_flush = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match cap.next_packet() {
+            Ok(p) => {
+                position += 1;
+                let ts = p.header.ts;
+                #[allow(clippy::useless_conversion)]
+                let ts_us = i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_usec);
+                if let Some(d) = detector.frame(ts_us, p.data) {
+                    batch.push(d);
+                }
+            }
+            Err(pcap::Error::TimeoutExpired) => {}
+            Err(e) => return Err(format!("{name}: capture failed: {e}")),
+        }
+        if batch.len() >= BATCH || last_flush.elapsed() >= std::time::Duration::from_millis(500) {
+            flush(&mut batch, position, detector, tx)?;
+            last_flush = std::time::Instant::now();
+        }
+    }
+    flush(&mut batch, position, detector, tx)
+}
