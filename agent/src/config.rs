@@ -177,6 +177,8 @@ pub struct RawMqtt {
     pub live_interval_s: Option<u32>,
     /// Seconds after which reports the gateway has not acked are sent again.
     pub resend_s: Option<u32>,
+    /// Seconds between retained `status` messages.
+    pub status_interval_s: Option<u32>,
 }
 
 /// `[mqtt]` resolved, with its defaults.
@@ -190,6 +192,8 @@ pub struct Mqtt {
     pub live_interval_s: u32,
     /// Default 60.
     pub resend_s: u32,
+    /// Default 30.
+    pub status_interval_s: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -414,6 +418,7 @@ impl RawConfig {
             max_outbox_bytes: m.max_outbox_bytes.unwrap_or(64 << 20),
             live_interval_s: m.live_interval_s.unwrap_or(60).max(1),
             resend_s: m.resend_s.unwrap_or(60).max(1),
+            status_interval_s: m.status_interval_s.unwrap_or(30).max(1),
         });
 
         if !problems.is_empty() {

@@ -42,9 +42,9 @@ const FORMAT: &str = "footfall-agent-state";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: cannot open the state database: {source}")]
+    #[error("{path}: cannot open the state database (is another footfall-agent using it?)")]
     Open { path: PathBuf, source: sled::Error },
-    #[error("{path}: state database: {source}")]
+    #[error("{path}: the state database failed")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("{path}: tree `{tree}`, key {key}: {what}; the state is damaged: restore it from a backup or move it away to start over")]
     Corrupt {

@@ -2,13 +2,12 @@
 //! idempotent replay, clear errors on bad files, and privacy (no MAC in
 //! anything the agent writes).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use footfall_agent::wire::pcapfile::CaptureFile;
-use footfall_agent::wire::radiotap;
+use footfall_agent::privacy::{find_mac, transmitters};
 
 const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
 
@@ -255,23 +254,6 @@ fn check_config_lists_every_problem_with_its_line() {
     assert!(out.status.success());
 }
 
-/// Every transmitter address in a radiotap capture.
-fn macs_in(capture: &Path) -> HashSet<[u8; 6]> {
-    let mut cap = CaptureFile::open(capture).unwrap();
-    let mut macs = HashSet::new();
-    while let Some(rec) = cap.next_record() {
-        let rec = rec.unwrap();
-        let Ok(h) = radiotap::Header::new_checked(rec.data) else {
-            continue;
-        };
-        let body = &rec.data[h.len()..];
-        if body.len() >= 16 {
-            macs.insert(body[10..16].try_into().unwrap());
-        }
-    }
-    macs
-}
-
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -283,50 +265,12 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Finds any of `macs` in `bytes`, raw or as text (`aa:bb:..`, `aa-bb-..`,
-/// `aabbcc..`, either case).
-fn find_mac(bytes: &[u8], macs: &HashSet<[u8; 6]>) -> Option<String> {
-    for w in bytes.windows(6) {
-        if macs.contains(<&[u8; 6]>::try_from(w).unwrap()) {
-            return Some("raw bytes".into());
-        }
-    }
-    let lower = bytes.to_ascii_lowercase();
-    let hex = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
-    for i in 0..lower.len() {
-        for (len, sep) in [(17usize, true), (12, false)] {
-            let Some(s) = lower.get(i..i + len) else {
-                continue;
-            };
-            let digits: Vec<u8> = if sep {
-                if !(2..17).step_by(3).all(|j| s[j] == b':' || s[j] == b'-') {
-                    continue;
-                }
-                s.iter()
-                    .enumerate()
-                    .filter(|(j, _)| j % 3 != 2)
-                    .map(|(_, &c)| c)
-                    .collect()
-            } else {
-                s.to_vec()
-            };
-            let nibbles: Option<Vec<u8>> = digits.iter().map(|&c| hex(c)).collect();
-            let Some(n) = nibbles else { continue };
-            let mac: [u8; 6] = std::array::from_fn(|k| n[2 * k] << 4 | n[2 * k + 1]);
-            if macs.contains(&mac) {
-                return Some(format!("text at byte {i}"));
-            }
-        }
-    }
-    None
-}
-
 #[test]
 fn no_mac_reaches_any_file_the_agent_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let capture = simulate(d, "store.pcap", "4", "3");
-    let macs = macs_in(&capture);
+    let macs = transmitters(&capture).unwrap();
     assert!(macs.len() > 1000, "{} MACs fed", macs.len());
     // Opt out a few devices: the list holds MACs, which must not spread.
     let opt: Vec<String> = macs

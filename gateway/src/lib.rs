@@ -1,4 +1,13 @@
-//! footfall's HQ gateway. Ingest, storage, campaigns and the API land with
-//! issues #4 and #5; today it holds only what the report contract gives it.
+//! footfall's HQ gateway: ingest → store → query.
+//!
+//! `ingest` validates reports (from MQTT or from agents' emit files),
+//! `store` keeps them once per key behind the `ReportStore` trait (sled
+//! today; a SQL engine when several gateways share a subscription), and
+//! `query` answers `report` and `stores`. The gateway never sees a MAC:
+//! reports carry only counts and keyed-id sketches.
 
-pub use footfall_report as report;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod serve;
+pub mod store;

@@ -1,6 +1,15 @@
-//! Helpers shared by the end-to-end tests in `tests.rs`.
+//! Helpers for the end-to-end tests in `tests.rs`: a real Mosquitto on a
+//! free loopback port, the built binaries as child processes with their
+//! logs in files, and polling on retained MQTT status.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// A binary of the workspace, built by `cargo build --workspace --bins`
 /// (scripts/test does that before the tests).
@@ -18,4 +27,249 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process whose output goes to `<dir>/<name>.log`.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(dir: &Path, name: &str, program: &Path, args: &[&str]) -> Proc {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("FOOTFALL_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        Proc {
+            name: name.into(),
+            child: Some(child),
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn term(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(s) = c.try_wait().unwrap() {
+                    assert!(s.success(), "{} exited with {s}", self.name);
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not stop on SIGTERM",
+                    self.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to save anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Mosquitto on a free loopback port, anonymous, no persistence (so a
+/// restart loses every session and queued message: the worst case).
+pub struct Broker {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Broker {
+    pub fn new(dir: &Path) -> Broker {
+        let port = free_port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n"),
+        )
+        .unwrap();
+        Broker {
+            port,
+            dir: dir.to_path_buf(),
+            proc: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        self.proc = Some(Proc::spawn(
+            &self.dir,
+            "mosquitto",
+            Path::new(&mosquitto()),
+            &["-c", conf.to_str().unwrap()],
+        ));
+        wait_until(Duration::from_secs(10), "mosquitto listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Publishes one message with mosquitto_pub.
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        let path = self.dir.join("payload.bin");
+        std::fs::write(&path, payload).unwrap();
+        let ok = Command::new("mosquitto_pub")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-f",
+                path.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// The retained message on `topic`, if any.
+    pub fn retained(&self, topic: &str) -> Option<Value> {
+        let out = Command::new("mosquitto_sub")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+                "1",
+                "--retained-only",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+fn mosquitto() -> String {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "mosquitto".into()
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a binary to completion; panics with its stderr on failure.
+pub fn run(dir: &Path, program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Counts of each report by key, from JSON lines of agent reports (emit
+/// files) or of `footfall-gateway report --format json`: only the SPEC
+/// count fields, so both sides compare.
+pub fn counts_by_key(jsonl: &str, windows: bool) -> BTreeMap<String, Value> {
+    const WINDOW: [&str; 12] = [
+        "frames",
+        "frames_no_signal",
+        "detected",
+        "visits",
+        "visitors",
+        "visitors_new",
+        "visitors_returning",
+        "visitors_randomized",
+        "passersby",
+        "residents",
+        "dwell_counts",
+        "dwell_sum_s",
+    ];
+    const DAY: [&str; 6] = [
+        "visits",
+        "unique_visitors",
+        "visitors_new",
+        "visitors_returning",
+        "visitors_randomized",
+        "residents",
+    ];
+    let mut out = BTreeMap::new();
+    for line in jsonl.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let is_window = v.get("window_start").is_some();
+        if is_window != windows {
+            continue;
+        }
+        let period = if windows {
+            v["window_start"].to_string()
+        } else {
+            v["date"].to_string()
+        };
+        let key = format!("{}/{}/{period}", v["store_id"], v["agent_id"]);
+        let fields: &[&str] = if windows { &WINDOW } else { &DAY };
+        let counts: serde_json::Map<String, Value> = fields
+            .iter()
+            .map(|f| (f.to_string(), v[*f].clone()))
+            .collect();
+        assert!(
+            out.insert(key.clone(), Value::Object(counts)).is_none(),
+            "{key} twice"
+        );
+    }
+    out
 }

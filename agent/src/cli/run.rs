@@ -51,6 +51,8 @@ struct Health {
     capture_errors: u64,
     publish_refused: u64,
     outbox_full: bool,
+    /// A capture file was read to its end (file mode only).
+    capture_finished: bool,
 }
 
 fn unix_now_us() -> i64 {
@@ -174,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         capture_errors: 0,
         publish_refused: 0,
         outbox_full: false,
+        capture_finished: file_idx.as_ref().is_some_and(|(i, _)| agent.files[*i].done),
     };
     let mut connected = false;
     let mut queue: VecDeque<u64> = VecDeque::new();
@@ -211,6 +214,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     }
                     agent.counter.finish(&mut agent.store);
                     commit(&mut agent, &mut queue)?;
+                    health.capture_finished = true;
                 }
                 Some(capture::Event::Failed(message)) => {
                     error!(%message, "capture stopped");
@@ -272,7 +276,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     client.try_publish(topic_of(Kind::Live), QoS::AtMostOnce, true, live.to_string()).ok();
                     last_live = Instant::now();
                 }
-                if connected && health.last_status.elapsed() >= Duration::from_secs(30) {
+                if connected && health.last_status.elapsed() >= Duration::from_secs(u64::from(mqtt.status_interval_s)) {
                     publish_status(&client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
                 }
             }
@@ -395,6 +399,7 @@ fn publish_status(
         "late_frames": agent.counter.state.late_frames,
         "capture_errors": h.capture_errors,
         "publish_refused": h.publish_refused,
+        "capture_finished": h.capture_finished,
     });
     client
         .try_publish(topic, QoS::AtLeastOnce, true, status.to_string())

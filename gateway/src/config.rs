@@ -1,0 +1,151 @@
+//! `gateway.toml`: `[mqtt]` (the broker to subscribe to), `[broker]` (the
+//! embedded one), `[storage]`, `[http]`, `[ingest]`. Unknown keys are errors
+//! naming the key and line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// Default `mqtt://127.0.0.1:1883`.
+    pub url: Option<String>,
+    /// Default `footfall-gateway`; several gateways need distinct ids.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub keepalive_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub path: Option<PathBuf>,
+    pub cache_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Payloads larger than this go to dead letters. Default 65536.
+    pub max_payload_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub mqtt: RawMqtt,
+    #[serde(default)]
+    pub broker: RawBroker,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub ingest: RawIngest,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mqtt: footfall_report::mqtt::Settings,
+    pub broker_enabled: bool,
+    pub broker_listen: String,
+    pub storage_path: PathBuf,
+    pub cache_bytes: u64,
+    pub http_listen: String,
+    pub max_payload_bytes: usize,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let Some(storage) = raw.storage.path.as_deref() else {
+            bail!(
+                "{}: [storage] path is missing: where the gateway keeps reports",
+                path.display()
+            );
+        };
+        let m = raw.mqtt;
+        let url = m.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        footfall_report::mqtt::parse_url(&url)
+            .map_err(|e| anyhow::anyhow!("{}: [mqtt] {e}", path.display()))?;
+        Ok(Config {
+            mqtt: footfall_report::mqtt::Settings {
+                url,
+                client_id: m.client_id.unwrap_or_else(|| "footfall-gateway".into()),
+                username: m.username,
+                password_file: m.password_file.as_deref().map(resolve),
+                ca_file: m.ca_file.as_deref().map(resolve),
+                cert_file: m.cert_file.as_deref().map(resolve),
+                key_file: m.key_file.as_deref().map(resolve),
+                keepalive_s: u64::from(m.keepalive_s.unwrap_or(30)),
+            },
+            broker_enabled: raw.broker.enabled.unwrap_or(false),
+            broker_listen: raw.broker.listen.unwrap_or_else(|| "127.0.0.1:1883".into()),
+            storage_path: resolve(storage),
+            cache_bytes: raw.storage.cache_bytes.unwrap_or(64 << 20),
+            http_listen: raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            max_payload_bytes: raw.ingest.max_payload_bytes.unwrap_or(64 * 1024),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gateway.toml");
+        std::fs::write(
+            &p,
+            "[storage]\npath = \"s\"\n[mqtt]\nurl = \"mqtt://h:1\"\nport = 3\n",
+        )
+        .unwrap();
+        let err = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.toml:5: unknown field `port`"),
+            "{err}"
+        );
+        std::fs::write(&p, "[storage]\npath = \"s\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
+        assert_eq!(c.storage_path, dir.path().join("s"));
+    }
+}

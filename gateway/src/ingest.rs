@@ -1,0 +1,226 @@
+//! Validation of incoming reports: the gateway's door. Every payload is
+//! checked for size, JSON, schema, field types and ranges, internal sums,
+//! and (from MQTT) that the topic's store and agent are the payload's. What
+//! fails is rejected with a reason; the caller puts it in dead letters.
+//! Nothing here panics on any input.
+
+use footfall_report::topic::{self, Kind};
+use footfall_report::{DayReport, Report, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("payload of {got} bytes is larger than max_payload_bytes = {max}")]
+    TooLarge { got: usize, max: usize },
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("schema {0:?} is not footfall.window.v1 or footfall.day.v1")]
+    Schema(String),
+    #[error("does not match its schema: {0}")]
+    Fields(String),
+    #[error("topic says {topic}, payload says {payload}")]
+    TopicMismatch { topic: String, payload: String },
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Validates one payload; `from_topic` is (store, agent, kind) when it came
+/// over MQTT.
+pub fn validate(
+    payload: &[u8],
+    from_topic: Option<(&str, &str, Kind)>,
+    max: usize,
+) -> Result<Report, Reject> {
+    if payload.len() > max {
+        return Err(Reject::TooLarge {
+            got: payload.len(),
+            max,
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| Reject::NotJson(e.to_string()))?;
+    let schema = value
+        .get("schema")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let report = match schema.as_str() {
+        WINDOW_SCHEMA => Report::Window(
+            serde_json::from_value(value).map_err(|e| Reject::Fields(e.to_string()))?,
+        ),
+        DAY_SCHEMA => {
+            Report::Day(serde_json::from_value(value).map_err(|e| Reject::Fields(e.to_string()))?)
+        }
+        _ => return Err(Reject::Schema(schema)),
+    };
+    let (store_id, agent_id) = match &report {
+        Report::Window(w) => (&w.store_id, &w.agent_id),
+        Report::Day(d) => (&d.store_id, &d.agent_id),
+    };
+    for (what, id) in [("store_id", store_id), ("agent_id", agent_id)] {
+        if let Some(p) = topic::id_problem(id) {
+            return Err(Reject::Invalid(format!("{what} {id:?} {p}")));
+        }
+    }
+    if let Some((t_store, t_agent, kind)) = from_topic {
+        if (t_store, t_agent, kind) != (store_id.as_str(), agent_id.as_str(), report.kind()) {
+            return Err(Reject::TopicMismatch {
+                topic: format!("{t_store}/{t_agent}/{kind}"),
+                payload: format!("{store_id}/{agent_id}/{}", report.kind()),
+            });
+        }
+    }
+    match &report {
+        Report::Window(w) => check_window(w)?,
+        Report::Day(d) => check_day(d)?,
+    }
+    Ok(report)
+}
+
+fn invalid(ok: bool, what: &str) -> Result<(), Reject> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::Invalid(what.to_string()))
+    }
+}
+
+fn check_window(w: &WindowReport) -> Result<(), Reject> {
+    let len = w.window_end - w.window_start;
+    invalid(
+        (60..=86_400).contains(&len),
+        "window length must be 60..86400 s",
+    )?;
+    invalid(
+        w.window_start.rem_euclid(len) == 0,
+        "window_start is not aligned to its length",
+    )?;
+    invalid(
+        w.dwell_edges_s == DWELL_EDGES_S,
+        "dwell_edges_s is not SPEC's",
+    )?;
+    invalid(
+        w.dwell_counts.len() == DWELL_EDGES_S.len(),
+        "dwell_counts needs one count per edge",
+    )?;
+    invalid(
+        w.visitors_new
+            .checked_add(w.visitors_returning)
+            .and_then(|s| s.checked_add(w.visitors_randomized))
+            == Some(w.visitors),
+        "visitors_new + visitors_returning + visitors_randomized must equal visitors",
+    )?;
+    invalid(w.visitors <= w.visits, "visitors exceeds visits")?;
+    invalid(w.passersby <= w.detected, "passersby exceeds detected")?;
+    invalid(
+        w.frames_no_signal <= w.frames,
+        "frames_no_signal exceeds frames",
+    )?;
+    invalid(
+        w.detected.saturating_add(w.residents) <= w.frames.saturating_mul(2),
+        "more devices than frames",
+    )?;
+    invalid(
+        !w.params_hash.is_empty() && !w.agent_version.is_empty(),
+        "params_hash and agent_version are required",
+    )?;
+    Ok(())
+}
+
+fn check_day(d: &DayReport) -> Result<(), Reject> {
+    invalid(
+        d.date.parse::<jiff::civil::Date>().is_ok() && d.date.len() == 10,
+        "date is not YYYY-MM-DD",
+    )?;
+    invalid(
+        d.visitors_new
+            .checked_add(d.visitors_returning)
+            .and_then(|s| s.checked_add(d.visitors_randomized))
+            == Some(d.unique_visitors),
+        "visitors_new + visitors_returning + visitors_randomized must equal unique_visitors",
+    )?;
+    invalid(
+        d.unique_visitors <= d.visits,
+        "unique_visitors exceeds visits",
+    )?;
+    invalid(
+        !d.params_hash.is_empty() && !d.agent_version.is_empty(),
+        "params_hash and agent_version are required",
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> serde_json::Value {
+        serde_json::json!({
+            "schema": "footfall.window.v1", "store_id": "s1", "agent_id": "a1", "seq": 3,
+            "window_start": 900, "window_end": 1800, "frames": 10, "frames_no_signal": 0,
+            "detected": 3, "visits": 1, "visitors": 1, "visitors_new": 1, "visitors_returning": 0,
+            "visitors_randomized": 0, "passersby": 2, "residents": 0,
+            "dwell_edges_s": [300, 600, 1200, 1800, 3600, 7200], "dwell_counts": [0, 0, 0, 0, 0, 0],
+            "dwell_sum_s": 0, "visitor_sketch": {"v": 1, "p": 14, "enc": "sparse", "regs": ""},
+            "agent_version": "0.1.0", "params_hash": "abc"
+        })
+    }
+
+    fn check(v: &serde_json::Value) -> Result<Report, Reject> {
+        validate(
+            v.to_string().as_bytes(),
+            Some(("s1", "a1", Kind::Window)),
+            65536,
+        )
+    }
+
+    #[test]
+    fn a_good_window_passes() {
+        assert!(check(&window()).is_ok());
+    }
+
+    #[test]
+    fn each_kind_of_bad_payload_is_rejected_with_its_reason() {
+        assert!(matches!(
+            validate(b"{not json", None, 100),
+            Err(Reject::NotJson(_))
+        ));
+        assert!(matches!(
+            validate(&[b' '; 200], None, 100),
+            Err(Reject::TooLarge { got: 200, max: 100 })
+        ));
+        let mut v = window();
+        v["schema"] = "footfall.window.v9".into();
+        assert!(matches!(check(&v), Err(Reject::Schema(_))));
+        let mut v = window();
+        v["visits"] = "one".into();
+        assert!(matches!(check(&v), Err(Reject::Fields(e)) if e.contains("invalid type")));
+        let mut v = window();
+        v["extra"] = 1.into();
+        assert!(matches!(check(&v), Err(Reject::Fields(e)) if e.contains("unknown field")));
+        let mut v = window();
+        v["visitors_new"] = 0.into();
+        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("must equal visitors")));
+        let mut v = window();
+        v["window_start"] = 901.into();
+        v["window_end"] = 1801.into();
+        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("aligned")));
+        let v = window();
+        let err = validate(
+            v.to_string().as_bytes(),
+            Some(("s2", "a1", Kind::Window)),
+            65536,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topic says s2/a1/window, payload says s1/a1/window"
+        );
+        let err = validate(
+            v.to_string().as_bytes(),
+            Some(("s1", "a1", Kind::Day)),
+            65536,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Reject::TopicMismatch { .. }));
+    }
+}

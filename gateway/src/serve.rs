@@ -1,0 +1,254 @@
+//! `footfall-gateway serve`: subscribes to every store's window, day and
+//! status topics, validates, stores, commits, and only then acks: the MQTT
+//! PUBACK (manual acks) and SPEC §6's `ack` topic naming the committed
+//! `seq`s. Messages are handled in batches (up to 500, or what arrived in
+//! 20 ms) so one flush covers many reports.
+//!
+//! Bad input never stops the gateway: a payload that fails validation, or
+//! a report whose key is already stored with other counts, goes to dead
+//! letters with its reason, and is acked so that it is not sent forever.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Result;
+use footfall_report::topic::{self, Kind};
+use footfall_report::Ack;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::ingest::validate;
+use crate::store::{now_s, AgentInfo, DeadLetter, Put, ReportStore};
+
+const BATCH_MAX: usize = 500;
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+enum Incoming {
+    Connected,
+    Publish(Box<Publish>),
+}
+
+/// What one batch did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub dead: u64,
+    pub statuses: u64,
+}
+
+/// Stores one message; returns the (store, agent, seq) to ack, if any.
+pub fn handle(
+    store: &mut dyn ReportStore,
+    topic_name: &str,
+    payload: &[u8],
+    max_payload: usize,
+    tally: &mut Tally,
+) -> Result<Option<(String, String, u64)>> {
+    let dead = |store: &mut dyn ReportStore, reason: String, tally: &mut Tally| -> Result<()> {
+        tally.dead += 1;
+        warn!(topic = topic_name, %reason, "dead letter");
+        store.dead_letter(&DeadLetter {
+            received_unix_s: now_s(),
+            source: topic_name.to_string(),
+            reason,
+            payload: String::from_utf8_lossy(&payload[..payload.len().min(4096)]).into_owned(),
+        })?;
+        Ok(())
+    };
+    match topic::parse(topic_name) {
+        Some((s, a, kind @ (Kind::Window | Kind::Day))) => {
+            match validate(payload, Some((s, a, kind)), max_payload) {
+                Ok(report) => {
+                    match store.put(&report)? {
+                        Put::Inserted => tally.inserted += 1,
+                        Put::Duplicate => tally.duplicates += 1,
+                        Put::Conflict => {
+                            tally.conflicts += 1;
+                            dead(
+                                store,
+                                format!(
+                                    "conflict: {:?} is stored with other counts; the first is kept",
+                                    report.key().period
+                                ),
+                                tally,
+                            )?;
+                        }
+                    }
+                    Ok(Some((s.to_string(), a.to_string(), report.seq())))
+                }
+                Err(reject) => {
+                    dead(store, reject.to_string(), tally)?;
+                    Ok(None)
+                }
+            }
+        }
+        Some((s, a, Kind::Status)) => {
+            match serde_json::from_slice::<serde_json::Value>(payload) {
+                Ok(v @ serde_json::Value::Object(_)) if payload.len() <= max_payload => {
+                    tally.statuses += 1;
+                    store.set_status(&AgentInfo {
+                        store_id: s.to_string(),
+                        agent_id: a.to_string(),
+                        last_seen_unix_s: now_s(),
+                        status: v,
+                    })?;
+                }
+                _ => dead(
+                    store,
+                    "status is not a JSON object within max_payload_bytes".into(),
+                    tally,
+                )?,
+            }
+            Ok(None)
+        }
+        _ => {
+            dead(
+                store,
+                "not a footfall/v1/{store}/{agent}/{window|day|status} topic".into(),
+                tally,
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    store: &mut dyn ReportStore,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    if config.broker_enabled {
+        anyhow::bail!("[broker] enabled: the embedded broker is not in this build yet; run Mosquitto and set [mqtt] url");
+    }
+    let mut options = config.mqtt.options()?;
+    options.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 4096);
+    let (tx, mut rx) = mpsc::channel(4096);
+    let events = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let msg = match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(500);
+                    Some(Incoming::Connected)
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => Some(Incoming::Publish(Box::new(p))),
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(error = %e, "broker connection lost; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    None
+                }
+            };
+            if let Some(m) = msg {
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    tokio::pin!(shutdown);
+    let mut batch: Vec<Publish> = Vec::new();
+    let mut tick = tokio::time::interval(BATCH_WAIT);
+    let mut total = Tally::default();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            m = rx.recv() => match m {
+                Some(Incoming::Connected) => {
+                    info!(url = %config.mqtt.url, "connected; subscribing to every store's reports");
+                    for kind in ["window", "day", "status"] {
+                        client.subscribe(format!("{}/+/+/{kind}", topic::PREFIX), QoS::AtLeastOnce).await?;
+                    }
+                }
+                Some(Incoming::Publish(p)) => {
+                    batch.push(*p);
+                    if batch.len() >= BATCH_MAX {
+                        process(&client, store, &mut batch, config.max_payload_bytes, &mut total).await?;
+                    }
+                }
+                None => anyhow::bail!("the MQTT task ended"),
+            },
+            _ = tick.tick() => {
+                if !batch.is_empty() {
+                    process(&client, store, &mut batch, config.max_payload_bytes, &mut total).await?;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        process(
+            &client,
+            store,
+            &mut batch,
+            config.max_payload_bytes,
+            &mut total,
+        )
+        .await?;
+    }
+    store.commit()?;
+    client.disconnect().await.ok();
+    let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
+    info!(?total, "stopped");
+    Ok(())
+}
+
+async fn process(
+    client: &AsyncClient,
+    store: &mut dyn ReportStore,
+    batch: &mut Vec<Publish>,
+    max_payload: usize,
+    total: &mut Tally,
+) -> Result<()> {
+    let mut tally = Tally::default();
+    let mut acks: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for p in batch.iter() {
+        let topic_name = String::from_utf8_lossy(&p.topic);
+        if let Some((s, a, seq)) = handle(store, &topic_name, &p.payload, max_payload, &mut tally)?
+        {
+            acks.entry((s, a)).or_default().push(seq);
+        }
+    }
+    // Durable first, then acked: SPEC §6.
+    store.commit()?;
+    for ((s, a), seqs) in acks {
+        let body = serde_json::to_vec(&Ack { seqs }).expect("serializes");
+        client
+            .publish(
+                topic::topic(&s, &a, Kind::Ack),
+                QoS::AtLeastOnce,
+                false,
+                body,
+            )
+            .await?;
+    }
+    for p in batch.drain(..) {
+        client.ack(&p).await?;
+    }
+    debug!(?tally, "batch committed");
+    total.inserted += tally.inserted;
+    total.duplicates += tally.duplicates;
+    total.conflicts += tally.conflicts;
+    total.dead += tally.dead;
+    total.statuses += tally.statuses;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+    }
+}
