@@ -357,6 +357,99 @@ fn agent_killed_while_publishing_then_restarted() {
     );
 }
 
+/// Production security: TLS with client certificates and the per-store ACL
+/// from gateway/deploy. Store s1 delivers with its certificate; an agent
+/// using s1's certificate to publish as store s2 is refused by the broker,
+/// says so, and nothing of s2 is stored.
+#[test]
+fn a_store_certificate_cannot_publish_as_another_store() {
+    let c = Case::new("26");
+    let d = c.d();
+    let mut broker = Broker::with_tls(d, &["footfall-gateway", "s1"]);
+    broker.start();
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let tls = |name: &str| {
+        format!("ca_file = \"certs/ca.crt\"\ncert_file = \"certs/{name}.crt\"\nkey_file = \"certs/{name}.key\"\n")
+    };
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{url}\"\n{}",
+            tls("footfall-gateway")
+        ),
+    )
+    .unwrap();
+    let agent_toml = |store: &str, state: &str| {
+        format!(
+            "[store]\nstore_id = \"{store}\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"{state}\"\n\
+             [privacy]\nkey_file = \"{state}.key\"\n[mqtt]\nurl = \"{url}\"\nclient_id = \"{store}-{state}\"\nresend_s = 1\nstatus_interval_s = 1\n{}",
+            tls("s1")
+        )
+    };
+    std::fs::write(d.join("agent.toml"), agent_toml("s1", "agent-state")).unwrap();
+    std::fs::write(d.join("impostor.toml"), agent_toml("s2", "impostor-state")).unwrap();
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    let mut impostor = Proc::spawn(
+        d,
+        "impostor",
+        &bin("footfall-agent"),
+        &["run", "--config", "impostor.toml"],
+    );
+    wait_until(Duration::from_secs(60), "s1 delivered over TLS", || {
+        std::fs::read_to_string(d.join("gateway.log")).is_ok_and(|l| l.contains("batch committed"))
+            && c.log("agent").contains("capture file read to its end")
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "the broker to refuse the impostor",
+        || c.log("impostor").contains("the broker refused a publish"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    agent.term();
+    impostor.term();
+    gateway.term();
+    broker.stop();
+    let g = bin("footfall-gateway");
+    let s2 = run(
+        d,
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "window",
+            "--store",
+            "s2",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(s2.lines().count(), 0, "an impostor's report was stored");
+    let s1 = run(
+        d,
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "window",
+            "--store",
+            "s1",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(counts_by_key(&s1, true), counts_by_key(&c.reference, true));
+    assert!(
+        c.log("impostor").contains("NotAuthorized"),
+        "{}",
+        c.log("impostor")
+    );
+}
+
 /// Every line the agent emits is a report the gateway's types accept, with
 /// a seq that only grows, windows without gaps, and sums that hold.
 #[test]

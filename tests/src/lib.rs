@@ -125,6 +125,45 @@ impl Broker {
         }
     }
 
+    /// Mosquitto with footfall's production config (gateway/deploy): TLS
+    /// with client certificates and the per-store ACL, certificates made
+    /// by gateway/deploy/make-certs for `clients` in `<dir>/certs`.
+    pub fn with_tls(dir: &Path, clients: &[&str]) -> Broker {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/deploy");
+        let certs = dir.join("certs");
+        let mut args = vec![certs.to_str().unwrap()];
+        args.extend_from_slice(clients);
+        let ok = Command::new(deploy.join("make-certs"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "make-certs failed");
+        // The broker may drop root; let it read its own key in this test.
+        std::fs::set_permissions(
+            certs.join("broker.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::copy(deploy.join("acl"), certs.join("acl")).unwrap();
+        let port = free_port();
+        let conf = std::fs::read_to_string(deploy.join("mosquitto.conf"))
+            .unwrap()
+            .replace("/etc/mosquitto/footfall", certs.to_str().unwrap())
+            .replace("listener 8883", &format!("listener {port} 127.0.0.1"))
+            .replace("persistence true", "persistence false");
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            conf + "log_dest stdout\nlog_type all\n",
+        )
+        .unwrap();
+        Broker {
+            port,
+            dir: dir.to_path_buf(),
+            proc: None,
+        }
+    }
+
     pub fn start(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         self.proc = Some(Proc::spawn(
