@@ -357,6 +357,35 @@ fn agent_killed_while_publishing_then_restarted() {
     );
 }
 
+/// The single-box default: the gateway's embedded broker (rumqttd), no
+/// Mosquitto at all.
+#[test]
+fn embedded_broker_delivers_with_no_broker_installed() {
+    let c = Case::new("27");
+    let d = c.d();
+    // The Case's broker port is free and unused: the gateway takes it.
+    let listen = format!("127.0.0.1:{}", c.broker.port);
+    std::fs::write(d.join("gateway.toml"), format!("[storage]\npath = \"gateway-state\"\n[broker]\nenabled = true\nlisten = \"{listen}\"\n")).unwrap();
+    let mut gateway = c.gateway();
+    wait_until(Duration::from_secs(20), "the embedded broker", || {
+        std::net::TcpStream::connect(&listen).is_ok()
+    });
+    let mut agent = c.agent();
+    wait_until(Duration::from_secs(60), "every report acked", || {
+        c.log("gateway").contains("batch committed")
+            && c.log("agent").contains("capture file read to its end")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    agent.term();
+    gateway.term();
+    assert!(
+        c.log("agent").contains("outbox_pending=0"),
+        "{}",
+        c.log("agent")
+    );
+    c.assert_gateway_matches_reference();
+}
+
 /// Production security: TLS with client certificates and the per-store ACL
 /// from gateway/deploy. Store s1 delivers with its certificate; an agent
 /// using s1's certificate to publish as store s2 is refused by the broker,

@@ -101,7 +101,10 @@ impl Config {
             );
         };
         let m = raw.mqtt;
-        let url = m.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        let broker_enabled = raw.broker.enabled.unwrap_or(false);
+        let broker_listen = raw.broker.listen.unwrap_or_else(|| "127.0.0.1:1883".into());
+        // With the embedded broker, the gateway subscribes to it by default.
+        let url = m.url.unwrap_or_else(|| format!("mqtt://{broker_listen}"));
         footfall_report::mqtt::parse_url(&url)
             .map_err(|e| anyhow::anyhow!("{}: [mqtt] {e}", path.display()))?;
         Ok(Config {
@@ -115,8 +118,8 @@ impl Config {
                 key_file: m.key_file.as_deref().map(resolve),
                 keepalive_s: u64::from(m.keepalive_s.unwrap_or(30)),
             },
-            broker_enabled: raw.broker.enabled.unwrap_or(false),
-            broker_listen: raw.broker.listen.unwrap_or_else(|| "127.0.0.1:1883".into()),
+            broker_enabled,
+            broker_listen,
             storage_path: resolve(storage),
             cache_bytes: raw.storage.cache_bytes.unwrap_or(64 << 20),
             http_listen: raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
