@@ -15,6 +15,8 @@ struct Case {
     dir: tempfile::TempDir,
     broker: Broker,
     reference: String,
+    /// `[http]` table for a gateway config: a free port of its own.
+    http: String,
 }
 
 impl Case {
@@ -64,10 +66,14 @@ impl Case {
             ),
         )
         .unwrap();
+        let http = format!(
+            "[http]\nlisten = \"127.0.0.1:{}\"\n",
+            footfall_tests::free_port()
+        );
         std::fs::write(
             d.join("gateway.toml"),
             format!(
-                "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\n",
+                "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\n{http}",
                 broker.url()
             ),
         )
@@ -76,6 +82,7 @@ impl Case {
             dir,
             broker,
             reference,
+            http,
         }
     }
 
@@ -357,6 +364,129 @@ fn agent_killed_while_publishing_then_restarted() {
     );
 }
 
+/// `report` and `ingest` while `serve` holds the store: they go through
+/// its HTTP API. An agent's emit file (a box that was offline, a recount
+/// at HQ) ingested twice is stored once.
+#[test]
+fn report_and_ingest_while_the_gateway_runs() {
+    let mut c = Case::new("28");
+    c.broker.start();
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    c.wait_delivered();
+    let g = bin("footfall-gateway");
+    let live = run(
+        c.d(),
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "window",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(
+        counts_by_key(&live, true),
+        counts_by_key(&c.reference, true)
+    );
+
+    // Another store's box, offline for good: its emit file comes by hand.
+    let a = bin("footfall-agent");
+    std::fs::write(
+        c.d().join("s9.toml"),
+        "[store]\nstore_id = \"s9\"\nagent_id = \"a1\"\n[storage]\npath = \"s9-state\"\n",
+    )
+    .unwrap();
+    run(
+        c.d(),
+        &a,
+        &[
+            "replay",
+            "--config",
+            "s9.toml",
+            "--emit",
+            "s9.jsonl",
+            "store.pcap",
+        ],
+    );
+    let first = run(
+        c.d(),
+        &g,
+        &["ingest", "--config", "gateway.toml", "s9.jsonl"],
+    );
+    let n = std::fs::read_to_string(c.d().join("s9.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        first.trim(),
+        format!("ingested: {n} new, 0 already stored, 0 conflicts, 0 rejected (see dead-letters)")
+    );
+    let again = run(
+        c.d(),
+        &g,
+        &["ingest", "--config", "gateway.toml", "s9.jsonl"],
+    );
+    assert_eq!(
+        again.trim(),
+        format!("ingested: 0 new, {n} already stored, 0 conflicts, 0 rejected (see dead-letters)")
+    );
+    let s9 = run(
+        c.d(),
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "day",
+            "--store",
+            "s9",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(s9.lines().count(), 3, "{s9}");
+    assert!(
+        s9.starts_with("store_id,agent_id,date,visits,unique_visitors"),
+        "{s9}"
+    );
+    let stores = run(
+        c.d(),
+        &g,
+        &["stores", "--config", "gateway.toml", "--format", "json"],
+    );
+    assert!(
+        stores.contains("\"store_id\":\"s1\"") && stores.contains("\"state\":\"online\""),
+        "{stores}"
+    );
+    agent.term();
+    gateway.term();
+    // And with the gateway stopped, straight from its store.
+    let stopped = run(
+        c.d(),
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "window",
+            "--store",
+            "s9",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(
+        counts_by_key(&stopped, true).len(),
+        counts_by_key(&c.reference, true).len()
+    );
+}
+
 /// The single-box default: the gateway's embedded broker (rumqttd), no
 /// Mosquitto at all.
 #[test]
@@ -365,7 +495,7 @@ fn embedded_broker_delivers_with_no_broker_installed() {
     let d = c.d();
     // The Case's broker port is free and unused: the gateway takes it.
     let listen = format!("127.0.0.1:{}", c.broker.port);
-    std::fs::write(d.join("gateway.toml"), format!("[storage]\npath = \"gateway-state\"\n[broker]\nenabled = true\nlisten = \"{listen}\"\n")).unwrap();
+    std::fs::write(d.join("gateway.toml"), format!("[storage]\npath = \"gateway-state\"\n[broker]\nenabled = true\nlisten = \"{listen}\"\n{}", c.http)).unwrap();
     let mut gateway = c.gateway();
     wait_until(Duration::from_secs(20), "the embedded broker", || {
         std::net::TcpStream::connect(&listen).is_ok()
@@ -403,7 +533,8 @@ fn a_store_certificate_cannot_publish_as_another_store() {
     std::fs::write(
         d.join("gateway.toml"),
         format!(
-            "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{url}\"\n{}",
+            "[storage]\npath = \"gateway-state\"\n{}[mqtt]\nurl = \"{url}\"\n{}",
+            c.http,
             tls("footfall-gateway")
         ),
     )

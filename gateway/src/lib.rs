@@ -6,6 +6,7 @@
 //! `query` answers `report` and `stores`. The gateway never sees a MAC:
 //! reports carry only counts and keyed-id sketches.
 
+pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod query;

@@ -78,6 +78,27 @@ fn add_into(acc: &mut Map<String, Value>, row: &Map<String, Value>) {
     }
 }
 
+fn day_start(s: &str, what: &str) -> Result<i64> {
+    let d: jiff::civil::Date = s
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{what} {s:?}: expected YYYY-MM-DD"))?;
+    Ok(d.to_zoned_datetime(jiff::tz::TimeZone::UTC)?
+        .timestamp()
+        .as_second())
+}
+
+/// A query from command-line or URL arguments: `from`/`to` are UTC days,
+/// both inclusive.
+pub fn query(store_id: Option<String>, from: Option<&str>, to: Option<&str>) -> Result<Query> {
+    Ok(Query {
+        store_id,
+        from_s: from.map(|s| day_start(s, "from")).transpose()?,
+        to_s: to
+            .map(|s| day_start(s, "to").map(|t| t + 86_400))
+            .transpose()?,
+    })
+}
+
 /// Rows of a report: each a JSON object with `store_id`, `agent_id`, the
 /// period, and counts.
 pub fn report_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {

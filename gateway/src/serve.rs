@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -45,13 +46,13 @@ pub struct Tally {
 
 /// Stores one message; returns the (store, agent, seq) to ack, if any.
 pub fn handle(
-    store: &mut dyn ReportStore,
+    store: &dyn ReportStore,
     topic_name: &str,
     payload: &[u8],
     max_payload: usize,
     tally: &mut Tally,
 ) -> Result<Option<(String, String, u64)>> {
-    let dead = |store: &mut dyn ReportStore, reason: String, tally: &mut Tally| -> Result<()> {
+    let dead = |store: &dyn ReportStore, reason: String, tally: &mut Tally| -> Result<()> {
         tally.dead += 1;
         warn!(topic = topic_name, %reason, "dead letter");
         store.dead_letter(&DeadLetter {
@@ -122,12 +123,25 @@ pub fn handle(
 /// Runs until `shutdown` resolves.
 pub async fn serve(
     config: Config,
-    store: &mut dyn ReportStore,
+    store: Arc<dyn ReportStore>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     if config.broker_enabled {
         start_embedded_broker(&config.broker_listen)?;
     }
+    let listener = tokio::net::TcpListener::bind(&config.http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("[http] listen = {}: {e}", config.http_listen))?;
+    info!(listen = %config.http_listen, "HTTP API listening");
+    let app = crate::api::router(store.clone(), config.max_payload_bytes);
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
     let mut options = config.mqtt.options()?;
     options.set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(options, 4096);
@@ -173,14 +187,14 @@ pub async fn serve(
                 Some(Incoming::Publish(p)) => {
                     batch.push(*p);
                     if batch.len() >= BATCH_MAX {
-                        process(&client, store, &mut batch, config.max_payload_bytes, &mut total).await?;
+                        process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total).await?;
                     }
                 }
                 None => anyhow::bail!("the MQTT task ended"),
             },
             _ = tick.tick() => {
                 if !batch.is_empty() {
-                    process(&client, store, &mut batch, config.max_payload_bytes, &mut total).await?;
+                    process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total).await?;
                 }
             }
         }
@@ -188,7 +202,7 @@ pub async fn serve(
     if !batch.is_empty() {
         process(
             &client,
-            store,
+            store.as_ref(),
             &mut batch,
             config.max_payload_bytes,
             &mut total,
@@ -196,6 +210,8 @@ pub async fn serve(
         .await?;
     }
     store.commit()?;
+    let _ = http_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     client.disconnect().await.ok();
     let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
     info!(?total, "stopped");
@@ -204,7 +220,7 @@ pub async fn serve(
 
 async fn process(
     client: &AsyncClient,
-    store: &mut dyn ReportStore,
+    store: &dyn ReportStore,
     batch: &mut Vec<Publish>,
     max_payload: usize,
     total: &mut Tally,

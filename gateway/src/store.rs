@@ -81,12 +81,13 @@ pub struct Query {
     pub to_s: Option<i64>,
 }
 
-pub trait ReportStore {
-    fn put(&mut self, report: &Report) -> Result<Put, StoreError>;
-    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), StoreError>;
-    fn set_status(&mut self, info: &AgentInfo) -> Result<(), StoreError>;
-    /// Makes everything before it durable.
-    fn commit(&mut self) -> Result<(), StoreError>;
+pub trait ReportStore: Send + Sync {
+    fn put(&self, report: &Report) -> Result<Put, StoreError>;
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError>;
+    /// Makes everything before it durable. Implementations are shared
+    /// between the MQTT loop and the HTTP API, so every method takes `&self`.
+    fn commit(&self) -> Result<(), StoreError>;
     fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError>;
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
     fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
@@ -187,7 +188,7 @@ impl SledStore {
 }
 
 impl ReportStore for SledStore {
-    fn put(&mut self, report: &Report) -> Result<Put, StoreError> {
+    fn put(&self, report: &Report) -> Result<Put, StoreError> {
         let (tree, name, key) = match report {
             Report::Window(w) => {
                 let mut k = prefix(&w.store_id, &w.agent_id);
@@ -223,7 +224,7 @@ impl ReportStore for SledStore {
         }
     }
 
-    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), StoreError> {
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         let id = self.db.generate_id().map_err(|e| self.err(e))?;
         let value = codec::seal(
             VALUE_VERSION,
@@ -235,7 +236,7 @@ impl ReportStore for SledStore {
         Ok(())
     }
 
-    fn set_status(&mut self, info: &AgentInfo) -> Result<(), StoreError> {
+    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError> {
         let mut key = prefix(&info.store_id, &info.agent_id);
         key.pop();
         let value = codec::seal(
@@ -246,7 +247,7 @@ impl ReportStore for SledStore {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<(), StoreError> {
+    fn commit(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(|e| self.err(e))
     }
 
@@ -337,7 +338,7 @@ mod tests {
     #[test]
     fn each_key_is_stored_once_and_conflicts_keep_the_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
         assert_eq!(s.put(&window("s1", 900, 2, 1)).unwrap(), Put::Inserted);
         assert_eq!(s.put(&window("s1", 900, 2, 1)).unwrap(), Put::Duplicate);
         // A recount with another seq but the same counts is the same report.
