@@ -23,6 +23,10 @@ impl Case {
     /// A capture, its reference reports (replay), and configs for an agent
     /// and a gateway on a fresh broker port (the broker is not started).
     fn new(seed: &str) -> Case {
+        Case::with_days(seed, "2")
+    }
+
+    fn with_days(seed: &str, days: &str) -> Case {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let agent = bin("footfall-agent");
@@ -34,7 +38,7 @@ impl Case {
                 "--out",
                 "store.pcap",
                 "--days",
-                "2",
+                days,
                 "--seed",
                 seed,
             ],
@@ -61,8 +65,9 @@ impl Case {
             d.join("agent.toml"),
             format!(
                 "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"agent-state\"\n\
-                 [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\n",
-                broker.url()
+                 [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+                broker.url(),
+                footfall_tests::free_port()
             ),
         )
         .unwrap();
@@ -160,10 +165,21 @@ impl Case {
             counts_by_key(&self.reference, false),
         );
         let (got_w, got_d) = (counts_by_key(&windows, true), counts_by_key(&days, false));
-        assert!(ref_w.len() > 100 && ref_d.len() == 2);
+        assert!(ref_w.len() > 100 && ref_d.len() >= 2);
         assert_eq!(got_w.len(), ref_w.len(), "windows stored vs sent");
         assert_eq!(got_w, ref_w);
         assert_eq!(got_d, ref_d);
+    }
+
+    /// What the gateway counted over its runs (logged when it stops), and
+    /// the agent's kills and resends, for the fault matrix.
+    fn tally(&self) -> String {
+        let log = self.log("gateway");
+        let totals: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("stopped total=").nth(1))
+            .collect();
+        format!("gateway {}", totals.join(" + "))
     }
 
     fn dead_letters(&self) -> Vec<serde_json::Value> {
@@ -240,6 +256,7 @@ fn delivers_exactly_once_through_duplicates_and_junk() {
     gateway.term();
     c.broker.stop();
     c.assert_gateway_matches_reference();
+    println!("delivers_exactly_once_through_duplicates_and_junk: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
     let dead = c.dead_letters();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(dead.len(), 6, "{reasons:#?}");
@@ -287,18 +304,31 @@ fn delivers_exactly_once_through_duplicates_and_junk() {
 
 #[test]
 fn broker_restarted_mid_stream() {
-    let mut c = Case::new("22");
+    // Eight days: the agent is still counting and publishing when the
+    // broker goes away, right after the gateway's first committed batch.
+    let mut c = Case::with_days("22", "8");
     c.broker.start();
     let mut gateway = c.gateway();
     let mut agent = c.agent();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(30), "a first batch", || {
+        c.log("gateway").contains("batch committed")
+    });
     c.broker.stop();
+    assert!(
+        !c.log("agent").contains("capture file read to its end"),
+        "the agent finished before the restart"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     c.broker.start();
     c.wait_delivered();
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference();
+    println!(
+        "broker_restarted_mid_stream: {} windows and days equal to the reference; {}",
+        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
+        c.tally()
+    );
     assert!(c.dead_letters().is_empty());
 }
 
@@ -318,6 +348,11 @@ fn broker_down_for_the_whole_run_then_up() {
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference();
+    println!(
+        "broker_down_for_the_whole_run_then_up: {} windows and days equal to the reference; {}",
+        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
+        c.tally()
+    );
 }
 
 #[test]
@@ -335,11 +370,38 @@ fn gateway_down_then_up() {
     std::thread::sleep(Duration::from_millis(1500));
     let status = c.broker.retained("footfall/v1/s1/a1/status").unwrap();
     assert!(status["outbox_pending"].as_u64().unwrap() > 100, "{status}");
+    // The same, as a Prometheus metric on the agent's loopback port.
+    let conf = std::fs::read_to_string(c.d().join("agent.toml")).unwrap();
+    let listen = conf
+        .split("listen = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let metrics = ureq::get(&format!("http://{listen}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let pending: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("footfall_outbox_pending "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(pending > 100, "{metrics}");
+    assert!(metrics.contains("footfall_broker_connected 1"), "{metrics}");
     let mut gateway = c.gateway();
     c.wait_delivered();
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference();
+    println!(
+        "gateway_down_then_up: {} windows and days equal to the reference; {}",
+        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
+        c.tally()
+    );
 }
 
 #[test]
@@ -357,6 +419,7 @@ fn agent_killed_while_publishing_then_restarted() {
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference();
+    println!("agent_killed_while_publishing_then_restarted: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
     assert!(
         c.dead_letters().is_empty(),
         "a resent report conflicted: {:?}",
@@ -514,6 +577,7 @@ fn embedded_broker_delivers_with_no_broker_installed() {
         c.log("agent")
     );
     c.assert_gateway_matches_reference();
+    println!("embedded_broker_delivers_with_no_broker_installed: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
 }
 
 /// Production security: TLS with client certificates and the per-store ACL

@@ -196,6 +196,14 @@ pub struct Mqtt {
     pub status_interval_s: u32,
 }
 
+/// `[metrics]`: Prometheus text on a loopback port, for `run`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// e.g. "127.0.0.1:9108"; no metrics endpoint when absent.
+    pub listen: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -211,6 +219,8 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub mqtt: RawMqtt,
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
@@ -233,6 +243,7 @@ pub struct Config {
     pub storage_path: PathBuf,
     pub cache_bytes: u64,
     pub mqtt: Option<Mqtt>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Every problem found in a config file.
@@ -421,6 +432,21 @@ impl RawConfig {
             status_interval_s: m.status_interval_s.unwrap_or(30).max(1),
         });
 
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(l) => match l.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    at(
+                        "metrics",
+                        "listen",
+                        format!("listen = {l:?}: expected host:port, e.g. \"127.0.0.1:9108\""),
+                    );
+                    None
+                }
+            },
+        };
+
         if !problems.is_empty() {
             return Err(ConfigErrors { problems });
         }
@@ -439,6 +465,7 @@ impl RawConfig {
             storage_path,
             cache_bytes,
             mqtt,
+            metrics_listen,
         })
     }
 }

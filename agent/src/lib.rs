@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod count;
 pub mod detect;
+pub mod metrics;
 pub mod privacy;
 pub mod store;
 pub mod wire;

@@ -167,6 +167,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     });
 
+    let metrics: crate::metrics::Shared = Default::default();
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::serve(addr, metrics.clone()).await?;
+        info!(%addr, "metrics on /metrics");
+    }
+    let mut acked_total = 0u64;
+    let mut last_metrics = Instant::now();
     let mut health = Health {
         started: Instant::now(),
         stats: FrameStats::default(),
@@ -243,6 +250,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     connected = false;
                 }
                 Some(Link::Acked(seqs)) => {
+                    acked_total += seqs.len() as u64;
                     agent.store.remove_delivered(seqs.iter().copied())?;
                     health.last_ack_unix_s = Some((unix_now_us() / 1_000_000) as u64);
                 }
@@ -275,6 +283,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     });
                     client.try_publish(topic_of(Kind::Live), QoS::AtMostOnce, true, live.to_string()).ok();
                     last_live = Instant::now();
+                }
+                if last_metrics.elapsed() >= Duration::from_secs(1) {
+                    last_metrics = Instant::now();
+                    let Ok(mut m) = metrics.lock() else { continue };
+                    let (pending, bytes) = agent.store.outbox_size();
+                    *m = crate::metrics::Snapshot {
+                        frames: health.stats.clone(),
+                        late_frames: agent.counter.state.late_frames,
+                        outbox_pending: pending as u64,
+                        outbox_bytes: bytes,
+                        outbox_full: bytes > mqtt.max_outbox_bytes,
+                        reports_acked: acked_total,
+                        publish_refused: health.publish_refused,
+                        devices_in_memory: agent.counter.devices_in_memory() as u64,
+                        connected,
+                    };
                 }
                 if connected && health.last_status.elapsed() >= Duration::from_secs(u64::from(mqtt.status_interval_s)) {
                     publish_status(&client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);

@@ -1,0 +1,148 @@
+//! Prometheus metrics of a running agent, on a loopback port when
+//! `[metrics] listen` is set. The run loop publishes a snapshot; the HTTP
+//! handler renders it. No lock is held across an `.await`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::detect::{DropReason, FrameStats};
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub frames: FrameStats,
+    pub late_frames: u64,
+    pub outbox_pending: u64,
+    pub outbox_bytes: u64,
+    pub outbox_full: bool,
+    pub reports_acked: u64,
+    pub publish_refused: u64,
+    pub devices_in_memory: u64,
+    pub connected: bool,
+}
+
+pub type Shared = Arc<Mutex<Snapshot>>;
+
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let f = &s.frames;
+    let mut results = vec![("{result=\"detection\"}".to_string(), f.detections)];
+    for r in DropReason::ALL {
+        results.push((format!("{{result=\"{}\"}}", r.as_str()), f.dropped(r)));
+    }
+    metric(
+        "footfall_frames_total",
+        "counter",
+        "Captured frames by what became of them (SPEC §1).",
+        &results,
+    );
+    metric(
+        "footfall_detections_no_signal_total",
+        "counter",
+        "Detections without a signal field.",
+        &[(String::new(), f.detections_no_signal)],
+    );
+    metric(
+        "footfall_late_frames_total",
+        "counter",
+        "Detections older than the last final window (SPEC §4).",
+        &[(String::new(), s.late_frames)],
+    );
+    metric(
+        "footfall_outbox_pending",
+        "gauge",
+        "Reports waiting for the gateway's ack.",
+        &[(String::new(), s.outbox_pending)],
+    );
+    metric(
+        "footfall_outbox_bytes",
+        "gauge",
+        "Bytes the outbox takes.",
+        &[(String::new(), s.outbox_bytes)],
+    );
+    metric(
+        "footfall_outbox_full",
+        "gauge",
+        "1 when the outbox is over max_outbox_bytes (reports are kept).",
+        &[(String::new(), u64::from(s.outbox_full))],
+    );
+    metric(
+        "footfall_reports_acked_total",
+        "counter",
+        "Reports the gateway acked.",
+        &[(String::new(), s.reports_acked)],
+    );
+    metric(
+        "footfall_publish_refused_total",
+        "counter",
+        "Publishes the broker refused.",
+        &[(String::new(), s.publish_refused)],
+    );
+    metric(
+        "footfall_devices_in_memory",
+        "gauge",
+        "Devices the counter holds in memory.",
+        &[(String::new(), s.devices_in_memory)],
+    );
+    metric(
+        "footfall_broker_connected",
+        "gauge",
+        "1 while connected to the broker.",
+        &[(String::new(), u64::from(s.connected))],
+    );
+    out
+}
+
+/// Serves `/metrics` until the runtime stops.
+pub async fn serve(addr: SocketAddr, shared: Shared) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("[metrics] listen = {addr}: {e}"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                let snap = shared.lock().map(|s| s.clone()).unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    render(&snap),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let mut s = Snapshot {
+            outbox_pending: 7,
+            outbox_full: true,
+            ..Snapshot::default()
+        };
+        s.frames.detections = 3;
+        let text = render(&s);
+        assert!(text.contains("# TYPE footfall_frames_total counter\n"));
+        assert!(text.contains("footfall_frames_total{result=\"detection\"} 3\n"));
+        assert!(text.contains("footfall_frames_total{result=\"bad_fcs\"} 0\n"));
+        assert!(text.contains("footfall_outbox_pending 7\n"));
+        assert!(text.contains("footfall_outbox_full 1\n"));
+    }
+}
