@@ -65,7 +65,7 @@ impl Case {
             d.join("agent.toml"),
             format!(
                 "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"agent-state\"\n\
-                 [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
+                 [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\nlive_interval_s = 1\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
                 broker.url(),
                 footfall_tests::free_port()
             ),
@@ -526,7 +526,18 @@ fn report_and_ingest_while_the_gateway_runs() {
         stores.contains("\"store_id\":\"s1\"") && stores.contains("\"state\":\"online\""),
         "{stores}"
     );
+    let live = c
+        .broker
+        .retained("footfall/v1/s1/a1/live")
+        .expect("a retained live message");
+    assert!(
+        live["devices_present"].is_u64() && live["visits_today"].is_u64(),
+        "{live}"
+    );
     agent.term();
+    // A clean stop says so, retained, for HQ to see.
+    let status = c.broker.retained("footfall/v1/s1/a1/status").unwrap();
+    assert_eq!(status["state"], "offline", "{status}");
     gateway.term();
     // And with the gateway stopped, straight from its store.
     let stopped = run(

@@ -613,7 +613,10 @@ mod sample {
         assert_eq!(c.interface.as_deref(), Some("wlan0mon"));
         let mqtt = c.mqtt.expect("the sample delivers over MQTT");
         assert_eq!(mqtt.settings.client_id, "footfall-store-0001-entrance");
-        assert_eq!((mqtt.resend_s, mqtt.status_interval_s, mqtt.live_interval_s), (60, 30, 60));
+        assert_eq!(
+            (mqtt.resend_s, mqtt.status_interval_s, mqtt.live_interval_s),
+            (60, 30, 60)
+        );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9108".parse().unwrap()));
     }
 }

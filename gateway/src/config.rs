@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn the_shipped_sample_is_valid() {
-        let c = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.toml")).unwrap();
+        let c = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gateway.toml"))
+            .unwrap();
         assert!(!c.broker_enabled);
         assert_eq!(c.mqtt.client_id, "footfall-gateway");
         assert_eq!(c.http_listen, "127.0.0.1:8080");

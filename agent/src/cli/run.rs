@@ -102,6 +102,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.path.display()
         ),
     };
+    if live_clock && agent.counter.skip_gap(unix_now_us(), &mut agent.store) {
+        warn!("the agent was down: the windows it missed are not reported (not zeros), so HQ sees the gap");
+        commit(&mut agent, &mut VecDeque::new())?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (cap_tx, mut cap_rx) = mpsc::channel(16);
     let capture_thread = capture::spawn(source, detector, cap_tx, stop.clone());

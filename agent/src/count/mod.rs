@@ -576,6 +576,45 @@ impl Counter {
         self.evict(store);
     }
 
+    /// Live restart after downtime (SPEC §4: empty windows are reported so
+    /// that "nothing happened" and "the agent was down" differ). The windows
+    /// the agent observed become final as at the end of input; the windows
+    /// and whole days it was down for are not reported at all, and counting
+    /// resumes at `now_us`. Returns whether there was a gap to skip.
+    pub fn skip_gap(&mut self, now_us: i64, store: &mut dyn HistoryStore) -> bool {
+        let Some(clock) = self.state.clock_us else {
+            return false;
+        };
+        if now_us - clock <= self.params.window_us + self.params.settle_us {
+            return false;
+        }
+        for dev in self.state.devices.values_mut() {
+            dev.close(&self.params);
+        }
+        let last = self.window_of(clock);
+        self.extend_windows(last);
+        while self.state.next_window.is_some_and(|nw| nw <= last) {
+            if let Finalized::NotYet = self.finalize_front() {
+                break;
+            }
+        }
+        let resume = self.window_of(now_us);
+        let (clock_day, resume_day) = (
+            self.days.day_of(clock),
+            self.days.day_of(resume * self.params.window_us),
+        );
+        if resume_day > clock_day {
+            // The day the agent went down is over: report what it saw of it.
+            self.report_days_through(clock_day);
+            self.state.next_day = Some(resume_day);
+        }
+        self.state.windows.clear();
+        self.state.next_window = Some(resume);
+        self.state.clock_us = Some(now_us);
+        self.evict(store);
+        true
+    }
+
     fn close_idle(&mut self, clock: i64) {
         let p = self.params;
         for dev in self.state.devices.values_mut() {

@@ -203,3 +203,31 @@ fn memory_holds_only_the_current_devices() {
     // horizon, and randomized ones of the day not yet reported.
     assert!(store.0.len() <= 25 * 32, "{} histories", store.0.len());
 }
+
+#[test]
+fn live_downtime_is_not_reported_as_empty_windows() {
+    let mut k = counter(Counting::default());
+    let mut store = MemHistory::default();
+    for i in 0..=6 {
+        k.detection(&det(i * 60, 1, true), &mut store).unwrap();
+    }
+    // Down from 00:06 until day 2, 10:00.
+    assert!(k.skip_gap(T0 + (2 * 86_400 + 10 * 3600) * S, &mut store));
+    let r = k.drain_reports();
+    let w = windows(&r);
+    assert_eq!(w.len(), 1, "only the observed window");
+    assert_eq!(w[0].visits, 1);
+    let days: Vec<_> = r.iter().filter(|r| matches!(r, Report::Day(_))).collect();
+    assert_eq!(days.len(), 1, "the day it went down, not the day it missed");
+    // Counting resumes: the next window reported is the one it came back in.
+    k.detection(&det(2 * 86_400 + 10 * 3600 + 5, 2, true), &mut store)
+        .unwrap();
+    k.finish(&mut store);
+    let r = k.drain_reports();
+    let w = windows(&r);
+    assert_eq!(w[0].window_start, T0 / S + 2 * 86_400 + 10 * 3600);
+    assert!(
+        !k.skip_gap(T0 + (2 * 86_400 + 10 * 3600 + 60) * S, &mut store),
+        "no gap: nothing to skip"
+    );
+}
