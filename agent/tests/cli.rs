@@ -349,3 +349,33 @@ fn no_mac_reaches_any_file_the_agent_writes() {
         .join("-");
     assert!(find_mac(format!("x {text} y").as_bytes(), &macs).is_some());
 }
+
+/// Live capture on an interface that is not in monitor mode (loopback):
+/// `run` stops with a message saying what is wrong and what to do.
+#[test]
+fn run_on_a_non_monitor_interface_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("lo.toml"),
+        "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\ninterface = \"lo\"\n[storage]\npath = \"state\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let out = agent(&["run", "--config", "lo.toml"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Operation not permitted") || err.contains("permission") {
+        println!("skipped the link-type check: capturing needs CAP_NET_RAW ({err})");
+        assert!(
+            err.contains("lo: cannot capture") && err.contains("CAP_NET_RAW"),
+            "{err}"
+        );
+        return;
+    }
+    assert!(
+        err.contains("lo: link type 1 (Ethernet) is not 802.11"),
+        "{err}"
+    );
+    assert!(err.contains("capture in monitor mode"), "{err}");
+}
