@@ -31,6 +31,11 @@ pub fn router(store: Arc<dyn ReportStore>, max_payload: usize) -> Router {
         .route("/api/v1/report", get(report))
         .route("/api/v1/stores", get(stores))
         .route("/api/v1/ingest", post(ingest))
+        .route(
+            "/api/v1/campaigns",
+            get(campaigns_list).post(campaigns_import),
+        )
+        .route("/api/v1/campaign-report", get(campaign_report))
         .with_state(AppState { store, max_payload })
 }
 
@@ -100,6 +105,58 @@ async fn ingest(State(s): State<AppState>, body: Bytes) -> Response {
         }))
         .into_response(),
         Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn campaigns_list(State(s): State<AppState>) -> Response {
+    match tokio::task::spawn_blocking(move || s.store.campaigns()).await {
+        Ok(Ok(list)) => {
+            let rows = list
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok()?.as_object().cloned())
+                .collect();
+            ndjson(rows)
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+async fn campaigns_import(State(s): State<AppState>, body: Bytes) -> Response {
+    let text = match String::from_utf8(body.to_vec()) {
+        Ok(t) => t,
+        Err(_) => return bad_request("the CSV is not UTF-8"),
+    };
+    match tokio::task::spawn_blocking(move || {
+        crate::campaigns::import(s.store.as_ref(), &text, "http")
+    })
+    .await
+    {
+        Ok(Ok(n)) => Json(serde_json::json!({ "imported": n })).into_response(),
+        Ok(Err(e)) => bad_request(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CampaignParams {
+    pub campaign: Option<String>,
+}
+
+async fn campaign_report(State(s): State<AppState>, Params(p): Params<CampaignParams>) -> Response {
+    let result = tokio::task::spawn_blocking(move || {
+        crate::campaigns::reports(s.store.as_ref(), p.campaign.as_deref())
+    })
+    .await;
+    match result {
+        Ok(Ok(reports)) => ndjson(
+            reports
+                .into_iter()
+                .filter_map(|r| r.as_object().cloned())
+                .collect(),
+        ),
+        Ok(Err(e)) => bad_request(e),
         Err(e) => internal(e),
     }
 }

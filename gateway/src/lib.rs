@@ -7,6 +7,7 @@
 //! reports carry only counts and keyed-id sketches.
 
 pub mod api;
+pub mod campaigns;
 pub mod config;
 pub mod ingest;
 pub mod query;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use footfall_gateway::campaigns;
 use footfall_gateway::config::Config;
 use footfall_gateway::ingest::ingest_jsonl;
 use footfall_gateway::query::{self, By, Format};
@@ -62,8 +63,36 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Marketing campaigns: `import FILE` (CSV, SPEC §7 columns) or `list`.
+    Campaigns {
+        #[command(subcommand)]
+        action: CampaignAction,
+    },
+    /// Did the campaign bring more people in: SPEC §7 per campaign and store.
+    CampaignReport {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        campaign: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Payloads the gateway refused to store, with the reason.
     DeadLetters {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignAction {
+    /// Validate every row, then store the file at once (by campaign_id).
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        file: PathBuf,
+    },
+    List {
         #[arg(long)]
         config: PathBuf,
     },
@@ -214,6 +243,108 @@ fn run(command: Command) -> Result<()> {
                 None => get_rows(&config, "/api/v1/stores", &[])?,
             };
             print!("{}", query::render(&rows, format));
+        }
+        Command::Campaigns {
+            action: CampaignAction::Import { config, file },
+        } => {
+            let config = Config::load(&config)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let n = match open(&config)? {
+                Some(db) => campaigns::import(&db, &text, &file.display().to_string())?,
+                None => {
+                    let url = http(&config, "/api/v1/campaigns");
+                    let mut resp = ureq::post(&url)
+                        .config()
+                        .http_status_as_error(false)
+                        .build()
+                        .send(text.as_bytes())
+                        .with_context(|| format!("the store is in use by a running gateway, and its API at {url} did not answer"))?;
+                    let body = resp.body_mut().read_to_string()?;
+                    if !resp.status().is_success() {
+                        anyhow::bail!(
+                            "{}",
+                            body.trim_end()
+                                .replace("http:", &format!("{}:", file.display()))
+                        );
+                    }
+                    serde_json::from_str::<Value>(&body)?["imported"]
+                        .as_u64()
+                        .unwrap_or(0) as usize
+                }
+            };
+            println!("{}: {n} campaigns imported", file.display());
+        }
+        Command::Campaigns {
+            action: CampaignAction::List { config },
+        } => {
+            let config = Config::load(&config)?;
+            let list: Vec<Value> = match open(&config)? {
+                Some(db) => db
+                    .campaigns()?
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?,
+                None => get_rows(&config, "/api/v1/campaigns", &[])?
+                    .into_iter()
+                    .map(Value::Object)
+                    .collect(),
+            };
+            for c in list {
+                println!("{c}");
+            }
+        }
+        Command::CampaignReport {
+            config,
+            campaign,
+            format,
+        } => {
+            let config = Config::load(&config)?;
+            let reports: Vec<Value> = match open(&config)? {
+                Some(db) => campaigns::reports(&db, campaign.as_deref())?,
+                None => get_rows(
+                    &config,
+                    "/api/v1/campaign-report",
+                    &[("campaign", campaign)],
+                )?
+                .into_iter()
+                .map(Value::Object)
+                .collect(),
+            };
+            match format {
+                Format::Json => {
+                    for r in &reports {
+                        println!("{r}");
+                    }
+                }
+                Format::Table => print!("{}", campaigns::render_table(&reports)),
+                Format::Csv => {
+                    let rows: Vec<Map<String, Value>> = reports
+                        .iter()
+                        .flat_map(|r| {
+                            let mut total = r.as_object().cloned().unwrap_or_default();
+                            total.remove("stores");
+                            total.insert("store_id".into(), Value::from("ALL"));
+                            let id = r["campaign_id"].clone();
+                            std::iter::once(total).chain(
+                                r["stores"]
+                                    .as_array()
+                                    .cloned()
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(move |s| {
+                                        let mut m = Map::new();
+                                        m.insert("campaign_id".into(), id.clone());
+                                        m.extend(s.as_object().cloned().unwrap_or_default());
+                                        m
+                                    }),
+                            )
+                        })
+                        .map(|m| campaigns::csv_row(&m))
+                        .collect();
+                    print!("{}", query::render(&rows, Format::Csv));
+                }
+            }
         }
         Command::DeadLetters { config } => {
             let config = Config::load(&config)?;

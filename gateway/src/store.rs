@@ -71,6 +71,30 @@ pub struct AgentInfo {
     pub status: serde_json::Value,
 }
 
+/// A marketing campaign (SPEC §7), as imported from CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub campaign_id: String,
+    pub name: String,
+    pub channel: String,
+    pub start: When,
+    pub end: When,
+    /// `None`: every store (`*`).
+    pub stores: Option<Vec<String>>,
+    pub impressions: u64,
+    pub reach: u64,
+    pub spend: f64,
+}
+
+/// A campaign bound: an instant, or a local date in each store's zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    /// Unix seconds.
+    At(i64),
+    /// `YYYY-MM-DD`, midnight in the store's time zone.
+    Date(String),
+}
+
 /// Which reports a query wants: a store (or all), and a time range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
@@ -92,6 +116,9 @@ pub trait ReportStore: Send + Sync {
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
     fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Inserts or replaces campaigns by id, all or none.
+    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError>;
+    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
 }
 
 pub struct SledStore {
@@ -101,6 +128,7 @@ pub struct SledStore {
     days: sled::Tree,
     agents: sled::Tree,
     dead: sled::Tree,
+    campaigns: sled::Tree,
 }
 
 fn time_key(t: i64) -> [u8; 8] {
@@ -145,6 +173,7 @@ impl SledStore {
             days: tree("days")?,
             agents: tree("agents")?,
             dead: tree("dead")?,
+            campaigns: tree("campaigns")?,
             db,
         })
     }
@@ -293,6 +322,20 @@ impl ReportStore for SledStore {
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.scan(&self.dead, "dead", b"")
+    }
+
+    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for c in campaigns {
+            let value = codec::seal(VALUE_VERSION, &serde_json::to_vec(c).expect("serializes"));
+            batch.insert(c.campaign_id.as_bytes(), value);
+        }
+        self.campaigns.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.commit()
+    }
+
+    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        self.scan(&self.campaigns, "campaigns", b"")
     }
 }
 

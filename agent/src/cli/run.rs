@@ -231,7 +231,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     error!(%message, "capture stopped");
                     health.capture_errors += 1;
                     if connected {
-                        publish_status(&client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
+                        publish_status(&config.timezone_name, &client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
                     }
                     failure = Some(message);
                     break;
@@ -243,7 +243,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     info!("connected to the broker; sending what the gateway has not acked");
                     connected = true;
                     client.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await.ok();
-                    publish_status(&client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
+                    publish_status(&config.timezone_name, &client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
                     queue = agent.store.outbox_seqs().into();
                     last_resend = Instant::now();
                 }
@@ -305,7 +305,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     };
                 }
                 if connected && health.last_status.elapsed() >= Duration::from_secs(u64::from(mqtt.status_interval_s)) {
-                    publish_status(&client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
+                    publish_status(&config.timezone_name, &client, &topic_of(Kind::Status), &agent, &mut health, &mqtt, &store_id, &agent_id);
                 }
             }
         }
@@ -392,7 +392,9 @@ fn pump(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_status(
+    timezone: &str,
     client: &AsyncClient,
     topic: &str,
     agent: &Agent,
@@ -416,6 +418,7 @@ fn publish_status(
         "store_id": store_id,
         "agent_id": agent_id,
         "agent_version": crate::VERSION,
+        "timezone": timezone,
         "uptime_s": h.started.elapsed().as_secs(),
         "frames_total": h.stats.frames,
         "detections_total": h.stats.detections,

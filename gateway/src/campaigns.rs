@@ -1,0 +1,901 @@
+//! Campaigns (SPEC §7): CSV import, and the campaign report that answers
+//! "did the campaign bring more people in".
+//!
+//! A campaign's period is [start, end); a date means midnight in each
+//! store's own time zone (from its agents' status). Its windows are those
+//! that *start* in the period. The baseline is the same period shifted back
+//! by 7·k local days, k = 1..`BASELINE_WEEKS`, keeping only weeks in which
+//! every window was reported; control stores are the stores outside the
+//! campaign with every window reported in the period and those weeks.
+//! A figure that cannot be computed is `null`, never 0.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use footfall_report::{Sketch, WindowReport, DWELL_EDGES_S};
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp};
+use serde_json::{json, Map, Value};
+
+use crate::store::{Campaign, Query, ReportStore, When};
+
+/// SPEC §7 `baseline_weeks`.
+pub const BASELINE_WEEKS: i64 = 4;
+const COLUMNS: [&str; 9] = [
+    "campaign_id",
+    "name",
+    "channel",
+    "start",
+    "end",
+    "stores",
+    "impressions",
+    "reach",
+    "spend",
+];
+
+/// Parses a campaigns CSV; every bad row is reported with its line number.
+pub fn parse_csv(
+    text: &str,
+    file: &str,
+    known_stores: &BTreeSet<String>,
+) -> Result<Vec<Campaign>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = match rdr.headers() {
+        Ok(h) => h.iter().map(str::to_string).collect(),
+        Err(e) => return Err(vec![format!("{file}:1: {e}")]),
+    };
+    if headers != COLUMNS {
+        return Err(vec![format!(
+            "{file}:1: columns must be exactly {}",
+            COLUMNS.join(",")
+        )]);
+    }
+    let mut out: Vec<Campaign> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(format!("{file}:{line}: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map_or(0, |p| p.line());
+        let mut bad = |what: String| errors.push(format!("{file}:{line}: {what}"));
+        let f = |i: usize| rec.get(i).unwrap_or("").to_string();
+        let id = f(0);
+        if id.is_empty() {
+            bad("campaign_id is empty".into());
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            bad(format!("campaign_id {id:?} appears twice in the file"));
+            continue;
+        }
+        let start = parse_when(&f(3)).map_err(|e| bad(format!("start {:?}: {e}", f(3))));
+        let end = parse_when(&f(4)).map_err(|e| bad(format!("end {:?}: {e}", f(4))));
+        let whole = |col: usize, name: &str, bad: &mut dyn FnMut(String)| -> Option<u64> {
+            f(col)
+                .parse::<u64>()
+                .map_err(|_| {
+                    bad(format!(
+                        "{name} {:?}: must be a whole number, 0 or more",
+                        f(col)
+                    ))
+                })
+                .ok()
+        };
+        let impressions = whole(6, "impressions", &mut bad);
+        let reach = whole(7, "reach", &mut bad);
+        let spend = match f(8).parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 0.0 => Some(s),
+            _ => {
+                bad(format!("spend {:?}: must be a number, 0 or more", f(8)));
+                None
+            }
+        };
+        let stores = if f(5) == "*" {
+            Some(None)
+        } else {
+            let list: Vec<String> = f(5)
+                .split(';')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let unknown: Vec<&String> =
+                list.iter().filter(|s| !known_stores.contains(*s)).collect();
+            if list.is_empty() {
+                bad("stores is empty: list store ids separated by ';', or '*'".into());
+                None
+            } else if !unknown.is_empty() {
+                bad(format!(
+                    "unknown store(s) {unknown:?}: no reports from them yet"
+                ));
+                None
+            } else {
+                Some(Some(list))
+            }
+        };
+        if let (Ok(s), Ok(e)) = (&start, &end) {
+            if rough_seconds(e) <= rough_seconds(s) {
+                bad("end must be after start".into());
+                continue;
+            }
+        }
+        if let (Some(i), Some(r)) = (impressions, reach) {
+            if r > i {
+                bad(format!("reach {r} exceeds impressions {i}"));
+                continue;
+            }
+        }
+        if let (Ok(start), Ok(end), Some(impressions), Some(reach), Some(spend), Some(stores)) =
+            (start, end, impressions, reach, spend, stores)
+        {
+            out.push(Campaign {
+                campaign_id: id,
+                name: f(1),
+                channel: f(2),
+                start,
+                end,
+                stores,
+                impressions,
+                reach,
+                spend,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn parse_when(s: &str) -> Result<When, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(When::At(t.as_second()));
+    }
+    if s.len() == 10 && s.parse::<jiff::civil::Date>().is_ok() {
+        return Ok(When::Date(s.to_string()));
+    }
+    Err(
+        "expected ISO 8601 with an offset (2026-03-09T09:00:00+01:00) or a date (2026-03-09)"
+            .into(),
+    )
+}
+
+/// For ordering checks only: dates as UTC midnight.
+fn rough_seconds(w: &When) -> i64 {
+    match w {
+        When::At(t) => *t,
+        When::Date(_) => resolve(w, &TimeZone::UTC).unwrap_or(0),
+    }
+}
+
+fn resolve(w: &When, tz: &TimeZone) -> Option<i64> {
+    match w {
+        When::At(t) => Some(*t),
+        When::Date(d) => {
+            let date: jiff::civil::Date = d.parse().ok()?;
+            Some(
+                date.to_zoned_datetime(tz.clone())
+                    .ok()?
+                    .timestamp()
+                    .as_second(),
+            )
+        }
+    }
+}
+
+/// `t` moved back by `days` local days in `tz`.
+fn back(t: i64, days: i64, tz: &TimeZone) -> i64 {
+    Timestamp::from_second(t)
+        .ok()
+        .map(|ts| ts.to_zoned_datetime(tz.clone()))
+        .and_then(|z| z.checked_sub(Span::new().days(days)).ok())
+        .map_or(t - days * 86_400, |z| z.timestamp().as_second())
+}
+
+/// One store's windows, by agent, with what "every window reported" means.
+struct StoreData {
+    tz: TimeZone,
+    windows: Vec<WindowReport>,
+    agents: BTreeSet<String>,
+    window_s: i64,
+}
+
+impl StoreData {
+    fn expected(&self, (a, b): (i64, i64)) -> i64 {
+        let len = self.window_s;
+        (b.div_euclid(len) - a.div_euclid(len) + i64::from(a.rem_euclid(len) == 0)
+            - i64::from(b.rem_euclid(len) == 0))
+        .max(0)
+    }
+
+    fn in_range(&self, (a, b): (i64, i64)) -> impl Iterator<Item = &WindowReport> {
+        self.windows
+            .iter()
+            .filter(move |w| w.window_start >= a && w.window_start < b)
+    }
+
+    /// Windows missing in the range, over all the store's agents.
+    fn missing(&self, r: (i64, i64)) -> i64 {
+        let per_agent = self.expected(r);
+        let mut got: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        for w in self.in_range(r) {
+            got.entry(&w.agent_id).or_default().insert(w.window_start);
+        }
+        self.agents
+            .iter()
+            .map(|a| per_agent - got.get(a.as_str()).map_or(0, |s| s.len() as i64))
+            .sum::<i64>()
+            .max(0)
+    }
+}
+
+#[derive(Default, Clone)]
+struct Sums {
+    visits: u64,
+    visitors: u64,
+    passersby: u64,
+    new: u64,
+    returning: u64,
+    randomized: u64,
+    detected: u64,
+    dwell_counts: [u64; 6],
+    dwell_sum_s: u64,
+    sketch: Sketch,
+}
+
+impl Sums {
+    fn add_window(&mut self, w: &WindowReport) {
+        self.visits += w.visits;
+        self.visitors += w.visitors;
+        self.passersby += w.passersby;
+        self.new += w.visitors_new;
+        self.returning += w.visitors_returning;
+        self.randomized += w.visitors_randomized;
+        self.detected += w.detected;
+        for (a, b) in self.dwell_counts.iter_mut().zip(&w.dwell_counts) {
+            *a += b;
+        }
+        self.dwell_sum_s += w.dwell_sum_s;
+        self.sketch.merge(&w.visitor_sketch);
+    }
+
+    fn add(&mut self, o: &Sums) {
+        self.visits += o.visits;
+        self.visitors += o.visitors;
+        self.passersby += o.passersby;
+        self.new += o.new;
+        self.returning += o.returning;
+        self.randomized += o.randomized;
+        self.detected += o.detected;
+        for (a, b) in self.dwell_counts.iter_mut().zip(&o.dwell_counts) {
+            *a += b;
+        }
+        self.dwell_sum_s += o.dwell_sum_s;
+        self.sketch.merge(&o.sketch);
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b != 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn num(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |x| json!((x * 10_000.0).round() / 10_000.0))
+}
+
+/// Everything the campaign report needs about every store.
+pub struct Data {
+    stores: BTreeMap<String, StoreData>,
+}
+
+impl Data {
+    pub fn load(store: &dyn ReportStore) -> Result<Data> {
+        let mut tz: BTreeMap<String, TimeZone> = BTreeMap::new();
+        for a in store.agents()? {
+            if let Some(name) = a.status.get("timezone").and_then(|t| t.as_str()) {
+                if let Ok(z) = TimeZone::get(name) {
+                    tz.insert(a.store_id.clone(), z);
+                }
+            }
+        }
+        let mut stores: BTreeMap<String, StoreData> = BTreeMap::new();
+        for w in store.windows(&Query::default())? {
+            let entry = stores
+                .entry(w.store_id.clone())
+                .or_insert_with(|| StoreData {
+                    tz: tz.get(&w.store_id).cloned().unwrap_or(TimeZone::UTC),
+                    windows: Vec::new(),
+                    agents: BTreeSet::new(),
+                    window_s: w.window_end - w.window_start,
+                });
+            entry.agents.insert(w.agent_id.clone());
+            entry.windows.push(w);
+        }
+        Ok(Data { stores })
+    }
+
+    pub fn store_ids(&self) -> BTreeSet<String> {
+        self.stores.keys().cloned().collect()
+    }
+
+    fn period(&self, c: &Campaign, s: &StoreData) -> Option<(i64, i64)> {
+        Some((resolve(&c.start, &s.tz)?, resolve(&c.end, &s.tz)?))
+    }
+
+    fn week(&self, c: &Campaign, s: &StoreData, k: i64) -> Option<(i64, i64)> {
+        let (a, b) = self.period(c, s)?;
+        Some((back(a, 7 * k, &s.tz), back(b, 7 * k, &s.tz)))
+    }
+
+    fn sums(&self, c: &Campaign, s: &StoreData, k: i64) -> Sums {
+        let mut out = Sums::default();
+        let r = if k == 0 {
+            self.period(c, s)
+        } else {
+            self.week(c, s, k)
+        };
+        if let Some(r) = r {
+            for w in s.in_range(r) {
+                out.add_window(w);
+            }
+        }
+        out
+    }
+
+    fn complete(&self, c: &Campaign, s: &StoreData, k: i64) -> bool {
+        let r = if k == 0 {
+            self.period(c, s)
+        } else {
+            self.week(c, s, k)
+        };
+        r.is_some_and(|r| s.missing(r) == 0 && s.expected(r) > 0)
+    }
+
+    /// SPEC §7 for one campaign: totals, and one object per store.
+    pub fn campaign_report(&self, c: &Campaign) -> Value {
+        let ids: Vec<String> = match &c.stores {
+            Some(list) => list.clone(),
+            None => self.stores.keys().cloned().collect(),
+        };
+        let members: Vec<(&String, Option<&StoreData>)> =
+            ids.iter().map(|id| (id, self.stores.get(id))).collect();
+        let weeks = 1..=BASELINE_WEEKS;
+        // Campaign-level weeks: complete for every campaign store.
+        let weeks_all: Vec<i64> = weeks
+            .clone()
+            .filter(|&k| {
+                members
+                    .iter()
+                    .all(|(_, s)| s.is_some_and(|s| self.complete(c, s, k)))
+            })
+            .collect();
+        let controls: Vec<&String> = self
+            .stores
+            .iter()
+            .filter(|(id, _)| !ids.contains(id))
+            .filter(|(_, s)| {
+                self.complete(c, s, 0) && weeks_all.iter().all(|&k| self.complete(c, s, k))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let control_ratio = |used: &[i64]| -> Option<f64> {
+            if controls.is_empty() || used.is_empty() {
+                return None;
+            }
+            let ok: Vec<&StoreData> = controls
+                .iter()
+                .filter_map(|id| self.stores.get(*id))
+                .filter(|s| used.iter().all(|&k| self.complete(c, s, k)))
+                .collect();
+            if ok.is_empty() {
+                return None;
+            }
+            let now: u64 = ok.iter().map(|s| self.sums(c, s, 0).visits).sum();
+            let base: f64 = used
+                .iter()
+                .map(|&k| ok.iter().map(|s| self.sums(c, s, k).visits).sum::<u64>() as f64)
+                .sum::<f64>()
+                / used.len() as f64;
+            ratio(now as f64, base)
+        };
+
+        let fields = |sums: &Sums,
+                      base: Option<f64>,
+                      used: usize,
+                      impressions: Option<u64>,
+                      spend: Option<f64>,
+                      ctrl: Option<f64>| {
+            let visits = sums.visits as f64;
+            let incremental = base.map(|b| visits - b);
+            let mut m = Map::new();
+            m.insert("visits".into(), json!(sums.visits));
+            m.insert("visitors".into(), json!(sums.visitors));
+            m.insert("passersby".into(), json!(sums.passersby));
+            m.insert("baseline_visits".into(), num(base));
+            m.insert("baseline_weeks_used".into(), json!(used));
+            m.insert(
+                "lift".into(),
+                num(base.and_then(|b| ratio(visits, b)).map(|r| r - 1.0)),
+            );
+            m.insert("incremental_visits".into(), num(incremental));
+            m.insert(
+                "visits_per_1k_impressions".into(),
+                num(impressions.and_then(|i| ratio(1000.0 * visits, i as f64))),
+            );
+            m.insert(
+                "cost_per_incremental_visit".into(),
+                num(spend
+                    .zip(incremental)
+                    .filter(|(_, inc)| *inc > 0.0)
+                    .map(|(s, inc)| s / inc)),
+            );
+            m.insert(
+                "capture_rate".into(),
+                num(ratio(
+                    sums.visitors as f64,
+                    (sums.visitors + sums.passersby) as f64,
+                )),
+            );
+            m.insert("control_stores".into(), json!(controls));
+            let own = base.and_then(|b| ratio(visits, b));
+            m.insert(
+                "did_lift".into(),
+                num(own
+                    .zip(ctrl)
+                    .and_then(|(o, c)| ratio(o, c))
+                    .map(|r| r - 1.0)),
+            );
+            m.insert("detected".into(), json!(sums.detected));
+            m.insert("visitors_new".into(), json!(sums.new));
+            m.insert("visitors_returning".into(), json!(sums.returning));
+            m.insert("visitors_randomized".into(), json!(sums.randomized));
+            m.insert(
+                "unique_visitors_est".into(),
+                json!(sums.sketch.estimate().round() as u64),
+            );
+            m.insert(
+                "unique_visitors_rel_error".into(),
+                json!((footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0),
+            );
+            m.insert("dwell_edges_s".into(), json!(DWELL_EDGES_S));
+            m.insert("dwell_counts".into(), json!(sums.dwell_counts));
+            m.insert("dwell_sum_s".into(), json!(sums.dwell_sum_s));
+            m
+        };
+
+        let mut warnings: Vec<String> = Vec::new();
+        let mut total = Sums::default();
+        let mut per_store = Vec::new();
+        for (id, s) in &members {
+            let Some(s) = s else {
+                warnings.push(format!("store {id}: no reports at all"));
+                continue;
+            };
+            let sums = self.sums(c, s, 0);
+            total.add(&sums);
+            let used: Vec<i64> = weeks.clone().filter(|&k| self.complete(c, s, k)).collect();
+            let base = (!used.is_empty()).then(|| {
+                used.iter()
+                    .map(|&k| self.sums(c, s, k).visits as f64)
+                    .sum::<f64>()
+                    / used.len() as f64
+            });
+            if let Some(r) = self.period(c, s) {
+                let missing = s.missing(r);
+                if missing > 0 {
+                    warnings.push(format!(
+                        "store {id}: {missing} of {} windows missing in the campaign period",
+                        s.expected(r) * s.agents.len() as i64
+                    ));
+                }
+            }
+            let mut m = Map::new();
+            m.insert("store_id".into(), json!(id));
+            m.extend(fields(
+                &sums,
+                base,
+                used.len(),
+                None,
+                None,
+                control_ratio(&used),
+            ));
+            per_store.push(Value::Object(m));
+        }
+        let base_all = (!weeks_all.is_empty()).then(|| {
+            weeks_all
+                .iter()
+                .map(|&k| {
+                    members
+                        .iter()
+                        .filter_map(|(_, s)| *s)
+                        .map(|s| self.sums(c, s, k).visits)
+                        .sum::<u64>() as f64
+                })
+                .sum::<f64>()
+                / weeks_all.len() as f64
+        });
+        if (weeks_all.len() as i64) < BASELINE_WEEKS {
+            warnings.push(format!(
+                "baseline over {} of {BASELINE_WEEKS} weeks: the weeks before were not fully reported",
+                weeks_all.len()
+            ));
+        }
+        if controls.is_empty() {
+            warnings.push("no control stores: difference-in-differences is not available".into());
+        }
+        let mut out = Map::new();
+        out.insert("campaign_id".into(), json!(c.campaign_id));
+        out.insert("name".into(), json!(c.name));
+        out.insert("channel".into(), json!(c.channel));
+        out.insert("start".into(), when_json(&c.start));
+        out.insert("end".into(), when_json(&c.end));
+        out.insert("impressions".into(), json!(c.impressions));
+        out.insert("reach".into(), json!(c.reach));
+        out.insert("spend".into(), json!(c.spend));
+        out.extend(fields(
+            &total,
+            base_all,
+            weeks_all.len(),
+            Some(c.impressions),
+            Some(c.spend),
+            control_ratio(&weeks_all),
+        ));
+        out.insert("warnings".into(), json!(warnings));
+        out.insert("stores".into(), Value::Array(per_store));
+        Value::Object(out)
+    }
+}
+
+fn when_json(w: &When) -> Value {
+    match w {
+        When::At(t) => json!(Timestamp::from_second(*t)
+            .map(|t| t.to_string())
+            .unwrap_or_default()),
+        When::Date(d) => json!(d),
+    }
+}
+
+/// Imports a campaigns CSV: validates every row against the stores the
+/// gateway knows, then stores all of it at once (by id: a second import
+/// updates). Returns how many campaigns were stored.
+pub fn import(store: &dyn ReportStore, text: &str, file: &str) -> Result<usize> {
+    let data = Data::load(store)?;
+    let campaigns = parse_csv(text, file, &data.store_ids())
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    store.put_campaigns(&campaigns)?;
+    Ok(campaigns.len())
+}
+
+/// Campaign reports, one per campaign (or the one asked for).
+pub fn reports(store: &dyn ReportStore, only: Option<&str>) -> Result<Vec<Value>> {
+    let data = Data::load(store)?;
+    let campaigns = store.campaigns()?;
+    if let Some(id) = only {
+        if !campaigns.iter().any(|c| c.campaign_id == id) {
+            anyhow::bail!("no campaign {id:?}; `campaigns list` shows the imported ones");
+        }
+    }
+    Ok(campaigns
+        .iter()
+        .filter(|c| only.is_none_or(|id| c.campaign_id == id))
+        .map(|c| data.campaign_report(c))
+        .collect())
+}
+
+/// The SPEC §7 columns of one report row, in a fixed order for CSV.
+pub fn csv_row(m: &Map<String, Value>) -> Map<String, Value> {
+    const COLS: [&str; 20] = [
+        "campaign_id",
+        "store_id",
+        "visits",
+        "visitors",
+        "passersby",
+        "baseline_visits",
+        "baseline_weeks_used",
+        "lift",
+        "incremental_visits",
+        "visits_per_1k_impressions",
+        "cost_per_incremental_visit",
+        "capture_rate",
+        "did_lift",
+        "detected",
+        "visitors_new",
+        "visitors_returning",
+        "visitors_randomized",
+        "unique_visitors_est",
+        "dwell_sum_s",
+        "dwell_counts",
+    ];
+    COLS.iter()
+        .map(|k| {
+            let v = match m.get(*k) {
+                Some(Value::Null) | None => Value::from(""),
+                Some(v) => v.clone(),
+            };
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// Renders campaign reports for people: the totals, then one row per store.
+pub fn render_table(reports: &[Value]) -> String {
+    let mut out = String::new();
+    let keys = [
+        "visits",
+        "baseline_visits",
+        "baseline_weeks_used",
+        "lift",
+        "incremental_visits",
+        "did_lift",
+        "visitors",
+        "passersby",
+        "capture_rate",
+        "unique_visitors_est",
+    ];
+    for r in reports {
+        out += &format!(
+            "campaign {} ({}, {}): {} .. {}; impressions {}, reach {}, spend {}\n",
+            r["campaign_id"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            r["channel"].as_str().unwrap_or(""),
+            r["start"].as_str().unwrap_or(""),
+            r["end"].as_str().unwrap_or(""),
+            r["impressions"],
+            r["reach"],
+            r["spend"]
+        );
+        out += &format!(
+            "  visits_per_1k_impressions {}, cost_per_incremental_visit {}, control_stores {}\n",
+            r["visits_per_1k_impressions"], r["cost_per_incremental_visit"], r["control_stores"]
+        );
+        let mut rows: Vec<Vec<String>> = vec![std::iter::once("store".to_string())
+            .chain(keys.iter().map(|k| k.to_string()))
+            .collect()];
+        let cell = |v: &Value| {
+            if v.is_null() {
+                "-".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        rows.push(
+            std::iter::once("ALL".to_string())
+                .chain(keys.iter().map(|k| cell(&r[*k])))
+                .collect(),
+        );
+        for s in r["stores"].as_array().into_iter().flatten() {
+            rows.push(
+                std::iter::once(s["store_id"].as_str().unwrap_or("").to_string())
+                    .chain(keys.iter().map(|k| cell(&s[*k])))
+                    .collect(),
+            );
+        }
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            out += "  ";
+            out += &row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:>w$}"))
+                .collect::<Vec<_>>()
+                .join("  ");
+            out.push('\n');
+        }
+        for w in r["warnings"].as_array().into_iter().flatten() {
+            out += &format!("  note: {}\n", w.as_str().unwrap_or(""));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use footfall_report::{Report, WINDOW_SCHEMA};
+
+    /// 2026-03-30T00:00:00Z, a Monday.
+    const T: i64 = 1_774_828_800;
+    const H: i64 = 3600;
+
+    fn window(store: &str, start: i64, visits: u64) -> Report {
+        let mut sketch = Sketch::new();
+        for i in 0..visits {
+            sketch.insert(
+                (u128::from(start as u64) << 64 ^ u128::from(i))
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+            );
+        }
+        Report::Window(WindowReport {
+            schema: WINDOW_SCHEMA.into(),
+            store_id: store.into(),
+            agent_id: "a".into(),
+            seq: 0,
+            window_start: start,
+            window_end: start + H,
+            frames: 10,
+            frames_no_signal: 0,
+            detected: 2,
+            visits,
+            visitors: 1,
+            visitors_new: 1,
+            visitors_returning: 0,
+            visitors_randomized: 0,
+            passersby: 1,
+            residents: 0,
+            dwell_edges_s: DWELL_EDGES_S.to_vec(),
+            dwell_counts: vec![visits, 0, 0, 0, 0, 0],
+            dwell_sum_s: 300 * visits,
+            visitor_sketch: sketch,
+            agent_version: "t".into(),
+            params_hash: "p".into(),
+        })
+    }
+
+    /// Store A: 2 visits an hour before the campaign week, 3 during it;
+    /// store B (not in the campaign): 1 an hour throughout. A misses one
+    /// hour in the third week back.
+    fn chain() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        for h in 0..(5 * 7 * 24) {
+            let start = T - 4 * 7 * 24 * H + h * H;
+            let in_campaign = start >= T;
+            if !(start == T - 3 * 7 * 24 * H + 5 * H) {
+                s.put(&window("A", start, if in_campaign { 3 } else { 2 }))
+                    .unwrap();
+            }
+            s.put(&window("B", start, 1)).unwrap();
+        }
+        (dir, s)
+    }
+
+    fn campaign(stores: Option<Vec<String>>) -> Campaign {
+        Campaign {
+            campaign_id: "c1".into(),
+            name: "Spring".into(),
+            channel: "social".into(),
+            start: When::At(T),
+            end: When::Date("2026-04-06".into()),
+            stores,
+            impressions: 100_000,
+            reach: 40_000,
+            spend: 840.0,
+        }
+    }
+
+    #[test]
+    fn lift_baseline_and_did_by_hand() {
+        let (_dir, s) = chain();
+        let data = Data::load(&s).unwrap();
+        let r = data.campaign_report(&campaign(Some(vec!["A".into()])));
+        // 168 hours x 3 = 504 visits; baseline 168 x 2 = 336 over the 3
+        // complete weeks (week 3 misses an hour, so it is left out).
+        assert_eq!(r["visits"], 504);
+        assert_eq!(r["baseline_visits"], 336.0);
+        assert_eq!(r["baseline_weeks_used"], 3);
+        assert_eq!(r["lift"], 0.5);
+        assert_eq!(r["incremental_visits"], 168.0);
+        assert_eq!(r["visits_per_1k_impressions"], 5.04);
+        assert_eq!(r["cost_per_incremental_visit"], 5.0);
+        assert_eq!(r["capture_rate"], 0.5);
+        assert_eq!(r["control_stores"], json!(["B"]));
+        // A: 504/336 = 1.5; B: 168/168 = 1.0; DiD = 1.5 / 1.0 - 1.
+        assert_eq!(r["did_lift"], 0.5);
+        let warnings = r["warnings"].as_array().unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("baseline over 3 of 4 weeks")),
+            "{warnings:?}"
+        );
+        let a = &r["stores"][0];
+        assert_eq!(
+            (
+                a["store_id"].clone(),
+                a["lift"].clone(),
+                a["visits_per_1k_impressions"].clone()
+            ),
+            (json!("A"), json!(0.5), Value::Null)
+        );
+        // 504 visits over 168 windows, sketches of distinct ids: estimate ~504.
+        let est = r["unique_visitors_est"].as_f64().unwrap();
+        assert!((est - 504.0).abs() < 504.0 * 0.05, "{est}");
+    }
+
+    #[test]
+    fn figures_that_cannot_be_computed_are_null() {
+        let (_dir, s) = chain();
+        let data = Data::load(&s).unwrap();
+        // Every store in the campaign: no control stores, so no DiD.
+        let r = data.campaign_report(&campaign(None));
+        assert_eq!(r["did_lift"], Value::Null);
+        assert_eq!(r["control_stores"], json!([]));
+        // A campaign before any data: no baseline, no lift, no cost.
+        let mut early = campaign(Some(vec!["B".into()]));
+        early.start = When::At(T - 30 * 24 * H);
+        early.end = When::At(T - 29 * 24 * H);
+        let r = data.campaign_report(&early);
+        assert_eq!(r["baseline_weeks_used"], 0);
+        assert_eq!(
+            (
+                r["lift"].clone(),
+                r["baseline_visits"].clone(),
+                r["cost_per_incremental_visit"].clone()
+            ),
+            (Value::Null, Value::Null, Value::Null)
+        );
+    }
+
+    #[test]
+    fn csv_rows_are_validated_with_line_numbers() {
+        let known: BTreeSet<String> = ["A".to_string(), "B".to_string()].into();
+        let good = "campaign_id,name,channel,start,end,stores,impressions,reach,spend\n\
+                    c1,Spring,social,2026-03-30,2026-04-06,A;B,1000,500,99.5\n\
+                    c2,All,tv,2026-03-30T00:00:00+02:00,2026-04-01T00:00:00+02:00,*,0,0,0\n";
+        let list = parse_csv(good, "c.csv", &known).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].stores, None);
+        assert_eq!(list[1].start, When::At(T - 2 * H));
+        let bad = "campaign_id,name,channel,start,end,stores,impressions,reach,spend\n\
+                   c1,Spring,social,2026-04-06,2026-03-30,A,1000,500,10\n\
+                   c2,X,tv,2026-03-30,2026-04-06,Z,1000,500,10\n\
+                   c3,X,tv,2026-03-30,2026-04-06,A,-5,500,10\n\
+                   c4,X,tv,yesterday,2026-04-06,A,10,5,10\n\
+                   c5,X,tv,2026-03-30,2026-04-06,A,10,50,10\n\
+                   c6,X,tv,2026-03-30,2026-04-06,A,10,5,-1\n";
+        let errors = parse_csv(bad, "c.csv", &known).unwrap_err();
+        let want = [
+            "c.csv:2: end must be after start",
+            "c.csv:3: unknown store(s) [\"Z\"]",
+            "c.csv:4: impressions \"-5\"",
+            "c.csv:5: start \"yesterday\"",
+            "c.csv:6: reach 50 exceeds impressions 10",
+            "c.csv:7: spend \"-1\"",
+        ];
+        assert_eq!(errors.len(), want.len(), "{errors:#?}");
+        for (e, w) in errors.iter().zip(want) {
+            assert!(e.starts_with(w), "{e} does not start with {w}");
+        }
+        assert!(parse_csv("id,name\n", "c.csv", &known).unwrap_err()[0]
+            .contains("columns must be exactly"));
+    }
+
+    #[test]
+    fn import_is_atomic_and_updates_by_id() {
+        let (_dir, s) = chain();
+        let head = "campaign_id,name,channel,start,end,stores,impressions,reach,spend\n";
+        assert_eq!(
+            import(
+                &s,
+                &format!("{head}c1,Spring,social,2026-03-30,2026-04-06,A,1000,500,10\n"),
+                "a.csv"
+            )
+            .unwrap(),
+            1
+        );
+        // One bad row: nothing of the file is stored.
+        let err = import(&s, &format!("{head}c1,Renamed,social,2026-03-30,2026-04-06,A,1000,500,10\nc2,X,tv,2026-03-30,2026-04-06,Q,1,1,1\n"), "b.csv").unwrap_err();
+        assert!(err.to_string().contains("b.csv:3: unknown store"), "{err}");
+        assert_eq!(s.campaigns().unwrap()[0].name, "Spring");
+        import(
+            &s,
+            &format!("{head}c1,Renamed,social,2026-03-30,2026-04-06,A,1000,500,10\n"),
+            "c.csv",
+        )
+        .unwrap();
+        let list = s.campaigns().unwrap();
+        assert_eq!((list.len(), list[0].name.as_str()), (1, "Renamed"));
+    }
+}
