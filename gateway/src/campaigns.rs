@@ -752,7 +752,7 @@ mod tests {
         for h in 0..(5 * 7 * 24) {
             let start = T - 4 * 7 * 24 * H + h * H;
             let in_campaign = start >= T;
-            if !(start == T - 3 * 7 * 24 * H + 5 * H) {
+            if start != T - 3 * 7 * 24 * H + 5 * H {
                 s.put(&window("A", start, if in_campaign { 3 } else { 2 }))
                     .unwrap();
             }
