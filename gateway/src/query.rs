@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use footfall_report::{DayReport, WindowReport};
+use footfall_report::{DayReport, Sketch, WindowReport};
 use serde_json::{json, Map, Value};
 
 use crate::store::{now_s, Query, ReportStore};
@@ -156,17 +156,105 @@ pub fn report_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map
                 }
                 add_into(acc, &row);
             }
-            for ((s, a, p), counts) in groups {
+            // Distinct people over the period: merged visitor sketches
+            // (SPEC §4), with the chain as a whole as store `*`.
+            let sketches = distinct_visitors(store, by, q)?;
+            let mut chain: BTreeMap<String, u64> = BTreeMap::new();
+            for ((_, _, p), counts) in &groups {
+                *chain.entry(p.clone()).or_default() +=
+                    counts.get("visits").and_then(Value::as_u64).unwrap_or(0);
+            }
+            let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
+            let mut push = |s: &str, a: &str, p: &str, counts: Map<String, Value>| {
                 let mut row = Map::new();
                 row.insert("store_id".into(), json!(s));
                 row.insert("agent_id".into(), json!(a));
                 row.insert(if by == By::Day { "date" } else { "week" }.into(), json!(p));
                 row.extend(counts);
+                let est = sketches
+                    .get(&(s.to_string(), a.to_string(), p.to_string()))
+                    .map_or(0, |k| k.estimate().round() as u64);
+                row.insert("unique_visitors_est".into(), json!(est));
+                row.insert("unique_visitors_rel_error".into(), json!(error));
                 rows.push(row);
+            };
+            for ((s, a, p), counts) in groups {
+                push(&s, &a, &p, counts);
+            }
+            if q.store_id.is_none() {
+                for (p, visits) in chain {
+                    let mut counts = Map::new();
+                    counts.insert("visits".into(), json!(visits));
+                    push("*", "*", &p, counts);
+                }
             }
         }
     }
     Ok(rows)
+}
+
+/// Each store's IANA time zone, from its agents' last status (UTC when a
+/// store has not said): local days and campaign dates are cut in it.
+pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, jiff::tz::TimeZone>> {
+    let mut out = BTreeMap::new();
+    for a in store.agents()? {
+        if let Some(tz) = a
+            .status
+            .get("timezone")
+            .and_then(|t| t.as_str())
+            .and_then(|n| jiff::tz::TimeZone::get(n).ok())
+        {
+            out.insert(a.store_id.clone(), tz);
+        }
+    }
+    Ok(out)
+}
+
+/// Distinct visitors per (store, agent, period) and per period across the
+/// chain (store and agent `*`), from the windows' merged sketches.
+fn distinct_visitors(
+    store: &dyn ReportStore,
+    by: By,
+    q: &Query,
+) -> Result<BTreeMap<(String, String, String), Sketch>> {
+    let tzs = store_timezones(store)?;
+    let mut out: BTreeMap<(String, String, String), Sketch> = BTreeMap::new();
+    // Local days can start up to 14 h either side of UTC midnight.
+    let wide = Query {
+        store_id: q.store_id.clone(),
+        from_s: q.from_s.map(|f| f - 86_400),
+        to_s: q.to_s.map(|t| t + 86_400),
+    };
+    for w in store.windows(&wide)? {
+        let tz = tzs
+            .get(&w.store_id)
+            .cloned()
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let Ok(ts) = jiff::Timestamp::from_second(w.window_start) else {
+            continue;
+        };
+        let date = ts.to_zoned_datetime(tz).date();
+        let noon = date
+            .to_datetime(jiff::civil::Time::constant(12, 0, 0, 0))
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC);
+        let Ok(t) = noon.map(|z| z.timestamp().as_second()) else {
+            continue;
+        };
+        if !(q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)) {
+            continue;
+        }
+        let period = match by {
+            By::Week => iso_week(&date.to_string()),
+            _ => date.to_string(),
+        };
+        out.entry((w.store_id.clone(), w.agent_id.clone(), period.clone()))
+            .or_default()
+            .merge(&w.visitor_sketch);
+        out.entry(("*".into(), "*".into(), period))
+            .or_default()
+            .merge(&w.visitor_sketch);
+    }
+    Ok(out)
 }
 
 fn in_range(d: &DayReport, q: &Query) -> bool {
@@ -210,6 +298,7 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
             .map(|x| x.to_string())
             .collect::<Vec<_>>()
             .join("/"),
+        Value::Null => String::new(),
         other => other.to_string(),
     };
     match format {
@@ -229,7 +318,7 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
             for r in rows {
                 out += &keys
                     .iter()
-                    .map(|k| cell(&r[k.as_str()]))
+                    .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
                     .collect::<Vec<_>>()
                     .join(",");
                 out.push('\n');
@@ -238,7 +327,11 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
         Format::Table => {
             let cells: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| keys.iter().map(|k| cell(&r[k.as_str()])).collect())
+                .map(|r| {
+                    keys.iter()
+                        .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
+                        .collect()
+                })
                 .collect();
             let widths: Vec<usize> = keys
                 .iter()
@@ -338,4 +431,140 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use footfall_report::{Report, DWELL_EDGES_S, WINDOW_SCHEMA};
+
+    /// 2026-03-30T00:00:00Z, a Monday.
+    const T: i64 = 1_774_828_800;
+
+    /// Spreads n over 128 bits as HMAC output would be (splitmix64).
+    fn id(n: u64) -> u128 {
+        let mut x = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        (u128::from(x) << 64) | u128::from(n)
+    }
+
+    /// A week of two stores: each day 400 visitors per store, of whom 300
+    /// come back every day (regulars) and 100 are new that day; 50 of the
+    /// regulars shop at both stores. Exact distinct visitors are known.
+    fn week() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        for (si, store) in ["A", "B"].iter().enumerate() {
+            for day in 0..7u64 {
+                let regulars = (0..300u64).map(|r| {
+                    if r < 50 {
+                        r
+                    } else {
+                        1000 * (si as u64 + 1) + r
+                    }
+                });
+                let fresh = (0..100u64).map(|n| 100_000 * (si as u64 + 1) + 1000 * day + n);
+                let mut sketch = Sketch::new();
+                let mut n = 0;
+                for v in regulars.chain(fresh) {
+                    sketch.insert(id(v));
+                    n += 1;
+                }
+                let start = T + day as i64 * 86_400 + 12 * 3600;
+                s.put(&Report::Window(WindowReport {
+                    schema: WINDOW_SCHEMA.into(),
+                    store_id: store.to_string(),
+                    agent_id: "a".into(),
+                    seq: 0,
+                    window_start: start,
+                    window_end: start + 900,
+                    frames: n,
+                    frames_no_signal: 0,
+                    detected: n,
+                    visits: n,
+                    visitors: n,
+                    visitors_new: n,
+                    visitors_returning: 0,
+                    visitors_randomized: 0,
+                    passersby: 0,
+                    residents: 0,
+                    dwell_edges_s: DWELL_EDGES_S.to_vec(),
+                    dwell_counts: vec![n, 0, 0, 0, 0, 0],
+                    dwell_sum_s: 0,
+                    visitor_sketch: sketch,
+                    agent_version: "t".into(),
+                    params_hash: "p".into(),
+                }))
+                .unwrap();
+                let date = jiff::Timestamp::from_second(start)
+                    .unwrap()
+                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                    .date();
+                s.put(&Report::Day(footfall_report::DayReport {
+                    schema: footfall_report::DAY_SCHEMA.into(),
+                    store_id: store.to_string(),
+                    agent_id: "a".into(),
+                    seq: 0,
+                    date: date.to_string(),
+                    visits: n,
+                    unique_visitors: n,
+                    visitors_new: n,
+                    visitors_returning: 0,
+                    visitors_randomized: 0,
+                    residents: 0,
+                    agent_version: "t".into(),
+                    params_hash: "p".into(),
+                }))
+                .unwrap();
+            }
+        }
+        (dir, s)
+    }
+
+    #[test]
+    fn weekly_distinct_visitors_from_sketches_match_exact_counts() {
+        let (_dir, s) = week();
+        let rows = report_rows(&s, By::Week, &Query::default()).unwrap();
+        let get = |store: &str| {
+            rows.iter()
+                .find(|r| r["store_id"] == store)
+                .unwrap_or_else(|| panic!("{rows:?}"))
+        };
+        // Per store: 300 regulars + 7 x 100 new = 1000 distinct, 2800 visits.
+        // Chain: 50 shared regulars + 2 x 250 own + 2 x 700 new = 1950.
+        for (store, exact, visits) in [
+            ("A", 1000.0, 2800),
+            ("B", 1000.0, 2800),
+            ("*", 1950.0, 5600),
+        ] {
+            let r = get(store);
+            let est = r["unique_visitors_est"].as_f64().unwrap();
+            let err = r["unique_visitors_rel_error"].as_f64().unwrap();
+            assert!(
+                (est - exact).abs() <= 3.0 * err * exact,
+                "{store}: estimate {est}, exact {exact}"
+            );
+            assert_eq!(r["visits"], visits);
+        }
+        // Daily: 400 distinct per store and day.
+        let days = report_rows(
+            &s,
+            By::Day,
+            &Query {
+                store_id: Some("A".into()),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(days.len(), 7);
+        for d in &days {
+            let est = d["unique_visitors_est"].as_f64().unwrap();
+            assert!((est - 400.0).abs() <= 3.0 * 0.0081 * 400.0 + 2.0, "{est}");
+        }
+        let text = render(&rows, Format::Table);
+        assert_eq!(text.lines().count(), rows.len() + 1, "{text}");
+    }
 }
