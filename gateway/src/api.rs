@@ -4,6 +4,7 @@
 //! locked by its process. Rows are the same objects the commands print
 //! with `--format json`, one per line.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,12 +24,42 @@ use crate::store::ReportStore;
 struct AppState {
     store: Arc<dyn ReportStore>,
     max_payload: usize,
+    counters: Arc<Counters>,
 }
 
-pub fn router(store: Arc<dyn ReportStore>, max_payload: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+/// What the gateway has done since it started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub inserted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub dead: AtomicU64,
+    pub statuses: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(&self, t: &Tally) {
+        self.inserted.fetch_add(t.inserted, Ordering::Relaxed);
+        self.duplicates.fetch_add(t.duplicates, Ordering::Relaxed);
+        self.conflicts.fetch_add(t.conflicts, Ordering::Relaxed);
+        self.dead.fetch_add(t.dead, Ordering::Relaxed);
+        self.statuses.fetch_add(t.statuses, Ordering::Relaxed);
+    }
+}
+
+/// The API and the dashboard. With `token`, every `/api/` request needs
+/// `Authorization: Bearer <token>`; the dashboard's pages and `/healthz`
+/// do not (the dashboard asks for the token and sends it).
+pub fn router(
+    store: Arc<dyn ReportStore>,
+    max_payload: usize,
+    counters: Arc<Counters>,
+    token: Option<String>,
+) -> Router {
+    let api = Router::new()
         .route("/api/v1/report", get(report))
+        .route("/api/v1/footfall", get(report))
+        .route("/api/v1/dwell", get(dwell))
         .route("/api/v1/stores", get(stores))
         .route("/api/v1/ingest", post(ingest))
         .route(
@@ -36,7 +67,110 @@ pub fn router(store: Arc<dyn ReportStore>, max_payload: usize) -> Router {
             get(campaigns_list).post(campaigns_import),
         )
         .route("/api/v1/campaign-report", get(campaign_report))
-        .with_state(AppState { store, max_payload })
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    if let Some(t) = token {
+                        let ok = req
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| {
+                                v.strip_prefix("Bearer ")
+                                    .is_some_and(|given| given.trim() == t)
+                            });
+                        if !ok {
+                            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n")
+                                .into_response();
+                        }
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .merge(crate::web::router())
+        .with_state(AppState {
+            store,
+            max_payload,
+            counters,
+        })
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let c = &s.counters;
+    let stores = tokio::task::spawn_blocking(move || s.store.agents().map(|a| a.len())).await;
+    let agents = matches!(stores, Ok(Ok(_)))
+        .then(|| stores.ok().and_then(|r| r.ok()).unwrap_or(0))
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "footfall_gateway_reports_inserted_total",
+            "Reports stored for the first time.",
+            c.inserted.load(Ordering::Relaxed),
+        ),
+        (
+            "footfall_gateway_reports_duplicate_total",
+            "Reports already stored with the same counts.",
+            c.duplicates.load(Ordering::Relaxed),
+        ),
+        (
+            "footfall_gateway_reports_conflict_total",
+            "Reports whose key is stored with other counts.",
+            c.conflicts.load(Ordering::Relaxed),
+        ),
+        (
+            "footfall_gateway_dead_letters_total",
+            "Payloads refused (see dead-letters).",
+            c.dead.load(Ordering::Relaxed),
+        ),
+        (
+            "footfall_gateway_status_messages_total",
+            "Agent status messages received.",
+            c.statuses.load(Ordering::Relaxed),
+        ),
+    ] {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    }
+    out += &format!("# HELP footfall_gateway_agents Agents that have sent a status.\n# TYPE footfall_gateway_agents gauge\nfootfall_gateway_agents {agents}\n");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Summed dwell histogram of a store (or all) over a period.
+async fn dwell(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Response {
+    let q = match query::query(p.store, p.from.as_deref(), p.to.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
+        let mut counts = [0u64; 6];
+        let (mut visits, mut sum) = (0u64, 0u64);
+        for w in s.store.windows(&q)? {
+            for (a, b) in counts.iter_mut().zip(&w.dwell_counts) {
+                *a += b;
+            }
+            sum += w.dwell_sum_s;
+            visits += w.dwell_counts.iter().sum::<u64>();
+        }
+        Ok(serde_json::json!({
+            "dwell_edges_s": footfall_report::DWELL_EDGES_S,
+            "dwell_counts": counts,
+            "dwell_sum_s": sum,
+            "visits_ended": visits,
+            "mean_dwell_s": if visits > 0 { serde_json::json!(sum / visits) } else { serde_json::Value::Null },
+        }))
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -359,6 +359,58 @@ impl Data {
         r.is_some_and(|r| s.missing(r) == 0 && s.expected(r) > 0)
     }
 
+    /// Visits per campaign day (local day i of the period in each store's
+    /// zone) beside the baseline for that day: the mean over the weeks used.
+    fn daily(
+        &self,
+        c: &Campaign,
+        members: &[(&String, Option<&StoreData>)],
+        weeks: &[i64],
+    ) -> Value {
+        let mut days: Vec<(u64, f64)> = Vec::new();
+        for s in members.iter().filter_map(|(_, s)| *s) {
+            let Some((a, b)) = self.period(c, s) else {
+                continue;
+            };
+            let day_start = |t: i64, i: i64| back(t, -i, &s.tz);
+            let mut i = 0;
+            while day_start(a, i) < b && i < 366 {
+                let (d0, d1) = (day_start(a, i), day_start(a, i + 1).min(b));
+                let visits: u64 = s.in_range((d0, d1)).map(|w| w.visits).sum();
+                let base = (!weeks.is_empty()).then(|| {
+                    weeks
+                        .iter()
+                        .map(|&k| {
+                            s.in_range((back(d0, 7 * k, &s.tz), back(d1, 7 * k, &s.tz)))
+                                .map(|w| w.visits)
+                                .sum::<u64>() as f64
+                        })
+                        .sum::<f64>()
+                        / weeks.len() as f64
+                });
+                if days.len() <= i as usize {
+                    days.push((0, 0.0));
+                }
+                days[i as usize].0 += visits;
+                days[i as usize].1 += base.unwrap_or(f64::NAN);
+                i += 1;
+            }
+        }
+        let first = members.iter().filter_map(|(_, s)| *s).next();
+        Value::Array(
+            days.iter()
+                .enumerate()
+                .map(|(i, (v, b))| {
+                    let date = first
+                        .and_then(|s| self.period(c, s).map(|(a, _)| (a, s)))
+                        .and_then(|(a, s)| Timestamp::from_second(back(a, -(i as i64), &s.tz)).ok().map(|t| t.to_zoned_datetime(s.tz.clone()).date().to_string()))
+                        .unwrap_or_default();
+                    json!({"day": i + 1, "date": date, "visits": v, "baseline_visits": num(b.is_finite().then_some(*b))})
+                })
+                .collect(),
+        )
+    }
+
     /// SPEC §7 for one campaign: totals, and one object per store.
     pub fn campaign_report(&self, c: &Campaign) -> Value {
         let ids: Vec<String> = match &c.stores {
@@ -548,6 +600,7 @@ impl Data {
             Some(c.spend),
             control_ratio(&weeks_all),
         ));
+        out.insert("daily".into(), self.daily(c, &members, &weeks_all));
         out.insert("warnings".into(), json!(warnings));
         out.insert("stores".into(), Value::Array(per_store));
         Value::Object(out)

@@ -40,6 +40,8 @@ pub struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    /// A file holding a bearer token the API then requires.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,6 +74,7 @@ pub struct Config {
     pub storage_path: PathBuf,
     pub cache_bytes: u64,
     pub http_listen: String,
+    pub http_token: Option<String>,
     pub max_payload_bytes: usize,
 }
 
@@ -123,6 +126,21 @@ impl Config {
             storage_path: resolve(storage),
             cache_bytes: raw.storage.cache_bytes.unwrap_or(64 << 20),
             http_listen: raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            http_token: match raw.http.token_file.as_deref().map(resolve) {
+                Some(p) => {
+                    let t = std::fs::read_to_string(&p).with_context(|| {
+                        format!("[http] token_file {}: cannot read", p.display())
+                    })?;
+                    let t = t.trim().to_string();
+                    anyhow::ensure!(
+                        t.len() >= 16,
+                        "[http] token_file {}: the token must be at least 16 characters",
+                        p.display()
+                    );
+                    Some(t)
+                }
+                None => None,
+            },
             max_payload_bytes: raw.ingest.max_payload_bytes.unwrap_or(64 * 1024),
         })
     }

@@ -13,3 +13,4 @@ pub mod ingest;
 pub mod query;
 pub mod serve;
 pub mod store;
+pub mod web;

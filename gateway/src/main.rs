@@ -145,6 +145,9 @@ fn get_rows(
 ) -> Result<Vec<Map<String, Value>>> {
     let url = http(config, path);
     let mut req = ureq::get(&url);
+    if let Some(t) = &config.http_token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
     for (k, v) in params {
         if let Some(v) = v {
             req = req.query(*k, v);
@@ -186,6 +189,7 @@ fn run(command: Command) -> Result<()> {
                     None => {
                         let url = http(&config, "/api/v1/ingest");
                         let mut resp = ureq::post(&url)
+                            .header("Authorization", format!("Bearer {}", config.http_token.as_deref().unwrap_or("")))
                             .send(&text[..])
                             .with_context(|| format!("the store is in use by a running gateway, and its API at {url} did not answer"))?;
                         let t: Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
@@ -255,6 +259,7 @@ fn run(command: Command) -> Result<()> {
                 None => {
                     let url = http(&config, "/api/v1/campaigns");
                     let mut resp = ureq::post(&url)
+                        .header("Authorization", format!("Bearer {}", config.http_token.as_deref().unwrap_or("")))
                         .config()
                         .http_status_as_error(false)
                         .build()

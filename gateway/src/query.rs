@@ -383,6 +383,13 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
                 .cloned()
                 .unwrap_or(Value::Null),
         );
+        row.insert(
+            "capture_finished".into(),
+            a.status
+                .get("capture_finished")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
         seen.insert((a.store_id, a.agent_id), row);
     }
     let windows = store.windows(&Query {
@@ -415,6 +422,10 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.insert(
             "outbox_pending".into(),
             info.remove("outbox_pending").unwrap_or(Value::Null),
+        );
+        row.insert(
+            "capture_finished".into(),
+            info.remove("capture_finished").unwrap_or(Value::Null),
         );
         let expected = 86_400
             / window_len

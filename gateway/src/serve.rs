@@ -133,7 +133,13 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("[http] listen = {}: {e}", config.http_listen))?;
     info!(listen = %config.http_listen, "HTTP API listening");
-    let app = crate::api::router(store.clone(), config.max_payload_bytes);
+    let counters: Arc<crate::api::Counters> = Default::default();
+    let app = crate::api::router(
+        store.clone(),
+        config.max_payload_bytes,
+        counters.clone(),
+        config.http_token.clone(),
+    );
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -187,14 +193,14 @@ pub async fn serve(
                 Some(Incoming::Publish(p)) => {
                     batch.push(*p);
                     if batch.len() >= BATCH_MAX {
-                        process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total).await?;
+                        process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters).await?;
                     }
                 }
                 None => anyhow::bail!("the MQTT task ended"),
             },
             _ = tick.tick() => {
                 if !batch.is_empty() {
-                    process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total).await?;
+                    process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters).await?;
                 }
             }
         }
@@ -206,6 +212,7 @@ pub async fn serve(
             &mut batch,
             config.max_payload_bytes,
             &mut total,
+            &counters,
         )
         .await?;
     }
@@ -224,6 +231,7 @@ async fn process(
     batch: &mut Vec<Publish>,
     max_payload: usize,
     total: &mut Tally,
+    counters: &crate::api::Counters,
 ) -> Result<()> {
     let mut tally = Tally::default();
     let mut acks: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
@@ -251,6 +259,7 @@ async fn process(
         client.ack(&p).await?;
     }
     debug!(?tally, "batch committed");
+    counters.add(&tally);
     total.inserted += tally.inserted;
     total.duplicates += tally.duplicates;
     total.conflicts += tally.conflicts;
