@@ -162,7 +162,7 @@ async fn dwell(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Re
             "dwell_counts": counts,
             "dwell_sum_s": sum,
             "visits_ended": visits,
-            "mean_dwell_s": if visits > 0 { serde_json::json!(sum / visits) } else { serde_json::Value::Null },
+            "mean_dwell_s": sum.checked_div(visits),
         }))
     })
     .await;
