@@ -175,6 +175,8 @@ async fn dwell(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Re
 
 #[derive(Debug, Deserialize)]
 pub struct ReportParams {
+    /// window, hour, day or week; `/api/v1/footfall` calls it `interval`.
+    #[serde(alias = "interval")]
     pub by: Option<String>,
     pub store: Option<String>,
     pub from: Option<String>,

@@ -369,8 +369,17 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
     let today = now.div_euclid(86_400);
     let mut rows = Vec::new();
     let mut seen: BTreeMap<(String, String), Map<String, Value>> = BTreeMap::new();
-    for a in store.agents()? {
+    // Every agent that ever reported, even one that never sent a status
+    // (its reports came by `ingest`) or went quiet long ago.
+    for (s, a, last_end) in store.reporting_agents()? {
         let mut row = Map::new();
+        row.insert("last_report_unix_s".into(), json!(last_end));
+        seen.insert((s, a), row);
+    }
+    for a in store.agents()? {
+        let mut row = seen
+            .remove(&(a.store_id.clone(), a.agent_id.clone()))
+            .unwrap_or_default();
         row.insert("last_seen_unix_s".into(), json!(a.last_seen_unix_s));
         row.insert(
             "state".into(),
@@ -418,6 +427,10 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.insert(
             "last_seen_unix_s".into(),
             info.remove("last_seen_unix_s").unwrap_or(Value::Null),
+        );
+        row.insert(
+            "last_report_unix_s".into(),
+            info.remove("last_report_unix_s").unwrap_or(Value::Null),
         );
         row.insert(
             "outbox_pending".into(),

@@ -118,6 +118,9 @@ pub trait ReportStore: Send + Sync {
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
     /// Inserts or replaces campaigns by id, all or none.
     fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError>;
+    /// Every (store, agent) that has reported a window, with the end of
+    /// its newest window (Unix seconds).
+    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
 }
 
@@ -129,6 +132,9 @@ pub struct SledStore {
     agents: sled::Tree,
     dead: sled::Tree,
     campaigns: sled::Tree,
+    /// `store \0 agent` → newest window end (8 bytes BE): the stores list
+    /// without scanning every window.
+    seen: sled::Tree,
 }
 
 fn time_key(t: i64) -> [u8; 8] {
@@ -174,6 +180,7 @@ impl SledStore {
             agents: tree("agents")?,
             dead: tree("dead")?,
             campaigns: tree("campaigns")?,
+            seen: tree("seen")?,
             db,
         })
     }
@@ -238,7 +245,21 @@ impl ReportStore for SledStore {
             .compare_and_swap(&key, None as Option<&[u8]>, Some(value))
             .map_err(|e| self.err(e))?
         {
-            Ok(()) => Ok(Put::Inserted),
+            Ok(()) => {
+                if let Report::Window(w) = report {
+                    let mut k = prefix(&w.store_id, &w.agent_id);
+                    k.pop();
+                    self.seen
+                        .fetch_and_update(k, |old| {
+                            let old = old
+                                .and_then(|o| o.try_into().ok())
+                                .map_or(i64::MIN, i64::from_be_bytes);
+                            Some(old.max(w.window_end).to_be_bytes().to_vec())
+                        })
+                        .map_err(|e| self.err(e))?;
+                }
+                Ok(Put::Inserted)
+            }
             Err(existing) => {
                 let current = existing
                     .current
@@ -336,6 +357,18 @@ impl ReportStore for SledStore {
 
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
         self.scan(&self.campaigns, "campaigns", b"")
+    }
+
+    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.seen.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let (store, agent) = key.split_once('\0').unwrap_or((&key, ""));
+            let end = v.as_ref().try_into().map_or(0, i64::from_be_bytes);
+            out.push((store.to_string(), agent.to_string(), end));
+        }
+        Ok(out)
     }
 }
 

@@ -38,6 +38,7 @@ async function api(path) {
 }
 
 // Formatting
+const when = (w) => (w && w.Date) || (w && w.At !== undefined ? new Date(w.At * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : String(w));
 const nf = new Intl.NumberFormat("en");
 const fmt = (v) => (v === null || v === undefined ? "–" : nf.format(Math.round(v)));
 const pct = (v) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + (v * 100).toFixed(1) + " %");
@@ -125,13 +126,14 @@ async function overview() {
   h += `<table id="stores"><tr><th>Store</th><th>Agent</th><th>State</th><th>Last seen</th><th>Windows received, last 7 UTC days</th><th>Visits ${last || ""}</th><th>Visits, 7 days</th></tr>`;
   for (const s of stores) {
     const v = byStore[s.store_id] || { last: 0, week: 0 };
-    const seen = s.last_seen_unix_s ? new Date(s.last_seen_unix_s * 1000).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "–";
+    const t = s.last_seen_unix_s || s.last_report_unix_s;
+    const seen = t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "–";
     h += `<tr data-store="${esc(s.store_id)}"><td><a href="#/store/${encodeURIComponent(s.store_id)}">${esc(s.store_id)}</a></td><td>${esc(s.agent_id)}</td>` +
       `<td><span class="badge ${esc(s.state)}">${esc(s.state)}</span></td><td>${seen}</td><td class="muted">${esc(s.windows_last_7_days)}</td>` +
       `<td data-field="visits_last_day" data-value="${v.last}">${fmt(v.last)}</td><td data-field="visits_7d" data-value="${v.week}">${fmt(v.week)}</td></tr>`;
   }
   h += `</table><br><div class="card"><h2>Campaigns</h2>`;
-  h += campaigns.length ? `<table>${campaigns.map((c) => `<tr><td><a href="#/campaign/${encodeURIComponent(c.campaign_id)}">${esc(c.name)}</a></td><td>${esc(c.channel)}</td><td class="muted">${esc(JSON.stringify(c.start))} → ${esc(JSON.stringify(c.end))}</td></tr>`).join("")}</table>` : `<p class="muted">None imported yet.</p>`;
+  h += campaigns.length ? `<table>${campaigns.map((c) => `<tr><td><a href="#/campaign/${encodeURIComponent(c.campaign_id)}">${esc(c.name)}</a></td><td>${esc(c.channel)}</td><td class="muted">${esc(when(c.start))} → ${esc(when(c.end))}</td></tr>`).join("")}</table>` : `<p class="muted">None imported yet.</p>`;
   return h + `</div>`;
 }
 
@@ -158,8 +160,7 @@ async function storePage(id) {
       { name: "new", color: "var(--a)", values: recent.map((d) => d.visitors_new) },
       { name: "returning", color: "var(--c)", values: recent.map((d) => d.visitors_returning) },
       { name: "randomized MAC", color: "var(--d)", values: recent.map((d) => d.visitors_randomized) }] })}</div>` +
-    `<div class="card"><h2>How long visits last</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts }] })}</div>` +
-    `</div>`;
+    `<div class="card"><h2>How long visits last</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts }] })}</div>`;
   const perDay = {};
   for (const w of hours) {
     const d = new Date(w.hour_start * 1000).toISOString().slice(0, 10);
@@ -168,9 +169,9 @@ async function storePage(id) {
     p.passersby += w.passersby;
   }
   const pd = Object.keys(perDay).sort();
-  h += `<div class="card"><h2>Visitors vs passers-by (devices per window, summed per UTC day)</h2>${chart({ labels: pd.map((d) => d.slice(5)), series: [
+  h += `<div class="card"><h2>Visitors vs passers-by, last 7 days</h2>${chart({ labels: pd.map((d) => d.slice(5)), series: [
     { name: "visitors", color: "var(--a)", values: pd.map((d) => perDay[d].visitors) },
-    { name: "passers-by", color: "var(--d)", values: pd.map((d) => perDay[d].passersby) }] })}</div>`;
+    { name: "passers-by", color: "var(--d)", values: pd.map((d) => perDay[d].passersby) }] })}</div></div>`;
   return h;
 }
 
