@@ -296,3 +296,86 @@ async fn campaign_report(State(s): State<AppState>, Params(p): Params<CampaignPa
         Err(e) => internal(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn app(token: Option<&str>) -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ReportStore> =
+            Arc::new(crate::store::SledStore::open(&dir.path().join("g"), 1 << 20).unwrap());
+        (
+            dir,
+            router(store, 65_536, Default::default(), token.map(String::from)),
+        )
+    }
+
+    async fn status(app: &Router, path: &str, bearer: Option<&str>) -> StatusCode {
+        let mut req = Request::get(path);
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        app.clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn the_api_needs_the_token_when_one_is_set() {
+        let (_dir, app) = app(Some("0123456789abcdef-secret"));
+        assert_eq!(
+            status(&app, "/api/v1/stores", None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(&app, "/api/v1/stores", Some("wrong")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(&app, "/api/v1/stores", Some("0123456789abcdef-secret")).await,
+            StatusCode::OK
+        );
+        // The page, its assets and the health check stay open.
+        assert_eq!(status(&app, "/", None).await, StatusCode::OK);
+        assert_eq!(status(&app, "/assets/app.js", None).await, StatusCode::OK);
+        assert_eq!(status(&app, "/healthz", None).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_api_is_open_and_bad_arguments_are_400() {
+        let (_dir, app) = app(None);
+        assert_eq!(
+            status(&app, "/api/v1/report?by=day", None).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, "/api/v1/report?by=fortnight", None).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(&app, "/api/v1/footfall?interval=hour&from=yesterday", None).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(&app, "/api/v1/campaign-report?campaign=nope", None).await,
+            StatusCode::BAD_REQUEST
+        );
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("footfall_gateway_reports_inserted_total 0")
+        );
+    }
+}
