@@ -291,7 +291,8 @@ pub fn counts_by_key(jsonl: &str, windows: bool) -> BTreeMap<String, Value> {
     for line in jsonl.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let is_window = v.get("window_start").is_some();
-        if is_window != windows {
+        // Store `*` is the gateway's chain-wide aggregate, not a report.
+        if is_window != windows || v["store_id"] == "*" {
             continue;
         }
         let period = if windows {
