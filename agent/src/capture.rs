@@ -38,6 +38,38 @@ pub enum Event {
     Failed(String),
 }
 
+/// Hops `interface` over `channels` with `iw` until `stop` is set; a
+/// channel the driver refuses is logged once and skipped.
+pub fn spawn_hopper(
+    interface: String,
+    channels: Vec<u32>,
+    dwell: std::time::Duration,
+    stop: Arc<AtomicBool>,
+) {
+    if channels.len() < 2 {
+        return;
+    }
+    let _ = std::thread::Builder::new().name("hopper".into()).spawn(move || {
+        let mut refused = std::collections::HashSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            for &ch in &channels {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let ok = std::process::Command::new("iw")
+                    .args(["dev", &interface, "set", "channel", &ch.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok && refused.insert(ch) {
+                    tracing::warn!(interface = %interface, channel = ch, "the driver refused a channel of the plan; skipping it");
+                }
+                std::thread::sleep(dwell);
+            }
+        }
+    });
+}
+
 /// Runs capture until the source ends, fails, or `stop` is set.
 pub fn spawn(
     source: Source,

@@ -141,6 +141,13 @@ pub struct RawCapture {
     pub file: Option<PathBuf>,
     /// Bytes kept of each frame. Default 256: radiotap and the MAC header fit.
     pub snaplen: Option<u32>,
+    /// Channel plan to hop over (e.g. [1, 6, 11]); empty: stay where
+    /// `monitor-mode` put the card. Each channel is heard 1/n of the time,
+    /// so a phone probing on one channel is detected less often; phones
+    /// scan every channel, so one channel usually counts best.
+    pub channels: Option<Vec<u32>>,
+    /// Time on each channel of the plan. Default 250.
+    pub channel_dwell_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,6 +244,8 @@ pub struct Config {
     pub counting: Counting,
     pub interface: Option<String>,
     pub capture_file: Option<PathBuf>,
+    pub channels: Vec<u32>,
+    pub channel_dwell_ms: u32,
     pub snaplen: u32,
     pub key_file: PathBuf,
     pub opt_out_file: Option<PathBuf>,
@@ -355,6 +364,22 @@ impl RawConfig {
                 format!("snaplen = {snaplen}: must be 64..65535"),
             );
         }
+        let channels = self.capture.channels.clone().unwrap_or_default();
+        if let Some(bad) = channels.iter().find(|&&c| !(1..=233).contains(&c)) {
+            at(
+                "capture",
+                "channels",
+                format!("channels: {bad} is not a Wi-Fi channel (1..233)"),
+            );
+        }
+        let channel_dwell_ms = self.capture.channel_dwell_ms.unwrap_or(250);
+        if !(50..=60_000).contains(&channel_dwell_ms) {
+            at(
+                "capture",
+                "channel_dwell_ms",
+                format!("channel_dwell_ms = {channel_dwell_ms}: must be 50..60000"),
+            );
+        }
         if self.capture.interface.is_some() && self.capture.file.is_some() {
             at(
                 "capture",
@@ -459,6 +484,8 @@ impl RawConfig {
             counting: self.counting,
             interface: self.capture.interface,
             capture_file: self.capture.file.as_deref().map(resolve),
+            channels,
+            channel_dwell_ms,
             snaplen,
             key_file,
             opt_out_file,

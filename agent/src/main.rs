@@ -47,6 +47,14 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check a store box: interface, monitor mode, permissions, key, state, clock, broker.
+    Doctor {
+        #[arg(long)]
+        config: PathBuf,
+        /// Seconds to listen for frames.
+        #[arg(long, default_value_t = 10)]
+        listen_s: u64,
+    },
     /// Validate a config and list every problem with its line.
     CheckConfig {
         #[arg(long)]
@@ -112,6 +120,14 @@ fn run(command: Command) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(live::run(config, live::signals()))?;
+        }
+        Command::Doctor { config, listen_s } => {
+            let config = Config::load(&config)?;
+            let checks = footfall_agent::cli::doctor::run(&config, listen_s);
+            print!("{}", footfall_agent::cli::doctor::render(&checks));
+            if checks.iter().any(|c| !c.ok) {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;

@@ -379,3 +379,72 @@ fn run_on_a_non_monitor_interface_says_so() {
     );
     assert!(err.contains("capture in monitor mode"), "{err}");
 }
+
+/// `doctor` names each problem it can see on this machine, and what to do.
+#[test]
+fn doctor_finds_what_is_wrong_with_a_box() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("footfall.key"), [7u8; 32]).unwrap();
+    std::fs::set_permissions(
+        d.join("footfall.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("a.toml"),
+        format!(
+            "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\ninterface = \"nosuch0\"\n[storage]\npath = \"/proc/footfall-state\"\n\
+             [privacy]\nkey_file = \"footfall.key\"\n[mqtt]\nurl = \"mqtts://127.0.0.1:{port}\"\nca_file = \"missing-ca.crt\"\n"
+        ),
+    )
+    .unwrap();
+    // Columns are padded; compare with single spaces.
+    let squeeze = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let out = agent(&["doctor", "--config", "a.toml", "--listen-s", "1"], d);
+    assert_eq!(out.status.code(), Some(1));
+    let text = squeeze(&out.stdout);
+    for want in [
+        "FAIL interface nosuch0 does not exist: run `firmware-config/monitor-mode",
+        "FAIL key file footfall.key is readable by others (mode 0644): chmod 600",
+        "FAIL state directory /proc",
+        "FAIL TLS files [mqtt] ca_file missing-ca.crt cannot be read",
+        "ok config",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+
+    // Loopback: exists but is no monitor interface; no broker listening.
+    std::fs::write(
+        d.join("b.toml"),
+        format!("[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\ninterface = \"lo\"\n[storage]\npath = \"state\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let out = agent(&["doctor", "--config", "b.toml", "--listen-s", "1"], d);
+    let text = squeeze(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ok interface lo exists"), "{text}");
+    assert!(
+        text.contains("FAIL monitor mode lo is not in monitor mode (ARPHRD type 772)"),
+        "{text}"
+    );
+    assert!(text.contains("ok state directory"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL broker mqtt://127.0.0.1:{port}: I/O: Connection refused"
+        )),
+        "{text}"
+    );
+}

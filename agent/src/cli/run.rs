@@ -109,6 +109,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stop = Arc::new(AtomicBool::new(false));
     let (cap_tx, mut cap_rx) = mpsc::channel(16);
     let capture_thread = capture::spawn(source, detector, cap_tx, stop.clone());
+    if let Some(iface) = &config.interface {
+        capture::spawn_hopper(
+            iface.clone(),
+            config.channels.clone(),
+            Duration::from_millis(u64::from(config.channel_dwell_ms)),
+            stop.clone(),
+        );
+    }
 
     // MQTT.
     let mut options = mqtt.settings.options()?;
