@@ -1,6 +1,6 @@
 # Sourced by cross/build, cross/test and cross/package: what a target needs,
 # installed when missing, and the environment cargo needs to build for it.
-# What works on these machines was measured: see README.md in this folder.
+# What works on these machines was measured: ../shared/notes/cross.md.
 # shellcheck shell=bash
 set -euo pipefail
 
