@@ -559,6 +559,14 @@ impl Counter {
         let Some(clock) = self.state.clock_us else {
             return;
         };
+        self.close_everything_through(clock);
+        let last_day = self.days.day_of(clock);
+        self.report_days_through(last_day);
+        self.evict(store);
+    }
+
+    /// Closes every session and makes every window up to `clock`'s final.
+    fn close_everything_through(&mut self, clock: i64) {
         for dev in self.state.devices.values_mut() {
             dev.close(&self.params);
         }
@@ -571,9 +579,6 @@ impl Counter {
                 break;
             }
         }
-        let last_day = self.days.day_of(clock);
-        self.report_days_through(last_day);
-        self.evict(store);
     }
 
     /// Live restart after downtime (SPEC §4: empty windows are reported so
@@ -588,16 +593,7 @@ impl Counter {
         if now_us - clock <= self.params.window_us + self.params.settle_us {
             return false;
         }
-        for dev in self.state.devices.values_mut() {
-            dev.close(&self.params);
-        }
-        let last = self.window_of(clock);
-        self.extend_windows(last);
-        while self.state.next_window.is_some_and(|nw| nw <= last) {
-            if let Finalized::NotYet = self.finalize_front() {
-                break;
-            }
-        }
+        self.close_everything_through(clock);
         let resume = self.window_of(now_us);
         let (clock_day, resume_day) = (
             self.days.day_of(clock),
