@@ -397,6 +397,24 @@ mod tests {
         Identity::new("s1", "a1", "p1")
     }
 
+    /// Opens again in the same process. sled's flusher thread can hold the
+    /// lock a moment after the previous handle is dropped (a real restart
+    /// is a new process), so a held lock is retried for up to 5 s.
+    fn reopen(path: &Path, identity: &Identity) -> Result<Store, StoreError> {
+        for _ in 0..100 {
+            match Store::open(path, 1 << 20, identity) {
+                Err(StoreError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+        Store::open(path, 1 << 20, identity)
+    }
+
     #[test]
     fn checkpoint_round_trips_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -410,7 +428,7 @@ mod tests {
             s.save(DeviceId(7), &History::default());
             s.commit(&cp, &[]).unwrap();
         }
-        let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        let mut s = reopen(&path, &ident()).unwrap();
         assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 42);
         assert_eq!(s.load(DeviceId(7)).unwrap(), Some(History::default()));
         assert_eq!(s.load(DeviceId(8)).unwrap(), None);
@@ -421,12 +439,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
         drop(Store::open(&path, 1 << 20, &ident()).unwrap());
-        let err = Store::open(&path, 1 << 20, &Identity::new("s2", "a1", "p1"))
+        let err = reopen(&path, &Identity::new("s2", "a1", "p1"))
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("belongs to store \"s1\""), "{err}");
-        let err = Store::open(&path, 1 << 20, &Identity::new("s1", "a1", "p2"))
+        let err = reopen(&path, &Identity::new("s1", "a1", "p2"))
             .err()
             .unwrap()
             .to_string();
@@ -446,7 +464,7 @@ mod tests {
             s.state.insert(CHECKPOINT_KEY, v).unwrap();
             s.flush().unwrap();
         }
-        let s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        let s = reopen(&path, &ident()).unwrap();
         let err = s.load_checkpoint().unwrap_err().to_string();
         assert!(
             err.contains("tree `state`, key checkpoint: checksum mismatch"),
