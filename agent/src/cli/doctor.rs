@@ -206,10 +206,11 @@ fn state_check(path: &Path) -> Check {
 }
 
 fn clock_check() -> Check {
-    // ntp_adjtime reports TIME_ERROR (5) while the kernel clock is not
-    // disciplined by NTP (or PTP/GPS).
+    // adjtimex with no mode bits only reads; it returns TIME_ERROR (5)
+    // while the kernel clock is not disciplined by NTP (or PTP/GPS).
+    // (glibc's ntp_adjtime is the same call but musl lacks it.)
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-    let state = unsafe { libc::ntp_adjtime(&mut tx) };
+    let state = unsafe { libc::adjtimex(&mut tx) };
     if state == libc::TIME_ERROR {
         fail("clock", "the clock is not synchronised: windows and local days would be wrong; enable NTP (timedatectl set-ntp true, or sysntpd on OpenWrt)")
     } else {
