@@ -5,9 +5,7 @@
 //! `classify` is the hot path: it parses in place, allocates nothing and
 //! never panics; each rejected frame gets one `DropReason`.
 
-use std::collections::HashSet;
-
-use crate::privacy::{DeviceId, Keyer};
+use crate::privacy::{DeviceId, IdSet, Keyer};
 use crate::wire::ieee80211::{self, Mac, ProbeRequest};
 use crate::wire::linktype::LinkType;
 use crate::wire::{ppi, prism, radiotap, WireError};
@@ -165,11 +163,47 @@ impl FrameStats {
     }
 }
 
+/// Ids of recently seen MACs. A phone probes in bursts, a dozen frames a
+/// visit, and HMAC-SHA-256 was the costliest step per frame (measured:
+/// issue 7), so each burst is keyed once. Direct-mapped: a slot holds the
+/// last MAC that hashed to it, and a miss just keys again, so the cache
+/// never changes an id. It lives in memory only, like the frame itself:
+/// MACs never reach a disk (the service unit also disables core dumps).
+struct IdCache {
+    slots: Box<[Option<(Mac, DeviceId)>]>,
+}
+
+impl IdCache {
+    const SLOTS: usize = 16384;
+
+    fn new() -> IdCache {
+        IdCache {
+            slots: vec![None; Self::SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn id(&mut self, keyer: &Keyer, mac: &Mac) -> DeviceId {
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(&mac.0);
+        // Fibonacci hashing: the top bits of a multiply spread any bytes.
+        let slot = (u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize;
+        match &self.slots[slot] {
+            Some((m, id)) if m == mac => *id,
+            _ => {
+                let id = keyer.id(mac);
+                self.slots[slot] = Some((*mac, id));
+                id
+            }
+        }
+    }
+}
+
 /// Frames in, detections out: SPEC §1 plus the keyed id and opt-out of §2.
 pub struct Detector {
     link: LinkType,
     keyer: Keyer,
-    opt_out: HashSet<DeviceId>,
+    ids: IdCache,
+    opt_out: IdSet,
     rssi_floor_dbm: i8,
     visit_rssi_dbm: i8,
     pub stats: FrameStats,
@@ -179,13 +213,14 @@ impl Detector {
     pub fn new(
         link: LinkType,
         keyer: Keyer,
-        opt_out: HashSet<DeviceId>,
+        opt_out: IdSet,
         rssi_floor_dbm: i8,
         visit_rssi_dbm: i8,
     ) -> Detector {
         Detector {
             link,
             keyer,
+            ids: IdCache::new(),
             opt_out,
             rssi_floor_dbm,
             visit_rssi_dbm,
@@ -216,7 +251,7 @@ impl Detector {
             }
         };
         self.stats.probe_requests += 1;
-        let device = self.keyer.id(&probe.mac);
+        let device = self.ids.id(&self.keyer, &probe.mac);
         if self.opt_out.contains(&device) {
             self.stats.dropped[DropReason::OptedOut.index()] += 1;
             return None;
@@ -323,7 +358,13 @@ mod tests {
     #[test]
     fn detector_hashes_and_classifies_strength() {
         let keyer = Keyer::new(&[1; 32]);
-        let mut d = Detector::new(LinkType::Radiotap, keyer.clone(), HashSet::new(), -90, -70);
+        let mut d = Detector::new(
+            LinkType::Radiotap,
+            keyer.clone(),
+            IdSet::default(),
+            -90,
+            -70,
+        );
         let weak = Rt {
             dbm_signal: Some(-80),
             ..Rt::default()

@@ -25,7 +25,6 @@
 //! function of the frames, so the reports it makes again are the same
 //! reports, with the same `seq`. Reports still in the outbox are sent again.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use footfall_report::{codec, Report};
@@ -33,9 +32,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::count::{self, History, HistoryError, HistoryStore, Horizon};
-use crate::privacy::DeviceId;
+use crate::privacy::{DeviceId, IdMap};
 
-const VALUE_VERSION: u8 = 1;
+const VALUE_VERSION: u8 = 2;
 const IDENTITY_KEY: &[u8] = b"identity";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const FORMAT: &str = "footfall-agent-state";
@@ -112,7 +111,7 @@ pub struct Store {
     devices: sled::Tree,
     outbox: sled::Tree,
     /// Device histories saved or removed since the last commit.
-    overlay: HashMap<DeviceId, Option<History>>,
+    overlay: IdMap<Option<History>>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -156,7 +155,7 @@ impl Store {
             state,
             devices,
             outbox,
-            overlay: HashMap::new(),
+            overlay: IdMap::default(),
         };
         match meta.get(IDENTITY_KEY).map_err(sled_err)? {
             Some(v) => {

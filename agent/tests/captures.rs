@@ -2,7 +2,6 @@
 //! tshark's counts in expected.tsv on every file, and each supported capture
 //! replays through the counter with every detection in some window.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 
 use footfall_agent::cli::inspect::inspect_file;
@@ -113,7 +112,7 @@ fn every_supported_capture_replays_with_all_detections_counted() {
         let Ok(link) = LinkType::from_dlt(cap.dlt()) else {
             continue;
         };
-        let mut det = Detector::new(link, Keyer::new(&[9; 32]), HashSet::new(), -90, -70);
+        let mut det = Detector::new(link, Keyer::new(&[9; 32]), Default::default(), -90, -70);
         let meta = ReportMeta {
             store_id: "s".into(),
             agent_id: "a".into(),

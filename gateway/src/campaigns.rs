@@ -298,6 +298,12 @@ pub struct Data {
 
 impl Data {
     pub fn load(store: &dyn ReportStore) -> Result<Data> {
+        Data::load_range(store, &Query::default())
+    }
+
+    /// Only the windows `q` asks for: a campaign report needs its period
+    /// and the baseline weeks before it, not a chain's whole history.
+    pub fn load_range(store: &dyn ReportStore, q: &Query) -> Result<Data> {
         let mut tz: BTreeMap<String, TimeZone> = BTreeMap::new();
         for a in store.agents()? {
             if let Some(name) = a.status.get("timezone").and_then(|t| t.as_str()) {
@@ -307,7 +313,7 @@ impl Data {
             }
         }
         let mut stores: BTreeMap<String, StoreData> = BTreeMap::new();
-        for w in store.windows(&Query::default())? {
+        for w in store.windows(q)? {
             let entry = stores
                 .entry(w.store_id.clone())
                 .or_insert_with(|| StoreData {
@@ -620,27 +626,46 @@ fn when_json(w: &When) -> Value {
 /// gateway knows, then stores all of it at once (by id: a second import
 /// updates). Returns how many campaigns were stored.
 pub fn import(store: &dyn ReportStore, text: &str, file: &str) -> Result<usize> {
-    let data = Data::load(store)?;
-    let campaigns = parse_csv(text, file, &data.store_ids())
-        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    let known: BTreeSet<String> = store
+        .reporting_agents()?
+        .into_iter()
+        .map(|(s, _, _)| s)
+        .collect();
+    let campaigns =
+        parse_csv(text, file, &known).map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
     store.put_campaigns(&campaigns)?;
     Ok(campaigns.len())
 }
 
 /// Campaign reports, one per campaign (or the one asked for).
 pub fn reports(store: &dyn ReportStore, only: Option<&str>) -> Result<Vec<Value>> {
-    let data = Data::load(store)?;
-    let campaigns = store.campaigns()?;
+    let campaigns: Vec<Campaign> = store
+        .campaigns()?
+        .into_iter()
+        .filter(|c| only.is_none_or(|id| c.campaign_id == id))
+        .collect();
     if let Some(id) = only {
-        if !campaigns.iter().any(|c| c.campaign_id == id) {
+        if campaigns.is_empty() {
             anyhow::bail!("no campaign {id:?}; `campaigns list` shows the imported ones");
         }
     }
-    Ok(campaigns
-        .iter()
-        .filter(|c| only.is_none_or(|id| c.campaign_id == id))
-        .map(|c| data.campaign_report(c))
-        .collect())
+    let data = Data::load_range(store, &span(&campaigns))?;
+    Ok(campaigns.iter().map(|c| data.campaign_report(c)).collect())
+}
+
+/// The windows some campaign reports can read: from the first baseline
+/// week to the last end. Dates are read as UTC with two days to spare
+/// either side, enough for any time zone.
+fn span(campaigns: &[Campaign]) -> Query {
+    let utc = |w: &When| resolve(w, &TimeZone::UTC);
+    let from = campaigns.iter().filter_map(|c| utc(&c.start)).min();
+    let to = campaigns.iter().filter_map(|c| utc(&c.end)).max();
+    const DAY: i64 = 86_400;
+    Query {
+        store_id: None,
+        from_s: from.map(|f| f - (BASELINE_WEEKS * 7 + 2) * DAY),
+        to_s: to.map(|t| t + 2 * DAY),
+    }
 }
 
 /// The SPEC §7 columns of one report row, in a fixed order for CSV.

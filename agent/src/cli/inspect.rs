@@ -52,7 +52,7 @@ pub fn inspect_file(path: &Path, rssi_floor_dbm: i8, visit_rssi_dbm: i8) -> Insp
     let mut detector = Detector::new(
         link.unwrap_or(LinkType::Radiotap),
         Keyer::ephemeral(),
-        HashSet::new(),
+        Default::default(),
         rssi_floor_dbm,
         visit_rssi_dbm,
     );

@@ -28,7 +28,7 @@
 
 pub mod days;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use footfall_report::{
     dwell_bucket, DayReport, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA,
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Counting;
 use crate::detect::Detection;
-use crate::privacy::DeviceId;
+use crate::privacy::{DeviceId, IdMap};
 use days::LocalDays;
 
 const US_PER_S: i64 = 1_000_000;
@@ -220,6 +220,9 @@ struct Device {
     /// The newest window with a detection of this device.
     last_window: i64,
     hist: History,
+    /// Whether the store holds a history for it: one that never was stored
+    /// needs no delete when it goes (most devices are passers-by).
+    stored: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +390,7 @@ pub struct State {
     /// The oldest local day not yet reported.
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAcc>,
-    devices: HashMap<DeviceId, Device>,
+    devices: IdMap<Device>,
     pub late_frames: u64,
 }
 
@@ -493,7 +496,9 @@ impl Counter {
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,
             None => {
-                let hist = store.load(d.device)?.unwrap_or(History {
+                let loaded = store.load(d.device)?;
+                let stored = loaded.is_some();
+                let hist = loaded.unwrap_or(History {
                     randomized: d.randomized,
                     ..History::default()
                 });
@@ -502,6 +507,7 @@ impl Counter {
                     last_entry: (i64::MIN, NO_DAY),
                     last_window: w,
                     hist,
+                    stored,
                 })
             }
         };
@@ -829,7 +835,7 @@ impl Counter {
             let h = &dev.hist;
             if h.is_useful(horizon) {
                 store.save(id, h);
-            } else {
+            } else if dev.stored {
                 store.remove(id);
             }
             false
@@ -839,7 +845,7 @@ impl Counter {
 
 /// A `HistoryStore` in memory, for tests and `inspect`-like uses.
 #[derive(Debug, Default)]
-pub struct MemHistory(pub HashMap<DeviceId, History>);
+pub struct MemHistory(pub IdMap<History>);
 
 impl HistoryStore for MemHistory {
     fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError> {

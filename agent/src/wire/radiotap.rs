@@ -127,10 +127,13 @@ impl<'a> Header<'a> {
             let word = read_u32_le(hdr, word_at);
             word_at += 4;
             if !in_vendor {
-                for bit in 0..29u32 {
-                    if word & (1 << bit) == 0 {
-                        continue;
-                    }
+                // Only the set bits, lowest first: most headers have a
+                // handful of 29, and testing each bit was a third of the
+                // parse (issue 7).
+                let mut bits = word & ((1 << 29) - 1);
+                while bits != 0 {
+                    let bit = bits.trailing_zeros();
+                    bits &= bits - 1;
                     let index = bit_base + bit;
                     if index == TLV || index as usize >= FIELDS.len() {
                         // Unknown size: nothing after this can be located.

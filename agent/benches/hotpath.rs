@@ -1,0 +1,69 @@
+//! The hot path alone: parse → detect (keyed id) → count, over frames
+//! already in memory, with device histories in memory. No file or sled I/O,
+//! so `scripts/bench` can count its instructions per frame under valgrind:
+//! one run with `--load-only`, one without; the difference over the frames
+//! is the hot path's cost.
+//!
+//!     cargo bench -p footfall-agent --bench hotpath -- FILE [--frames N] [--load-only]
+
+mod common;
+
+use std::time::Instant;
+
+use footfall_agent::count::MemHistory;
+
+fn main() {
+    let mut file = None;
+    let mut max = usize::MAX;
+    let mut load_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--frames" => {
+                max = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--frames N")
+            }
+            "--load-only" => load_only = true,
+            "--bench" => {} // what `cargo bench` adds
+            _ => file = Some(a),
+        }
+    }
+    let Some(file) = file else {
+        eprintln!("usage: hotpath FILE [--frames N] [--load-only]");
+        std::process::exit(2);
+    };
+    let frames = common::Frames::load(std::path::Path::new(&file), max);
+    if load_only {
+        println!("frames {}", frames.len());
+        return;
+    }
+    let started = Instant::now();
+    let (detections, reports) = run(&frames);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "frames {} detections {detections} reports {reports} seconds {secs:.3} frames_per_s {:.0}",
+        frames.len(),
+        frames.len() as f64 / secs
+    );
+}
+
+#[inline(never)]
+fn run(frames: &common::Frames) -> (u64, usize) {
+    let mut detector = common::detector(frames.link);
+    let mut counter = common::counter();
+    let mut histories = MemHistory::default();
+    let mut reports = 0;
+    for (t, data) in frames.iter() {
+        if let Some(d) = detector.frame(t, data) {
+            counter
+                .detection(&d, &mut histories)
+                .expect("in-memory histories do not fail");
+        }
+        reports += counter.drain_reports().len();
+    }
+    counter.finish(&mut histories);
+    reports += counter.drain_reports().len();
+    (detector.stats.detections, reports)
+}

@@ -1,0 +1,138 @@
+//! The gateway's reads at chain scale: a sled store holding `--stores`
+//! stores × `--days` days of 15-minute windows (100 × 365 by default: 3.5 M
+//! windows), then the time of the campaign report (SPEC §7) and of the
+//! footfall query behind `/api/v1/footfall` (by day, whole chain, one year).
+//! The store is kept between runs in `--dir` (default target/bench-chain).
+//!
+//!     cargo bench -p footfall-tests --bench query -- [--stores N] [--days N] [--dir D]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use footfall_gateway::campaigns;
+use footfall_gateway::query::{self, By};
+use footfall_gateway::store::{Campaign, ReportStore, SledStore, When};
+use footfall_report::{Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
+
+const DAY0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn window(store: u64, i: u64, rng: &mut u64) -> Report {
+    // splitmix64: reproducible traffic without a dependency.
+    let mut next = || {
+        *rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let hour = (i % 96) / 4;
+    let open = (9..21).contains(&hour);
+    let visits = if open { next() % 20 } else { 0 };
+    let mut sketch = Sketch::new();
+    for _ in 0..visits {
+        sketch.insert(u128::from(next()) << 64);
+    }
+    Report::Window(WindowReport {
+        schema: WINDOW_SCHEMA.into(),
+        store_id: format!("store-{store:03}"),
+        agent_id: "a1".into(),
+        seq: i,
+        window_start: DAY0 + i as i64 * 900,
+        window_end: DAY0 + (i as i64 + 1) * 900,
+        frames: visits * 300,
+        frames_no_signal: 0,
+        detected: visits * 3,
+        visits,
+        visitors: visits,
+        visitors_new: visits / 2,
+        visitors_returning: visits / 4,
+        visitors_randomized: visits - visits / 2 - visits / 4,
+        passersby: visits * 2,
+        residents: 0,
+        dwell_edges_s: DWELL_EDGES_S.to_vec(),
+        dwell_counts: vec![0, visits / 2, visits - visits / 2, 0, 0, 0],
+        dwell_sum_s: visits * 900,
+        visitor_sketch: sketch,
+        agent_version: "bench".into(),
+        params_hash: "bench".into(),
+    })
+}
+
+fn main() {
+    let stores: u64 = arg("--stores").map_or(100, |v| v.parse().expect("--stores N"));
+    let days: u64 = arg("--days").map_or(365, |v| v.parse().expect("--days N"));
+    let dir = arg("--dir").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-chain"),
+        PathBuf::from,
+    );
+    let path = dir.join(format!("{stores}x{days}"));
+    let complete = path.join("complete");
+    let store = SledStore::open(&path, 64 << 20).unwrap_or_else(|e| panic!("{e}"));
+    if !complete.exists() {
+        let started = Instant::now();
+        for s in 0..stores {
+            let mut rng = s;
+            for i in 0..days * 96 {
+                store
+                    .put(&window(s, i, &mut rng))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            store.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(&complete, b"").expect("mark the store complete");
+        eprintln!(
+            "filled {} windows in {:.1} s",
+            stores * days * 96,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let last = days as i64 - 1;
+    // A two-week campaign in a tenth of the stores, ending a week before the last day.
+    let date = |d: i64| {
+        jiff::Timestamp::from_second(DAY0 + d * 86_400)
+            .expect("in range")
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let campaign = Campaign {
+        campaign_id: "bench".into(),
+        name: "bench".into(),
+        channel: "social".into(),
+        start: When::Date(date(last - 21)),
+        end: When::Date(date(last - 7)),
+        stores: Some(
+            (0..stores.div_ceil(10))
+                .map(|s| format!("store-{s:03}"))
+                .collect(),
+        ),
+        impressions: 1_000_000,
+        reach: 400_000,
+        spend: 20_000.0,
+    };
+    store
+        .put_campaigns(&[campaign])
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let started = Instant::now();
+    let reports = campaigns::reports(&store, Some("bench")).unwrap_or_else(|e| panic!("{e:#}"));
+    let campaign_s = started.elapsed().as_secs_f64();
+    let lift = reports[0].get("lift").cloned().unwrap_or_default();
+
+    let q = query::query(None, Some(&date(0)), Some(&date(days as i64))).expect("a query");
+    let started = Instant::now();
+    let rows = query::report_rows(&store, By::Day, &q).unwrap_or_else(|e| panic!("{e:#}"));
+    let footfall_s = started.elapsed().as_secs_f64();
+    println!(
+        "windows {} campaign_report_s {campaign_s:.3} lift {lift} footfall_by_day_s {footfall_s:.3} rows {}",
+        stores * days * 96,
+        rows.len()
+    );
+}
