@@ -506,6 +506,9 @@ mod tests {
         let n = v.len();
         let crc = crc32fast::hash(&v[..n - 4]);
         v[n - 4..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_raw(&v).unwrap_err(), "value version 9 is not 1");
+        assert_eq!(
+            decode_raw(&v).unwrap_err(),
+            format!("value version 9 is not {VALUE_VERSION}")
+        );
     }
 }
