@@ -328,10 +328,6 @@ impl Data {
         Ok(Data { stores })
     }
 
-    pub fn store_ids(&self) -> BTreeSet<String> {
-        self.stores.keys().cloned().collect()
-    }
-
     fn period(&self, c: &Campaign, s: &StoreData) -> Option<(i64, i64)> {
         Some((resolve(&c.start, &s.tz)?, resolve(&c.end, &s.tz)?))
     }

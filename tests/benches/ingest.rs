@@ -8,48 +8,18 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use footfall_report::{Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
-use footfall_tests::{bin, free_port, wait_until, Broker, Proc};
+use footfall_report::Report;
+use footfall_tests::{bench_arg, bench_window, bin, free_port, wait_until, Broker, Proc};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
+    bench_arg(name).map_or(default, |v| v.parse().expect("a number"))
 }
 
-/// A window as a busy store sends it: a sketch with `visitors` entries.
+/// A window as a busy store sends it: twelve visitors in its sketch.
 fn window(store: usize, i: u64) -> Report {
-    let mut sketch = Sketch::new();
-    for v in 0..12u64 {
-        sketch.insert(((store as u128) << 100) ^ u128::from(i) << 72 ^ u128::from(v) << 64);
-    }
-    Report::Window(WindowReport {
-        schema: WINDOW_SCHEMA.into(),
-        store_id: format!("store-{store:03}"),
-        agent_id: "a1".into(),
-        seq: i,
-        window_start: 1_767_225_600 + i as i64 * 900,
-        window_end: 1_767_225_600 + (i as i64 + 1) * 900,
-        frames: 4000,
-        frames_no_signal: 10,
-        detected: 60,
-        visits: 12,
-        visitors: 12,
-        visitors_new: 5,
-        visitors_returning: 2,
-        visitors_randomized: 5,
-        passersby: 40,
-        residents: 1,
-        dwell_edges_s: DWELL_EDGES_S.to_vec(),
-        dwell_counts: vec![0, 2, 4, 3, 2, 1],
-        dwell_sum_s: 12_000,
-        visitor_sketch: sketch,
-        agent_version: "bench".into(),
-        params_hash: "bench".into(),
-    })
+    let ids = (0..12u128).map(|v| (store as u128) << 100 ^ u128::from(i) << 72 ^ v << 64);
+    bench_window(format!("store-{store:03}"), i, 1_767_225_600, 12, ids)
 }
 
 fn main() {

@@ -12,17 +12,10 @@ use std::time::Instant;
 use footfall_gateway::campaigns;
 use footfall_gateway::query::{self, By};
 use footfall_gateway::store::{Campaign, ReportStore, SledStore, When};
-use footfall_report::{Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
+use footfall_report::Report;
+use footfall_tests::{bench_arg, bench_window};
 
 const DAY0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn window(store: u64, i: u64, rng: &mut u64) -> Report {
     // splitmix64: reproducible traffic without a dependency.
@@ -36,40 +29,14 @@ fn window(store: u64, i: u64, rng: &mut u64) -> Report {
     let hour = (i % 96) / 4;
     let open = (9..21).contains(&hour);
     let visits = if open { next() % 20 } else { 0 };
-    let mut sketch = Sketch::new();
-    for _ in 0..visits {
-        sketch.insert(u128::from(next()) << 64);
-    }
-    Report::Window(WindowReport {
-        schema: WINDOW_SCHEMA.into(),
-        store_id: format!("store-{store:03}"),
-        agent_id: "a1".into(),
-        seq: i,
-        window_start: DAY0 + i as i64 * 900,
-        window_end: DAY0 + (i as i64 + 1) * 900,
-        frames: visits * 300,
-        frames_no_signal: 0,
-        detected: visits * 3,
-        visits,
-        visitors: visits,
-        visitors_new: visits / 2,
-        visitors_returning: visits / 4,
-        visitors_randomized: visits - visits / 2 - visits / 4,
-        passersby: visits * 2,
-        residents: 0,
-        dwell_edges_s: DWELL_EDGES_S.to_vec(),
-        dwell_counts: vec![0, visits / 2, visits - visits / 2, 0, 0, 0],
-        dwell_sum_s: visits * 900,
-        visitor_sketch: sketch,
-        agent_version: "bench".into(),
-        params_hash: "bench".into(),
-    })
+    let ids: Vec<u128> = (0..visits).map(|_| u128::from(next()) << 64).collect();
+    bench_window(format!("store-{store:03}"), i, DAY0, visits, ids)
 }
 
 fn main() {
-    let stores: u64 = arg("--stores").map_or(100, |v| v.parse().expect("--stores N"));
-    let days: u64 = arg("--days").map_or(365, |v| v.parse().expect("--days N"));
-    let dir = arg("--dir").map_or_else(
+    let stores: u64 = bench_arg("--stores").map_or(100, |v| v.parse().expect("--stores N"));
+    let days: u64 = bench_arg("--days").map_or(365, |v| v.parse().expect("--days N"));
+    let dir = bench_arg("--dir").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-chain"),
         PathBuf::from,
     );

@@ -313,3 +313,52 @@ pub fn counts_by_key(jsonl: &str, windows: bool) -> BTreeMap<String, Value> {
     }
     out
 }
+
+/// The value after `--name` on the command line (for the benches).
+pub fn bench_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// A plausible window report of agent `a1` for the benches: window `i`
+/// from `day0_s`, with `visits` visitors whose ids are `visitor_ids`.
+pub fn bench_window(
+    store_id: String,
+    i: u64,
+    day0_s: i64,
+    visits: u64,
+    visitor_ids: impl IntoIterator<Item = u128>,
+) -> footfall_report::Report {
+    use footfall_report::{Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
+    let mut sketch = Sketch::new();
+    for id in visitor_ids {
+        sketch.insert(id);
+    }
+    Report::Window(WindowReport {
+        schema: WINDOW_SCHEMA.into(),
+        store_id,
+        agent_id: "a1".into(),
+        seq: i,
+        window_start: day0_s + i as i64 * 900,
+        window_end: day0_s + (i as i64 + 1) * 900,
+        frames: visits * 300,
+        frames_no_signal: 0,
+        detected: visits * 3,
+        visits,
+        visitors: visits,
+        visitors_new: visits / 2,
+        visitors_returning: visits / 4,
+        visitors_randomized: visits - visits / 2 - visits / 4,
+        passersby: visits * 2,
+        residents: 0,
+        dwell_edges_s: DWELL_EDGES_S.to_vec(),
+        dwell_counts: vec![0, visits / 2, visits - visits / 2, 0, 0, 0],
+        dwell_sum_s: visits * 900,
+        visitor_sketch: sketch,
+        agent_version: "bench".into(),
+        params_hash: "bench".into(),
+    })
+}
