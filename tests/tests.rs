@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use footfall_agent::privacy::{find_mac, transmitters};
 use footfall_report::Report;
-use footfall_tests::{bin, counts_by_key, run, wait_until, Broker, Proc};
+use footfall_tests::{bench_window, bin, burst, counts_by_key, run, wait_until, Broker, Proc};
 use std::process::Command;
 
 struct Case {
@@ -300,6 +300,64 @@ fn delivers_exactly_once_through_duplicates_and_junk() {
     }
     assert!(searched > 10, "{searched} files searched");
     assert!(files.iter().any(|p| p.ends_with("mosquitto.log")));
+}
+
+/// A chain catching up at once: 10,000 windows from 40 stores over four
+/// connections, more than the gateway's MQTT queues hold, while the broker
+/// lets the gateway have only 20 acks of its own in flight. Every window
+/// is stored once with its counts, and acked.
+#[test]
+fn a_burst_from_forty_stores_is_stored_and_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut broker = Broker::for_bursts(d);
+    broker.start();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            broker.url(),
+            footfall_tests::free_port()
+        ),
+    )
+    .unwrap();
+    let g = bin("footfall-gateway");
+    let mut gateway = Proc::spawn(d, "gateway", &g, &["serve", "--config", "gateway.toml"]);
+    wait_until(Duration::from_secs(20), "the gateway subscribes", || {
+        std::fs::read_to_string(d.join("gateway.log")).is_ok_and(|l| l.contains("subscribing"))
+    });
+    let reports: Vec<Report> = (0..40u64)
+        .flat_map(|s| {
+            (0..250u64).map(move |i| {
+                let visits = (s * 7 + i) % 13;
+                let ids = (0..u128::from(visits)).map(move |v| u128::from(s << 32 | i) << 64 | v);
+                bench_window(format!("store-{s:02}"), i, 1_767_225_600, visits, ids)
+            })
+        })
+        .collect();
+    let secs = burst(broker.port, &reports, 10, Duration::from_secs(30)).unwrap();
+    gateway.term();
+    eprintln!("burst: {} reports acked in {secs:.1} s", reports.len());
+    let sent: String = reports
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    let stored = run(
+        d,
+        &g,
+        &[
+            "report",
+            "--config",
+            "gateway.toml",
+            "--by",
+            "window",
+            "--format",
+            "json",
+        ],
+    );
+    let stored = counts_by_key(&stored, true);
+    assert_eq!(stored.len(), reports.len(), "windows stored vs sent");
+    assert_eq!(stored, counts_by_key(&sent, true));
 }
 
 #[test]

@@ -7,6 +7,16 @@
 //! Bad input never stops the gateway: a payload that fails validation, or
 //! a report whose key is already stored with other counts, goes to dead
 //! letters with its reason, and is acked so that it is not sent forever.
+//!
+//! Nothing on the ingest side ever waits for the MQTT client's request
+//! queue: acks, PUBACKs and subscriptions go through an unbounded outbox
+//! drained by their own task. The broker lets the gateway have only a few
+//! of its own QoS 1 acks in flight (Mosquitto: 20), so with many stores
+//! per batch the client stops taking requests until PUBACKs come back; had
+//! the ingest loop awaited `publish` there while the event task waited for
+//! the ingest loop to take a message, neither would move again. The outbox
+//! stays small because the broker sends at most `RECEIVE_MAXIMUM` reports
+//! the gateway has not PUBACKed.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,10 +38,20 @@ use crate::store::{now_s, AgentInfo, DeadLetter, Put, ReportStore};
 
 const BATCH_MAX: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// Unacked reports the broker may send us: two batches' worth, so one can
+/// arrive while the other is committed.
+const RECEIVE_MAXIMUM: u16 = 2 * BATCH_MAX as u16;
 
 enum Incoming {
     Connected,
     Publish(Box<Publish>),
+}
+
+/// What the ingest loop asks of the MQTT client, in order.
+enum Outgoing {
+    Subscribe(String),
+    Ack { topic: String, body: Vec<u8> },
+    PubAck(Box<Publish>),
 }
 
 /// What one batch did, for logs and tests.
@@ -149,8 +169,26 @@ pub async fn serve(
             .await
     });
     let mut options = config.mqtt.options()?;
-    options.set_manual_acks(true);
+    options
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(RECEIVE_MAXIMUM));
     let (client, mut eventloop) = AsyncClient::new(options, 4096);
+    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let sender = client.clone();
+    let outbox_task = tokio::spawn(async move {
+        while let Some(o) = outbox_rx.recv().await {
+            let sent = match o {
+                Outgoing::Subscribe(filter) => sender.subscribe(filter, QoS::AtLeastOnce).await,
+                Outgoing::Ack { topic, body } => {
+                    sender.publish(topic, QoS::AtLeastOnce, false, body).await
+                }
+                Outgoing::PubAck(p) => sender.ack(&p).await,
+            };
+            if sent.is_err() {
+                break; // the event loop is gone; the gateway is stopping
+            }
+        }
+    });
     let (tx, mut rx) = mpsc::channel(4096);
     let events = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
@@ -187,46 +225,48 @@ pub async fn serve(
                 Some(Incoming::Connected) => {
                     info!(url = %config.mqtt.url, "connected; subscribing to every store's reports");
                     for kind in ["window", "day", "status"] {
-                        client.subscribe(format!("{}/+/+/{kind}", topic::PREFIX), QoS::AtLeastOnce).await?;
+                        outbox.send(Outgoing::Subscribe(format!("{}/+/+/{kind}", topic::PREFIX)))?;
                     }
                 }
                 Some(Incoming::Publish(p)) => {
                     batch.push(*p);
                     if batch.len() >= BATCH_MAX {
-                        process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters).await?;
+                        process(&outbox, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters)?;
                     }
                 }
                 None => anyhow::bail!("the MQTT task ended"),
             },
             _ = tick.tick() => {
                 if !batch.is_empty() {
-                    process(&client, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters).await?;
+                    process(&outbox, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters)?;
                 }
             }
         }
     }
     if !batch.is_empty() {
         process(
-            &client,
+            &outbox,
             store.as_ref(),
             &mut batch,
             config.max_payload_bytes,
             &mut total,
             &counters,
-        )
-        .await?;
+        )?;
     }
     store.commit()?;
     let _ = http_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    // The last acks out before the goodbye.
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(2), outbox_task).await;
     client.disconnect().await.ok();
     let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
     info!(?total, "stopped");
     Ok(())
 }
 
-async fn process(
-    client: &AsyncClient,
+fn process(
+    outbox: &mpsc::UnboundedSender<Outgoing>,
     store: &dyn ReportStore,
     batch: &mut Vec<Publish>,
     max_payload: usize,
@@ -246,17 +286,13 @@ async fn process(
     store.commit()?;
     for ((s, a), seqs) in acks {
         let body = serde_json::to_vec(&Ack { seqs }).expect("serializes");
-        client
-            .publish(
-                topic::topic(&s, &a, Kind::Ack),
-                QoS::AtLeastOnce,
-                false,
-                body,
-            )
-            .await?;
+        outbox.send(Outgoing::Ack {
+            topic: topic::topic(&s, &a, Kind::Ack),
+            body,
+        })?;
     }
     for p in batch.drain(..) {
-        client.ack(&p).await?;
+        outbox.send(Outgoing::PubAck(Box::new(p)))?;
     }
     debug!(?tally, "batch committed");
     counters.add(&tally);

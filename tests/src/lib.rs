@@ -164,6 +164,22 @@ impl Broker {
         }
     }
 
+    /// As `new`, with the queues of gateway/deploy/mosquitto.conf (the
+    /// default of 1000 queued messages per client drops QoS 1 reports in a
+    /// burst) and no per-message log, for bursts of thousands of reports.
+    pub fn for_bursts(dir: &Path) -> Broker {
+        let broker = Broker::new(dir);
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest stdout\nlog_type error\n",
+                broker.port
+            ),
+        )
+        .unwrap();
+        broker
+    }
+
     pub fn start(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         self.proc = Some(Proc::spawn(
@@ -360,5 +376,100 @@ pub fn bench_window(
         visitor_sketch: sketch,
         agent_version: "bench".into(),
         params_hash: "bench".into(),
+    })
+}
+
+/// Publishes `reports` (QoS 1, in order) from one MQTT connection per
+/// `stores_per_connection` stores, as that many store boxes would, and
+/// waits until SPEC §6 acks name every one. `Ok` is the seconds from the
+/// first publish to the last ack; `Err` says how many were acked when no
+/// ack came for `patience`.
+pub fn burst(
+    port: u16,
+    reports: &[footfall_report::Report],
+    stores_per_connection: usize,
+    patience: Duration,
+) -> Result<f64, String> {
+    use footfall_report::topic::{topic, Kind};
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let mut by_connection: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    let mut stores: BTreeMap<String, usize> = BTreeMap::new();
+    let mut want = std::collections::HashSet::new();
+    for r in reports {
+        let key = r.key();
+        let next = stores.len();
+        let n = *stores.entry(key.store_id.clone()).or_insert(next) / stores_per_connection.max(1);
+        let payload = serde_json::to_vec(r).expect("a report serializes");
+        by_connection
+            .entry(n)
+            .or_default()
+            .push((topic(&key.store_id, &key.agent_id, r.kind()), payload));
+        want.insert((key.store_id, r.seq()));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async move {
+        // Subscribed to the acks before anything is sent, so none is missed.
+        let mut opts = MqttOptions::new("burst-acks", "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (acks, mut ack_loop) = AsyncClient::new(opts, 1024);
+        acks.subscribe(
+            format!("{}/+/+/{}", footfall_report::topic::PREFIX, Kind::Ack),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        loop {
+            match ack_loop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err(format!("ack client: {e}")),
+            }
+        }
+        let started = Instant::now();
+        for (n, messages) in by_connection {
+            let mut opts = MqttOptions::new(format!("burst-agent-{n}"), "127.0.0.1", port);
+            opts.set_keep_alive(Duration::from_secs(30))
+                .set_inflight(100);
+            let (client, mut events) = AsyncClient::new(opts, 1024);
+            tokio::spawn(async move { while events.poll().await.is_ok() {} });
+            tokio::spawn(async move {
+                for (topic, payload) in messages {
+                    if client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut acked = std::collections::HashSet::new();
+        // Pings keep the ack client busy, so the patience runs from the
+        // last ack, not from the last event.
+        let mut last_ack = Instant::now();
+        while !want.is_subset(&acked) {
+            let left = patience.saturating_sub(last_ack.elapsed());
+            match tokio::time::timeout(left, ack_loop.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    last_ack = Instant::now();
+                    let store = p.topic.split('/').nth(2).unwrap_or_default().to_string();
+                    let ack: footfall_report::Ack = serde_json::from_slice(&p.payload)
+                        .map_err(|e| format!("an ack that is not one: {e}"))?;
+                    acked.extend(ack.seqs.into_iter().map(|s| (store.clone(), s)));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("ack client: {e}")),
+                Err(_) => {
+                    let got = want.intersection(&acked).count();
+                    return Err(format!(
+                        "no ack for {patience:?}; {got} of {} acked",
+                        want.len()
+                    ));
+                }
+            }
+        }
+        Ok(started.elapsed().as_secs_f64())
     })
 }
