@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::count::{self, History, HistoryError, HistoryStore, Horizon};
 use crate::privacy::{DeviceId, IdMap};
 
-const VALUE_VERSION: u8 = 2;
+const VALUE_VERSION: u8 = 3;
 const IDENTITY_KEY: &[u8] = b"identity";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const FORMAT: &str = "footfall-agent-state";
@@ -320,23 +320,36 @@ impl Store {
 
     /// Deletes stored histories that can no longer change a count (SPEC §3
     /// looks back at most `loyalty_days`), so the state stays bounded.
-    /// Returns how many went. Safe outside a checkpoint: a deleted record
-    /// is one no count will read again.
+    /// Returns how many went. Safe outside a checkpoint, and so in parts:
+    /// a deleted record is one no count will read again. Parts, because
+    /// sled copies a leaf for every write and frees the copies only after
+    /// the batch: a day's randomized devices in one batch were the peak of
+    /// a replay's memory (massif).
     pub fn prune(&self, horizon: Horizon) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
+        const PART: usize = 1024;
+        let mut doomed = Vec::new();
         for item in self.devices.iter() {
             let (k, v) = item.map_err(|e| self.sled_err(e))?;
             let h: History = self.decode("devices", &hex(&k), &v)?;
             if !h.is_useful(horizon) {
-                batch.remove(k);
-                n += 1;
+                doomed.push(k);
             }
         }
-        self.devices
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(n)
+        for part in doomed.chunks(PART) {
+            let mut batch = sled::Batch::default();
+            for k in part {
+                batch.remove(k.clone());
+            }
+            self.devices
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Device histories saved or removed since the last commit.
+    pub fn pending_histories(&self) -> usize {
+        self.overlay.len()
     }
 
     /// Device histories stored on disk (not counting those in memory).

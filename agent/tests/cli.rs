@@ -201,6 +201,33 @@ fn replaying_counted_files_again_changes_nothing() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already counted; skipped"));
 }
 
+/// A device or a pipe cannot be synced: reports to one are written and
+/// the replay goes on (a file's sync failing is still an error).
+#[test]
+fn replay_can_emit_to_dev_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    simulate(d, "a.pcap", "2", "1");
+    let cfg = write_config(d, "state");
+    let out = agent(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--emit",
+            "/dev/null",
+            "a.pcap",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replay done"));
+}
+
 #[test]
 fn a_bad_file_stops_replay_with_its_name_and_keeps_what_was_counted() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,21 +28,32 @@ use crate::wire::pcapfile::CaptureFile;
 /// re-reads at most what came after the last checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const CHECKPOINT_REPORTS: usize = 96;
+/// Device histories handed to the store before a checkpoint is taken even
+/// with no report waiting. A sled transaction holds its whole write set and
+/// copies of the nodes it splits: replay reads a store's day in about a
+/// second, and one checkpoint with a day's histories made the peak memory
+/// several times the steady state (massif).
+const CHECKPOINT_HISTORIES: usize = 1024;
 
 /// Where final reports go: one JSON line each.
 pub struct Emit {
     out: Box<dyn Write>,
+    /// A regular file, synced after each write; `None` for stdout, a pipe
+    /// or a device such as /dev/null, which cannot be synced.
     file: Option<File>,
+    name: String,
 }
 
 impl Emit {
     /// `-` is stdout; a path is appended to. A last line cut short by a
     /// crash is trimmed first, so the file stays one report per line.
     pub fn open(path: &Path) -> Result<Emit> {
+        let name = path.display().to_string();
         if path == Path::new("-") {
             return Ok(Emit {
                 out: Box::new(io::stdout()),
                 file: None,
+                name,
             });
         }
         let mut f = OpenOptions::new()
@@ -50,26 +61,33 @@ impl Emit {
             .append(true)
             .create(true)
             .open(path)
-            .with_context(|| format!("{}: cannot open the emit file", path.display()))?;
-        trim_torn_line(&mut f)
-            .with_context(|| format!("{}: cannot repair the emit file", path.display()))?;
+            .with_context(|| format!("{name}: cannot open the emit file"))?;
         let writer = f.try_clone()?;
+        let regular = f.metadata()?.file_type().is_file();
+        if regular {
+            trim_torn_line(&mut f)
+                .with_context(|| format!("{name}: cannot repair the emit file"))?;
+        }
         Ok(Emit {
             out: Box::new(BufWriter::new(writer)),
-            file: Some(f),
+            file: regular.then_some(f),
+            name,
         })
     }
 
     pub fn write(&mut self, reports: &[Report]) -> Result<()> {
-        for r in reports {
-            serde_json::to_writer(&mut self.out, r)?;
-            self.out.write_all(b"\n")?;
-        }
-        self.out.flush()?;
-        if let Some(f) = &self.file {
-            f.sync_data()?;
-        }
-        Ok(())
+        let written = (|| -> io::Result<()> {
+            for r in reports {
+                serde_json::to_writer(&mut self.out, r)?;
+                self.out.write_all(b"\n")?;
+            }
+            self.out.flush()?;
+            if let Some(f) = &self.file {
+                f.sync_data()?;
+            }
+            Ok(())
+        })();
+        written.with_context(|| format!("{}: cannot write reports", self.name))
     }
 }
 
@@ -172,6 +190,12 @@ impl Agent {
                 self.files.len() - 1
             }
         })
+    }
+
+    /// Whether enough device histories wait for a checkpoint to take one
+    /// now, reports or not.
+    pub fn checkpoint_due(&self) -> bool {
+        self.store.pending_histories() >= CHECKPOINT_HISTORIES
     }
 
     /// Numbers the reports that became final and commits them with the
@@ -324,6 +348,7 @@ fn replay_file(
             progress.set_position(*frames_read);
             let waiting = agent.counter.pending_reports();
             if waiting >= CHECKPOINT_REPORTS
+                || agent.checkpoint_due()
                 || (waiting > 0 && last_cp.elapsed() >= CHECKPOINT_EVERY)
             {
                 let reports = agent.checkpoint()?;

@@ -220,7 +220,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     if let Some((idx, _)) = &file_idx {
                         agent.files[*idx].frames = position;
                     }
-                    if agent.counter.pending_reports() > 0 {
+                    if agent.counter.pending_reports() > 0 || agent.checkpoint_due() {
                         commit(&mut agent, &mut queue)?;
                         last_checkpoint = Instant::now();
                     }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Counting;
 use crate::detect::Detection;
-use crate::privacy::{DeviceId, IdMap};
+use crate::privacy::{DeviceId, IdMap, IdSet};
 use days::LocalDays;
 
 const US_PER_S: i64 = 1_000_000;
@@ -391,6 +391,13 @@ pub struct State {
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAcc>,
     devices: IdMap<Device>,
+    /// Randomized devices gone from memory that were counted in a day not
+    /// yet reported, by that day: all a randomized device's past can
+    /// change (SPEC §3: never returning nor resident), so it stays here
+    /// and not in the store. Most devices are randomized and never come
+    /// back; storing each and deleting it a day later was most of the
+    /// store's writes, and so of a replay's time and memory.
+    randomized_visitors: BTreeMap<i32, IdSet>,
     pub late_frames: u64,
 }
 
@@ -496,12 +503,25 @@ impl Counter {
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,
             None => {
-                let loaded = store.load(d.device)?;
-                let stored = loaded.is_some();
-                let hist = loaded.unwrap_or(History {
-                    randomized: d.randomized,
-                    ..History::default()
-                });
+                let (hist, stored) = if d.randomized {
+                    let visitor_day = self
+                        .state
+                        .randomized_visitors
+                        .iter_mut()
+                        .rev()
+                        .find_map(|(&day, ids)| ids.remove(&d.device).then_some(day));
+                    let h = History {
+                        randomized: true,
+                        visitor_day: visitor_day.unwrap_or(NO_DAY),
+                        ..History::default()
+                    };
+                    (h, false)
+                } else {
+                    match store.load(d.device)? {
+                        Some(h) => (h, true),
+                        None => (History::default(), false),
+                    }
+                };
                 self.state.devices.entry(d.device).or_insert(Device {
                     sessions: Vec::new(),
                     last_entry: (i64::MIN, NO_DAY),
@@ -808,6 +828,7 @@ impl Counter {
             day += 1;
         }
         self.state.next_day = Some(day);
+        self.state.randomized_visitors = self.state.randomized_visitors.split_off(&day);
     }
 
     /// Which stored histories still matter; `None` before any detection.
@@ -826,6 +847,7 @@ impl Counter {
             return;
         };
         let first_pending_us = nw * self.params.window_us;
+        let randomized = &mut self.state.randomized_visitors;
         self.state.devices.retain(|&id, dev| {
             dev.sessions
                 .retain(|s| s.open || s.last_us >= first_pending_us);
@@ -833,7 +855,11 @@ impl Counter {
                 return true;
             }
             let h = &dev.hist;
-            if h.is_useful(horizon) {
+            if h.randomized {
+                if h.is_useful(horizon) {
+                    randomized.entry(h.visitor_day).or_default().insert(id);
+                }
+            } else if h.is_useful(horizon) {
                 store.save(id, h);
             } else if dev.stored {
                 store.remove(id);

@@ -177,6 +177,39 @@ fn randomized_visitors_are_counted_apart() {
 }
 
 #[test]
+fn a_randomized_device_back_the_same_day_is_one_visitor_and_never_stored() {
+    let mut k = counter(Counting::default());
+    let mut store = MemHistory::default();
+    // 09:00-09:10 and 15:00-15:10: two visits, hours apart, one device,
+    // gone from memory in between.
+    for start in [9 * 3600, 15 * 3600] {
+        for m in 0..=10 {
+            let mut d = det(start + m * 60, 7, true);
+            d.randomized = true;
+            k.detection(&d, &mut store).unwrap();
+        }
+        k.advance(T0 + (start + 3 * 3600) * S, &mut store);
+        assert_eq!(k.devices_in_memory(), 0, "evicted between visits");
+        assert!(store.0.is_empty(), "a randomized device is never stored");
+    }
+    k.finish(&mut store);
+    let r = k.drain_reports();
+    let day = r
+        .iter()
+        .find_map(|r| match r {
+            Report::Day(d) => Some(d),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (day.visits, day.unique_visitors, day.visitors_randomized),
+        (2, 1, 1)
+    );
+    // Reported: nothing of it is kept.
+    assert!(k.state.randomized_visitors.is_empty());
+}
+
+#[test]
 fn memory_holds_only_the_current_devices() {
     // 40 days, 50 new devices a day, each a 10-minute visit: the devices in
     // memory at the end of each day are only those of its last hour.
