@@ -35,6 +35,9 @@ use crate::count::{self, History, HistoryError, HistoryStore, Horizon};
 use crate::privacy::{DeviceId, IdMap};
 
 const VALUE_VERSION: u8 = 3;
+/// The format before randomized visitors moved from `devices` into the
+/// checkpoint; `Store::open` upgrades it in place.
+const V2: u8 = 2;
 const IDENTITY_KEY: &[u8] = b"identity";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const FORMAT: &str = "footfall-agent-state";
@@ -104,6 +107,14 @@ pub struct Checkpoint {
     pub next_seq: u64,
 }
 
+/// `Checkpoint` as format v2 wrote it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CheckpointV2 {
+    counter: count::StateV2,
+    files: Vec<FileProgress>,
+    next_seq: u64,
+}
+
 pub struct Store {
     path: PathBuf,
     db: sled::Db,
@@ -157,6 +168,11 @@ impl Store {
             outbox,
             overlay: IdMap::default(),
         };
+        let found = meta.get(IDENTITY_KEY).map_err(sled_err)?;
+        if found.as_ref().is_some_and(|v| v.first() == Some(&V2)) {
+            store.upgrade_from_v2(&meta)?;
+            tracing::info!(path = %path.display(), "state upgraded from format 2 to 3");
+        }
         match meta.get(IDENTITY_KEY).map_err(sled_err)? {
             Some(v) => {
                 let found: Identity = store.decode("meta", "identity", &v)?;
@@ -200,6 +216,115 @@ impl Store {
         };
         let body = decode_raw(bytes).map_err(corrupt)?;
         postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    }
+
+    /// Format 2 to 3 in place: randomized devices' histories leave
+    /// `devices` for the checkpoint, every other value is sealed again as
+    /// v3. Safe to run again after a crash part-way: each step skips what
+    /// is already v3, the checkpoint and the outbox change in one
+    /// transaction, and the identity, sealed again last, is what says v2.
+    fn upgrade_from_v2(&self, meta: &sled::Tree) -> Result<(), StoreError> {
+        const PART: usize = 1024;
+        let corrupt = |tree: &'static str, key: String, what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            tree,
+            key,
+            what,
+        };
+        let mut randomized = Vec::new();
+        let mut gone = Vec::new();
+        let mut resealed = Vec::new();
+        for item in self.devices.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            if v.first() != Some(&V2) {
+                continue;
+            }
+            let body = codec::open(V2, &v).map_err(|w| corrupt("devices", hex(&k), w))?;
+            let h: History = postcard::from_bytes(body)
+                .map_err(|e| corrupt("devices", hex(&k), format!("cannot decode: {e}")))?;
+            if h.randomized {
+                let id = <[u8; 16]>::try_from(&k[..])
+                    .map_err(|_| corrupt("devices", hex(&k), "key is not 16 bytes".into()))?;
+                randomized.push((DeviceId(u128::from_be_bytes(id)), h));
+                gone.push(k);
+            } else {
+                resealed.push((k, codec::seal(VALUE_VERSION, body)));
+            }
+        }
+        let checkpoint = match self
+            .state
+            .get(CHECKPOINT_KEY)
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) if v.first() == Some(&V2) => {
+                let body =
+                    codec::open(V2, &v).map_err(|w| corrupt("state", "checkpoint".into(), w))?;
+                let old: CheckpointV2 = postcard::from_bytes(body).map_err(|e| {
+                    corrupt("state", "checkpoint".into(), format!("cannot decode: {e}"))
+                })?;
+                Some(encode(&Checkpoint {
+                    counter: old.counter.upgrade(randomized),
+                    files: old.files,
+                    next_seq: old.next_seq,
+                }))
+            }
+            _ => None,
+        };
+        let mut outbox = Vec::new();
+        for item in self.outbox.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            if v.first() == Some(&V2) {
+                let body = codec::open(V2, &v)
+                    .map_err(|w| corrupt("outbox", format!("seq {}", seq_of(&k)), w))?;
+                outbox.push((k, codec::seal(VALUE_VERSION, body)));
+            }
+        }
+        {
+            use sled::transaction::{
+                ConflictableTransactionError, TransactionError, Transactional,
+            };
+            (&self.state, &self.outbox)
+                .transaction(|(state, out)| {
+                    if let Some(cp) = &checkpoint {
+                        state.insert(CHECKPOINT_KEY, cp.as_slice())?;
+                    }
+                    for (k, v) in &outbox {
+                        out.insert(k, v.as_slice())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(source) => self.sled_err(source),
+                    TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+                })?;
+        }
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        for part in resealed.chunks(PART) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in part {
+                batch.insert(k, v.as_slice());
+            }
+            self.devices
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+        }
+        for part in gone.chunks(PART) {
+            let mut batch = sled::Batch::default();
+            for k in part {
+                batch.remove(k);
+            }
+            self.devices
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+        }
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        if let Some(v) = meta.get(IDENTITY_KEY).map_err(|e| self.sled_err(e))? {
+            let body = codec::open(V2, &v).map_err(|w| corrupt("meta", "identity".into(), w))?;
+            meta.insert(IDENTITY_KEY, codec::seal(VALUE_VERSION, body))
+                .map_err(|e| self.sled_err(e))?;
+        }
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
     }
 
     fn sled_err(&self, source: sled::Error) -> StoreError {
@@ -509,6 +634,68 @@ mod tests {
         assert!(s.load(DeviceId(1)).unwrap().is_some());
         assert!(s.load(DeviceId(2)).unwrap().is_none());
         assert!(s.load(DeviceId(4)).unwrap().is_some());
+    }
+
+    /// A state as format 2 left it (an agent upgraded in the field): it
+    /// opens, randomized visitors move into the checkpoint, nothing else
+    /// changes, and opening again finds it v3.
+    #[test]
+    fn a_v2_state_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let v2 = |v: &[u8]| codec::seal(V2, v);
+        {
+            let db = sled::open(&path).unwrap();
+            let tree = |n: &str| db.open_tree(n).unwrap();
+            tree("meta")
+                .insert(IDENTITY_KEY, v2(&postcard::to_stdvec(&ident()).unwrap()))
+                .unwrap();
+            let cp = CheckpointV2 {
+                next_seq: 7,
+                ..CheckpointV2::default()
+            };
+            tree("state")
+                .insert(CHECKPOINT_KEY, v2(&postcard::to_stdvec(&cp).unwrap()))
+                .unwrap();
+            let history = |randomized| History {
+                day: 100,
+                visited: 1,
+                visitor_day: 100,
+                randomized,
+                ..History::default()
+            };
+            for (id, randomized) in [(1u128, false), (2, true)] {
+                tree("devices")
+                    .insert(
+                        id.to_be_bytes(),
+                        v2(&postcard::to_stdvec(&history(randomized)).unwrap()),
+                    )
+                    .unwrap();
+            }
+            let report = serde_json::to_vec(&serde_json::json!({"x": 1})).unwrap();
+            tree("outbox")
+                .insert(
+                    6u64.to_be_bytes(),
+                    v2(&postcard::to_stdvec(&report).unwrap()),
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let mut s = reopen(&path, &ident()).unwrap();
+            let cp = s.load_checkpoint().unwrap().unwrap();
+            assert_eq!(cp.next_seq, 7);
+            assert_eq!(cp.counter.randomized_visitors(), 1);
+            assert_eq!(
+                s.device_records(),
+                1,
+                "the randomized history left the store"
+            );
+            assert_eq!(s.load(DeviceId(1)).unwrap().unwrap().visitor_day, 100);
+            assert_eq!(s.outbox_seqs(), vec![6]);
+            assert!(s.outbox_payload(6).unwrap().is_some());
+            drop(s);
+        }
     }
 
     #[test]

@@ -401,6 +401,52 @@ pub struct State {
     pub late_frames: u64,
 }
 
+/// `State` as state format v2 wrote it, before `randomized_visitors`: the
+/// store upgrades a v2 state through it (postcard is positional, so the
+/// old layout must be spelled out).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StateV2 {
+    clock_us: Option<i64>,
+    next_window: Option<i64>,
+    windows: VecDeque<WindowAcc>,
+    next_day: Option<i32>,
+    days: BTreeMap<i32, DayAcc>,
+    devices: IdMap<Device>,
+    late_frames: u64,
+}
+
+impl StateV2 {
+    /// The v3 state, with the randomized visitors v2 kept in the store.
+    pub fn upgrade(self, randomized: impl IntoIterator<Item = (DeviceId, History)>) -> State {
+        let mut randomized_visitors: BTreeMap<i32, IdSet> = BTreeMap::new();
+        for (id, h) in randomized {
+            if h.visitor_day != NO_DAY {
+                randomized_visitors
+                    .entry(h.visitor_day)
+                    .or_default()
+                    .insert(id);
+            }
+        }
+        State {
+            clock_us: self.clock_us,
+            next_window: self.next_window,
+            windows: self.windows,
+            next_day: self.next_day,
+            days: self.days,
+            devices: self.devices,
+            randomized_visitors,
+            late_frames: self.late_frames,
+        }
+    }
+}
+
+impl State {
+    /// Randomized devices out of memory still counted in an unreported day.
+    pub fn randomized_visitors(&self) -> usize {
+        self.randomized_visitors.values().map(|s| s.len()).sum()
+    }
+}
+
 /// The counter: `State` plus what is derived from the config.
 pub struct Counter {
     pub state: State,
