@@ -237,7 +237,7 @@ impl StoreData {
     }
 }
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct Sums {
     visits: u64,
     visitors: u64,
@@ -249,6 +249,24 @@ struct Sums {
     dwell_counts: [u64; 6],
     dwell_sum_s: u64,
     sketch: Sketch,
+}
+
+impl Default for Sums {
+    fn default() -> Sums {
+        Sums {
+            visits: 0,
+            visitors: 0,
+            passersby: 0,
+            new: 0,
+            returning: 0,
+            randomized: 0,
+            detected: 0,
+            dwell_counts: [0; 6],
+            dwell_sum_s: 0,
+            // Thousands of window sketches merge into it.
+            sketch: Sketch::new_dense(),
+        }
+    }
 }
 
 impl Sums {

@@ -250,8 +250,9 @@ fn distinct_visitors(
         out.entry((w.store_id.clone(), w.agent_id.clone(), period.clone()))
             .or_default()
             .merge(&w.visitor_sketch);
+        // The chain's day has every store's visitors: dense from the start.
         out.entry(("*".into(), "*".into(), period))
-            .or_default()
+            .or_insert_with(Sketch::new_dense)
             .merge(&w.visitor_sketch);
     }
     Ok(out)
