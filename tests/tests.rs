@@ -133,33 +133,8 @@ impl Case {
 
     /// With the gateway stopped: its windows and days equal the reference.
     fn assert_gateway_matches_reference(&self) {
-        let g = bin("footfall-gateway");
-        let windows = run(
-            self.d(),
-            &g,
-            &[
-                "report",
-                "--config",
-                "gateway.toml",
-                "--by",
-                "window",
-                "--format",
-                "json",
-            ],
-        );
-        let days = run(
-            self.d(),
-            &g,
-            &[
-                "report",
-                "--config",
-                "gateway.toml",
-                "--by",
-                "day",
-                "--format",
-                "json",
-            ],
-        );
+        let windows = gateway_report(self.d(), "window");
+        let days = gateway_report(self.d(), "day");
         let (ref_w, ref_d) = (
             counts_by_key(&self.reference, true),
             counts_by_key(&self.reference, false),
@@ -192,6 +167,21 @@ impl Case {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
     }
+}
+
+/// The gateway's reports in `dir` (`gateway.toml`, the gateway stopped),
+/// `--by window|day`, as JSON lines.
+fn gateway_report(dir: &Path, by: &str) -> String {
+    let args = [
+        "report",
+        "--config",
+        "gateway.toml",
+        "--by",
+        by,
+        "--format",
+        "json",
+    ];
+    run(dir, &bin("footfall-gateway"), &args)
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -342,20 +332,7 @@ fn a_burst_from_forty_stores_is_stored_and_acked() {
         .iter()
         .map(|r| serde_json::to_string(r).unwrap() + "\n")
         .collect();
-    let stored = run(
-        d,
-        &g,
-        &[
-            "report",
-            "--config",
-            "gateway.toml",
-            "--by",
-            "window",
-            "--format",
-            "json",
-        ],
-    );
-    let stored = counts_by_key(&stored, true);
+    let stored = counts_by_key(&gateway_report(d, "window"), true);
     assert_eq!(stored.len(), reports.len(), "windows stored vs sent");
     assert_eq!(stored, counts_by_key(&sent, true));
 }

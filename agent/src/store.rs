@@ -279,25 +279,7 @@ impl Store {
                 outbox.push((k, codec::seal(VALUE_VERSION, body)));
             }
         }
-        {
-            use sled::transaction::{
-                ConflictableTransactionError, TransactionError, Transactional,
-            };
-            (&self.state, &self.outbox)
-                .transaction(|(state, out)| {
-                    if let Some(cp) = &checkpoint {
-                        state.insert(CHECKPOINT_KEY, cp.as_slice())?;
-                    }
-                    for (k, v) in &outbox {
-                        out.insert(k, v.as_slice())?;
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Storage(source) => self.sled_err(source),
-                    TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-                })?;
-        }
+        self.transact(checkpoint.as_deref(), &[], &outbox)?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         for part in resealed.chunks(PART) {
             let mut batch = sled::Batch::default();
@@ -395,7 +377,6 @@ impl Store {
     /// Commits a checkpoint and its new reports in one transaction, then
     /// flushes: after this returns, a crash loses none of it.
     pub fn commit(&mut self, cp: &Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         let cp_bytes = encode(cp);
         let report_values: Vec<([u8; 8], Vec<u8>)> = reports
             .iter()
@@ -409,27 +390,41 @@ impl Store {
             .iter()
             .map(|(id, h)| (id.0.to_be_bytes(), h.as_ref().map(encode)))
             .collect();
+        self.transact(Some(&cp_bytes), &devices, &report_values)?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.overlay.clear();
+        Ok(())
+    }
+
+    /// One sled transaction over `state`, `devices` and `outbox` (not
+    /// flushed): a device value of `None` is a delete.
+    fn transact<K: AsRef<[u8]>>(
+        &self,
+        checkpoint: Option<&[u8]>,
+        devices: &[([u8; 16], Option<Vec<u8>>)],
+        outbox: &[(K, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         (&self.state, &self.devices, &self.outbox)
-            .transaction(|(state, devs, outbox)| {
-                state.insert(CHECKPOINT_KEY, cp_bytes.as_slice())?;
-                for (k, v) in &devices {
+            .transaction(|(state, devs, out)| {
+                if let Some(cp) = checkpoint {
+                    state.insert(CHECKPOINT_KEY, cp)?;
+                }
+                for (k, v) in devices {
                     match v {
                         Some(v) => devs.insert(k, v.as_slice())?,
                         None => devs.remove(k)?,
                     };
                 }
-                for (k, v) in &report_values {
-                    outbox.insert(k, v.as_slice())?;
+                for (k, v) in outbox {
+                    out.insert(k.as_ref(), v.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
                 TransactionError::Storage(source) => self.sled_err(source),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-            })?;
-        self.db.flush().map_err(|e| self.sled_err(e))?;
-        self.overlay.clear();
-        Ok(())
+            })
     }
 
     /// Drops delivered reports from the outbox. Not flushed: if the drop is
