@@ -1,10 +1,9 @@
 //! The hot path alone: parse → detect (keyed id) → count, over frames
 //! already in memory, with device histories in memory. No file or sled I/O,
-//! so `scripts/bench` can count its instructions per frame under valgrind:
-//! one run with `--load-only`, one without; the difference over the frames
-//! is the hot path's cost.
+//! so `scripts/bench` can count its instructions per frame under callgrind,
+//! collecting only inside `run` (loading the frames is not counted).
 //!
-//!     cargo bench -p footfall-agent --bench hotpath -- FILE [--frames N] [--load-only]
+//!     cargo bench -p footfall-agent --bench hotpath -- FILE [--frames N]
 
 mod common;
 
@@ -15,7 +14,6 @@ use footfall_agent::count::MemHistory;
 fn main() {
     let mut file = None;
     let mut max = usize::MAX;
-    let mut load_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -25,20 +23,15 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .expect("--frames N")
             }
-            "--load-only" => load_only = true,
             "--bench" => {} // what `cargo bench` adds
             _ => file = Some(a),
         }
     }
     let Some(file) = file else {
-        eprintln!("usage: hotpath FILE [--frames N] [--load-only]");
+        eprintln!("usage: hotpath FILE [--frames N]");
         std::process::exit(2);
     };
     let frames = common::Frames::load(std::path::Path::new(&file), max);
-    if load_only {
-        println!("frames {}", frames.len());
-        return;
-    }
     let started = Instant::now();
     let (detections, reports) = run(&frames);
     let secs = started.elapsed().as_secs_f64();

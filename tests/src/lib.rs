@@ -112,10 +112,15 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(dir: &Path) -> Broker {
+        Broker::anonymous(dir, "log_type all\n")
+    }
+
+    /// An anonymous loopback broker; `extra` is the rest of its config.
+    fn anonymous(dir: &Path, extra: &str) -> Broker {
         let port = free_port();
         std::fs::write(
             dir.join("mosquitto.conf"),
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type all\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\n{extra}"),
         )
         .unwrap();
         Broker {
@@ -168,16 +173,7 @@ impl Broker {
     /// default of 1000 queued messages per client drops QoS 1 reports in a
     /// burst) and no per-message log, for bursts of thousands of reports.
     pub fn for_bursts(dir: &Path) -> Broker {
-        let broker = Broker::new(dir);
-        std::fs::write(
-            dir.join("mosquitto.conf"),
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest stdout\nlog_type error\n",
-                broker.port
-            ),
-        )
-        .unwrap();
-        broker
+        Broker::anonymous(dir, "max_queued_messages 100000\nlog_type error\n")
     }
 
     pub fn start(&mut self) {

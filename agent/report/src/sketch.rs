@@ -103,7 +103,6 @@ impl Sketch {
         }
     }
 
-    /// Register-wise max: the sketch of the union of both sets.
     /// An empty sketch, dense: for accumulating many sketches. Merging
     /// into the sparse form moves its sorted list on every new register,
     /// which was a third of a campaign report's time (callgrind).
@@ -111,6 +110,7 @@ impl Sketch {
         Sketch::Dense(vec![0u8; M].into_boxed_slice())
     }
 
+    /// Register-wise max: the sketch of the union of both sets.
     pub fn merge(&mut self, other: &Sketch) {
         match other {
             Sketch::Sparse(pairs) => {
