@@ -1,7 +1,7 @@
 //! Answers for `report` and `stores`: rows under SPEC field names, per store
 //! and agent, printed as a table, CSV, or JSON lines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use footfall_report::{DayReport, Sketch, WindowReport};
@@ -210,8 +210,29 @@ pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, jiff:
     Ok(out)
 }
 
+/// Whether the zone's offset is a whole number of hours at every instant
+/// of [from, to) (no bound: 1970 to 2100): then every local midnight is a
+/// whole UTC hour, and a store's hours can stand for its windows when a
+/// report cuts local days (zones such as Asia/Kolkata cannot).
+pub(crate) fn whole_hours(tz: &jiff::tz::TimeZone, from: Option<i64>, to: Option<i64>) -> bool {
+    let at = |t: i64| jiff::Timestamp::from_second(t).ok();
+    let (Some(from), Some(to)) = (
+        at(from.unwrap_or(0)),
+        at(to.unwrap_or(4_102_444_800)), // 2100-01-01
+    ) else {
+        return false;
+    };
+    let whole = |o: jiff::tz::Offset| o.seconds() % 3_600 == 0;
+    whole(tz.to_offset(from))
+        && tz
+            .following(from)
+            .take_while(|t| t.timestamp() < to)
+            .all(|t| whole(t.offset()))
+}
+
 /// Distinct visitors per (store, agent, period) and per period across the
-/// chain (store and agent `*`), from the windows' merged sketches.
+/// chain (store and agent `*`), from merged sketches: of hours where the
+/// store's zone allows, else of windows.
 fn distinct_visitors(
     store: &dyn ReportStore,
     by: By,
@@ -225,35 +246,64 @@ fn distinct_visitors(
         from_s: q.from_s.map(|f| f - 86_400),
         to_s: q.to_s.map(|t| t + 86_400),
     };
-    for w in store.windows(&wide)? {
+    let mut add = |store_id: &str, agent_id: &str, start: i64, sketch: &Sketch| {
         let tz = tzs
-            .get(&w.store_id)
+            .get(store_id)
             .cloned()
             .unwrap_or(jiff::tz::TimeZone::UTC);
-        let Ok(ts) = jiff::Timestamp::from_second(w.window_start) else {
-            continue;
+        let Ok(ts) = jiff::Timestamp::from_second(start) else {
+            return;
         };
         let date = ts.to_zoned_datetime(tz).date();
         let noon = date
             .to_datetime(jiff::civil::Time::constant(12, 0, 0, 0))
             .to_zoned_datetime(jiff::tz::TimeZone::UTC);
         let Ok(t) = noon.map(|z| z.timestamp().as_second()) else {
-            continue;
+            return;
         };
         if !(q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)) {
-            continue;
+            return;
         }
         let period = match by {
             By::Week => iso_week(&date.to_string()),
             _ => date.to_string(),
         };
-        out.entry((w.store_id.clone(), w.agent_id.clone(), period.clone()))
+        out.entry((store_id.to_string(), agent_id.to_string(), period.clone()))
             .or_default()
-            .merge(&w.visitor_sketch);
+            .merge(sketch);
         // The chain's day has every store's visitors: dense from the start.
         out.entry(("*".into(), "*".into(), period))
             .or_insert_with(Sketch::new_dense)
-            .merge(&w.visitor_sketch);
+            .merge(sketch);
+    };
+    let by_window: BTreeSet<String> = store
+        .reporting_agents()?
+        .into_iter()
+        .map(|(store_id, _, _)| store_id)
+        .filter(|s| wide.store_id.as_ref().is_none_or(|w| w == s))
+        .filter(|s| {
+            let tz = tzs.get(s).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
+            !whole_hours(&tz, wide.from_s, wide.to_s)
+        })
+        .collect();
+    for h in store.hours(&wide)? {
+        if !by_window.contains(&h.store_id) {
+            add(
+                &h.store_id,
+                &h.agent_id,
+                h.hour_start,
+                &h.counts.visitor_sketch,
+            );
+        }
+    }
+    for store_id in by_window {
+        let one = Query {
+            store_id: Some(store_id),
+            ..wide.clone()
+        };
+        for w in store.windows(&one)? {
+            add(&w.store_id, &w.agent_id, w.window_start, &w.visitor_sketch);
+        }
     }
     Ok(out)
 }
@@ -463,6 +513,7 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
     use footfall_report::{Report, DWELL_EDGES_S, WINDOW_SCHEMA};
+    use serde_json::json;
 
     /// 2026-03-30T00:00:00Z, a Monday.
     const T: i64 = 1_774_828_800;
@@ -547,6 +598,94 @@ mod tests {
             }
         }
         (dir, s)
+    }
+
+    /// A local day's distinct visitors are those of the windows that start
+    /// in it, in Kolkata (UTC+05:30, read by window) as in Berlin (read by
+    /// hour): the estimate is that of a sketch of exactly those visitors.
+    /// Every 15-minute window has 1 to 10 visitors of its own.
+    #[test]
+    fn local_days_are_cut_at_local_midnight_by_hour_or_by_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        let mut want = BTreeMap::new();
+        for (si, (store, zone)) in [("K", "Asia/Kolkata"), ("B", "Europe/Berlin")]
+            .iter()
+            .enumerate()
+        {
+            let tz = jiff::tz::TimeZone::get(zone).unwrap();
+            let day: &mut Sketch = want.entry(*store).or_default();
+            s.set_status(&crate::store::AgentInfo {
+                store_id: store.to_string(),
+                agent_id: "a".into(),
+                last_seen_unix_s: T,
+                status: json!({"state": "online", "timezone": zone}),
+            })
+            .unwrap();
+            for q in 0..3 * 96u64 {
+                let start = T + q as i64 * 900;
+                let mut sketch = Sketch::new();
+                let n = 1 + q * 7 % 10;
+                for v in 0..n {
+                    sketch.insert(id(1_000_000 * si as u64 + 10 * q + v));
+                }
+                let local = jiff::Timestamp::from_second(start)
+                    .unwrap()
+                    .to_zoned_datetime(tz.clone())
+                    .date();
+                if local.to_string() == "2026-03-31" {
+                    day.merge(&sketch);
+                }
+                s.put(&Report::Window(WindowReport {
+                    schema: WINDOW_SCHEMA.into(),
+                    store_id: store.to_string(),
+                    agent_id: "a".into(),
+                    seq: q,
+                    window_start: start,
+                    window_end: start + 900,
+                    frames: 2,
+                    frames_no_signal: 0,
+                    detected: 2,
+                    visits: 2,
+                    visitors: 2,
+                    visitors_new: 2,
+                    visitors_returning: 0,
+                    visitors_randomized: 0,
+                    passersby: 0,
+                    residents: 0,
+                    dwell_edges_s: DWELL_EDGES_S.to_vec(),
+                    dwell_counts: vec![2, 0, 0, 0, 0, 0],
+                    dwell_sum_s: 0,
+                    visitor_sketch: sketch,
+                    agent_version: "t".into(),
+                    params_hash: "p".into(),
+                }))
+                .unwrap();
+            }
+            s.put(&Report::Day(footfall_report::DayReport {
+                schema: footfall_report::DAY_SCHEMA.into(),
+                store_id: store.to_string(),
+                agent_id: "a".into(),
+                seq: 1_000,
+                date: "2026-03-31".into(),
+                visits: 192,
+                unique_visitors: 192,
+                visitors_new: 192,
+                visitors_returning: 0,
+                visitors_randomized: 0,
+                residents: 0,
+                agent_version: "t".into(),
+                params_hash: "p".into(),
+            }))
+            .unwrap();
+        }
+        let q = query(None, Some("2026-03-31"), Some("2026-03-31")).unwrap();
+        let rows = report_rows(&s, By::Day, &q).unwrap();
+        for store in ["K", "B"] {
+            let row = rows.iter().find(|r| r["store_id"] == store).unwrap();
+            let est = row["unique_visitors_est"].as_u64().unwrap();
+            assert_eq!(est, want[store].estimate().round() as u64, "{store}");
+        }
     }
 
     #[test]

@@ -40,7 +40,9 @@ fn main() {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-chain"),
         PathBuf::from,
     );
-    let path = dir.join(format!("{stores}x{days}"));
+    // Named with the gateway's report format (postcard since JSON), so a
+    // store filled by an older gateway is not measured by mistake.
+    let path = dir.join(format!("{stores}x{days}-postcard"));
     let complete = path.join("complete");
     let store = SledStore::open(&path, 64 << 20).unwrap_or_else(|e| panic!("{e}"));
     if !complete.exists() {

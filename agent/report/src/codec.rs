@@ -15,6 +15,15 @@ pub fn seal(version: u8, payload: &[u8]) -> Vec<u8> {
 
 /// The payload of a sealed value, or what is wrong with it.
 pub fn open(version: u8, bytes: &[u8]) -> Result<&[u8], String> {
+    match open_any(bytes)? {
+        (v, payload) if v == version => Ok(payload),
+        (v, _) => Err(format!("value version {v} is not {version}")),
+    }
+}
+
+/// The version and payload of a sealed value, for a store that reads the
+/// formats of older versions as they are instead of rewriting them.
+pub fn open_any(bytes: &[u8]) -> Result<(u8, &[u8]), String> {
     if bytes.len() < 5 {
         return Err(format!("value of {} bytes is too short", bytes.len()));
     }
@@ -23,10 +32,7 @@ pub fn open(version: u8, bytes: &[u8]) -> Result<&[u8], String> {
     if crc32fast::hash(body) != stored {
         return Err("checksum mismatch".into());
     }
-    if body[0] != version {
-        return Err(format!("value version {} is not {version}", body[0]));
-    }
-    Ok(&body[1..])
+    Ok((body[0], &body[1..]))
 }
 
 #[cfg(test)]
@@ -42,5 +48,6 @@ mod tests {
         bad[2] ^= 1;
         assert_eq!(open(1, &bad).unwrap_err(), "checksum mismatch");
         assert!(open(1, &v[..3]).is_err());
+        assert_eq!(open_any(&v).unwrap(), (1, &b"hello"[..]));
     }
 }

@@ -13,6 +13,10 @@
 //! sorted (u16 BE index, u8 rank) triples, or `"enc":"dense"` with one rank
 //! byte per register. A window with a handful of visitors costs a few bytes;
 //! a chain-year merge costs 16 KiB.
+//!
+//! Binary serde formats (the gateway stores reports as postcard) get the
+//! same fields as one byte string, `[v, p, enc, registers...]` with enc 0
+//! sparse and 1 dense: base64 inside a binary value would only cost.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -179,6 +183,23 @@ struct Wire {
 
 impl Serialize for Sketch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            let mut b = vec![
+                VERSION,
+                PRECISION,
+                u8::from(matches!(self, Sketch::Dense(_))),
+            ];
+            match self {
+                Sketch::Sparse(pairs) => {
+                    for &(i, r) in pairs {
+                        b.extend_from_slice(&i.to_be_bytes());
+                        b.push(r);
+                    }
+                }
+                Sketch::Dense(regs) => b.extend_from_slice(regs),
+            }
+            return s.serialize_bytes(&b);
+        }
         let (enc, bytes) = match self {
             Sketch::Sparse(pairs) => {
                 let mut b = Vec::with_capacity(pairs.len() * 3);
@@ -202,24 +223,49 @@ impl Serialize for Sketch {
 
 impl<'de> Deserialize<'de> for Sketch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = Wire::deserialize(d)?;
-        Sketch::from_wire(wire).map_err(serde::de::Error::custom)
+        if !d.is_human_readable() {
+            return d.deserialize_bytes(BinaryVisitor);
+        }
+        let w = Wire::deserialize(d)?;
+        let bytes = B64
+            .decode(w.regs.as_bytes())
+            .map_err(|_| serde::de::Error::custom(SketchError::Base64))?;
+        Sketch::from_parts(w.v, w.p, &w.enc, &bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+struct BinaryVisitor;
+
+impl serde::de::Visitor<'_> for BinaryVisitor {
+    type Value = Sketch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("visitor_sketch bytes: version, precision, encoding, registers")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Sketch, E> {
+        let [v, p, enc, regs @ ..] = b else {
+            return Err(E::custom(SketchError::Registers("shorter than its header")));
+        };
+        let enc = match enc {
+            0 => "sparse",
+            1 => "dense",
+            _ => "unknown binary encoding",
+        };
+        Sketch::from_parts(*v, *p, enc, regs).map_err(E::custom)
     }
 }
 
 impl Sketch {
-    fn from_wire(w: Wire) -> Result<Sketch, SketchError> {
-        if w.v != VERSION {
-            return Err(SketchError::Version(w.v));
+    fn from_parts(v: u8, p: u8, enc: &str, bytes: &[u8]) -> Result<Sketch, SketchError> {
+        if v != VERSION {
+            return Err(SketchError::Version(v));
         }
-        if w.p != PRECISION {
-            return Err(SketchError::Precision(w.p));
+        if p != PRECISION {
+            return Err(SketchError::Precision(p));
         }
-        let bytes = B64
-            .decode(w.regs.as_bytes())
-            .map_err(|_| SketchError::Base64)?;
         let max_rank = 64 - PRECISION + 1;
-        match w.enc.as_str() {
+        match enc {
             "sparse" => {
                 if bytes.len() % 3 != 0 {
                     return Err(SketchError::Registers(
@@ -251,7 +297,7 @@ impl Sketch {
                 if bytes.iter().any(|&r| r > max_rank) {
                     return Err(SketchError::Registers("rank out of range"));
                 }
-                Ok(Sketch::Dense(bytes.into_boxed_slice()))
+                Ok(Sketch::Dense(bytes.into()))
             }
             other => Err(SketchError::Encoding(other.to_string())),
         }
@@ -335,6 +381,26 @@ mod tests {
         assert!(serde_json::from_str::<Sketch>(bad).is_err());
     }
 
+    #[test]
+    fn damaged_binary_sketches_are_refused() {
+        let mut s = Sketch::new();
+        s.insert(id(1));
+        let good = postcard::to_stdvec(&s).unwrap();
+        // [length, v, p, enc, registers...]
+        for (at, to, what) in [
+            (1, 2, "version 2"),
+            (2, 12, "precision 12"),
+            (3, 7, "encoding"),
+        ] {
+            let mut bad = good.clone();
+            bad[at] = to;
+            let err = postcard::from_bytes::<Sketch>(&bad).unwrap_err();
+            // postcard keeps only the kind of a custom error.
+            assert_eq!(err, postcard::Error::SerdeDeCustom, "{what}");
+        }
+        assert!(postcard::from_bytes::<Sketch>(&good[..good.len() - 1]).is_err());
+    }
+
     proptest! {
         #[test]
         fn wire_round_trip(ids in proptest::collection::vec(any::<u128>(), 0..7000)) {
@@ -342,6 +408,9 @@ mod tests {
             for i in ids { s.insert(i); }
             let json = serde_json::to_string(&s).unwrap();
             let back: Sketch = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &s);
+            let binary = postcard::to_stdvec(&s).unwrap();
+            let back: Sketch = postcard::from_bytes(&binary).unwrap();
             prop_assert_eq!(back, s);
         }
     }
