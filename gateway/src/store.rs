@@ -456,24 +456,35 @@ impl SledStore {
         }
     }
 
+    /// Stores `value` under `key` unless the key is taken; returns what is
+    /// already stored there, if anything.
+    fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<Option<T>, StoreError> {
+        match tree
+            .compare_and_swap(key, None as Option<&[u8]>, Some(seal_postcard(value)))
+            .map_err(|e| self.err(e))?
+        {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                let v = e
+                    .current
+                    .expect("compare_and_swap against None fails only on a value");
+                self.decode(name, key, &v).map(Some)
+            }
+        }
+    }
+
     /// Stores a window unless its key is taken; returns the window already
     /// stored under the key, if any. Either way the stored window is then
     /// in its hour and in `seen`, which mends both after a crash between
     /// the writes (see the module doc).
     fn put_window(&self, key: &[u8], w: &WindowReport) -> Result<Option<WindowReport>, StoreError> {
-        let existing = match self
-            .windows
-            .compare_and_swap(key, None as Option<&[u8]>, Some(seal_postcard(w)))
-            .map_err(|e| self.err(e))?
-        {
-            Ok(()) => None,
-            Err(e) => {
-                let v = e
-                    .current
-                    .expect("compare_and_swap against None fails only on a value");
-                Some(self.decode::<WindowReport>("windows", key, &v)?)
-            }
-        };
+        let existing = self.insert_new(&self.windows, "windows", key, w)?;
         let stored = existing.as_ref().unwrap_or(w);
         let hour = hour_key(key, stored.window_start);
         let mut h = match self.hours.get(&hour).map_err(|e| self.err(e))? {
@@ -567,19 +578,8 @@ impl ReportStore for SledStore {
             Report::Day(d) => {
                 let mut key = prefix(&d.store_id, &d.agent_id);
                 key.extend_from_slice(d.date.as_bytes());
-                match self
-                    .days
-                    .compare_and_swap(&key, None as Option<&[u8]>, Some(seal_postcard(d)))
-                    .map_err(|e| self.err(e))?
-                {
-                    Ok(()) => None,
-                    Err(e) => {
-                        let v = e
-                            .current
-                            .expect("compare_and_swap against None fails only on a value");
-                        Some(Report::Day(self.decode("days", &key, &v)?))
-                    }
-                }
+                self.insert_new(&self.days, "days", &key, d)?
+                    .map(Report::Day)
             }
         };
         Ok(match existing {
