@@ -207,8 +207,8 @@ impl Agent {
             if let Some(h) = self.counter.history_horizon() {
                 let pruned = self.store.prune(h)?;
                 tracing::debug!(
-                    pruned,
-                    kept = self.store.device_records(),
+                    pruned = pruned.removed,
+                    kept = pruned.kept,
                     "pruned device histories"
                 );
             }
