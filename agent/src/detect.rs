@@ -71,11 +71,26 @@ pub struct Probe {
 /// SPEC §1 on one captured frame. `rssi_floor_dbm` applies only when the
 /// frame has a signal; a frame without one is kept.
 pub fn classify(link: LinkType, frame: &[u8], rssi_floor_dbm: i8) -> Result<Probe, DropReason> {
+    classify_cached(
+        link,
+        frame,
+        rssi_floor_dbm,
+        &mut radiotap::LayoutCache::default(),
+    )
+}
+
+/// `classify` reusing the radiotap layout of the frame before.
+fn classify_cached(
+    link: LinkType,
+    frame: &[u8],
+    rssi_floor_dbm: i8,
+    layout: &mut radiotap::LayoutCache,
+) -> Result<Probe, DropReason> {
     let (body, signal, fcs_at_end, bad_fcs) = match link {
         LinkType::Ieee80211 => (frame, None, false, false),
         LinkType::Radiotap => {
-            let h =
-                radiotap::Header::new_checked(frame).map_err(|_| DropReason::MalformedRadiotap)?;
+            let h = radiotap::Header::new_cached(frame, layout)
+                .map_err(|_| DropReason::MalformedRadiotap)?;
             let flags = h.flags().unwrap_or(0);
             (
                 &frame[h.len()..],
@@ -203,6 +218,7 @@ pub struct Detector {
     link: LinkType,
     keyer: Keyer,
     ids: IdCache,
+    layout: radiotap::LayoutCache,
     opt_out: IdSet,
     rssi_floor_dbm: i8,
     visit_rssi_dbm: i8,
@@ -221,6 +237,7 @@ impl Detector {
             link,
             keyer,
             ids: IdCache::new(),
+            layout: radiotap::LayoutCache::default(),
             opt_out,
             rssi_floor_dbm,
             visit_rssi_dbm,
@@ -235,7 +252,7 @@ impl Detector {
     /// One captured frame; `Some` when it is a detection.
     pub fn frame(&mut self, t_us: i64, frame: &[u8]) -> Option<Detection> {
         self.stats.frames += 1;
-        let probe = match classify(self.link, frame, self.rssi_floor_dbm) {
+        let probe = match classify_cached(self.link, frame, self.rssi_floor_dbm, &mut self.layout) {
             Ok(p) => p,
             Err(reason) => {
                 if !matches!(
