@@ -527,6 +527,54 @@ mod tests {
         (u128::from(x) << 64) | u128::from(n)
     }
 
+    /// One agent's window of `n` visitors, every count `n` but the ones
+    /// the tests leave at 0.
+    fn window_report(store: &str, seq: u64, start: i64, n: u64, sketch: Sketch) -> Report {
+        Report::Window(WindowReport {
+            schema: WINDOW_SCHEMA.into(),
+            store_id: store.to_string(),
+            agent_id: "a".into(),
+            seq,
+            window_start: start,
+            window_end: start + 900,
+            frames: n,
+            frames_no_signal: 0,
+            detected: n,
+            visits: n,
+            visitors: n,
+            visitors_new: n,
+            visitors_returning: 0,
+            visitors_randomized: 0,
+            passersby: 0,
+            residents: 0,
+            dwell_edges_s: DWELL_EDGES_S.to_vec(),
+            dwell_counts: vec![n, 0, 0, 0, 0, 0],
+            dwell_sum_s: 0,
+            visitor_sketch: sketch,
+            agent_version: "t".into(),
+            params_hash: "p".into(),
+        })
+    }
+
+    /// One agent's day of `n` new visitors.
+    fn day_report(store: &str, seq: u64, date: &str, n: u64) -> Report {
+        Report::Day(footfall_report::DayReport {
+            schema: footfall_report::DAY_SCHEMA.into(),
+            store_id: store.to_string(),
+            agent_id: "a".into(),
+            seq,
+            date: date.to_string(),
+            visits: n,
+            unique_visitors: n,
+            visitors_new: n,
+            visitors_returning: 0,
+            visitors_randomized: 0,
+            residents: 0,
+            agent_version: "t".into(),
+            params_hash: "p".into(),
+        })
+    }
+
     /// A week of two stores: each day 400 visitors per store, of whom 300
     /// come back every day (regulars) and 100 are new that day; 50 of the
     /// regulars shop at both stores. Exact distinct visitors are known.
@@ -550,51 +598,12 @@ mod tests {
                     n += 1;
                 }
                 let start = T + day as i64 * 86_400 + 12 * 3600;
-                s.put(&Report::Window(WindowReport {
-                    schema: WINDOW_SCHEMA.into(),
-                    store_id: store.to_string(),
-                    agent_id: "a".into(),
-                    seq: 0,
-                    window_start: start,
-                    window_end: start + 900,
-                    frames: n,
-                    frames_no_signal: 0,
-                    detected: n,
-                    visits: n,
-                    visitors: n,
-                    visitors_new: n,
-                    visitors_returning: 0,
-                    visitors_randomized: 0,
-                    passersby: 0,
-                    residents: 0,
-                    dwell_edges_s: DWELL_EDGES_S.to_vec(),
-                    dwell_counts: vec![n, 0, 0, 0, 0, 0],
-                    dwell_sum_s: 0,
-                    visitor_sketch: sketch,
-                    agent_version: "t".into(),
-                    params_hash: "p".into(),
-                }))
-                .unwrap();
+                s.put(&window_report(store, 0, start, n, sketch)).unwrap();
                 let date = jiff::Timestamp::from_second(start)
                     .unwrap()
                     .to_zoned_datetime(jiff::tz::TimeZone::UTC)
                     .date();
-                s.put(&Report::Day(footfall_report::DayReport {
-                    schema: footfall_report::DAY_SCHEMA.into(),
-                    store_id: store.to_string(),
-                    agent_id: "a".into(),
-                    seq: 0,
-                    date: date.to_string(),
-                    visits: n,
-                    unique_visitors: n,
-                    visitors_new: n,
-                    visitors_returning: 0,
-                    visitors_randomized: 0,
-                    residents: 0,
-                    agent_version: "t".into(),
-                    params_hash: "p".into(),
-                }))
-                .unwrap();
+                s.put(&day_report(store, 0, &date.to_string(), n)).unwrap();
             }
         }
         (dir, s)
@@ -636,48 +645,9 @@ mod tests {
                 if local.to_string() == "2026-03-31" {
                     day.merge(&sketch);
                 }
-                s.put(&Report::Window(WindowReport {
-                    schema: WINDOW_SCHEMA.into(),
-                    store_id: store.to_string(),
-                    agent_id: "a".into(),
-                    seq: q,
-                    window_start: start,
-                    window_end: start + 900,
-                    frames: 2,
-                    frames_no_signal: 0,
-                    detected: 2,
-                    visits: 2,
-                    visitors: 2,
-                    visitors_new: 2,
-                    visitors_returning: 0,
-                    visitors_randomized: 0,
-                    passersby: 0,
-                    residents: 0,
-                    dwell_edges_s: DWELL_EDGES_S.to_vec(),
-                    dwell_counts: vec![2, 0, 0, 0, 0, 0],
-                    dwell_sum_s: 0,
-                    visitor_sketch: sketch,
-                    agent_version: "t".into(),
-                    params_hash: "p".into(),
-                }))
-                .unwrap();
+                s.put(&window_report(store, q, start, 2, sketch)).unwrap();
             }
-            s.put(&Report::Day(footfall_report::DayReport {
-                schema: footfall_report::DAY_SCHEMA.into(),
-                store_id: store.to_string(),
-                agent_id: "a".into(),
-                seq: 1_000,
-                date: "2026-03-31".into(),
-                visits: 192,
-                unique_visitors: 192,
-                visitors_new: 192,
-                visitors_returning: 0,
-                visitors_randomized: 0,
-                residents: 0,
-                agent_version: "t".into(),
-                params_hash: "p".into(),
-            }))
-            .unwrap();
+            s.put(&day_report(store, 1_000, "2026-03-31", 192)).unwrap();
         }
         let q = query(None, Some("2026-03-31"), Some("2026-03-31")).unwrap();
         let rows = report_rows(&s, By::Day, &q).unwrap();
