@@ -415,27 +415,28 @@ impl Store {
         buckets: &[BucketValue],
         outbox: &[(K, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        use sled::transaction::{ConflictableTransactionError, Transactional};
         (&self.state, &self.histories, &self.outbox)
             .transaction(|(state, hist, out)| {
                 if let Some(cp) = checkpoint {
                     state.insert(CHECKPOINT_KEY, cp)?;
                 }
-                for (k, v) in buckets {
-                    match v {
-                        Some(v) => hist.insert(k, v.as_slice())?,
-                        None => hist.remove(k)?,
-                    };
-                }
+                put_buckets(hist, buckets)?;
                 for (k, v) in outbox {
                     out.insert(k.as_ref(), v.as_slice())?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                TransactionError::Storage(source) => self.sled_err(source),
-                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-            })
+            .map_err(|e| self.transaction_err(e))
+    }
+
+    fn transaction_err(&self, e: sled::transaction::TransactionError<()>) -> StoreError {
+        match e {
+            sled::transaction::TransactionError::Storage(source) => self.sled_err(source),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the transaction never aborts")
+            }
+        }
     }
 
     /// Drops delivered reports from the outbox. Not flushed: if the drop is
@@ -528,11 +529,11 @@ impl Store {
     }
 
     /// Histories move from `devices`, one key each as agents before
-    /// buckets stored them, into buckets. In parts, each one transaction over both trees, so a crash
-    /// part-way leaves every history in exactly one of them and the next
-    /// open goes on. Returns how many moved.
+    /// buckets stored them, into buckets. In parts, each one transaction
+    /// over both trees, so a crash part-way leaves every history in exactly
+    /// one of them and the next open goes on. Returns how many moved.
     fn bucket_devices(&self) -> Result<usize, StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        use sled::transaction::Transactional;
         let mut moved = 0;
         loop {
             let mut keys = Vec::new();
@@ -559,18 +560,9 @@ impl Store {
                     for k in &keys {
                         devs.remove(k)?;
                     }
-                    for (k, v) in &buckets {
-                        match v {
-                            Some(v) => hist.insert(k, v.as_slice())?,
-                            None => hist.remove(k)?,
-                        };
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
+                    put_buckets(hist, &buckets)
                 })
-                .map_err(|e| match e {
-                    TransactionError::Storage(source) => self.sled_err(source),
-                    TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-                })?;
+                .map_err(|e| self.transaction_err(e))?;
         }
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(moved)
@@ -615,6 +607,20 @@ type BucketValue = ([u8; 2], Option<Vec<u8>>);
 /// share a bucket with each one it saves.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Bucket(Vec<([u8; 16], History)>);
+
+/// Writes bucket values inside a transaction; `None` deletes the bucket.
+fn put_buckets(
+    hist: &sled::transaction::TransactionalTree,
+    buckets: &[BucketValue],
+) -> sled::transaction::ConflictableTransactionResult<(), ()> {
+    for (k, v) in buckets {
+        match v {
+            Some(v) => hist.insert(k, v.as_slice())?,
+            None => hist.remove(k)?,
+        };
+    }
+    Ok(())
+}
 
 fn bucket_key(id: DeviceId) -> [u8; 2] {
     ((id.0 >> 112) as u16).to_be_bytes()
