@@ -27,12 +27,19 @@ impl LocalDays {
         }
     }
 
-    /// The local day that contains `t_us`.
+    /// The local day that contains `t_us`. Inlined: the counter asks
+    /// for every detection, and the cached day answers all but a few.
+    #[inline]
     pub fn day_of(&self, t_us: i64) -> i32 {
         let (start, end, day) = self.cache.get();
         if (start..end).contains(&t_us) {
             return day;
         }
+        self.day_of_uncached(t_us)
+    }
+
+    #[cold]
+    fn day_of_uncached(&self, t_us: i64) -> i32 {
         let s = t_us.div_euclid(US_PER_S);
         let ts = Timestamp::from_second(s).unwrap_or(Timestamp::MIN);
         let offset = i64::from(self.tz.to_offset(ts).seconds());

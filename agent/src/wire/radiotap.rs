@@ -88,6 +88,9 @@ pub struct LayoutCache {
     layouts: [Layout; 4],
     /// The slot the next new layout takes.
     next: usize,
+    /// The slot that matched last, tried first: a capture is mostly one
+    /// layout.
+    last: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,6 +110,7 @@ impl Layout {
     const MORE_WORDS: usize = 4;
 
     /// Whether `buf` starts with this layout's header bytes.
+    #[inline(always)]
     fn fits(&self, head: u64, buf: &[u8]) -> bool {
         head == self.head
             && buf.len() >= self.len
@@ -122,7 +126,14 @@ impl<'a> Header<'a> {
         };
         // A layout's `len` covers its present words, so `fits` reads
         // inside `buf`.
-        if let Some(l) = cache.layouts.iter().find(|l| l.fits(head, buf)) {
+        let hit = if cache.layouts[cache.last].fits(head, buf) {
+            Some(cache.last)
+        } else {
+            cache.layouts.iter().position(|l| l.fits(head, buf))
+        };
+        if let Some(i) = hit {
+            cache.last = i;
+            let l = &cache.layouts[i];
             return Ok(Header {
                 buf,
                 len: l.len,
