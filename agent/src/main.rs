@@ -65,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    pin_mmap_threshold();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -82,6 +83,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc raises its mmap threshold to the size of the largest block freed
+/// (up to 32 MiB); after the first checkpoint (about half a megabyte at
+/// 100 k devices a day) and sled's node copies are freed, such blocks come
+/// from the heap instead and leave holes it cannot give back. Pinned at
+/// 256 KiB, the median peak RSS of a replay at 100 k devices a day went
+/// from 33.3 to 31.3 MiB, for 3-10 % more replay time (README, issue 7).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pin_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter, and no other
+    // thread exists yet to allocate concurrently.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_mmap_threshold() {}
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
