@@ -132,7 +132,9 @@ impl Case {
     }
 
     /// With the gateway stopped: its windows and days equal the reference.
-    fn assert_gateway_matches_reference(&self) {
+    /// Asserts the gateway stored exactly the reference's windows and days,
+    /// then prints how many and what the gateway counted, under `test`.
+    fn assert_gateway_matches_reference(&self, test: &str) {
         let windows = gateway_report(self.d(), "window");
         let days = gateway_report(self.d(), "day");
         let (ref_w, ref_d) = (
@@ -144,6 +146,11 @@ impl Case {
         assert_eq!(got_w.len(), ref_w.len(), "windows stored vs sent");
         assert_eq!(got_w, ref_w);
         assert_eq!(got_d, ref_d);
+        println!(
+            "{test}: {} windows and days equal to the reference; {}",
+            ref_w.len() + ref_d.len(),
+            self.tally()
+        );
     }
 
     /// What the gateway counted over its runs (logged when it stops), and
@@ -245,8 +252,7 @@ fn delivers_exactly_once_through_duplicates_and_junk() {
     agent.term();
     gateway.term();
     c.broker.stop();
-    c.assert_gateway_matches_reference();
-    println!("delivers_exactly_once_through_duplicates_and_junk: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
+    c.assert_gateway_matches_reference("delivers_exactly_once_through_duplicates_and_junk");
     let dead = c.dead_letters();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(dead.len(), 6, "{reasons:#?}");
@@ -358,12 +364,7 @@ fn broker_restarted_mid_stream() {
     c.wait_delivered();
     agent.term();
     gateway.term();
-    c.assert_gateway_matches_reference();
-    println!(
-        "broker_restarted_mid_stream: {} windows and days equal to the reference; {}",
-        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
-        c.tally()
-    );
+    c.assert_gateway_matches_reference("broker_restarted_mid_stream");
     assert!(c.dead_letters().is_empty());
 }
 
@@ -382,12 +383,7 @@ fn broker_down_for_the_whole_run_then_up() {
     c.wait_delivered();
     agent.term();
     gateway.term();
-    c.assert_gateway_matches_reference();
-    println!(
-        "broker_down_for_the_whole_run_then_up: {} windows and days equal to the reference; {}",
-        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
-        c.tally()
-    );
+    c.assert_gateway_matches_reference("broker_down_for_the_whole_run_then_up");
 }
 
 #[test]
@@ -431,12 +427,7 @@ fn gateway_down_then_up() {
     c.wait_delivered();
     agent.term();
     gateway.term();
-    c.assert_gateway_matches_reference();
-    println!(
-        "gateway_down_then_up: {} windows and days equal to the reference; {}",
-        counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(),
-        c.tally()
-    );
+    c.assert_gateway_matches_reference("gateway_down_then_up");
 }
 
 #[test]
@@ -453,8 +444,7 @@ fn agent_killed_while_publishing_then_restarted() {
     c.wait_delivered();
     agent.term();
     gateway.term();
-    c.assert_gateway_matches_reference();
-    println!("agent_killed_while_publishing_then_restarted: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
+    c.assert_gateway_matches_reference("agent_killed_while_publishing_then_restarted");
     assert!(
         c.dead_letters().is_empty(),
         "a resent report conflicted: {:?}",
@@ -622,8 +612,7 @@ fn embedded_broker_delivers_with_no_broker_installed() {
         "{}",
         c.log("agent")
     );
-    c.assert_gateway_matches_reference();
-    println!("embedded_broker_delivers_with_no_broker_installed: {} windows and days equal to the reference; {}", counts_by_key(&c.reference, true).len() + counts_by_key(&c.reference, false).len(), c.tally());
+    c.assert_gateway_matches_reference("embedded_broker_delivers_with_no_broker_installed");
 }
 
 /// Production security: TLS with client certificates and the per-store ACL
