@@ -103,10 +103,7 @@ pub fn router(
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let c = &s.counters;
-    let stores = tokio::task::spawn_blocking(move || s.store.agents().map(|a| a.len())).await;
-    let agents = matches!(stores, Ok(Ok(_)))
-        .then(|| stores.ok().and_then(|r| r.ok()).unwrap_or(0))
-        .unwrap_or(0);
+    let agents = tokio::task::spawn_blocking(move || s.store.agents().map(|a| a.len())).await;
     let mut out = String::new();
     for (name, help, v) in [
         (
@@ -137,7 +134,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ] {
         out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
     }
-    out += &format!("# HELP footfall_gateway_agents Agents that have sent a status.\n# TYPE footfall_gateway_agents gauge\nfootfall_gateway_agents {agents}\n");
+    // A store that cannot be read leaves the gauge out: a 0 would say no
+    // agent has reported.
+    match agents {
+        Ok(Ok(n)) => out += &format!("# HELP footfall_gateway_agents Agents that have sent a status.\n# TYPE footfall_gateway_agents gauge\nfootfall_gateway_agents {n}\n"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: agents not counted"),
+        Err(e) => tracing::warn!(error = %e, "metrics: agents not counted"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -374,8 +377,11 @@ mod tests {
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await
             .unwrap();
+        let body = String::from_utf8_lossy(&body);
         assert!(
-            String::from_utf8_lossy(&body).contains("footfall_gateway_reports_inserted_total 0")
+            body.contains("footfall_gateway_reports_inserted_total 0"),
+            "{body}"
         );
+        assert!(body.contains("footfall_gateway_agents 0"), "{body}");
     }
 }
