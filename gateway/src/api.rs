@@ -1,10 +1,13 @@
-//! The gateway's HTTP API, served by `footfall-gateway serve` on
-//! `[http] listen` (127.0.0.1:8080 by default). It is how the `report`,
+//! The gateway's HTTP API and dashboard, served by `footfall-gateway serve`
+//! on `[http] listen` (127.0.0.1:8080 by default). It is how the `report`,
 //! `stores` and `ingest` commands reach a running gateway, whose store is
 //! locked by its process. Rows are the same objects the commands print
 //! with `--format json`, one per line.
+//!
+//! Invariants: handlers only parse parameters and call the query,
+//! campaign and accept layers on a blocking thread; `ingest` commits
+//! before it answers. With a token, every `/api/` request needs it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,9 +18,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::ingest::ingest_jsonl;
+use crate::accept::{accept_jsonl, Tally};
+use crate::metrics::Counters;
 use crate::query::{self, By};
-use crate::serve::Tally;
+use crate::render::{self, Format};
 use crate::store::ReportStore;
 
 #[derive(Clone)]
@@ -25,26 +29,6 @@ struct AppState {
     store: Arc<dyn ReportStore>,
     max_payload: usize,
     counters: Arc<Counters>,
-}
-
-/// What the gateway has done since it started, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub inserted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub dead: AtomicU64,
-    pub statuses: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(&self, t: &Tally) {
-        self.inserted.fetch_add(t.inserted, Ordering::Relaxed);
-        self.duplicates.fetch_add(t.duplicates, Ordering::Relaxed);
-        self.conflicts.fetch_add(t.conflicts, Ordering::Relaxed);
-        self.dead.fetch_add(t.dead, Ordering::Relaxed);
-        self.statuses.fetch_add(t.statuses, Ordering::Relaxed);
-    }
 }
 
 /// The API and the dashboard. With `token`, every `/api/` request needs
@@ -102,46 +86,26 @@ pub fn router(
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let c = &s.counters;
-    let agents = tokio::task::spawn_blocking(move || s.store.agents().map(|a| a.len())).await;
-    let mut out = String::new();
-    for (name, help, v) in [
-        (
-            "footfall_gateway_reports_inserted_total",
-            "Reports stored for the first time.",
-            c.inserted.load(Ordering::Relaxed),
-        ),
-        (
-            "footfall_gateway_reports_duplicate_total",
-            "Reports already stored with the same counts.",
-            c.duplicates.load(Ordering::Relaxed),
-        ),
-        (
-            "footfall_gateway_reports_conflict_total",
-            "Reports whose key is stored with other counts.",
-            c.conflicts.load(Ordering::Relaxed),
-        ),
-        (
-            "footfall_gateway_dead_letters_total",
-            "Payloads refused (see dead-letters).",
-            c.dead.load(Ordering::Relaxed),
-        ),
-        (
-            "footfall_gateway_status_messages_total",
-            "Agent status messages received.",
-            c.statuses.load(Ordering::Relaxed),
-        ),
-    ] {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
-    }
+    let store = s.store.clone();
+    let agents = tokio::task::spawn_blocking(move || store.agents().map(|a| a.len())).await;
     // A store that cannot be read leaves the gauge out: a 0 would say no
     // agent has reported.
-    match agents {
-        Ok(Ok(n)) => out += &format!("# HELP footfall_gateway_agents Agents that have sent a status.\n# TYPE footfall_gateway_agents gauge\nfootfall_gateway_agents {n}\n"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: agents not counted"),
-        Err(e) => tracing::warn!(error = %e, "metrics: agents not counted"),
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let agents = match agents {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: agents not counted");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: agents not counted");
+            None
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.counters.render(agents),
+    )
+        .into_response()
 }
 
 /// Summed dwell histogram of a store (or all) over a period.
@@ -150,26 +114,7 @@ async fn dwell(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Re
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
-    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<serde_json::Value> {
-        let mut counts = [0u64; 6];
-        let (mut visits, mut sum) = (0u64, 0u64);
-        for w in s.store.windows(&q)? {
-            for (a, b) in counts.iter_mut().zip(&w.dwell_counts) {
-                *a += b;
-            }
-            sum += w.dwell_sum_s;
-            visits += w.dwell_counts.iter().sum::<u64>();
-        }
-        Ok(serde_json::json!({
-            "dwell_edges_s": footfall_report::DWELL_EDGES_S,
-            "dwell_counts": counts,
-            "dwell_sum_s": sum,
-            "visits_ended": visits,
-            "mean_dwell_s": sum.checked_div(visits),
-        }))
-    })
-    .await;
-    match result {
+    match tokio::task::spawn_blocking(move || query::dwell(s.store.as_ref(), &q)).await {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
@@ -187,7 +132,7 @@ pub struct ReportParams {
 }
 
 fn ndjson(rows: Vec<serde_json::Map<String, serde_json::Value>>) -> Response {
-    let body = query::render(&rows, query::Format::Json);
+    let body = render::render(&rows, Format::Json);
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
@@ -200,12 +145,9 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn report(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Response {
-    let by = match p.by.as_deref().unwrap_or("day") {
-        "window" => By::Window,
-        "hour" => By::Hour,
-        "day" => By::Day,
-        "week" => By::Week,
-        other => return bad_request(format!("by={other}: expected window, hour, day or week")),
+    let by = match By::parse(p.by.as_deref().unwrap_or("day")) {
+        Ok(by) => by,
+        Err(e) => return bad_request(e),
     };
     let q = match query::query(p.store, p.from.as_deref(), p.to.as_deref()) {
         Ok(q) => q,
@@ -233,7 +175,7 @@ async fn stores(State(s): State<AppState>) -> Response {
 async fn ingest(State(s): State<AppState>, body: Bytes) -> Response {
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Tally> {
         let mut tally = Tally::default();
-        ingest_jsonl(s.store.as_ref(), "http", &body, s.max_payload, &mut tally)?;
+        accept_jsonl(s.store.as_ref(), "http", &body, s.max_payload, &mut tally)?;
         s.store.commit()?;
         Ok(tally)
     })
@@ -289,12 +231,14 @@ async fn campaign_report(State(s): State<AppState>, Params(p): Params<CampaignPa
     })
     .await;
     match result {
-        Ok(Ok(reports)) => ndjson(
-            reports
-                .into_iter()
-                .filter_map(|r| r.as_object().cloned())
-                .collect(),
-        ),
+        Ok(Ok(reports)) => {
+            let mut body = String::new();
+            for r in &reports {
+                body += &serde_json::to_string(r).expect("reports serialize");
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+        }
         Ok(Err(e)) => bad_request(e),
         Err(e) => internal(e),
     }

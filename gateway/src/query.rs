@@ -1,13 +1,19 @@
-//! Answers for `report` and `stores`: rows under SPEC field names, per store
-//! and agent, printed as a table, CSV, or JSON lines.
+//! Answers for `report`, `stores` and the dashboard's dwell chart: rows
+//! under SPEC field names, per store and agent. Rendering them is `render`'s.
+//!
+//! Invariants: sums are of `footfall_report::Counts` and `DayCounts`, never
+//! of field lists; distinct people over more than one window come from
+//! merged visitor sketches, never from summing distinct counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use footfall_report::{DayReport, Sketch, WindowReport};
+use footfall_report::{Counts, DayCounts, Sketch, State, WindowSums, DWELL_EDGES_S};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::store::{now_s, Query, ReportStore};
+use crate::calendar::{self, now_s};
+use crate::store::{Query, ReportStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
@@ -17,74 +23,34 @@ pub enum By {
     Week,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Csv,
-    Json,
-}
-
-/// Window counts that add up across windows (SPEC §4). `detected`,
-/// `visitors` and `residents` add up per window: a device counts once in
-/// each window it is in.
-const WINDOW_SUMS: [&str; 11] = [
-    "frames",
-    "frames_no_signal",
-    "detected",
-    "visits",
-    "visitors",
-    "visitors_new",
-    "visitors_returning",
-    "visitors_randomized",
-    "passersby",
-    "residents",
-    "dwell_sum_s",
-];
-
-const DAY_FIELDS: [&str; 6] = [
-    "visits",
-    "unique_visitors",
-    "visitors_new",
-    "visitors_returning",
-    "visitors_randomized",
-    "residents",
-];
-
-fn window_row(w: &WindowReport) -> Map<String, Value> {
-    let v = serde_json::to_value(w).expect("serializes");
-    let mut row = Map::new();
-    for k in WINDOW_SUMS {
-        row.insert(k.into(), v[k].clone());
+impl By {
+    /// `window`, `hour`, `day` or `week`, as the API's `by=` takes it.
+    pub fn parse(s: &str) -> Result<By> {
+        Ok(match s {
+            "window" => By::Window,
+            "hour" => By::Hour,
+            "day" => By::Day,
+            "week" => By::Week,
+            other => anyhow::bail!("by={other}: expected window, hour, day or week"),
+        })
     }
-    row.insert("dwell_counts".into(), json!(w.dwell_counts));
-    row
-}
 
-fn add_into(acc: &mut Map<String, Value>, row: &Map<String, Value>) {
-    for (k, v) in row {
-        match (acc.get_mut(k), v) {
-            (Some(Value::Number(a)), Value::Number(b)) => {
-                *a = (a.as_u64().unwrap_or(0) + b.as_u64().unwrap_or(0)).into();
-            }
-            (Some(Value::Array(a)), Value::Array(b)) => {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x = (x.as_u64().unwrap_or(0) + y.as_u64().unwrap_or(0)).into();
-                }
-            }
-            _ => {
-                acc.insert(k.clone(), v.clone());
-            }
+    pub fn name(self) -> &'static str {
+        match self {
+            By::Window => "window",
+            By::Hour => "hour",
+            By::Day => "day",
+            By::Week => "week",
         }
     }
 }
 
-fn day_start(s: &str, what: &str) -> Result<i64> {
-    let d: jiff::civil::Date = s
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{what} {s:?}: expected YYYY-MM-DD"))?;
-    Ok(d.to_zoned_datetime(jiff::tz::TimeZone::UTC)?
-        .timestamp()
-        .as_second())
+/// A serializable value as the fields of a row.
+fn fields<T: Serialize>(v: &T) -> Map<String, Value> {
+    match serde_json::to_value(v).expect("rows serialize") {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// A query from command-line or URL arguments: `from`/`to` are UTC days,
@@ -92,9 +58,9 @@ fn day_start(s: &str, what: &str) -> Result<i64> {
 pub fn query(store_id: Option<String>, from: Option<&str>, to: Option<&str>) -> Result<Query> {
     Ok(Query {
         store_id,
-        from_s: from.map(|s| day_start(s, "from")).transpose()?,
+        from_s: from.map(|s| calendar::day_start(s, "from")).transpose()?,
         to_s: to
-            .map(|s| day_start(s, "to").map(|t| t + 86_400))
+            .map(|s| calendar::day_start(s, "to").map(|t| t + 86_400))
             .transpose()?,
     })
 }
@@ -102,132 +68,102 @@ pub fn query(store_id: Option<String>, from: Option<&str>, to: Option<&str>) -> 
 /// Rows of a report: each a JSON object with `store_id`, `agent_id`, the
 /// period, and counts.
 pub fn report_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
-    let mut rows = Vec::new();
     match by {
-        By::Window | By::Hour => {
-            let mut groups: BTreeMap<(String, String, i64), Map<String, Value>> = BTreeMap::new();
-            for w in store.windows(q)? {
-                let (period, start) = match by {
-                    By::Window => ("window_start", w.window_start),
-                    _ => ("hour_start", w.window_start.div_euclid(3600) * 3600),
-                };
-                let acc = groups
-                    .entry((w.store_id.clone(), w.agent_id.clone(), start))
-                    .or_insert_with(|| {
-                        let mut m = Map::new();
-                        m.insert(period.into(), json!(start));
-                        m
-                    });
-                add_into(acc, &window_row(&w));
-            }
-            for ((s, a, _), counts) in groups {
-                let mut row = Map::new();
-                row.insert("store_id".into(), json!(s));
-                row.insert("agent_id".into(), json!(a));
-                row.extend(counts);
-                rows.push(row);
-            }
+        By::Window | By::Hour => window_rows(store, by, q),
+        By::Day | By::Week => day_rows(store, by, q),
+    }
+}
+
+fn window_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
+    let mut groups: BTreeMap<(String, String, i64), Counts> = BTreeMap::new();
+    for w in store.windows(q)? {
+        let start = match by {
+            By::Window => w.window_start,
+            _ => w.window_start.div_euclid(3600) * 3600,
+        };
+        groups
+            .entry((w.store_id.clone(), w.agent_id.clone(), start))
+            .or_default()
+            .add(&Counts::of_window(&w));
+    }
+    let period = if by == By::Window {
+        "window_start"
+    } else {
+        "hour_start"
+    };
+    Ok(groups
+        .into_iter()
+        .map(|((s, a, start), counts)| {
+            let mut row = Map::new();
+            row.insert("store_id".into(), json!(s));
+            row.insert("agent_id".into(), json!(a));
+            row.insert(period.into(), json!(start));
+            row.extend(fields(&WindowSums::from(&counts)));
+            row
+        })
+        .collect())
+}
+
+fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
+    let mut groups: BTreeMap<(String, String, String), DayCounts> = BTreeMap::new();
+    for d in store.days(q)? {
+        if !calendar::date_in_range(&d.date, q) {
+            continue;
         }
-        By::Day | By::Week => {
-            let mut groups: BTreeMap<(String, String, String), Map<String, Value>> =
-                BTreeMap::new();
-            for d in store.days(q)? {
-                if !in_range(&d, q) {
-                    continue;
-                }
-                let period = match by {
-                    By::Day => d.date.clone(),
-                    _ => iso_week(&d.date),
-                };
-                let acc = groups
-                    .entry((d.store_id.clone(), d.agent_id.clone(), period))
-                    .or_default();
-                let v = serde_json::to_value(&d).expect("serializes");
-                let mut row = Map::new();
-                for k in DAY_FIELDS {
-                    // Distinct counts do not add up across days: a week
-                    // sums them as visitor-days (issue #5 merges sketches).
-                    let name = if by == By::Week && k != "visits" {
-                        format!("{k}_daysum")
-                    } else {
-                        k.to_string()
-                    };
-                    row.insert(name, v[k].clone());
-                }
-                add_into(acc, &row);
-            }
-            // Distinct people over the period: merged visitor sketches
-            // (SPEC §4), with the chain as a whole as store `*`.
-            let sketches = distinct_visitors(store, by, q)?;
-            let mut chain: BTreeMap<String, u64> = BTreeMap::new();
-            for ((_, _, p), counts) in &groups {
-                *chain.entry(p.clone()).or_default() +=
-                    counts.get("visits").and_then(Value::as_u64).unwrap_or(0);
-            }
-            let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
-            let mut push = |s: &str, a: &str, p: &str, counts: Map<String, Value>| {
-                let mut row = Map::new();
-                row.insert("store_id".into(), json!(s));
-                row.insert("agent_id".into(), json!(a));
-                row.insert(if by == By::Day { "date" } else { "week" }.into(), json!(p));
-                row.extend(counts);
-                let est = sketches
-                    .get(&(s.to_string(), a.to_string(), p.to_string()))
-                    .map_or(0, |k| k.estimate().round() as u64);
-                row.insert("unique_visitors_est".into(), json!(est));
-                row.insert("unique_visitors_rel_error".into(), json!(error));
-                rows.push(row);
-            };
-            for ((s, a, p), counts) in groups {
-                push(&s, &a, &p, counts);
-            }
-            if q.store_id.is_none() {
-                for (p, visits) in chain {
-                    let mut counts = Map::new();
-                    counts.insert("visits".into(), json!(visits));
-                    push("*", "*", &p, counts);
-                }
-            }
+        let period = match by {
+            By::Day => d.date.clone(),
+            _ => calendar::iso_week(&d.date),
+        };
+        groups
+            .entry((d.store_id.clone(), d.agent_id.clone(), period))
+            .or_default()
+            .add(&DayCounts::of_day(&d));
+    }
+    // Distinct people over the period: merged visitor sketches (SPEC §4),
+    // with the chain as a whole as store `*`.
+    let sketches = distinct_visitors(store, by, q)?;
+    let mut chain: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, _, p), counts) in &groups {
+        *chain.entry(p.clone()).or_default() += counts.visits;
+    }
+    let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
+    let mut rows = Vec::new();
+    let mut push = |s: &str, a: &str, p: &str, counts: Map<String, Value>| {
+        let mut row = Map::new();
+        row.insert("store_id".into(), json!(s));
+        row.insert("agent_id".into(), json!(a));
+        row.insert(if by == By::Day { "date" } else { "week" }.into(), json!(p));
+        row.extend(counts);
+        let est = sketches
+            .get(&(s.to_string(), a.to_string(), p.to_string()))
+            .map_or(0, |k| k.estimate().round() as u64);
+        row.insert("unique_visitors_est".into(), json!(est));
+        row.insert("unique_visitors_rel_error".into(), json!(error));
+        rows.push(row);
+    };
+    for ((s, a, p), counts) in groups {
+        let mut row = fields(&counts);
+        if by == By::Week {
+            // Distinct counts do not add up across days: a week sums them
+            // as visitor-days (`unique_visitors_est` is the distinct count).
+            row = row
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "visits" => (k, v),
+                    _ => (format!("{k}_daysum"), v),
+                })
+                .collect();
+        }
+        push(&s, &a, &p, row);
+    }
+    if q.store_id.is_none() {
+        for (p, visits) in chain {
+            let mut counts = Map::new();
+            counts.insert("visits".into(), json!(visits));
+            push("*", "*", &p, counts);
         }
     }
     Ok(rows)
-}
-
-/// Each store's IANA time zone, from its agents' last status (UTC when a
-/// store has not said): local days and campaign dates are cut in it.
-pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, jiff::tz::TimeZone>> {
-    let mut out = BTreeMap::new();
-    for a in store.agents()? {
-        if let Some(tz) = a
-            .status
-            .get("timezone")
-            .and_then(|t| t.as_str())
-            .and_then(|n| jiff::tz::TimeZone::get(n).ok())
-        {
-            out.insert(a.store_id.clone(), tz);
-        }
-    }
-    Ok(out)
-}
-
-/// Whether the zone's offset is a whole number of hours at every instant
-/// of [from, to) (no bound: 1970 to 2100): then every local midnight is a
-/// whole UTC hour, and a store's hours can stand for its windows when a
-/// report cuts local days (zones such as Asia/Kolkata cannot).
-pub(crate) fn whole_hours(tz: &jiff::tz::TimeZone, from: Option<i64>, to: Option<i64>) -> bool {
-    let at = |t: i64| jiff::Timestamp::from_second(t).ok();
-    let (Some(from), Some(to)) = (
-        at(from.unwrap_or(0)),
-        at(to.unwrap_or(4_102_444_800)), // 2100-01-01
-    ) else {
-        return false;
-    };
-    let whole = |o: jiff::tz::Offset| o.seconds() % 3_600 == 0;
-    whole(tz.to_offset(from))
-        && tz
-            .following(from)
-            .take_while(|t| t.timestamp() < to)
-            .all(|t| whole(t.offset()))
 }
 
 /// Distinct visitors per (store, agent, period) and per period across the
@@ -238,7 +174,7 @@ fn distinct_visitors(
     by: By,
     q: &Query,
 ) -> Result<BTreeMap<(String, String, String), Sketch>> {
-    let tzs = store_timezones(store)?;
+    let tzs = calendar::store_timezones(store)?;
     let mut out: BTreeMap<(String, String, String), Sketch> = BTreeMap::new();
     // Local days can start up to 14 h either side of UTC midnight.
     let wide = Query {
@@ -246,26 +182,19 @@ fn distinct_visitors(
         from_s: q.from_s.map(|f| f - 86_400),
         to_s: q.to_s.map(|t| t + 86_400),
     };
+    let zone = |s: &str| tzs.get(s).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
     let mut add = |store_id: &str, agent_id: &str, start: i64, sketch: &Sketch| {
-        let tz = tzs
-            .get(store_id)
-            .cloned()
-            .unwrap_or(jiff::tz::TimeZone::UTC);
-        let Ok(ts) = jiff::Timestamp::from_second(start) else {
+        let Some(date) = calendar::local_date(start, &zone(store_id)) else {
             return;
         };
-        let date = ts.to_zoned_datetime(tz).date();
-        let noon = date
-            .to_datetime(jiff::civil::Time::constant(12, 0, 0, 0))
-            .to_zoned_datetime(jiff::tz::TimeZone::UTC);
-        let Ok(t) = noon.map(|z| z.timestamp().as_second()) else {
+        let Some(t) = calendar::date_noon_utc(date) else {
             return;
         };
         if !(q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)) {
             return;
         }
         let period = match by {
-            By::Week => iso_week(&date.to_string()),
+            By::Week => calendar::iso_week(&date.to_string()),
             _ => date.to_string(),
         };
         out.entry((store_id.to_string(), agent_id.to_string(), period.clone()))
@@ -281,10 +210,7 @@ fn distinct_visitors(
         .into_iter()
         .map(|(store_id, _, _)| store_id)
         .filter(|s| wide.store_id.as_ref().is_none_or(|w| w == s))
-        .filter(|s| {
-            let tz = tzs.get(s).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
-            !whole_hours(&tz, wide.from_s, wide.to_s)
-        })
+        .filter(|s| !calendar::whole_hours(&zone(s), wide.from_s, wide.to_s))
         .collect();
     for h in store.hours(&wide)? {
         if !by_window.contains(&h.store_id) {
@@ -308,109 +234,35 @@ fn distinct_visitors(
     Ok(out)
 }
 
-fn in_range(d: &DayReport, q: &Query) -> bool {
-    let Ok(date) = d.date.parse::<jiff::civil::Date>() else {
-        return false;
-    };
-    let noon = date
-        .to_datetime(jiff::civil::Time::constant(12, 0, 0, 0))
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC);
-    let Ok(t) = noon.map(|z| z.timestamp().as_second()) else {
-        return false;
-    };
-    q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)
+/// The summed dwell histogram of a store (or all) over a period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dwell {
+    pub dwell_edges_s: [u32; DWELL_EDGES_S.len()],
+    pub dwell_counts: [u64; DWELL_EDGES_S.len()],
+    pub dwell_sum_s: u64,
+    /// Visits that ended in the period.
+    pub visits_ended: u64,
+    /// `None` when no visit ended.
+    pub mean_dwell_s: Option<u64>,
 }
 
-fn iso_week(date: &str) -> String {
-    match date.parse::<jiff::civil::Date>() {
-        Ok(d) => {
-            let w = d.iso_week_date();
-            format!("{}-W{:02}", w.year(), w.week())
+pub fn dwell(store: &dyn ReportStore, q: &Query) -> Result<Dwell> {
+    let mut sum = Counts::default();
+    for w in store.windows(q)? {
+        let c = Counts::of_window(&w);
+        for (a, b) in sum.dwell_counts.iter_mut().zip(&c.dwell_counts) {
+            *a += b;
         }
-        Err(_) => date.to_string(),
+        sum.dwell_sum_s += c.dwell_sum_s;
     }
-}
-
-/// Renders rows; every row has the same keys in the same order.
-pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
-    let mut out = String::new();
-    let Some(first) = rows.first() else {
-        return if format == Format::Table {
-            "no reports match\n".into()
-        } else {
-            String::new()
-        };
-    };
-    let keys: Vec<&String> = first.keys().collect();
-    let cell = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join("/"),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    match format {
-        Format::Json => {
-            for r in rows {
-                out += &Value::Object(r.clone()).to_string();
-                out.push('\n');
-            }
-        }
-        Format::Csv => {
-            out += &keys
-                .iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            out.push('\n');
-            for r in rows {
-                out += &keys
-                    .iter()
-                    .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                out.push('\n');
-            }
-        }
-        Format::Table => {
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    keys.iter()
-                        .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
-                        .collect()
-                })
-                .collect();
-            let widths: Vec<usize> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    cells
-                        .iter()
-                        .map(|c| c[i].len())
-                        .max()
-                        .unwrap_or(0)
-                        .max(k.len())
-                })
-                .collect();
-            let line = |vals: Vec<&str>| {
-                vals.iter()
-                    .zip(&widths)
-                    .map(|(v, w)| format!("{v:>w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    + "\n"
-            };
-            out += &line(keys.iter().map(|k| k.as_str()).collect());
-            for c in &cells {
-                out += &line(c.iter().map(|s| s.as_str()).collect());
-            }
-        }
-    }
-    out
+    let visits = sum.visits_ended();
+    Ok(Dwell {
+        dwell_edges_s: DWELL_EDGES_S,
+        dwell_counts: sum.dwell_counts,
+        dwell_sum_s: sum.dwell_sum_s,
+        visits_ended: visits,
+        mean_dwell_s: sum.dwell_sum_s.checked_div(visits),
+    })
 }
 
 /// `stores`: each agent, when last heard of, online or offline, and how
@@ -418,39 +270,26 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
 pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
     let now = now_s();
     let today = now.div_euclid(86_400);
-    let mut rows = Vec::new();
-    let mut seen: BTreeMap<(String, String), Map<String, Value>> = BTreeMap::new();
+    #[derive(Default)]
+    struct Seen {
+        state: Option<State>,
+        last_seen_unix_s: Option<i64>,
+        last_report_unix_s: Option<i64>,
+        outbox_pending: Option<u64>,
+        capture_finished: Option<bool>,
+    }
+    let mut seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
     // Every agent that ever reported, even one that never sent a status
     // (its reports came by `ingest`) or went quiet long ago.
     for (s, a, last_end) in store.reporting_agents()? {
-        let mut row = Map::new();
-        row.insert("last_report_unix_s".into(), json!(last_end));
-        seen.insert((s, a), row);
+        seen.entry((s, a)).or_default().last_report_unix_s = Some(last_end);
     }
     for a in store.agents()? {
-        let mut row = seen
-            .remove(&(a.store_id.clone(), a.agent_id.clone()))
-            .unwrap_or_default();
-        row.insert("last_seen_unix_s".into(), json!(a.last_seen_unix_s));
-        row.insert(
-            "state".into(),
-            a.status.get("state").cloned().unwrap_or(json!("unknown")),
-        );
-        row.insert(
-            "outbox_pending".into(),
-            a.status
-                .get("outbox_pending")
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
-        row.insert(
-            "capture_finished".into(),
-            a.status
-                .get("capture_finished")
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
-        seen.insert((a.store_id, a.agent_id), row);
+        let row = seen.entry((a.store_id, a.agent_id)).or_default();
+        row.last_seen_unix_s = Some(a.last_seen_unix_s);
+        row.state = Some(a.status.state);
+        row.outbox_pending = a.status.health.as_ref().map(|h| h.outbox_pending);
+        row.capture_finished = a.status.health.as_ref().map(|h| h.capture_finished);
     }
     let windows = store.windows(&Query {
         from_s: Some((today - 6) * 86_400),
@@ -467,30 +306,19 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         window_len.insert(key.clone(), w.window_end - w.window_start);
         seen.entry(key).or_default();
     }
-    for ((s, a), mut info) in seen {
+    let mut rows = Vec::new();
+    for ((s, a), info) in seen {
         let mut row = Map::new();
         row.insert("store_id".into(), json!(s));
         row.insert("agent_id".into(), json!(a));
         row.insert(
             "state".into(),
-            info.remove("state").unwrap_or(json!("unknown")),
+            info.state.map_or(json!("unknown"), |s| json!(s)),
         );
-        row.insert(
-            "last_seen_unix_s".into(),
-            info.remove("last_seen_unix_s").unwrap_or(Value::Null),
-        );
-        row.insert(
-            "last_report_unix_s".into(),
-            info.remove("last_report_unix_s").unwrap_or(Value::Null),
-        );
-        row.insert(
-            "outbox_pending".into(),
-            info.remove("outbox_pending").unwrap_or(Value::Null),
-        );
-        row.insert(
-            "capture_finished".into(),
-            info.remove("capture_finished").unwrap_or(Value::Null),
-        );
+        row.insert("last_seen_unix_s".into(), json!(info.last_seen_unix_s));
+        row.insert("last_report_unix_s".into(), json!(info.last_report_unix_s));
+        row.insert("outbox_pending".into(), json!(info.outbox_pending));
+        row.insert("capture_finished".into(), json!(info.capture_finished));
         let expected = 86_400
             / window_len
                 .get(&(s.clone(), a.clone()))
@@ -512,8 +340,7 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
 mod tests {
     use super::*;
     use crate::store::SledStore;
-    use footfall_report::{Report, DWELL_EDGES_S, WINDOW_SCHEMA};
-    use serde_json::json;
+    use footfall_report::Report;
 
     /// 2026-03-30T00:00:00Z, a Monday.
     const T: i64 = 1_774_828_800;
@@ -530,49 +357,20 @@ mod tests {
     /// One agent's window of `n` visitors, every count `n` but the ones
     /// the tests leave at 0.
     fn window_report(store: &str, seq: u64, start: i64, n: u64, sketch: Sketch) -> Report {
-        Report::Window(WindowReport {
-            schema: WINDOW_SCHEMA.into(),
-            store_id: store.to_string(),
-            agent_id: "a".into(),
-            seq,
-            window_start: start,
-            window_end: start + 900,
-            frames: n,
-            frames_no_signal: 0,
-            detected: n,
-            visits: n,
-            visitors: n,
-            visitors_new: n,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            passersby: 0,
-            residents: 0,
-            dwell_edges_s: DWELL_EDGES_S.to_vec(),
-            dwell_counts: vec![n, 0, 0, 0, 0, 0],
-            dwell_sum_s: 0,
-            visitor_sketch: sketch,
-            agent_version: "t".into(),
-            params_hash: "p".into(),
-        })
+        let mut w = footfall_report::testing::window_of_visitors(store, "a", start, n);
+        w.seq = seq;
+        w.visitor_sketch = sketch;
+        Report::Window(w)
     }
 
     /// One agent's day of `n` new visitors.
     fn day_report(store: &str, seq: u64, date: &str, n: u64) -> Report {
-        Report::Day(footfall_report::DayReport {
-            schema: footfall_report::DAY_SCHEMA.into(),
-            store_id: store.to_string(),
-            agent_id: "a".into(),
-            seq,
-            date: date.to_string(),
-            visits: n,
-            unique_visitors: n,
-            visitors_new: n,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            residents: 0,
-            agent_version: "t".into(),
-            params_hash: "p".into(),
-        })
+        let mut d = footfall_report::testing::day(store, "a", date);
+        d.seq = seq;
+        d.visits = n;
+        d.unique_visitors = n;
+        d.visitors_new = n;
+        Report::Day(d)
     }
 
     /// A week of two stores: each day 400 visitors per store, of whom 300
@@ -628,7 +426,7 @@ mod tests {
                 store_id: store.to_string(),
                 agent_id: "a".into(),
                 last_seen_unix_s: T,
-                status: json!({"state": "online", "timezone": zone}),
+                status: footfall_report::testing::online(store, "a", zone),
             })
             .unwrap();
             for q in 0..3 * 96u64 {
@@ -698,7 +496,7 @@ mod tests {
             let est = d["unique_visitors_est"].as_f64().unwrap();
             assert!((est - 400.0).abs() <= 3.0 * 0.0081 * 400.0 + 2.0, "{est}");
         }
-        let text = render(&rows, Format::Table);
+        let text = crate::render::render(&rows, crate::render::Format::Table);
         assert_eq!(text.lines().count(), rows.len() + 1, "{text}");
     }
 }

@@ -130,7 +130,10 @@ fn main() {
     };
     let (campaign_first_s, _) = report();
     let (campaign_s, reports) = report();
-    let lift = reports[0].get("lift").cloned().unwrap_or_default();
+    let lift = reports[0]
+        .figures
+        .lift
+        .map_or("null".to_string(), |l| format!("{l:.4}"));
 
     let q = query::query(None, Some(&date(0)), Some(&date(days as i64))).expect("a query");
     let started = Instant::now();

@@ -1,18 +1,38 @@
-//! The reports an agent sends and a gateway stores (SPEC §4-§6), their MQTT
-//! topics, and the HyperLogLog `visitor_sketch`.
+//! The wire contract between `footfall-agent` and `footfall-gateway`, typed
+//! once: every message, every report field and every sum of them is a type
+//! here, and both sides (and the tests) use these types, never a list of
+//! field names or a JSON map. It has no I/O and never sees a MAC address,
+//! only keyed device ids.
 //!
-//! This crate is the contract between `footfall-agent` and `footfall-gateway`:
-//! it has no I/O and never sees a MAC address, only keyed device ids.
+//! Modules:
+//! - this file: `WindowReport` (SPEC §4), `DayReport` (§5), `Report`, `Ack`
+//!   and the report key (§6);
+//! - `counts`: the summable window and day counts, with `add`;
+//! - `status`: the retained `status` and `live` messages (§6);
+//! - `campaign`: the campaign report (§7), figures absent as `None`;
+//! - `sketch`: the HyperLogLog `visitor_sketch`;
+//! - `topic`: MQTT topic names and id rules;
+//! - `codec`: how a value is sealed in sled (version + CRC-32);
+//! - `mqtt` (feature `mqtt`): broker connection settings shared by both;
+//! - `testing` (feature `test-util`): report builders for tests.
 
+pub mod campaign;
 pub mod codec;
+pub mod counts;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod sketch;
+pub mod status;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod topic;
 
 use serde::{Deserialize, Serialize};
 
+pub use campaign::CampaignReport;
+pub use counts::{Counts, DayCounts, WindowSums};
 pub use sketch::{Sketch, SketchError};
+pub use status::{Live, State, Status};
 
 /// SPEC §6: `schema` of a window report.
 pub const WINDOW_SCHEMA: &str = "footfall.window.v1";

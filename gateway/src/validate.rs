@@ -1,8 +1,8 @@
 //! Validation of incoming reports: the gateway's door. Every payload is
 //! checked for size, JSON, schema, field types and ranges, internal sums,
 //! and (from MQTT) that the topic's store and agent are the payload's. What
-//! fails is rejected with a reason; the caller puts it in dead letters.
-//! Nothing here panics on any input.
+//! fails is rejected with a reason; `accept` puts it in dead letters.
+//! Nothing here panics on any input, and nothing here touches the store.
 
 use footfall_report::topic::{self, Kind};
 use footfall_report::{DayReport, Report, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA};
@@ -146,40 +146,6 @@ fn check_day(d: &DayReport) -> Result<(), Reject> {
         !d.params_hash.is_empty() && !d.agent_version.is_empty(),
         "params_hash and agent_version are required",
     )?;
-    Ok(())
-}
-
-/// Report lines as agents' `--emit` writes them, each through `validate`
-/// and the store like an MQTT message on the topic its agent would use.
-/// `source` names the input in dead letters (`file:line`).
-pub fn ingest_jsonl(
-    store: &dyn crate::store::ReportStore,
-    source: &str,
-    text: &[u8],
-    max: usize,
-    tally: &mut crate::serve::Tally,
-) -> anyhow::Result<()> {
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let topic = serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| {
-                let kind = match v.get("schema")?.as_str()? {
-                    WINDOW_SCHEMA => Kind::Window,
-                    DAY_SCHEMA => Kind::Day,
-                    _ => return None,
-                };
-                Some(topic::topic(
-                    v.get("store_id")?.as_str()?,
-                    v.get("agent_id")?.as_str()?,
-                    kind,
-                ))
-            })
-            .unwrap_or_else(|| format!("{source}:{}", i + 1));
-        crate::serve::handle(store, &topic, line, max, tally)?;
-    }
     Ok(())
 }
 

@@ -1,14 +1,7 @@
-//! Where the gateway keeps reports: the `ReportStore` trait, and its sled
-//! implementation for a single gateway serving a chain of hundreds of
-//! stores. A SQL engine implements the same trait when several gateways
-//! share one MQTT subscription.
+//! The sled engine of `ReportStore`: the embedded default, one gateway on
+//! one box.
 //!
-//! Invariants: a report key (store, agent, window_start | date) is stored at
-//! most once; the same key with other counts keeps the first and the second
-//! goes to dead letters as a conflict (a report is never revised, SPEC §6).
-//! Nothing is acked before `commit` returns.
-//!
-//! sled layout: trees `windows` (key `store \0 agent \0 window_start as
+//! Layout: trees `windows` (key `store \0 agent \0 window_start as
 //! 8-byte big-endian, sign bit flipped` so keys sort by time), `hours` (the
 //! same key with the UTC hour a window starts in → the `Counts` of the
 //! agent's windows that start in it and which they are: a campaign report
@@ -18,8 +11,7 @@
 //! agent's resend (nothing uncommitted was acked) mends the hour. (A sled
 //! transaction over both trees cut ingest fourfold; so did a batch.) Hours
 //! are rebuilt from windows on open when the `hours-built` mark is missing.
-//! `days` (`store
-//! \0 agent \0 YYYY-MM-DD`), `agents` (`store \0 agent` → last status),
+//! `days` (`store \0 agent \0 YYYY-MM-DD`), `agents` (`store \0 agent` → last status),
 //! `dead` (8-byte sequence → dead letter). Values are sealed with
 //! `footfall_report::codec` (version + CRC-32); the version says the
 //! payload's format: 1 JSON, 2 postcard. Reports are written as postcard
@@ -34,250 +26,18 @@
 
 use std::path::{Path, PathBuf};
 
-use footfall_report::{codec, DayReport, Report, Sketch, WindowReport, DWELL_EDGES_S};
-use serde::{Deserialize, Serialize};
+use footfall_report::{codec, DayReport, Report, WindowReport};
+use serde::Serialize;
+
+use super::hours::StoredHour;
+use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
+use super::{
+    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Put, Query, ReportStore, StoreError,
+};
 
 /// Payload formats, by version byte.
 const JSON: u8 = 1;
 const POSTCARD: u8 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: cannot open the gateway's store (is another footfall-gateway using it?)")]
-    Open { path: PathBuf, source: sled::Error },
-    #[error("{path}: the gateway's store failed")]
-    Sled { path: PathBuf, source: sled::Error },
-    #[error("{path}: tree `{tree}`, key {key}: {what}; restore the store from a backup")]
-    Corrupt {
-        path: PathBuf,
-        tree: &'static str,
-        key: String,
-        what: String,
-    },
-}
-
-/// What storing one report did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Put {
-    Inserted,
-    /// Same key, same counts: already stored.
-    Duplicate,
-    /// Same key, other counts: the first is kept.
-    Conflict,
-}
-
-/// A payload the gateway would not store, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub received_unix_s: i64,
-    /// MQTT topic, or `file:line` for `ingest`.
-    pub source: String,
-    pub reason: String,
-    /// The first 4 KiB, as text.
-    pub payload: String,
-}
-
-/// An agent as the gateway last heard of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentInfo {
-    pub store_id: String,
-    pub agent_id: String,
-    pub last_seen_unix_s: i64,
-    /// The last `status` payload (online with health figures, or offline).
-    pub status: serde_json::Value,
-}
-
-/// A marketing campaign (SPEC §7), as imported from CSV.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Campaign {
-    pub campaign_id: String,
-    pub name: String,
-    pub channel: String,
-    pub start: When,
-    pub end: When,
-    /// `None`: every store (`*`).
-    pub stores: Option<Vec<String>>,
-    pub impressions: u64,
-    pub reach: u64,
-    pub spend: f64,
-}
-
-/// A campaign bound: an instant, or a local date in each store's zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum When {
-    /// Unix seconds.
-    At(i64),
-    /// `YYYY-MM-DD`, midnight in the store's time zone.
-    Date(String),
-}
-
-/// The counts of an agent's windows that add up (SPEC §4), over one window
-/// or many: what an hour keeps and what a campaign report sums.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Counts {
-    /// How many windows were added: "every window reported" counts them.
-    pub windows: u64,
-    /// The length of the first window added (`window_s`).
-    pub window_s: i64,
-    pub frames: u64,
-    pub frames_no_signal: u64,
-    pub detected: u64,
-    pub visits: u64,
-    pub visitors: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub passersby: u64,
-    pub residents: u64,
-    pub dwell_counts: [u64; DWELL_EDGES_S.len()],
-    pub dwell_sum_s: u64,
-    pub visitor_sketch: Sketch,
-}
-
-impl StoredHour {
-    /// Adds the window unless the hour has it; says whether it did.
-    fn add(&mut self, w: &WindowReport) -> bool {
-        let at = u16::try_from(w.window_start.rem_euclid(HOUR)).expect("under an hour");
-        match self.starts.binary_search(&at) {
-            Ok(_) => false,
-            Err(i) => {
-                self.starts.insert(i, at);
-                self.counts.add(&Counts::of_window(w));
-                true
-            }
-        }
-    }
-}
-
-impl Default for Counts {
-    fn default() -> Counts {
-        Counts::with_sketch(Sketch::new())
-    }
-}
-
-impl Counts {
-    /// For summing thousands of windows: merging into a sparse sketch
-    /// moves its sorted list on every new register.
-    pub fn dense() -> Counts {
-        Counts::with_sketch(Sketch::new_dense())
-    }
-
-    fn with_sketch(visitor_sketch: Sketch) -> Counts {
-        Counts {
-            windows: 0,
-            window_s: 0,
-            frames: 0,
-            frames_no_signal: 0,
-            detected: 0,
-            visits: 0,
-            visitors: 0,
-            visitors_new: 0,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            passersby: 0,
-            residents: 0,
-            dwell_counts: [0; DWELL_EDGES_S.len()],
-            dwell_sum_s: 0,
-            visitor_sketch,
-        }
-    }
-
-    pub fn of_window(w: &WindowReport) -> Counts {
-        let mut dwell_counts = [0; DWELL_EDGES_S.len()];
-        for (a, b) in dwell_counts.iter_mut().zip(&w.dwell_counts) {
-            *a = *b;
-        }
-        Counts {
-            windows: 1,
-            window_s: w.window_end - w.window_start,
-            frames: w.frames,
-            frames_no_signal: w.frames_no_signal,
-            detected: w.detected,
-            visits: w.visits,
-            visitors: w.visitors,
-            visitors_new: w.visitors_new,
-            visitors_returning: w.visitors_returning,
-            visitors_randomized: w.visitors_randomized,
-            passersby: w.passersby,
-            residents: w.residents,
-            dwell_counts,
-            dwell_sum_s: w.dwell_sum_s,
-            visitor_sketch: w.visitor_sketch.clone(),
-        }
-    }
-
-    pub fn add(&mut self, o: &Counts) {
-        if self.windows == 0 {
-            self.window_s = o.window_s;
-        }
-        self.windows += o.windows;
-        self.frames += o.frames;
-        self.frames_no_signal += o.frames_no_signal;
-        self.detected += o.detected;
-        self.visits += o.visits;
-        self.visitors += o.visitors;
-        self.visitors_new += o.visitors_new;
-        self.visitors_returning += o.visitors_returning;
-        self.visitors_randomized += o.visitors_randomized;
-        self.passersby += o.passersby;
-        self.residents += o.residents;
-        for (a, b) in self.dwell_counts.iter_mut().zip(&o.dwell_counts) {
-            *a += b;
-        }
-        self.dwell_sum_s += o.dwell_sum_s;
-        self.visitor_sketch.merge(&o.visitor_sketch);
-    }
-}
-
-/// An hour as stored: which windows it holds (seconds after the hour they
-/// start at, sorted), so a window sent again is added once.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StoredHour {
-    starts: Vec<u16>,
-    counts: Counts,
-}
-
-/// One agent's windows that start in one UTC hour, summed at ingest.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hour {
-    pub store_id: String,
-    pub agent_id: String,
-    pub hour_start: i64,
-    pub counts: Counts,
-}
-
-/// Which reports a query wants: a store (or all), and a time range.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query {
-    pub store_id: Option<String>,
-    /// Unix seconds, inclusive.
-    pub from_s: Option<i64>,
-    /// Unix seconds, exclusive.
-    pub to_s: Option<i64>,
-}
-
-pub trait ReportStore: Send + Sync {
-    fn put(&self, report: &Report) -> Result<Put, StoreError>;
-    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
-    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError>;
-    /// Makes everything before it durable. Implementations are shared
-    /// between the MQTT loop and the HTTP API, so every method takes `&self`.
-    fn commit(&self) -> Result<(), StoreError>;
-    fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError>;
-    /// The hours that start in the query's range, each the sum of an
-    /// agent's windows that start in it: what `windows` would give, summed
-    /// by hour, in a quarter of the reads or fewer.
-    fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError>;
-    fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
-    fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Inserts or replaces campaigns by id, all or none.
-    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError>;
-    /// Every (store, agent) that has reported a window, with the end of
-    /// its newest window (Unix seconds).
-    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
-    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
-}
 
 pub struct SledStore {
     path: PathBuf,
@@ -293,60 +53,11 @@ pub struct SledStore {
     seen: sled::Tree,
 }
 
-fn time_key(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-const HOUR: i64 = 3_600;
-/// Set in the default tree once `hours` holds every stored window.
-const HOURS_BUILT: &[u8] = b"hours-built";
-
-/// The `hours` key of a `windows` key: the same store and agent, the hour.
-fn hour_key(window_key: &[u8], window_start: i64) -> Vec<u8> {
-    let mut k = window_key[..window_key.len() - 8].to_vec();
-    k.extend_from_slice(&time_key(window_start.div_euclid(HOUR) * HOUR));
-    k
-}
-
-/// Store, agent and time of a `windows` or `hours` key.
-fn split_key(k: &[u8]) -> Option<(String, String, i64)> {
-    let (names, t) = k.split_at_checked(k.len().checked_sub(8)?)?;
-    let names = std::str::from_utf8(names.strip_suffix(&[0])?).ok()?;
-    let (store, agent) = names.split_once('\0')?;
-    let t = (u64::from_be_bytes(t.try_into().ok()?) ^ (1 << 63)) as i64;
-    Some((store.to_string(), agent.to_string(), t))
-}
-
-fn prefix(store: &str, agent: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(store.len() + agent.len() + 10);
-    k.extend_from_slice(store.as_bytes());
-    k.push(0);
-    k.extend_from_slice(agent.as_bytes());
-    k.push(0);
-    k
-}
-
 fn seal_postcard<T: Serialize>(v: &T) -> Vec<u8> {
     codec::seal(
         POSTCARD,
         &postcard::to_stdvec(v).expect("in-memory values serialize"),
     )
-}
-
-/// The key prefix of the query's one store (store, then its 0 byte), or of
-/// every store.
-fn store_prefix(q: &Query) -> Vec<u8> {
-    q.store_id
-        .as_deref()
-        .map(|s| prefix(s, "")[..s.len() + 1].to_vec())
-        .unwrap_or_default()
-}
-
-/// Equal counts: everything but `seq`, which a recounting agent may change.
-fn same_counts(a: &Report, b: &Report) -> bool {
-    let mut a = a.clone();
-    a.set_seq(b.seq());
-    &a == b
 }
 
 impl SledStore {
@@ -674,15 +385,10 @@ impl ReportStore for SledStore {
 }
 
 /// Unix seconds now.
-pub fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use footfall_report::Counts;
     use footfall_report::{Sketch, DWELL_EDGES_S, WINDOW_SCHEMA};
 
     fn window(store: &str, start: i64, visits: u64, seq: u64) -> Report {

@@ -1,0 +1,145 @@
+//! Where the gateway keeps reports: the `ReportStore` trait and what it
+//! stores (this file), and its engines: `sled` for a single gateway serving
+//! a chain of hundreds of stores. A SQL engine implements the same trait
+//! when several gateways share one MQTT subscription.
+//!
+//! Invariants of every engine: a report key (store, agent, window_start |
+//! date) is stored at most once; the same key with other counts keeps the
+//! first and the second goes to dead letters as a conflict (a report is
+//! never revised, SPEC §6). Nothing is acked before `commit` returns.
+
+mod hours;
+mod keys;
+mod sled;
+
+use std::path::PathBuf;
+
+use footfall_report::{Counts, DayReport, Report, Status, WindowReport};
+use serde::{Deserialize, Serialize};
+
+pub use self::sled::SledStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot open the gateway's store (is another footfall-gateway using it?)")]
+    Open {
+        path: PathBuf,
+        source: ::sled::Error,
+    },
+    #[error("{path}: the gateway's store failed")]
+    Sled {
+        path: PathBuf,
+        source: ::sled::Error,
+    },
+    #[error("{path}: tree `{tree}`, key {key}: {what}; restore the store from a backup")]
+    Corrupt {
+        path: PathBuf,
+        tree: &'static str,
+        key: String,
+        what: String,
+    },
+}
+
+/// What storing one report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    Inserted,
+    /// Same key, same counts: already stored.
+    Duplicate,
+    /// Same key, other counts: the first is kept.
+    Conflict,
+}
+
+/// A payload the gateway would not store, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub received_unix_s: i64,
+    /// MQTT topic, or `file:line` for `ingest`.
+    pub source: String,
+    pub reason: String,
+    /// The first 4 KiB, as text.
+    pub payload: String,
+}
+
+/// An agent as the gateway last heard of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub store_id: String,
+    pub agent_id: String,
+    pub last_seen_unix_s: i64,
+    /// The last `status` payload (online with health figures, or offline).
+    pub status: Status,
+}
+
+/// A marketing campaign (SPEC §7), as imported from CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub campaign_id: String,
+    pub name: String,
+    pub channel: String,
+    pub start: When,
+    pub end: When,
+    /// `None`: every store (`*`).
+    pub stores: Option<Vec<String>>,
+    pub impressions: u64,
+    pub reach: u64,
+    pub spend: f64,
+}
+
+/// A campaign bound: an instant, or a local date in each store's zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum When {
+    /// Unix seconds.
+    At(i64),
+    /// `YYYY-MM-DD`, midnight in the store's time zone.
+    Date(String),
+}
+
+/// One agent's windows that start in one UTC hour, summed at ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hour {
+    pub store_id: String,
+    pub agent_id: String,
+    pub hour_start: i64,
+    pub counts: Counts,
+}
+
+/// Which reports a query wants: a store (or all), and a time range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub store_id: Option<String>,
+    /// Unix seconds, inclusive.
+    pub from_s: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub to_s: Option<i64>,
+}
+
+pub trait ReportStore: Send + Sync {
+    fn put(&self, report: &Report) -> Result<Put, StoreError>;
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError>;
+    /// Makes everything before it durable. Implementations are shared
+    /// between the MQTT loop and the HTTP API, so every method takes `&self`.
+    fn commit(&self) -> Result<(), StoreError>;
+    fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError>;
+    /// The hours that start in the query's range, each the sum of an
+    /// agent's windows that start in it: what `windows` would give, summed
+    /// by hour, in a quarter of the reads or fewer.
+    fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError>;
+    fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
+    fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Inserts or replaces campaigns by id, all or none.
+    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError>;
+    /// Every (store, agent) that has reported a window, with the end of
+    /// its newest window (Unix seconds).
+    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
+}
+
+/// Equal counts: everything but `seq`, which a recounting agent may change.
+pub(crate) fn same_counts(a: &Report, b: &Report) -> bool {
+    let mut a = a.clone();
+    a.set_seq(b.seq());
+    &a == b
+}
