@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use footfall_agent::privacy::{find_mac, transmitters};
 use footfall_report::Report;
+use footfall_tests::audit::{find_mac, transmitters};
 use footfall_tests::{bench_window, bin, burst, counts_by_key, run, wait_until, Broker, Proc};
 use std::process::Command;
 
@@ -816,7 +816,10 @@ fn close(shown: &str, api: &serde_json::Value) -> bool {
 #[test]
 fn dashboard_pages_show_the_api_numbers_in_chromium() {
     let Some(chrome) = chromium() else {
-        println!("skipped: Debian's chromium is not installed (scripts/test installs it)");
+        footfall_tests::skip(
+            "chromium",
+            "Debian's chromium is not installed (scripts/test installs it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

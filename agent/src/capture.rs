@@ -6,6 +6,8 @@
 //! Sources: a monitor-mode interface (read timeout 250 ms, so the stop flag
 //! is seen promptly), or a capture file read to its end (what `run` does with
 //! `[capture] file`, the way to exercise the live path without a Wi-Fi card).
+//! `read_file` is the one capture-file reader, used by that source and by
+//! `replay`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +17,77 @@ use tokio::sync::mpsc;
 
 use crate::detect::{Detection, Detector, FrameStats};
 use crate::wire::linktype::LinkType;
-use crate::wire::pcapfile::CaptureFile;
+use crate::wire::pcapfile::{CaptureError, CaptureFile};
 
 const BATCH: usize = 512;
+
+/// Frames `read_file` hands over at once: checkpoints are considered
+/// between batches, so a crash re-reads at most what came after one.
+pub const BATCH_FRAMES: u64 = 4096;
+
+/// The detections among a file's frames up to `upto` (counted from the
+/// file's start), of which `read` were not skipped as already counted.
+pub struct Batch {
+    pub detections: Vec<Detection>,
+    pub read: u64,
+    pub upto: u64,
+}
+
+/// Reads a capture file in order, past its first `skip` frames (already
+/// counted), and hands `sink` the detections of every `BATCH_FRAMES`
+/// frames, then of the rest. A batch of nothing but skipped frames is not
+/// handed over, so a file's position is never set back. `sink` sees the
+/// detector too, for its running totals. `recycled` gives
+/// the vector for the next batch (an emptied one, so that memory is not
+/// allocated per batch).
+///
+/// Returns the number of frames in the file when it was read to its end;
+/// `None` when `sink` returned false to stop. A read error comes after the
+/// batch of the frames before it.
+pub fn read_file(
+    mut cap: CaptureFile,
+    detector: &mut Detector,
+    skip: u64,
+    mut recycled: impl FnMut() -> Vec<Detection>,
+    mut sink: impl FnMut(&Detector, Batch) -> bool,
+) -> Result<Option<u64>, CaptureError> {
+    let mut new_batch = || Batch {
+        detections: recycled(),
+        read: 0,
+        upto: 0,
+    };
+    let mut batch = new_batch();
+    let mut seen = 0u64;
+    loop {
+        let rec = match cap.next_record() {
+            None => break,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                if batch.read > 0 && !sink(detector, batch) {
+                    return Ok(None);
+                }
+                return Err(e);
+            }
+        };
+        seen += 1;
+        if seen > skip {
+            batch.read += 1;
+            batch.upto = seen;
+            if let Some(d) = detector.frame(rec.ts_us, rec.data) {
+                batch.detections.push(d);
+            }
+            if seen % BATCH_FRAMES == 0
+                && !sink(detector, std::mem::replace(&mut batch, new_batch()))
+            {
+                return Ok(None);
+            }
+        }
+    }
+    if batch.read > 0 && !sink(detector, batch) {
+        return Ok(None);
+    }
+    Ok(Some(seen))
+}
 
 pub enum Source {
     Interface { name: String, snaplen: u32 },
@@ -114,30 +184,35 @@ fn file_loop(
     tx: &mpsc::Sender<Event>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let mut cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
+    let cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
     let link = LinkType::from_dlt(cap.dlt()).map_err(|e| format!("{}: {e}", path.display()))?;
     detector.set_link(link);
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut position = 0u64;
-    while let Some(rec) = cap.next_record() {
-        let rec = rec.map_err(|e| e.to_string())?;
-        position += 1;
-        if position <= skip {
-            continue;
-        }
-        if let Some(d) = detector.frame(rec.ts_us, rec.data) {
-            batch.push(d);
-        }
-        if batch.len() >= BATCH || position % 8192 == 0 {
-            if stop.load(Ordering::Relaxed) {
-                return flush(&mut batch, position, detector, tx);
-            }
-            flush(&mut batch, position, detector, tx)?;
-        }
+    let mut hung_up = false;
+    let end = read_file(
+        cap,
+        detector,
+        skip,
+        || Vec::with_capacity(BATCH),
+        |d, batch| {
+            let sent = tx.blocking_send(Event::Batch {
+                detections: batch.detections,
+                position: batch.upto,
+                stats: d.stats.clone(),
+            });
+            hung_up = sent.is_err();
+            !hung_up && !stop.load(Ordering::Relaxed)
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if hung_up {
+        return Err("the agent stopped listening to capture".into());
     }
-    flush(&mut batch, position, detector, tx)?;
-    tx.blocking_send(Event::End { position })
-        .map_err(|_| "the agent stopped listening to capture".to_string())
+    match end {
+        Some(position) => tx
+            .blocking_send(Event::End { position })
+            .map_err(|_| "the agent stopped listening to capture".to_string()),
+        None => Ok(()),
+    }
 }
 
 fn live_loop(

@@ -1,19 +1,44 @@
-//! footfall's store agent: capture → detect → count → store → report.
+//! footfall's store agent: capture → detect → count → store → outbox →
+//! transport. Data flows one way, and each stage is a module named after
+//! what it owns; nothing after `detect` sees a MAC.
 //!
-//! Data flows one way. `wire` parses frames in place; `detect` applies SPEC
-//! §1 and turns each MAC into a keyed `DeviceId` (SPEC §2), so nothing after
-//! it sees a MAC; `count` applies SPEC §3-§5; `store` keeps the counter's
-//! state and the outbox in sled; the commands in `cli` tie them together.
+//! Modules, each importing only those above it in this list:
+//! - `wire`: parsers of capture files and frame headers (pcap, radiotap,
+//!   PPI, Prism, 802.11); no allocation per frame, no panics on input;
+//! - `config`: agent.toml, raw then resolved, and `params_hash`;
+//! - `privacy`: the keyed device id (SPEC §2), the key file, opt-out;
+//! - `detect`: SPEC §1 on one frame, and the MAC turned into a `DeviceId`;
+//! - `capture`: frames from an interface or a file, on their own thread,
+//!   into detections; `read_file` is the one capture-file reader;
+//! - `count`: SPEC §3-§5, from detections to final window and day reports;
+//! - `store`: the counter's state, device histories and the outbox in sled;
+//! - `pipeline`: the state opened from a config, and the checkpoint that
+//!   numbers reports and commits them with the state;
+//! - `transport`: where committed reports go (the emit file);
+//! - `metrics`: Prometheus text on a loopback port;
+//! - `replay`: capture files counted as one timeline, to a file;
+//! - `run`: the live agent, `run(config, shutdown)`, delivering over MQTT;
+//! - `inspect`, `doctor`, `simulate`: the other commands' work.
+//!
+//! `main.rs` only parses arguments, calls one of these, and prints.
 
 pub mod capture;
-pub mod cli;
 pub mod config;
 pub mod count;
 pub mod detect;
+pub mod doctor;
+pub mod inspect;
 pub mod metrics;
+pub mod pipeline;
 pub mod privacy;
+pub mod replay;
+pub mod run;
+pub mod simulate;
 pub mod store;
+pub mod transport;
 pub mod wire;
+
+pub use run::run;
 
 /// The version every report carries as `agent_version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use footfall_agent::cli::{inspect, replay, run as live, simulate};
 use footfall_agent::config::Config;
+use footfall_agent::{inspect, replay, run as live, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -140,8 +140,8 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Doctor { config, listen_s } => {
             let config = Config::load(&config)?;
-            let checks = footfall_agent::cli::doctor::run(&config, listen_s);
-            print!("{}", footfall_agent::cli::doctor::render(&checks));
+            let checks = footfall_agent::doctor::run(&config, listen_s);
+            print!("{}", footfall_agent::doctor::render(&checks));
             if checks.iter().any(|c| !c.ok) {
                 return Ok(ExitCode::from(1));
             }

@@ -1,6 +1,13 @@
-//! Helpers for the end-to-end tests in `tests.rs`: a real Mosquitto on a
-//! free loopback port, the built binaries as child processes with their
-//! logs in files, and polling on retained MQTT status.
+//! Helpers for the end-to-end tests in `tests.rs` and the agent's own
+//! integration tests: a real Mosquitto on a free loopback port, the built
+//! binaries as child processes with their logs in files, polling on
+//! retained MQTT status, the privacy audit (`audit`), and `require`, which
+//! turns a skip into a failure when `FOOTFALL_REQUIRE` asks for the part.
+
+pub mod audit;
+pub mod require;
+
+pub use require::{required, shared_data, skip};
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -274,31 +281,10 @@ pub fn run(dir: &Path, program: &Path, args: &[&str]) -> String {
 }
 
 /// Counts of each report by key, from JSON lines of agent reports (emit
-/// files) or of `footfall-gateway report --format json`: only the SPEC
-/// count fields, so both sides compare.
+/// files) or of `footfall-gateway report --format json`: the summable
+/// counts of `footfall_report` (`WindowSums`, `DayCounts`), so both sides
+/// compare whatever fields they gain.
 pub fn counts_by_key(jsonl: &str, windows: bool) -> BTreeMap<String, Value> {
-    const WINDOW: [&str; 12] = [
-        "frames",
-        "frames_no_signal",
-        "detected",
-        "visits",
-        "visitors",
-        "visitors_new",
-        "visitors_returning",
-        "visitors_randomized",
-        "passersby",
-        "residents",
-        "dwell_counts",
-        "dwell_sum_s",
-    ];
-    const DAY: [&str; 6] = [
-        "visits",
-        "unique_visitors",
-        "visitors_new",
-        "visitors_returning",
-        "visitors_randomized",
-        "residents",
-    ];
     let mut out = BTreeMap::new();
     for line in jsonl.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -313,15 +299,14 @@ pub fn counts_by_key(jsonl: &str, windows: bool) -> BTreeMap<String, Value> {
             v["date"].to_string()
         };
         let key = format!("{}/{}/{period}", v["store_id"], v["agent_id"]);
-        let fields: &[&str] = if windows { &WINDOW } else { &DAY };
-        let counts: serde_json::Map<String, Value> = fields
-            .iter()
-            .map(|f| (f.to_string(), v[*f].clone()))
-            .collect();
-        assert!(
-            out.insert(key.clone(), Value::Object(counts)).is_none(),
-            "{key} twice"
-        );
+        let counts = if windows {
+            let c: footfall_report::WindowSums = serde_json::from_value(v).unwrap();
+            serde_json::to_value(c).unwrap()
+        } else {
+            let c: footfall_report::DayCounts = serde_json::from_value(v).unwrap();
+            serde_json::to_value(c).unwrap()
+        };
+        assert!(out.insert(key.clone(), counts).is_none(), "{key} twice");
     }
     out
 }

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use footfall_agent::cli::simulate::{simulate, SimulateArgs};
 use footfall_agent::config::Counting;
 use footfall_agent::count::{Counter, ReportMeta};
 use footfall_agent::detect::Detector;
 use footfall_agent::privacy::Keyer;
+use footfall_agent::simulate::{simulate, SimulateArgs};
 use footfall_agent::wire::linktype::LinkType;
 use footfall_agent::wire::pcapfile::CaptureFile;
 

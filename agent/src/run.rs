@@ -1,10 +1,7 @@
-//! `footfall-agent run`: live capture (or a capture file read as if live),
-//! counting, and delivery over MQTT with the outbox of SPEC §6.
-//!
-//! `run(config, shutdown)` is the whole agent; `main` passes the signals,
-//! tests pass their own future. Shutdown order: stop capture, drain what it
-//! already sent, checkpoint (state and outbox in sled, flushed), publish the
-//! retained `offline` status, disconnect.
+//! The live agent: capture (a monitor-mode interface, or a capture file
+//! read as if live), counting, and delivery over MQTT with the outbox of
+//! SPEC §6. `run(config, shutdown)` is the whole agent; `main` passes the
+//! signals, tests pass their own future.
 //!
 //! Delivery: a report is committed to the outbox before it is published
 //! and leaves it only when the gateway's `ack` names its `seq`. After every
@@ -21,19 +18,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use footfall_report::status::{Health as StatusHealth, State};
 use footfall_report::topic::{self, Kind};
-use footfall_report::{Ack, Report};
+use footfall_report::{Ack, Live, Report, Status};
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as MqttEvent};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::capture::{self, Source};
-use crate::cli::replay::Agent;
 use crate::config::{Config, Mqtt};
 use crate::detect::FrameStats;
+use crate::pipeline::Agent;
 
 enum Link {
     Connected,
@@ -62,6 +59,16 @@ fn unix_now_us() -> i64 {
 }
 
 /// Runs until `shutdown` resolves, or capture fails.
+///
+/// Stops in this order, so that nothing counted is lost and nothing is
+/// sent that is not saved:
+/// 1. capture is told to stop (its thread sees the flag within 250 ms);
+/// 2. the detections it already sent are counted;
+/// 3. a checkpoint commits the state and any new final reports to the
+///    outbox, and sled is flushed;
+/// 4. the retained `offline` status is published;
+/// 5. the client disconnects (unacked reports stay in the outbox and are
+///    sent again after the next start).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mqtt = config
         .mqtt
@@ -121,7 +128,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // MQTT.
     let mut options = mqtt.settings.options()?;
     let offline =
-        json!({"state": "offline", "store_id": store_id, "agent_id": agent_id}).to_string();
+        serde_json::to_string(&Status::offline(&store_id, &agent_id)).expect("statuses serialize");
     options.set_last_will(LastWill::new(
         topic_of(Kind::Status),
         offline.clone(),
@@ -287,13 +294,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     last_resend = Instant::now();
                 }
                 if connected && last_live.elapsed() >= Duration::from_secs(u64::from(mqtt.live_interval_s)) {
-                    let live = json!({
-                        "store_id": store_id, "agent_id": agent_id,
-                        "ts": unix_now_us() / 1_000_000,
-                        "devices_present": agent.counter.present_devices(),
-                        "visits_today": agent.counter.visits_today(),
-                    });
-                    client.try_publish(topic_of(Kind::Live), QoS::AtMostOnce, true, live.to_string()).ok();
+                    let live = Live {
+                        store_id: store_id.clone(),
+                        agent_id: agent_id.clone(),
+                        ts: unix_now_us() / 1_000_000,
+                        devices_present: agent.counter.present_devices() as u64,
+                        visits_today: agent.counter.visits_today(),
+                    };
+                    let payload = serde_json::to_string(&live).expect("live messages serialize");
+                    client.try_publish(topic_of(Kind::Live), QoS::AtMostOnce, true, payload).ok();
                     last_live = Instant::now();
                 }
                 if last_metrics.elapsed() >= Duration::from_secs(1) {
@@ -421,27 +430,30 @@ fn publish_status(
     let fps = (h.stats.frames.saturating_sub(h.frames_at_last_status)) as f64 / secs;
     h.frames_at_last_status = h.stats.frames;
     h.last_status = Instant::now();
-    let status = json!({
-        "state": "online",
-        "store_id": store_id,
-        "agent_id": agent_id,
-        "agent_version": crate::VERSION,
-        "timezone": timezone,
-        "uptime_s": h.started.elapsed().as_secs(),
-        "frames_total": h.stats.frames,
-        "detections_total": h.stats.detections,
-        "frames_per_s": (fps * 10.0).round() / 10.0,
-        "outbox_pending": pending,
-        "outbox_bytes": bytes,
-        "outbox_full": full,
-        "last_ack_unix_s": h.last_ack_unix_s,
-        "late_frames": agent.counter.state.late_frames,
-        "capture_errors": h.capture_errors,
-        "publish_refused": h.publish_refused,
-        "capture_finished": h.capture_finished,
-    });
+    let status = Status {
+        state: State::Online,
+        store_id: store_id.to_string(),
+        agent_id: agent_id.to_string(),
+        health: Some(StatusHealth {
+            agent_version: crate::VERSION.to_string(),
+            timezone: timezone.to_string(),
+            uptime_s: h.started.elapsed().as_secs(),
+            frames_total: h.stats.frames,
+            detections_total: h.stats.detections,
+            frames_per_s: (fps * 10.0).round() / 10.0,
+            outbox_pending: pending as u64,
+            outbox_bytes: bytes,
+            outbox_full: full,
+            last_ack_unix_s: h.last_ack_unix_s,
+            late_frames: agent.counter.state.late_frames,
+            capture_errors: h.capture_errors,
+            publish_refused: h.publish_refused,
+            capture_finished: h.capture_finished,
+        }),
+    };
+    let payload = serde_json::to_string(&status).expect("statuses serialize");
     client
-        .try_publish(topic, QoS::AtLeastOnce, true, status.to_string())
+        .try_publish(topic, QoS::AtLeastOnce, true, payload)
         .ok();
 }
 

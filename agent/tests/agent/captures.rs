@@ -2,31 +2,15 @@
 //! tshark's counts in expected.tsv on every file, and each supported capture
 //! replays through the counter with every detection in some window.
 
-use std::path::PathBuf;
-
-use footfall_agent::cli::inspect::inspect_file;
+use crate::require::shared_data;
 use footfall_agent::config::Counting;
 use footfall_agent::count::{Counter, MemHistory, ReportMeta, State};
 use footfall_agent::detect::Detector;
+use footfall_agent::inspect::inspect_file;
 use footfall_agent::privacy::Keyer;
 use footfall_agent::wire::linktype::LinkType;
 use footfall_agent::wire::pcapfile::CaptureFile;
 use footfall_report::Report;
-
-fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("FOOTFALL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    if dir.join("expected.tsv").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "skipped: {} has no expected.tsv (shared captures are not in a user's clone)",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn expected_rows(dir: &std::path::Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
@@ -104,7 +88,9 @@ fn inspect_agrees_with_tshark_on_every_shared_capture() {
 #[test]
 fn every_supported_capture_replays_with_all_detections_counted() {
     let Some(dir) = shared_data() else { return };
-    for row in expected_rows(&dir) {
+    let mut replayed = 0;
+    let rows = expected_rows(&dir);
+    for row in &rows {
         let path = dir.join(&row[0]);
         let Ok(mut cap) = CaptureFile::open(&path) else {
             continue;
@@ -112,6 +98,7 @@ fn every_supported_capture_replays_with_all_detections_counted() {
         let Ok(link) = LinkType::from_dlt(cap.dlt()) else {
             continue;
         };
+        replayed += 1;
         let mut det = Detector::new(link, Keyer::new(&[9; 32]), Default::default(), -90, -70);
         let meta = ReportMeta {
             store_id: "s".into(),
@@ -155,6 +142,16 @@ fn every_supported_capture_replays_with_all_detections_counted() {
         );
         assert_eq!(no_signal.to_string(), row[8], "{}", row[0]);
     }
+    // Every file of an 802.11 link type is read and checked.
+    let supported = rows
+        .iter()
+        .filter(|r| ["105", "119", "127", "163", "192"].contains(&r[1].as_str()))
+        .count();
+    assert!(
+        supported >= 28,
+        "expected.tsv lists {supported} 802.11 files"
+    );
+    assert_eq!(replayed, supported, "802.11 captures replayed");
 }
 
 /// radiotap-library's own parser check files: bare headers with extended

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use footfall_agent::privacy::{find_mac, transmitters};
+use crate::audit::{find_mac, transmitters};
 
 const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
 

@@ -457,9 +457,9 @@ fn resident_status_waits_for_a_session_across_midnight() {
 /// counter, against the model on the same detections.
 #[test]
 fn counter_matches_reference_model_on_simulated_store() {
-    use footfall_agent::cli::simulate::{simulate, SimulateArgs};
     use footfall_agent::detect::Detector;
     use footfall_agent::privacy::Keyer;
+    use footfall_agent::simulate::{simulate, SimulateArgs};
     use footfall_agent::wire::linktype::LinkType;
     use footfall_agent::wire::pcapfile::CaptureFile;
 

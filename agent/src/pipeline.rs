@@ -1,0 +1,147 @@
+//! The agent's pipeline state, shared by `replay` and `run`: the store, the
+//! counter and the input files' progress, opened from a config, and the
+//! checkpoint that numbers final reports and commits them with the state.
+//!
+//! Invariants: a report gets its `seq` here, once, in the order it became
+//! final; a checkpoint commits the counter's state, the files' progress,
+//! the next `seq` and the new reports in one store transaction, so after
+//! kill -9 the state and the outbox agree. The checkpoint policy (when to
+//! take one) is the constants below, used by both commands.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use footfall_report::Report;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::count::{Counter, ReportMeta};
+use crate::detect::Detector;
+use crate::privacy::{load_opt_out, load_or_create_key, Keyer};
+use crate::store::{Checkpoint, FileProgress, Identity, Store};
+use crate::wire::linktype::LinkType;
+
+/// Checkpoint when this long has passed with reports waiting, or when this
+/// many reports wait, whichever comes first. Never per frame; a crash
+/// re-reads at most what came after the last checkpoint.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub const CHECKPOINT_REPORTS: usize = 96;
+/// Device histories handed to the store before a checkpoint is taken even
+/// with no report waiting. A sled transaction holds its whole write set and
+/// copies of the nodes it splits: replay reads a store's day in about a
+/// second, and one checkpoint with a day's histories made the peak memory
+/// several times the steady state (massif).
+pub const CHECKPOINT_HISTORIES: usize = 1024;
+
+/// Identifies an input file by its first 64 KiB: the same capture is found
+/// again under another name, and a capture that grew keeps its identity.
+pub fn fingerprint(path: &Path) -> Result<[u8; 32]> {
+    let mut head = Vec::with_capacity(64 * 1024);
+    File::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Sha256::digest(&head).into())
+}
+
+/// The agent's state, opened from a config: shared by `replay` and `run`.
+pub struct Agent {
+    pub store: Store,
+    pub counter: Counter,
+    pub files: Vec<FileProgress>,
+    pub next_seq: u64,
+}
+
+impl Agent {
+    /// Opens the state and makes the detector (key and opt-out loaded).
+    pub fn open(config: &Config) -> Result<(Agent, Detector)> {
+        let key = load_or_create_key(&config.key_file)?;
+        let keyer = Keyer::new(&key);
+        let opt_out = match &config.opt_out_file {
+            Some(p) => load_opt_out(p, &keyer)?,
+            None => Default::default(),
+        };
+        let params_hash = config.params_hash();
+        let identity = Identity::new(&config.store_id, &config.agent_id, &params_hash);
+        let store = Store::open(&config.storage_path, config.cache_bytes, &identity)?;
+        let cp = store.load_checkpoint()?.unwrap_or_default();
+        let meta = ReportMeta {
+            store_id: config.store_id.clone(),
+            agent_id: config.agent_id.clone(),
+            agent_version: crate::VERSION.to_string(),
+            params_hash,
+        };
+        let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter);
+        let c = &config.counting;
+        let detector = Detector::new(
+            LinkType::Radiotap,
+            keyer,
+            opt_out,
+            c.rssi_floor_dbm as i8,
+            c.visit_rssi_dbm as i8,
+        );
+        let agent = Agent {
+            store,
+            counter,
+            files: cp.files,
+            next_seq: cp.next_seq,
+        };
+        Ok((agent, detector))
+    }
+
+    /// The progress entry of an input file, added if new.
+    pub fn file_progress(&mut self, path: &Path) -> Result<usize> {
+        let fp = fingerprint(path)?;
+        Ok(match self.files.iter().position(|f| f.fingerprint == fp) {
+            Some(i) => i,
+            None => {
+                self.files.push(FileProgress {
+                    fingerprint: fp,
+                    frames: 0,
+                    done: false,
+                });
+                self.files.len() - 1
+            }
+        })
+    }
+
+    /// Whether enough device histories wait for a checkpoint to take one
+    /// now, reports or not.
+    pub fn checkpoint_due(&self) -> bool {
+        self.store.pending_histories() >= CHECKPOINT_HISTORIES
+    }
+
+    /// Numbers the reports that became final and commits them with the
+    /// counter's state; returns them for delivery.
+    pub fn checkpoint(&mut self) -> Result<Vec<Report>> {
+        let mut reports = self.counter.drain_reports();
+        // Once a day: a new day report means a day left the horizon.
+        if reports.iter().any(|r| matches!(r, Report::Day(_))) {
+            if let Some(h) = self.counter.history_horizon() {
+                let pruned = self.store.prune(h)?;
+                tracing::debug!(
+                    pruned = pruned.removed,
+                    kept = pruned.kept,
+                    "pruned device histories"
+                );
+            }
+        }
+        for r in &mut reports {
+            r.set_seq(self.next_seq);
+            self.next_seq += 1;
+        }
+        let cp = Checkpoint {
+            counter: std::mem::take(&mut self.counter.state),
+            files: self.files.clone(),
+            next_seq: self.next_seq,
+        };
+        let result = self.store.commit(&cp, &reports);
+        self.counter.state = cp.counter;
+        result?;
+        Ok(reports)
+    }
+}

@@ -1,0 +1,180 @@
+//! The `histories` tree: each device's `History` of strong sessions and
+//! visit days, in 65,536 buckets by the id's first 16 bits, and pruning of
+//! what left the counter's horizon.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{encode, Store, StoreError, PART};
+use crate::count::{History, HistoryError, HistoryStore, Horizon};
+use crate::privacy::DeviceId;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub removed: usize,
+    pub kept: usize,
+}
+
+/// A bucket's key and its new value (`None`: the bucket is now empty).
+pub(super) type BucketValue = ([u8; 2], Option<Vec<u8>>);
+
+/// The device histories whose ids share their first 16 bits, sorted by id.
+///
+/// Why buckets: sled splits a leaf past 16 keys and keeps memory for every
+/// page, paged out or not, so with one key per device an agent's memory
+/// grew with the devices it remembers, about 5 MiB a day at 100 k devices
+/// a day (issue 7). 65,536 buckets bound the pages whatever the number of
+/// devices, while a checkpoint still rewrites only the few histories that
+/// share a bucket with each one it saves.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct Bucket(Vec<([u8; 16], History)>);
+
+/// Writes bucket values inside a transaction; `None` deletes the bucket.
+pub(super) fn put_buckets(
+    hist: &sled::transaction::TransactionalTree,
+    buckets: &[BucketValue],
+) -> sled::transaction::ConflictableTransactionResult<(), ()> {
+    for (k, v) in buckets {
+        match v {
+            Some(v) => hist.insert(k, v.as_slice())?,
+            None => hist.remove(k)?,
+        };
+    }
+    Ok(())
+}
+
+pub(super) fn bucket_key(id: DeviceId) -> [u8; 2] {
+    ((id.0 >> 112) as u16).to_be_bytes()
+}
+
+impl Bucket {
+    pub(super) fn get(&self, id: DeviceId) -> Option<History> {
+        let k = id.0.to_be_bytes();
+        self.0
+            .binary_search_by(|(e, _)| e.cmp(&k))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    pub(super) fn set(&mut self, id: DeviceId, h: Option<History>) {
+        let k = id.0.to_be_bytes();
+        match (self.0.binary_search_by(|(e, _)| e.cmp(&k)), h) {
+            (Ok(i), Some(h)) => self.0[i].1 = h,
+            (Ok(i), None) => {
+                self.0.remove(i);
+            }
+            (Err(i), Some(h)) => self.0.insert(i, (k, h)),
+            (Err(_), None) => {}
+        }
+    }
+
+    pub(super) fn value(&self) -> Option<Vec<u8>> {
+        (!self.0.is_empty()).then(|| encode(self))
+    }
+}
+
+impl Store {
+    /// Deletes stored histories that can no longer change a count (SPEC §3
+    /// looks back at most `loyalty_days`), so the state stays bounded.
+    /// Safe outside a checkpoint, and so in parts: a deleted record is one
+    /// no count will read again. Parts, because sled copies a leaf for
+    /// every write and frees the copies only after the batch (massif).
+    pub fn prune(&self, horizon: Horizon) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        let mut changed = Vec::new();
+        for item in self.histories.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let mut bucket = self.bucket(&k, &v)?;
+            let before = bucket.0.len();
+            bucket.0.retain(|(_, h)| h.is_useful(horizon));
+            pruned.removed += before - bucket.0.len();
+            pruned.kept += bucket.0.len();
+            if bucket.0.len() != before {
+                changed.push((k, bucket.value()));
+            }
+        }
+        for part in changed.chunks(PART) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in part {
+                match v {
+                    Some(v) => batch.insert(k, v.as_slice()),
+                    None => batch.remove(k),
+                }
+            }
+            self.histories
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+        }
+        Ok(pruned)
+    }
+
+    /// Device histories saved or removed since the last commit.
+    pub fn pending_histories(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Device histories stored on disk (not counting those in memory).
+    pub fn device_records(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.histories.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            n += self.bucket(&k, &v)?.0.len();
+        }
+        Ok(n)
+    }
+
+    pub(super) fn bucket(&self, key: &[u8], value: &[u8]) -> Result<Bucket, StoreError> {
+        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        self.decode("histories", &format!("bucket {name}"), value)
+    }
+
+    /// The new values of the buckets that `changes` touch (`None`: a
+    /// history to delete), read from the tree: the store is its only writer.
+    pub(super) fn updated_buckets(
+        &self,
+        changes: impl IntoIterator<Item = (DeviceId, Option<History>)>,
+    ) -> Result<Vec<BucketValue>, StoreError> {
+        let mut by_bucket: BTreeMap<[u8; 2], Vec<(DeviceId, Option<History>)>> = BTreeMap::new();
+        for (id, h) in changes {
+            by_bucket.entry(bucket_key(id)).or_default().push((id, h));
+        }
+        let mut out = Vec::with_capacity(by_bucket.len());
+        for (key, changes) in by_bucket {
+            let mut bucket = match self.histories.get(key).map_err(|e| self.sled_err(e))? {
+                Some(v) => self.bucket(&key, &v)?,
+                None => Bucket::default(),
+            };
+            for (id, h) in changes {
+                bucket.set(id, h);
+            }
+            out.push((key, bucket.value()));
+        }
+        Ok(out)
+    }
+}
+
+impl HistoryStore for Store {
+    fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError> {
+        if let Some(h) = self.overlay.get(&id) {
+            return Ok(*h);
+        }
+        let key = bucket_key(id);
+        match self.histories.get(key) {
+            Ok(Some(v)) => self
+                .bucket(&key, &v)
+                .map(|b| b.get(id))
+                .map_err(|e| HistoryError(e.to_string())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(HistoryError(self.sled_err(e).to_string())),
+        }
+    }
+
+    fn save(&mut self, id: DeviceId, history: &History) {
+        self.overlay.insert(id, Some(*history));
+    }
+
+    fn remove(&mut self, id: DeviceId) {
+        self.overlay.insert(id, None);
+    }
+}

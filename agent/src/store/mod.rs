@@ -1,0 +1,277 @@
+//! The agent's state in sled: the counter, device histories, the replay
+//! position and the outbox of reports not yet delivered. This file opens
+//! the state and holds what every part shares; `checkpoint`, `histories`,
+//! `outbox` and `migrate` each own their trees' contents.
+//!
+//! Trees, keys and values:
+//! - `meta`: `identity` → which store, agent and counting parameters this
+//!   state belongs to; a state of another agent or other rules is refused.
+//! - `state`: `checkpoint` → the counter's in-memory state, the replay
+//!   position and the next report `seq`.
+//! - `histories`: 2-byte bucket (the id's first 16 bits) → the `History`
+//!   of every device of that bucket not in memory, as (id, history) pairs
+//!   sorted by id. Format 3 kept one key per device in `devices`; see
+//!   `Bucket` for why no more, and `bucket_devices` for the move.
+//! - `outbox`: 8-byte big-endian `seq` → one report, JSON.
+//!
+//! Every value is `[format version][postcard or JSON payload][CRC-32 LE]`;
+//! a value that fails its checksum or version is an error naming its tree
+//! and key, never a default. Do not reorder fields of stored structs: the
+//! payload is positional (postcard); change `VALUE_VERSION` instead.
+//!
+//! Invariants: one checkpoint is one sled transaction over `state`,
+//! `histories` and `outbox`, flushed before any report of it leaves the
+//! process. A report leaves the outbox only once delivered (the emit file
+//! written and synced; over MQTT, the gateway's ack, SPEC §6).
+//!
+//! After kill -9: sled recovers to its last flushed transaction, so the
+//! state is the last checkpoint, whole. The counter resumes there and the
+//! replay re-reads the frames after the recorded position; counting is a
+//! function of the frames, so the reports it makes again are the same
+//! reports, with the same `seq`. Reports still in the outbox are sent again.
+
+mod checkpoint;
+mod histories;
+mod migrate;
+mod outbox;
+
+use std::path::{Path, PathBuf};
+
+use footfall_report::codec;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::count::History;
+use crate::privacy::IdMap;
+use histories::{put_buckets, BucketValue};
+
+pub use checkpoint::{Checkpoint, FileProgress};
+pub use histories::Pruned;
+
+pub(super) const VALUE_VERSION: u8 = 3;
+/// The format before randomized visitors moved from `devices` into the
+/// checkpoint; `Store::open` upgrades it in place.
+pub(super) const V2: u8 = 2;
+pub(super) const IDENTITY_KEY: &[u8] = b"identity";
+pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+const FORMAT: &str = "footfall-agent-state";
+/// Histories written in one sled batch or transaction at most.
+pub(super) const PART: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot open the state database (is another footfall-agent using it?)")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("{path}: the state database failed")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("{path}: tree `{tree}`, key {key}: {what}; the state is damaged: restore it from a backup or move it away to start over")]
+    Corrupt {
+        path: PathBuf,
+        tree: &'static str,
+        key: String,
+        what: String,
+    },
+    #[error("{path}: this state belongs to {found}, but the config says {expected}; point [storage] path elsewhere or fix the config")]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Who a state belongs to. Counting parameters are part of it: mixing
+/// counts made under two rule sets would make every later number wrong.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: String,
+    pub store_id: String,
+    pub agent_id: String,
+    pub params_hash: String,
+}
+
+impl Identity {
+    pub fn new(store_id: &str, agent_id: &str, params_hash: &str) -> Identity {
+        Identity {
+            format: FORMAT.into(),
+            store_id: store_id.into(),
+            agent_id: agent_id.into(),
+            params_hash: params_hash.into(),
+        }
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "store {:?} agent {:?} counting with params_hash {}",
+            self.store_id, self.agent_id, self.params_hash
+        )
+    }
+}
+
+pub struct Store {
+    pub(super) path: PathBuf,
+    pub(super) db: sled::Db,
+    pub(super) state: sled::Tree,
+    /// Format 3's one-key-per-device histories; empty once moved.
+    pub(super) devices: sled::Tree,
+    pub(super) histories: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    /// Device histories saved or removed since the last commit.
+    pub(super) overlay: IdMap<Option<History>>,
+}
+
+pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    codec::seal(
+        VALUE_VERSION,
+        &postcard::to_stdvec(v).expect("in-memory structs serialize"),
+    )
+}
+
+pub(super) fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
+    codec::open(VALUE_VERSION, bytes)
+}
+
+pub(super) fn hex(k: &[u8]) -> String {
+    k.iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "…"
+}
+
+impl Store {
+    /// Opens (creating if needed) the state at `path`, refusing a state of
+    /// another identity.
+    pub fn open(path: &Path, cache_bytes: u64, identity: &Identity) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let sled_err = |source| StoreError::Sled {
+            path: path.to_path_buf(),
+            source,
+        };
+        let open = |name: &str| db.open_tree(name).map_err(sled_err);
+        let (meta, state, devices, histories, outbox) = (
+            open("meta")?,
+            open("state")?,
+            open("devices")?,
+            open("histories")?,
+            open("outbox")?,
+        );
+        let store = Store {
+            path: path.to_path_buf(),
+            db: db.clone(),
+            state,
+            devices,
+            histories,
+            outbox,
+            overlay: IdMap::default(),
+        };
+        let found = meta.get(IDENTITY_KEY).map_err(sled_err)?;
+        if found.as_ref().is_some_and(|v| v.first() == Some(&V2)) {
+            store.upgrade_from_v2(&meta)?;
+            tracing::info!(path = %path.display(), "state upgraded from format 2 to 3");
+        }
+        if !store.devices.is_empty() {
+            let moved = store.bucket_devices()?;
+            tracing::info!(path = %path.display(), moved, "device histories moved into buckets");
+        }
+        match meta.get(IDENTITY_KEY).map_err(sled_err)? {
+            Some(v) => {
+                let found: Identity = store.decode("meta", "identity", &v)?;
+                if &found != identity {
+                    return Err(StoreError::Foreign {
+                        path: path.to_path_buf(),
+                        found: found.describe(),
+                        expected: identity.describe(),
+                    });
+                }
+            }
+            None => {
+                if !store.state.is_empty()
+                    || !store.histories.is_empty()
+                    || !store.outbox.is_empty()
+                {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        tree: "meta",
+                        key: "identity".into(),
+                        what: "missing while other trees hold data".into(),
+                    });
+                }
+                meta.insert(IDENTITY_KEY, encode(identity))
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub(super) fn decode<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            tree,
+            key: key.to_string(),
+            what,
+        };
+        let body = decode_raw(bytes).map_err(corrupt)?;
+        postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    }
+
+    pub(super) fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// One sled transaction over `state`, `histories` and `outbox` (not
+    /// flushed): a bucket value of `None` is a delete.
+    pub(super) fn transact<K: AsRef<[u8]>>(
+        &self,
+        checkpoint: Option<&[u8]>,
+        buckets: &[BucketValue],
+        outbox: &[(K, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, Transactional};
+        (&self.state, &self.histories, &self.outbox)
+            .transaction(|(state, hist, out)| {
+                if let Some(cp) = checkpoint {
+                    state.insert(CHECKPOINT_KEY, cp)?;
+                }
+                put_buckets(hist, buckets)?;
+                for (k, v) in outbox {
+                    out.insert(k.as_ref(), v.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| self.transaction_err(e))
+    }
+
+    pub(super) fn transaction_err(&self, e: sled::transaction::TransactionError<()>) -> StoreError {
+        match e {
+            sled::transaction::TransactionError::Storage(source) => self.sled_err(source),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the transaction never aborts")
+            }
+        }
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

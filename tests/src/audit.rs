@@ -1,0 +1,78 @@
+//! The privacy audit of every test that feeds MACs in: which MACs a
+//! capture holds, and whether any of them is in bytes the system wrote.
+//! It lives with the tests, not in the agent: the product never needs to
+//! look for a MAC.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Audit: finds any of `macs` in `bytes`, as raw bytes or as text (`aa:bb:..`,
+/// `aa-bb-..`, `aabbcc..`, either case), and says where. The privacy tests
+/// run it over everything the agent, broker and gateway wrote.
+pub fn find_mac(bytes: &[u8], macs: &HashSet<[u8; 6]>) -> Option<String> {
+    for (i, w) in bytes.windows(6).enumerate() {
+        if macs.contains(<&[u8; 6]>::try_from(w).expect("windows of 6")) {
+            return Some(format!("raw bytes at {i}"));
+        }
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    for i in 0..bytes.len() {
+        for (len, sep) in [(17usize, true), (12, false)] {
+            let Some(s) = bytes.get(i..i + len) else {
+                continue;
+            };
+            if sep && !(2..17).step_by(3).all(|j| s[j] == b':' || s[j] == b'-') {
+                continue;
+            }
+            let digits = s
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| !sep || j % 3 != 2)
+                .map(|(_, &c)| hex(c));
+            let Some(n) = digits.collect::<Option<Vec<u8>>>() else {
+                continue;
+            };
+            let mac: [u8; 6] = std::array::from_fn(|k| n[2 * k] << 4 | n[2 * k + 1]);
+            if macs.contains(&mac) {
+                return Some(format!("text at {i}"));
+            }
+        }
+    }
+    None
+}
+
+/// Audit: every transmitter address in a radiotap capture, the MACs to look
+/// for with `find_mac`. Kept in memory only.
+pub fn transmitters(
+    capture: &Path,
+) -> Result<HashSet<[u8; 6]>, footfall_agent::wire::pcapfile::CaptureError> {
+    let mut cap = footfall_agent::wire::pcapfile::CaptureFile::open(capture)?;
+    let mut macs = HashSet::new();
+    while let Some(rec) = cap.next_record() {
+        let rec = rec?;
+        let Ok(h) = footfall_agent::wire::radiotap::Header::new_checked(rec.data) else {
+            continue;
+        };
+        if let Some(mac) = rec.data.get(h.len() + 10..h.len() + 16) {
+            macs.insert(mac.try_into().expect("6 bytes"));
+        }
+    }
+    Ok(macs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_mac_sees_raw_and_text_forms() {
+        let m = [0x3c, 0x22, 0xfb, 0x0a, 0x0b, 0x0c];
+        let set: HashSet<[u8; 6]> = [m].into_iter().collect();
+        assert!(find_mac(b"nothing here 3c:22:fb:0a:0b:0d", &set).is_none());
+        assert!(find_mac(b"x 3C-22-FB-0A-0B-0C y", &set).is_some());
+        assert!(find_mac(b"x3c22fb0a0b0cy", &set).is_some());
+        let mut raw = b"ab".to_vec();
+        raw.extend_from_slice(&m);
+        assert_eq!(find_mac(&raw, &set).as_deref(), Some("raw bytes at 2"));
+    }
+}
