@@ -1,5 +1,5 @@
 //! Hand-worked cases of SPEC §3-§5. The randomized comparison against an
-//! independent model lives in `agent/tests/reference.rs`.
+//! independent model lives in `agent/tests/agent/reference.rs`.
 
 use super::*;
 use crate::config::Counting;
