@@ -163,18 +163,27 @@ pub fn spawn(
         .expect("spawning the capture thread")
 }
 
+fn send(tx: &mpsc::Sender<Event>, event: Event) -> Result<(), String> {
+    tx.blocking_send(event)
+        .map_err(|_| "the agent stopped listening to capture".to_string())
+}
+
 fn flush(
     batch: &mut Vec<Detection>,
     position: u64,
     d: &Detector,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), String> {
-    tx.blocking_send(Event::Batch {
-        detections: std::mem::take(batch),
-        position,
-        stats: d.stats.clone(),
-    })
-    .map_err(|_| "the agent stopped listening to capture".to_string())
+    let detections = std::mem::take(batch);
+    let stats = d.stats.clone();
+    send(
+        tx,
+        Event::Batch {
+            detections,
+            position,
+            stats,
+        },
+    )
 }
 
 fn file_loop(
@@ -187,30 +196,21 @@ fn file_loop(
     let cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
     let link = LinkType::from_dlt(cap.dlt()).map_err(|e| format!("{}: {e}", path.display()))?;
     detector.set_link(link);
-    let mut hung_up = false;
+    let mut sent = Ok(());
     let end = read_file(
         cap,
         detector,
         skip,
         || Vec::with_capacity(BATCH),
-        |d, batch| {
-            let sent = tx.blocking_send(Event::Batch {
-                detections: batch.detections,
-                position: batch.upto,
-                stats: d.stats.clone(),
-            });
-            hung_up = sent.is_err();
-            !hung_up && !stop.load(Ordering::Relaxed)
+        |d, mut batch| {
+            sent = flush(&mut batch.detections, batch.upto, d, tx);
+            sent.is_ok() && !stop.load(Ordering::Relaxed)
         },
     )
     .map_err(|e| e.to_string())?;
-    if hung_up {
-        return Err("the agent stopped listening to capture".into());
-    }
+    sent?;
     match end {
-        Some(position) => tx
-            .blocking_send(Event::End { position })
-            .map_err(|_| "the agent stopped listening to capture".to_string()),
+        Some(position) => send(tx, Event::End { position }),
         None => Ok(()),
     }
 }

@@ -32,10 +32,7 @@ pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<(
             reports = leftover.len(),
             "emitting reports left in the outbox"
         );
-        emit.write(&leftover)?;
-        agent
-            .store
-            .remove_delivered(leftover.iter().map(Report::seq))?;
+        deliver(&mut agent, &mut emit, &leftover)?;
     }
 
     let progress = indicatif::ProgressBar::new_spinner();

@@ -11,19 +11,23 @@
 use anyhow::Result;
 use footfall_report::topic::{self, Kind};
 use footfall_report::{Status, DAY_SCHEMA, WINDOW_SCHEMA};
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::calendar::now_s;
 use crate::store::{AgentInfo, DeadLetter, Put, ReportStore};
 use crate::validate::validate;
 
-/// What one batch did, for logs and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What one batch did, for logs and tests, and (as JSON) what the HTTP
+/// ingest endpoint answers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub inserted: u64,
     pub duplicates: u64,
     pub conflicts: u64,
+    #[serde(rename = "rejected")]
     pub dead: u64,
+    #[serde(skip)]
     pub statuses: u64,
 }
 
@@ -84,9 +88,20 @@ pub fn accept(
                 }
             }
         }
+        Some((_, _, Kind::Status)) if payload.len() > max_payload => {
+            dead(
+                store,
+                format!(
+                    "status of {} bytes is larger than max_payload_bytes = {max_payload}",
+                    payload.len()
+                ),
+                tally,
+            )?;
+            Ok(None)
+        }
         Some((s, a, Kind::Status)) => {
             match serde_json::from_slice::<Status>(payload) {
-                Ok(status) if payload.len() <= max_payload => {
+                Ok(status) => {
                     tally.statuses += 1;
                     store.set_status(&AgentInfo {
                         store_id: s.to_string(),
@@ -95,14 +110,6 @@ pub fn accept(
                         status,
                     })?;
                 }
-                Ok(_) => dead(
-                    store,
-                    format!(
-                        "status of {} bytes is larger than max_payload_bytes = {max_payload}",
-                        payload.len()
-                    ),
-                    tally,
-                )?,
                 Err(e) => dead(store, format!("not a footfall status: {e}"), tally)?,
             }
             Ok(None)
@@ -119,15 +126,16 @@ pub fn accept(
 }
 
 /// Report lines as agents' `--emit` writes them, each accepted like an
-/// MQTT message on the topic its agent would use.
-/// `source` names the input in dead letters (`file:line`).
+/// MQTT message on the topic its agent would use, then committed: what
+/// the `ingest` command and the HTTP ingest endpoint do. `source` names
+/// the input in dead letters (`file:line`).
 pub fn accept_jsonl(
     store: &dyn ReportStore,
     source: &str,
     text: &[u8],
     max: usize,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
+) -> Result<Tally> {
+    let mut tally = Tally::default();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -147,9 +155,10 @@ pub fn accept_jsonl(
                 ))
             })
             .unwrap_or_else(|| format!("{source}:{}", i + 1));
-        accept(store, &topic, line, max, tally)?;
+        accept(store, &topic, line, max, &mut tally)?;
     }
-    Ok(())
+    store.commit()?;
+    Ok(tally)
 }
 
 #[cfg(test)]
@@ -245,13 +254,12 @@ mod tests {
     #[test]
     fn report_lines_are_accepted_on_their_own_topic_and_bad_lines_named_by_line() {
         let (_dir, s) = store();
-        let mut t = Tally::default();
         let mut text = payload(&testing::window("s1", "a1", 0, 900));
         text.extend_from_slice(b"\n\nnot json\n");
         text.extend_from_slice(
             &serde_json::to_vec(&testing::day("s1", "a1", "1970-01-01")).unwrap(),
         );
-        accept_jsonl(&s, "r.jsonl", &text, 65_536, &mut t).unwrap();
+        let t = accept_jsonl(&s, "r.jsonl", &text, 65_536).unwrap();
         assert_eq!((t.inserted, t.dead), (2, 1));
         assert_eq!(s.dead_letters().unwrap()[0].source, "r.jsonl:3");
     }

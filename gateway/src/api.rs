@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::accept::{accept_jsonl, Tally};
+use crate::accept::accept_jsonl;
 use crate::metrics::Counters;
 use crate::query::{self, By};
 use crate::render::{self, Format};
@@ -173,18 +173,12 @@ async fn stores(State(s): State<AppState>) -> Response {
 /// Report lines (agents' `--emit` files) through the same validation and
 /// idempotency as MQTT; committed before the answer.
 async fn ingest(State(s): State<AppState>, body: Bytes) -> Response {
-    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Tally> {
-        let mut tally = Tally::default();
-        accept_jsonl(s.store.as_ref(), "http", &body, s.max_payload, &mut tally)?;
-        s.store.commit()?;
-        Ok(tally)
+    let result = tokio::task::spawn_blocking(move || {
+        accept_jsonl(s.store.as_ref(), "http", &body, s.max_payload)
     })
     .await;
     match result {
-        Ok(Ok(t)) => Json(serde_json::json!({
-            "inserted": t.inserted, "duplicates": t.duplicates, "conflicts": t.conflicts, "rejected": t.dead,
-        }))
-        .into_response(),
+        Ok(Ok(t)) => Json(t).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }

@@ -48,7 +48,7 @@ pub fn date_in_range(date: &str, q: &Query) -> bool {
     else {
         return false;
     };
-    q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)
+    q.contains(t)
 }
 
 /// `YYYY-Www` of a date; a date that does not parse is kept as it is.

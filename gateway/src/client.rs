@@ -12,18 +12,81 @@ use serde_json::{Map, Value};
 use crate::accept::{accept_jsonl, Tally};
 use crate::config::Config;
 use crate::query::{self, By};
-use crate::store::{DeadLetter, ReportStore, SledStore, StoreError};
+use crate::store::{Campaign, DeadLetter, ReportStore, SledStore, StoreError};
 
 pub enum Client {
     Local(SledStore),
     /// The API of the gateway that holds the store.
-    Remote {
-        base: String,
-        token: Option<String>,
-    },
+    Remote(Api),
+}
+
+/// A running gateway's HTTP API, as the commands call it.
+pub struct Api {
+    base: String,
+    token: Option<String>,
 }
 
 type Rows = Vec<Map<String, Value>>;
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(url: &str) -> String {
+        format!("the store is in use by a running gateway, and its API at {url} did not answer")
+    }
+
+    fn get(&self, path: &str, params: &[(&str, Option<&str>)]) -> Result<String> {
+        let url = self.url(path);
+        let mut req = ureq::get(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in params {
+            if let Some(v) = v {
+                req = req.query(*k, *v);
+            }
+        }
+        let mut resp = req.call().with_context(|| Api::unreachable(&url))?;
+        Ok(resp.body_mut().read_to_string()?)
+    }
+
+    /// The JSON lines a GET answers, one value each.
+    fn lines<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &[(&str, Option<&str>)],
+    ) -> Result<Vec<T>> {
+        self.get(path, params)?
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .context("the gateway's API answered something else than JSON lines")
+            })
+            .collect()
+    }
+
+    /// POSTs `body`; a refusal is an error carrying the API's own message.
+    fn post(&self, path: &str, body: &[u8]) -> Result<String> {
+        let url = self.url(path);
+        let mut req = ureq::post(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+            .with_context(|| Api::unreachable(&url))?;
+        let text = resp.body_mut().read_to_string()?;
+        if !resp.status().is_success() {
+            anyhow::bail!("{}", text.trim_end());
+        }
+        Ok(text)
+    }
+}
 
 impl Client {
     /// The store, or the running gateway's API when its process holds the
@@ -35,65 +98,12 @@ impl Client {
             Err(StoreError::Open {
                 source: sled::Error::Io(e),
                 ..
-            }) if e.to_string().contains("could not acquire lock") => Ok(Client::Remote {
+            }) if e.to_string().contains("could not acquire lock") => Ok(Client::Remote(Api {
                 base: format!("http://{}", config.http_listen),
                 token: config.http_token.clone(),
-            }),
+            })),
             Err(e) => Err(e.into()),
         }
-    }
-
-    fn unreachable(url: &str) -> String {
-        format!("the store is in use by a running gateway, and its API at {url} did not answer")
-    }
-
-    fn get(
-        base: &str,
-        token: &Option<String>,
-        path: &str,
-        params: &[(&str, Option<&str>)],
-    ) -> Result<String> {
-        let url = format!("{base}{path}");
-        let mut req = ureq::get(&url);
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in params {
-            if let Some(v) = v {
-                req = req.query(*k, *v);
-            }
-        }
-        let mut resp = req.call().with_context(|| Client::unreachable(&url))?;
-        Ok(resp.body_mut().read_to_string()?)
-    }
-
-    /// POSTs `body`; a refusal is an error carrying the API's own message.
-    fn post(base: &str, token: &Option<String>, path: &str, body: &[u8]) -> Result<String> {
-        let url = format!("{base}{path}");
-        let mut resp = ureq::post(&url)
-            .header(
-                "Authorization",
-                format!("Bearer {}", token.as_deref().unwrap_or("")),
-            )
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .send(body)
-            .with_context(|| Client::unreachable(&url))?;
-        let text = resp.body_mut().read_to_string()?;
-        if !resp.status().is_success() {
-            anyhow::bail!("{}", text.trim_end());
-        }
-        Ok(text)
-    }
-
-    fn lines<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>> {
-        text.lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .context("the gateway's API answered something else than JSON lines")
-            })
-            .collect()
     }
 
     /// `report`: footfall rows by window, hour, day or week; `from` and
@@ -107,9 +117,7 @@ impl Client {
     ) -> Result<Rows> {
         match self {
             Client::Local(s) => query::report_rows(s, by, &query::query(store, from, to)?),
-            Client::Remote { base, token } => Client::lines(&Client::get(
-                base,
-                token,
+            Client::Remote(api) => api.lines(
                 "/api/v1/report",
                 &[
                     ("by", Some(by.name())),
@@ -117,16 +125,14 @@ impl Client {
                     ("from", from),
                     ("to", to),
                 ],
-            )?),
+            ),
         }
     }
 
     pub fn stores(&self) -> Result<Rows> {
         match self {
             Client::Local(s) => query::stores_rows(s),
-            Client::Remote { base, token } => {
-                Client::lines(&Client::get(base, token, "/api/v1/stores", &[])?)
-            }
+            Client::Remote(api) => api.lines("/api/v1/stores", &[]),
         }
     }
 
@@ -134,24 +140,8 @@ impl Client {
     /// committed; `source` names the file in dead letters.
     pub fn ingest(&self, source: &str, text: &[u8], max_payload: usize) -> Result<Tally> {
         match self {
-            Client::Local(s) => {
-                let mut tally = Tally::default();
-                accept_jsonl(s, source, text, max_payload, &mut tally)?;
-                s.commit()?;
-                Ok(tally)
-            }
-            Client::Remote { base, token } => {
-                let t: Value =
-                    serde_json::from_str(&Client::post(base, token, "/api/v1/ingest", text)?)?;
-                let n = |k: &str| t[k].as_u64().unwrap_or(0);
-                Ok(Tally {
-                    inserted: n("inserted"),
-                    duplicates: n("duplicates"),
-                    conflicts: n("conflicts"),
-                    dead: n("rejected"),
-                    statuses: 0,
-                })
-            }
+            Client::Local(s) => accept_jsonl(s, source, text, max_payload),
+            Client::Remote(api) => Ok(serde_json::from_str(&api.post("/api/v1/ingest", text)?)?),
         }
     }
 
@@ -159,8 +149,9 @@ impl Client {
     pub fn import_campaigns(&self, text: &str, file: &str) -> Result<usize> {
         match self {
             Client::Local(s) => crate::campaigns::import(s, text, file),
-            Client::Remote { base, token } => {
-                let body = Client::post(base, token, "/api/v1/campaigns", text.as_bytes())
+            Client::Remote(api) => {
+                let body = api
+                    .post("/api/v1/campaigns", text.as_bytes())
                     .map_err(|e| {
                         anyhow::anyhow!("{}", e.to_string().replace("http:", &format!("{file}:")))
                     })?;
@@ -171,36 +162,24 @@ impl Client {
         }
     }
 
-    /// The imported campaigns, as JSON objects.
-    pub fn campaigns(&self) -> Result<Vec<Value>> {
+    pub fn campaigns(&self) -> Result<Vec<Campaign>> {
         match self {
-            Client::Local(s) => Ok(s
-                .campaigns()?
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()?),
-            Client::Remote { base, token } => {
-                Client::lines(&Client::get(base, token, "/api/v1/campaigns", &[])?)
-            }
+            Client::Local(s) => Ok(s.campaigns()?),
+            Client::Remote(api) => api.lines("/api/v1/campaigns", &[]),
         }
     }
 
     pub fn campaign_reports(&self, only: Option<&str>) -> Result<Vec<CampaignReport>> {
         match self {
             Client::Local(s) => crate::campaigns::reports(s, only),
-            Client::Remote { base, token } => Client::lines(&Client::get(
-                base,
-                token,
-                "/api/v1/campaign-report",
-                &[("campaign", only)],
-            )?),
+            Client::Remote(api) => api.lines("/api/v1/campaign-report", &[("campaign", only)]),
         }
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         match self {
             Client::Local(s) => Ok(s.dead_letters()?),
-            Client::Remote { .. } => anyhow::bail!(
+            Client::Remote(_) => anyhow::bail!(
                 "the store is in use by a running gateway: stop it to read its dead letters"
             ),
         }

@@ -178,7 +178,7 @@ fn run(command: Command) -> Result<()> {
         } => {
             let config = Config::load(&config)?;
             for c in Client::open(&config)?.campaigns()? {
-                println!("{c}");
+                println!("{}", serde_json::to_string(&c)?);
             }
         }
         Command::CampaignReport {

@@ -190,7 +190,7 @@ fn distinct_visitors(
         let Some(t) = calendar::date_noon_utc(date) else {
             return;
         };
-        if !(q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to)) {
+        if !q.contains(t) {
             return;
         }
         let period = match by {
@@ -247,21 +247,21 @@ pub struct Dwell {
 }
 
 pub fn dwell(store: &dyn ReportStore, q: &Query) -> Result<Dwell> {
-    let mut sum = Counts::default();
+    let mut dwell_counts = [0u64; DWELL_EDGES_S.len()];
+    let mut dwell_sum_s = 0;
     for w in store.windows(q)? {
-        let c = Counts::of_window(&w);
-        for (a, b) in sum.dwell_counts.iter_mut().zip(&c.dwell_counts) {
+        for (a, b) in dwell_counts.iter_mut().zip(&w.dwell_counts) {
             *a += b;
         }
-        sum.dwell_sum_s += c.dwell_sum_s;
+        dwell_sum_s += w.dwell_sum_s;
     }
-    let visits = sum.visits_ended();
+    let visits_ended = dwell_counts.iter().sum();
     Ok(Dwell {
         dwell_edges_s: DWELL_EDGES_S,
-        dwell_counts: sum.dwell_counts,
-        dwell_sum_s: sum.dwell_sum_s,
-        visits_ended: visits,
-        mean_dwell_s: sum.dwell_sum_s.checked_div(visits),
+        dwell_counts,
+        dwell_sum_s,
+        visits_ended,
+        mean_dwell_s: dwell_sum_s.checked_div(visits_ended),
     })
 }
 

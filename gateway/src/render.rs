@@ -36,7 +36,7 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
     match format {
         Format::Json => {
             for r in rows {
-                out += &Value::Object(r.clone()).to_string();
+                out += &serde_json::to_string(r).expect("rows serialize");
                 out.push('\n');
             }
         }
@@ -57,39 +57,37 @@ pub fn render(rows: &[Map<String, Value>], format: Format) -> String {
             }
         }
         Format::Table => {
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    keys.iter()
-                        .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
-                        .collect()
-                })
-                .collect();
-            let widths: Vec<usize> = keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    cells
-                        .iter()
-                        .map(|c| c[i].len())
-                        .max()
-                        .unwrap_or(0)
-                        .max(k.len())
-                })
-                .collect();
-            let line = |vals: Vec<&str>| {
-                vals.iter()
-                    .zip(&widths)
-                    .map(|(v, w)| format!("{v:>w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    + "\n"
-            };
-            out += &line(keys.iter().map(|k| k.as_str()).collect());
-            for c in &cells {
-                out += &line(c.iter().map(|s| s.as_str()).collect());
-            }
+            let header = keys.iter().map(|k| k.to_string()).collect();
+            let cells = rows.iter().map(|r| {
+                keys.iter()
+                    .map(|k| cell(r.get(k.as_str()).unwrap_or(&Value::Null)))
+                    .collect()
+            });
+            out += &aligned(
+                &std::iter::once(header).chain(cells).collect::<Vec<_>>(),
+                "",
+            );
         }
+    }
+    out
+}
+
+/// Rows of cells as lines, each column right-aligned to its widest cell,
+/// columns two spaces apart, every line after `indent`.
+fn aligned(rows: &[Vec<String>], indent: &str) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        out += indent;
+        out += &row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push('\n');
     }
     out
 }
@@ -235,19 +233,7 @@ pub fn campaigns_table(reports: &[CampaignReport]) -> String {
                     .collect(),
             );
         }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-            .collect();
-        for row in &rows {
-            out += "  ";
-            out += &row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:>w$}"))
-                .collect::<Vec<_>>()
-                .join("  ");
-            out.push('\n');
-        }
+        out += &aligned(&rows, "  ");
         for w in r["warnings"].as_array().into_iter().flatten() {
             out += &format!("  note: {}\n", w.as_str().unwrap_or(""));
         }

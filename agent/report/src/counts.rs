@@ -114,11 +114,6 @@ impl Counts {
         self.dwell_sum_s += o.dwell_sum_s;
         self.visitor_sketch.merge(&o.visitor_sketch);
     }
-
-    /// Visits that ended in these windows, by the dwell buckets.
-    pub fn visits_ended(&self) -> u64 {
-        self.dwell_counts.iter().sum()
-    }
 }
 
 /// The window sums as a report by window or hour shows them, and as a test

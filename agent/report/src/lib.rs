@@ -23,7 +23,7 @@ pub mod counts;
 pub mod mqtt;
 pub mod sketch;
 pub mod status;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod topic;
 
@@ -189,30 +189,16 @@ mod tests {
     fn report_round_trips_through_json() {
         let mut sketch = Sketch::new();
         sketch.insert(0x1234_5678_9abc_def0_1122_3344_5566_7788);
-        let w = WindowReport {
-            schema: WINDOW_SCHEMA.into(),
-            store_id: "s1".into(),
-            agent_id: "a1".into(),
-            seq: 7,
-            window_start: 900,
-            window_end: 1800,
-            frames: 10,
-            frames_no_signal: 1,
-            detected: 3,
-            visits: 1,
-            visitors: 1,
-            visitors_new: 1,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            passersby: 2,
-            residents: 0,
-            dwell_edges_s: DWELL_EDGES_S.to_vec(),
-            dwell_counts: vec![0; 6],
-            dwell_sum_s: 0,
-            visitor_sketch: sketch,
-            agent_version: "0.1.0".into(),
-            params_hash: "abc".into(),
-        };
+        let mut w = testing::window("s1", "a1", 900, 900);
+        w.seq = 7;
+        w.frames = 10;
+        w.frames_no_signal = 1;
+        w.detected = 3;
+        w.visits = 1;
+        w.visitors = 1;
+        w.visitors_new = 1;
+        w.passersby = 2;
+        w.visitor_sketch = sketch;
         let line = serde_json::to_string(&Report::Window(w.clone())).unwrap();
         let back: Report = serde_json::from_str(&line).unwrap();
         assert_eq!(back, Report::Window(w));

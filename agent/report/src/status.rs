@@ -83,26 +83,7 @@ mod tests {
             r#"{"state":"offline","store_id":"s1","agent_id":"a1"}"#
         );
         assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), off);
-        let on = Status {
-            state: State::Online,
-            health: Some(Health {
-                agent_version: "0.1.0".into(),
-                timezone: "Europe/Prague".into(),
-                uptime_s: 5,
-                frames_total: 10,
-                detections_total: 4,
-                frames_per_s: 2.5,
-                outbox_pending: 1,
-                outbox_bytes: 300,
-                outbox_full: false,
-                last_ack_unix_s: None,
-                late_frames: 0,
-                capture_errors: 0,
-                publish_refused: 0,
-                capture_finished: true,
-            }),
-            ..off
-        };
+        let on = crate::testing::online("s1", "a1", "Europe/Prague");
         let v = serde_json::to_value(&on).unwrap();
         assert_eq!(v["timezone"], "Europe/Prague");
         assert_eq!(v["last_ack_unix_s"], serde_json::Value::Null);

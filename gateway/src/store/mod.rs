@@ -114,6 +114,13 @@ pub struct Query {
     pub to_s: Option<i64>,
 }
 
+impl Query {
+    /// Whether `t` (Unix seconds) is in the query's time range.
+    pub fn contains(&self, t: i64) -> bool {
+        self.from_s.is_none_or(|f| t >= f) && self.to_s.is_none_or(|to| t < to)
+    }
+}
+
 pub trait ReportStore: Send + Sync {
     fn put(&self, report: &Report) -> Result<Put, StoreError>;
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;

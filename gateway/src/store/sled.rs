@@ -228,11 +228,10 @@ impl SledStore {
         q: &Query,
         item: impl Fn(&[u8], V) -> (i64, T),
     ) -> Result<Vec<T>, StoreError> {
-        let in_range = |t: i64| q.from_s.is_none_or(|f| t >= f) && q.to_s.is_none_or(|to| t < to);
         let mut out = Vec::new();
         let mut take = |k: &[u8], v: &[u8]| -> Result<(), StoreError> {
             let (t, it) = item(k, self.decode(name, k, v)?);
-            if in_range(t) {
+            if q.contains(t) {
                 out.push(it);
             }
             Ok(())
@@ -388,34 +387,19 @@ impl ReportStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use footfall_report::testing;
     use footfall_report::Counts;
-    use footfall_report::{Sketch, DWELL_EDGES_S, WINDOW_SCHEMA};
 
     fn window(store: &str, start: i64, visits: u64, seq: u64) -> Report {
-        Report::Window(WindowReport {
-            schema: WINDOW_SCHEMA.into(),
-            store_id: store.into(),
-            agent_id: "a".into(),
-            seq,
-            window_start: start,
-            window_end: start + 900,
-            frames: 10,
-            frames_no_signal: 0,
-            detected: 5,
-            visits,
-            visitors: visits,
-            visitors_new: visits,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            passersby: 1,
-            residents: 0,
-            dwell_edges_s: DWELL_EDGES_S.to_vec(),
-            dwell_counts: vec![0; 6],
-            dwell_sum_s: 0,
-            visitor_sketch: Sketch::new(),
-            agent_version: "t".into(),
-            params_hash: "p".into(),
-        })
+        let mut w = testing::window(store, "a", start, 900);
+        w.seq = seq;
+        w.frames = 10;
+        w.detected = 5;
+        w.visits = visits;
+        w.visitors = visits;
+        w.visitors_new = visits;
+        w.passersby = 1;
+        Report::Window(w)
     }
 
     #[test]
@@ -508,21 +492,12 @@ mod tests {
         if let Report::Window(w) = &mut old {
             w.visitor_sketch.insert(7 << 64);
         }
-        let day = Report::Day(DayReport {
-            schema: footfall_report::DAY_SCHEMA.into(),
-            store_id: "s1".into(),
-            agent_id: "a".into(),
-            seq: 2,
-            date: "1970-01-01".into(),
-            visits: 4,
-            unique_visitors: 3,
-            visitors_new: 3,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            residents: 0,
-            agent_version: "t".into(),
-            params_hash: "p".into(),
-        });
+        let mut day = testing::day("s1", "a", "1970-01-01");
+        day.seq = 2;
+        day.visits = 4;
+        day.unique_visitors = 3;
+        day.visitors_new = 3;
+        let day = Report::Day(day);
         let json = |r: &Report| codec::seal(JSON, &serde_json::to_vec(r).unwrap());
         let mut k = prefix("s1", "a");
         k.extend_from_slice(&time_key(0));
