@@ -14,7 +14,8 @@
 //! - `store`: the counter's state, device histories and the outbox in sled;
 //! - `pipeline`: the state opened from a config, and the checkpoint that
 //!   numbers reports and commits them with the state;
-//! - `transport`: where committed reports go (the emit file);
+//! - `transport`: where committed reports go (the emit file, or MQTT with
+//!   the gateway's ack);
 //! - `metrics`: Prometheus text on a loopback port;
 //! - `replay`: capture files counted as one timeline, to a file;
 //! - `run`: the live agent, `run(config, shutdown)`, delivering over MQTT;

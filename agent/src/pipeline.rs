@@ -145,3 +145,124 @@ impl Agent {
         Ok(reports)
     }
 }
+
+/// The checkpoint and the outbox without MQTT: what a crash or a restart
+/// between checkpoint and delivery leaves behind.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Detection;
+    use crate::privacy::DeviceId;
+
+    /// 2026-03-02T00:00:00Z, window-aligned.
+    const T0: i64 = 1_772_409_600 * 1_000_000;
+
+    fn config(dir: &Path) -> Config {
+        let path = dir.join("agent.toml");
+        let text = "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\ntimezone = \"UTC\"\n\
+                    [storage]\npath = \"state\"\n[privacy]\nkey_file = \"k.key\"\n";
+        Config::parse(&path, text).expect("a valid config")
+    }
+
+    /// Opens again in the same process; sled's flusher thread can hold the
+    /// lock a moment after the last handle is dropped (a real restart is a
+    /// new process), so a held lock is retried for up to 5 s.
+    fn reopen(config: &Config) -> Agent {
+        for _ in 0..100 {
+            match Agent::open(config) {
+                Ok((agent, _)) => return agent,
+                Err(e) if format!("{e:#}").contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e:#}"),
+            }
+        }
+        panic!("the store stayed locked")
+    }
+
+    fn feed(agent: &mut Agent, from_s: i64, to_s: i64) {
+        for t in (from_s..to_s).step_by(60) {
+            let d = Detection {
+                t_us: T0 + t * 1_000_000,
+                device: DeviceId(7),
+                randomized: false,
+                strong: true,
+                no_signal: false,
+            };
+            agent.counter.detection(&d, &mut agent.store).unwrap();
+        }
+    }
+
+    #[test]
+    fn checkpoint_numbers_in_order_and_a_restart_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let first = {
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            feed(&mut agent, 0, 3 * 3600);
+            let reports = agent.checkpoint().unwrap();
+            assert!(reports.len() >= 2, "{} reports", reports.len());
+            let seqs: Vec<u64> = reports.iter().map(Report::seq).collect();
+            assert_eq!(seqs, (0..reports.len() as u64).collect::<Vec<_>>());
+            // Nothing acked: the outbox holds each, in seq order.
+            assert_eq!(agent.store.outbox_seqs(), seqs);
+            // A second checkpoint with nothing new numbers nothing.
+            assert!(agent.checkpoint().unwrap().is_empty());
+            agent.store.flush().unwrap();
+            reports
+        };
+        let mut agent = reopen(&config);
+        assert_eq!(agent.next_seq, first.len() as u64);
+        assert_eq!(agent.store.outbox().unwrap(), first);
+        // The open session survived: detections an hour on extend it, and
+        // the window they close reports one visit, not a new device's.
+        feed(&mut agent, 3 * 3600, 4 * 3600);
+        agent.counter.finish(&mut agent.store);
+        let more = agent.checkpoint().unwrap();
+        assert_eq!(more[0].seq(), first.len() as u64);
+        let visits: u64 = first
+            .iter()
+            .chain(&more)
+            .filter_map(|r| match r {
+                Report::Window(w) => Some(w.visits),
+                Report::Day(_) => None,
+            })
+            .sum();
+        assert_eq!(visits, 1, "one session of four hours is one visit");
+    }
+
+    #[test]
+    fn delivered_reports_leave_the_outbox_and_stay_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let all = {
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            feed(&mut agent, 0, 3600);
+            agent.counter.finish(&mut agent.store);
+            let all: Vec<u64> = agent
+                .checkpoint()
+                .unwrap()
+                .iter()
+                .map(Report::seq)
+                .collect();
+            // An ack for some, one of them twice, and one for a seq never
+            // sent (a gateway restored from an older backup).
+            agent
+                .store
+                .remove_delivered([all[0], all[2], all[0], 999])
+                .unwrap();
+            assert_eq!(agent.store.outbox_payload(all[0]).unwrap(), None);
+            assert!(agent.store.outbox_payload(all[1]).unwrap().is_some());
+            agent.store.flush().unwrap();
+            all
+        };
+        let agent = reopen(&config);
+        let left: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|s| *s != all[0] && *s != all[2])
+            .collect();
+        assert_eq!(agent.store.outbox_seqs(), left);
+        assert_eq!(agent.store.outbox_size().0, left.len());
+    }
+}

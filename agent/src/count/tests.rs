@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::config::Counting;
-use footfall_report::Report;
+use crate::privacy::DeviceId;
+use footfall_report::{Report, WindowReport};
 
 const S: i64 = 1_000_000;
 /// 2026-03-02T00:00:00Z, a Monday, window-aligned.

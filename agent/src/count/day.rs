@@ -1,0 +1,35 @@
+//! Reporting local days (SPEC §5) once every window that overlaps them is
+//! final.
+
+use footfall_report::{DayReport, Report, DAY_SCHEMA};
+
+use super::Counter;
+
+impl Counter {
+    pub(super) fn report_days_through(&mut self, last: i32) {
+        let Some(mut day) = self.state.next_day else {
+            return;
+        };
+        while day <= last {
+            let acc = self.state.days.remove(&day).unwrap_or_default();
+            self.out.push(Report::Day(DayReport {
+                schema: DAY_SCHEMA.into(),
+                store_id: self.meta.store_id.clone(),
+                agent_id: self.meta.agent_id.clone(),
+                seq: 0,
+                date: self.days.date_string(day),
+                visits: acc.visits,
+                unique_visitors: acc.unique_visitors,
+                visitors_new: acc.new,
+                visitors_returning: acc.returning,
+                visitors_randomized: acc.randomized,
+                residents: acc.residents,
+                agent_version: self.meta.agent_version.clone(),
+                params_hash: self.meta.params_hash.clone(),
+            }));
+            day += 1;
+        }
+        self.state.next_day = Some(day);
+        self.state.randomized_visitors = self.state.randomized_visitors.split_off(&day);
+    }
+}

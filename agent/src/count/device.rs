@@ -1,0 +1,195 @@
+//! One device's strong sessions and the SPEC §3 rules over them: when a
+//! session is a visit, whether the device is a resident on a day, and
+//! whether a visitor is new, returning or randomized.
+//!
+//! Invariant: only the last session can be open; a closed session's
+//! `visit` was decided when it closed, with every earlier session known.
+
+use serde::{Deserialize, Serialize};
+
+use super::days::LocalDays;
+use super::history::History;
+use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Session {
+    pub(super) first_us: i64,
+    pub(super) last_us: i64,
+    pub(super) start_day: i32,
+    pub(super) open: bool,
+    /// For a closed session: whether it was a visit (decided when it closed).
+    pub(super) visit: bool,
+}
+
+impl Session {
+    pub(super) fn dwell_s(&self) -> u64 {
+        ((self.last_us - self.first_us) / US_PER_S) as u64
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Device {
+    /// Sessions still needed by a window that is not final, oldest first;
+    /// only the last can be open.
+    pub(super) sessions: Vec<Session>,
+    /// (window, day) of the last entry pushed, to skip the obvious repeats.
+    pub(super) last_entry: (i64, i32),
+    /// The newest window with a detection of this device.
+    pub(super) last_window: i64,
+    pub(super) hist: History,
+    /// Whether the store holds a history for it: one that never was stored
+    /// needs no delete when it goes (most devices are passers-by).
+    pub(super) stored: bool,
+    #[serde(skip)]
+    pub(super) mark: Mark,
+}
+
+/// What `finalize_front` learnt of a device in the window it is deciding,
+/// kept on the device so that a window's entries need not be sorted to be
+/// grouped by device (the sort was ~110 of a frame's instructions, issue
+/// 7). Valid only for the attempt it names, so a window that waits leaves
+/// nothing behind; never stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Mark {
+    pub(super) attempt: u64,
+    /// Counted in the window's `detected`.
+    pub(super) detected: bool,
+    /// A visit of the device overlaps the window.
+    pub(super) visit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Class {
+    New,
+    Returning,
+    Randomized,
+}
+
+impl Device {
+    pub(super) fn open_session(&self) -> Option<&Session> {
+        self.sessions.last().filter(|s| s.open)
+    }
+
+    /// SPEC §3 resident status on `day`; `None` while an open session that
+    /// started in the seven days before could still tip it.
+    pub(super) fn resident_on(&self, day: i32, p: &Params) -> Option<bool> {
+        if self.hist.randomized {
+            return Some(false);
+        }
+        let window = day - RESIDENT_LOOKBACK_DAYS..day;
+        let mut count = window
+            .clone()
+            .filter(|&d| self.hist.qualified_on(d))
+            .count() as u32;
+        let mut pending = false;
+        if let Some(open) = self.open_session() {
+            if window.contains(&open.start_day) && !self.hist.qualified_on(open.start_day) {
+                let before = if self.hist.presence_day == open.start_day {
+                    self.hist.presence_s
+                } else {
+                    0
+                };
+                if before + open.dwell_s() >= p.resident_presence_s {
+                    count += 1;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if count >= p.resident_days {
+            Some(true)
+        } else if pending && count + 1 >= p.resident_days {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
+    /// Whether a session is (or, open, already is certain to be) a visit.
+    pub(super) fn is_visit(&self, s: &Session, p: &Params) -> Option<bool> {
+        if !s.open {
+            return Some(s.visit);
+        }
+        if s.last_us - s.first_us < p.min_dwell_us {
+            return Some(false);
+        }
+        self.resident_on(s.start_day, p).map(|r| !r)
+    }
+
+    pub(super) fn class(&self, day: i32, p: &Params) -> Class {
+        if self.hist.randomized {
+            Class::Randomized
+        } else if (day - p.loyalty_days..day).any(|d| self.hist.visited_on(d)) {
+            Class::Returning
+        } else {
+            Class::New
+        }
+    }
+
+    /// Closes the open session and folds it into the history.
+    pub(super) fn close(&mut self, p: &Params) {
+        let Some(idx) = self
+            .sessions
+            .len()
+            .checked_sub(1)
+            .filter(|&i| self.sessions[i].open)
+        else {
+            return;
+        };
+        // Every earlier session is closed, so status on the start day is known.
+        let s = self.sessions[idx];
+        let resident = self.resident_on(s.start_day, p) == Some(true);
+        let visit = s.last_us - s.first_us >= p.min_dwell_us && !resident;
+        let h = &mut self.hist;
+        if h.presence_day == s.start_day {
+            h.presence_s += s.dwell_s();
+        } else if s.start_day > h.presence_day {
+            h.presence_day = s.start_day;
+            h.presence_s = s.dwell_s();
+        }
+        if h.presence_day == s.start_day && h.presence_s >= p.resident_presence_s {
+            h.set(s.start_day, false);
+        }
+        if visit {
+            h.set(s.start_day, true);
+        }
+        let s = &mut self.sessions[idx];
+        s.open = false;
+        s.visit = visit;
+    }
+
+    pub(super) fn strong(&mut self, t_us: i64, days: &LocalDays, p: &Params) {
+        match self.sessions.last_mut() {
+            Some(s) if s.open => {
+                if t_us >= s.last_us {
+                    if t_us - s.last_us <= p.gap_us {
+                        s.last_us = t_us;
+                        return;
+                    }
+                    self.close(p);
+                } else if t_us >= s.first_us {
+                    return;
+                } else {
+                    let prev_last = self.sessions.iter().rev().nth(1).map(|q| q.last_us);
+                    let s = self.sessions.last_mut().expect("matched above");
+                    if s.first_us - t_us <= p.gap_us
+                        && prev_last.is_none_or(|l| t_us - l > p.gap_us)
+                    {
+                        s.first_us = t_us;
+                        s.start_day = days.day_of(t_us);
+                    }
+                    return;
+                }
+            }
+            Some(s) if t_us <= s.last_us => return,
+            _ => {}
+        }
+        self.sessions.push(Session {
+            first_us: t_us,
+            last_us: t_us,
+            start_day: days.day_of(t_us),
+            open: true,
+            visit: false,
+        });
+    }
+}

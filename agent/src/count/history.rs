@@ -1,0 +1,142 @@
+//! A device's past, as bit sets over recent local days, and where it lives
+//! while the device is out of memory (`HistoryStore`).
+//!
+//! Invariant: a history holds only what SPEC §3 can still ask of it
+//! (resident days, loyalty days, the days it was counted in); `is_useful`
+//! says when it can be deleted, so the store stays bounded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::privacy::{DeviceId, IdMap};
+
+pub(super) const NO_DAY: i32 = i32::MIN;
+
+/// Where device histories live when the device is not in memory.
+pub trait HistoryStore {
+    fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError>;
+    fn save(&mut self, id: DeviceId, history: &History);
+    fn remove(&mut self, id: DeviceId);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HistoryError(pub String);
+
+/// What a device's past says about it, as bit sets over recent local days:
+/// bit k of a set is day `day - k`. Enough for residents (7 days) and
+/// loyalty (up to 60 days) without keeping sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub day: i32,
+    /// Days whose strong sessions added up to `resident_presence_s`.
+    pub qualified: u64,
+    /// Days on which a visit started.
+    pub visited: u64,
+    /// Presence so far of the newest day that has any.
+    pub presence_day: i32,
+    pub presence_s: u64,
+    /// The last day this device was counted in a day's `unique_visitors`.
+    pub visitor_day: i32,
+    /// The last day this device was counted in a day's `residents`.
+    pub resident_day: i32,
+    /// Randomized devices are never residents nor returning (SPEC §3): their
+    /// history matters only until their day is reported.
+    pub randomized: bool,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            day: NO_DAY,
+            qualified: 0,
+            visited: 0,
+            presence_day: NO_DAY,
+            presence_s: 0,
+            visitor_day: NO_DAY,
+            resident_day: NO_DAY,
+            randomized: false,
+        }
+    }
+}
+
+impl History {
+    pub(super) fn shift_to(&mut self, day: i32) {
+        if self.day == NO_DAY {
+            self.day = day;
+        } else if day > self.day {
+            let by = (day - self.day) as u32;
+            self.qualified = self.qualified.checked_shl(by).unwrap_or(0);
+            self.visited = self.visited.checked_shl(by).unwrap_or(0);
+            self.day = day;
+        }
+    }
+
+    pub(super) fn bit(set: u64, base: i32, day: i32) -> bool {
+        if base == NO_DAY || day > base || base - day >= 64 {
+            return false;
+        }
+        set >> (base - day) & 1 == 1
+    }
+
+    pub(super) fn qualified_on(&self, day: i32) -> bool {
+        History::bit(self.qualified, self.day, day)
+    }
+
+    pub(super) fn visited_on(&self, day: i32) -> bool {
+        History::bit(self.visited, self.day, day)
+    }
+
+    pub(super) fn set(&mut self, day: i32, visited: bool) {
+        self.shift_to(day);
+        if self.day - day < 64 {
+            if visited {
+                self.visited |= 1 << (self.day - day);
+            } else {
+                self.qualified |= 1 << (self.day - day);
+            }
+        }
+    }
+
+    /// The newest day this history says anything about.
+    pub fn newest_day(&self) -> i32 {
+        self.day
+            .max(self.presence_day)
+            .max(self.visitor_day)
+            .max(self.resident_day)
+    }
+
+    /// Whether this history can still change a count, given the horizon of
+    /// `Counter::history_horizon`. One that cannot is deleted, so the state
+    /// stays bounded however long the agent runs.
+    pub fn is_useful(&self, h: Horizon) -> bool {
+        if self.randomized {
+            self.visitor_day >= h.next_day || self.resident_day >= h.next_day
+        } else {
+            self.newest_day() >= h.keep_from
+        }
+    }
+}
+
+/// What histories still matter: days from `keep_from` on (residents look 7
+/// days back, loyalty `loyalty_days`), day counts from `next_day` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub next_day: i32,
+    pub keep_from: i32,
+}
+
+/// A `HistoryStore` in memory, for tests and `inspect`-like uses.
+#[derive(Debug, Default)]
+pub struct MemHistory(pub IdMap<History>);
+
+impl HistoryStore for MemHistory {
+    fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError> {
+        Ok(self.0.get(&id).copied())
+    }
+    fn save(&mut self, id: DeviceId, history: &History) {
+        self.0.insert(id, *history);
+    }
+    fn remove(&mut self, id: DeviceId) {
+        self.0.remove(&id);
+    }
+}

@@ -1,0 +1,180 @@
+//! Making a window final (SPEC §4): its counts are computed once every
+//! device status they depend on is decided, or not at all yet.
+
+use footfall_report::{dwell_bucket, Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
+
+use super::device::{Class, Mark};
+use super::history::NO_DAY;
+use super::state::WindowAcc;
+use super::{Counter, Finalized, US_PER_S};
+use crate::privacy::DeviceId;
+
+impl Counter {
+    /// Computes the oldest pending window, if every status it needs is known.
+    pub(super) fn finalize_front(&mut self) -> Finalized {
+        let p = self.params;
+        let nw = self
+            .state
+            .next_window
+            .expect("called with a pending window");
+        let (ws, we) = (nw * p.window_us, (nw + 1) * p.window_us);
+        let acc = self.state.windows.pop_front().unwrap_or_default();
+        self.attempt += 1;
+        let attempt = self.attempt;
+
+        // Decide everything first, so that waiting leaves no trace. The
+        // entries come in detection order, with repeats; a device's
+        // sessions are judged at its first entry, its days at each.
+        struct Visit {
+            dev: DeviceId,
+            day: i32,
+            class: Class,
+        }
+        let mut visits: Vec<Visit> = Vec::new();
+        let mut resident_days: Vec<(DeviceId, i32)> = Vec::new();
+        let (mut detected, mut passersby) = (0u64, 0u64);
+        let mut dwell_counts = vec![0u64; DWELL_EDGES_S.len()];
+        let mut dwell_sum_s = 0u64;
+        for i in 0..acc.entries.len() {
+            let (id, day) = acc.entries[i];
+            let dev = self
+                .state
+                .devices
+                .get_mut(&id)
+                .expect("a device with an entry in a pending window is in memory");
+            if dev.mark.attempt != attempt {
+                let mut visit_in_w = false;
+                for s in &dev.sessions {
+                    if s.last_us < ws || s.first_us >= we {
+                        continue;
+                    }
+                    match dev.is_visit(s, &p) {
+                        None => return self.not_yet(acc),
+                        Some(false) => continue,
+                        Some(true) => {}
+                    }
+                    visit_in_w = true;
+                    if s.first_us >= ws {
+                        visits.push(Visit {
+                            dev: id,
+                            day: s.start_day,
+                            class: dev.class(s.start_day, &p),
+                        });
+                    }
+                    if s.last_us < we && !s.open {
+                        dwell_counts[dwell_bucket(s.dwell_s())] += 1;
+                        dwell_sum_s += s.dwell_s();
+                    }
+                }
+                dev.mark = Mark {
+                    attempt,
+                    detected: false,
+                    visit: visit_in_w,
+                };
+            }
+            match dev.resident_on(day, &p) {
+                None => return self.not_yet(acc),
+                Some(true) => resident_days.push((id, day)),
+                Some(false) if !dev.mark.detected => {
+                    dev.mark.detected = true;
+                    detected += 1;
+                    passersby += u64::from(!dev.mark.visit);
+                }
+                Some(false) => {}
+            }
+        }
+        // Residents are few: sorting them groups each device's days.
+        resident_days.sort_unstable();
+        resident_days.dedup();
+
+        // Commit.
+        let mut sketch = Sketch::new();
+        let (mut visitors, mut new, mut returning, mut randomized) = (0u64, 0u64, 0u64, 0u64);
+        let mut last_dev = None;
+        let next_day = self.state.next_day.unwrap_or(NO_DAY);
+        for v in &visits {
+            if last_dev != Some(v.dev) {
+                last_dev = Some(v.dev);
+                visitors += 1;
+                sketch.insert(v.dev.0);
+                match v.class {
+                    Class::New => new += 1,
+                    Class::Returning => returning += 1,
+                    Class::Randomized => randomized += 1,
+                }
+            }
+            if v.day < next_day {
+                continue;
+            }
+            let dev = self.state.devices.get_mut(&v.dev).expect("seen above");
+            let day = self.state.days.entry(v.day).or_default();
+            day.visits += 1;
+            if dev.hist.visitor_day != v.day {
+                dev.hist.visitor_day = v.day;
+                day.unique_visitors += 1;
+                match v.class {
+                    Class::New => day.new += 1,
+                    Class::Returning => day.returning += 1,
+                    Class::Randomized => day.randomized += 1,
+                }
+            }
+        }
+        let mut residents = 0u64;
+        let mut last_dev = None;
+        for &(id, day) in &resident_days {
+            if last_dev != Some(id) {
+                last_dev = Some(id);
+                residents += 1;
+            }
+            if day < next_day {
+                continue;
+            }
+            let dev = self.state.devices.get_mut(&id).expect("seen above");
+            if dev.hist.resident_day != day {
+                dev.hist.resident_day = day;
+                self.state.days.entry(day).or_default().residents += 1;
+            }
+        }
+        self.out.push(Report::Window(WindowReport {
+            schema: WINDOW_SCHEMA.into(),
+            store_id: self.meta.store_id.clone(),
+            agent_id: self.meta.agent_id.clone(),
+            seq: 0,
+            window_start: ws / US_PER_S,
+            window_end: we / US_PER_S,
+            frames: acc.frames,
+            frames_no_signal: acc.frames_no_signal,
+            detected,
+            visits: visits.len() as u64,
+            visitors,
+            visitors_new: new,
+            visitors_returning: returning,
+            visitors_randomized: randomized,
+            passersby,
+            residents,
+            dwell_edges_s: DWELL_EDGES_S.to_vec(),
+            dwell_counts,
+            dwell_sum_s,
+            visitor_sketch: sketch,
+            agent_version: self.meta.agent_version.clone(),
+            params_hash: self.meta.params_hash.clone(),
+        }));
+        self.state.next_window = Some(nw + 1);
+        // SPEC §5: a day is final once every window that overlaps it is.
+        if let Some(d) = self.state.next_day {
+            let mut day = d;
+            while self.days.bounds(day).1 <= we {
+                day += 1;
+            }
+            if day > d {
+                self.report_days_through(day - 1);
+            }
+        }
+        Finalized::Done
+    }
+
+    pub(super) fn not_yet(&mut self, acc: WindowAcc) -> Finalized {
+        self.state.windows.push_front(acc);
+        Finalized::NotYet
+    }
+}
