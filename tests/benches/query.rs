@@ -13,7 +13,7 @@ use std::time::Instant;
 use footfall_gateway::campaigns;
 use footfall_gateway::query::{self, By};
 use footfall_gateway::store::{Campaign, ReportStore, SledStore, When};
-use footfall_report::{DayReport, Report, DAY_SCHEMA};
+use footfall_report::{testing, DayReport, Report};
 use footfall_tests::{bench_arg, bench_window};
 
 const DAY0: i64 = 1_735_689_600; // 2025-01-01T00:00:00Z
@@ -81,19 +81,14 @@ fn main() {
                 let visits = 100 + (s * 31 + d * 7) % 50;
                 store
                     .put(&Report::Day(DayReport {
-                        schema: DAY_SCHEMA.into(),
-                        store_id: format!("store-{s:03}"),
-                        agent_id: "a1".into(),
                         seq: 1_000_000 + d,
-                        date: date(d as i64),
-                        visits,
                         unique_visitors: visits,
+                        visits,
                         visitors_new: visits / 2,
                         visitors_returning: visits - visits / 2,
-                        visitors_randomized: 0,
-                        residents: 0,
                         agent_version: "bench".into(),
                         params_hash: "bench".into(),
+                        ..testing::day(&format!("store-{s:03}"), "a1", &date(d as i64))
                     }))
                     .unwrap_or_else(|e| panic!("{e}"));
             }

@@ -329,35 +329,25 @@ pub fn bench_window(
     visits: u64,
     visitor_ids: impl IntoIterator<Item = u128>,
 ) -> footfall_report::Report {
-    use footfall_report::{Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
-    let mut sketch = Sketch::new();
+    use footfall_report::{testing, Report};
+    let mut w = testing::window(&store_id, "a1", day0_s + i as i64 * 900, 900);
     for id in visitor_ids {
-        sketch.insert(id);
+        w.visitor_sketch.insert(id);
     }
-    Report::Window(WindowReport {
-        schema: WINDOW_SCHEMA.into(),
-        store_id,
-        agent_id: "a1".into(),
-        seq: i,
-        window_start: day0_s + i as i64 * 900,
-        window_end: day0_s + (i as i64 + 1) * 900,
-        frames: visits * 300,
-        frames_no_signal: 0,
-        detected: visits * 3,
-        visits,
-        visitors: visits,
-        visitors_new: visits / 2,
-        visitors_returning: visits / 4,
-        visitors_randomized: visits - visits / 2 - visits / 4,
-        passersby: visits * 2,
-        residents: 0,
-        dwell_edges_s: DWELL_EDGES_S.to_vec(),
-        dwell_counts: vec![0, visits / 2, visits - visits / 2, 0, 0, 0],
-        dwell_sum_s: visits * 900,
-        visitor_sketch: sketch,
-        agent_version: "bench".into(),
-        params_hash: "bench".into(),
-    })
+    w.seq = i;
+    w.frames = visits * 300;
+    w.detected = visits * 3;
+    w.visits = visits;
+    w.visitors = visits;
+    w.visitors_new = visits / 2;
+    w.visitors_returning = visits / 4;
+    w.visitors_randomized = visits - visits / 2 - visits / 4;
+    w.passersby = visits * 2;
+    w.dwell_counts = vec![0, visits / 2, visits - visits / 2, 0, 0, 0];
+    w.dwell_sum_s = visits * 900;
+    w.agent_version = "bench".into();
+    w.params_hash = "bench".into();
+    Report::Window(w)
 }
 
 /// Publishes `reports` (QoS 1, in order) from one MQTT connection per
