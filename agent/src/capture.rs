@@ -9,7 +9,7 @@
 //! `read_file` is the one capture-file reader, used by that source and by
 //! `replay`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -44,6 +44,16 @@ pub struct Batch {
 /// Returns the number of frames in the file when it was read to its end;
 /// `None` when `sink` returned false to stop. A read error comes after the
 /// batch of the frames before it.
+/// Opens a capture file and sets `detector` to its link type: a link
+/// type SPEC §1 does not read is an error naming the file.
+pub fn open_file(path: &Path, detector: &mut Detector) -> anyhow::Result<CaptureFile> {
+    let cap = CaptureFile::open(path)?;
+    let link =
+        LinkType::from_dlt(cap.dlt()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    detector.set_link(link);
+    Ok(cap)
+}
+
 pub fn read_file(
     mut cap: CaptureFile,
     detector: &mut Detector,
@@ -193,9 +203,7 @@ fn file_loop(
     tx: &mpsc::Sender<Event>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
-    let link = LinkType::from_dlt(cap.dlt()).map_err(|e| format!("{}: {e}", path.display()))?;
-    detector.set_link(link);
+    let cap = open_file(path, detector).map_err(|e| e.to_string())?;
     let mut sent = Ok(());
     let end = read_file(
         cap,

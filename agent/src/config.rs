@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::people::Calibration;
+
 /// SPEC parameters, under their SPEC names. Field docs give the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -168,6 +170,17 @@ pub struct RawStorage {
     pub cache_bytes: Option<u64>,
 }
 
+/// `[people]`: SPEC §8 estimates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeople {
+    /// Estimate people (default true); false makes every §8 field `null`.
+    pub estimate: Option<bool>,
+    /// A calibration written by `footfall-agent calibrate`; default: the
+    /// one built in.
+    pub calibration: Option<PathBuf>,
+}
+
 /// `[mqtt]`: delivery to the gateway (issue #4 uses it).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +241,8 @@ pub struct RawConfig {
     pub mqtt: RawMqtt,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub people: RawPeople,
 }
 
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
@@ -253,6 +268,8 @@ pub struct Config {
     pub cache_bytes: u64,
     pub mqtt: Option<Mqtt>,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// SPEC §8: how people are estimated; `None`: they are not.
+    pub people: Option<Calibration>,
 }
 
 /// Every problem found in a config file.
@@ -472,6 +489,21 @@ impl RawConfig {
             },
         };
 
+        let people = match (
+            self.people.estimate.unwrap_or(true),
+            &self.people.calibration,
+        ) {
+            (false, _) => None,
+            (true, None) => Some(Calibration::builtin()),
+            (true, Some(p)) => match Calibration::load(&resolve(p)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    at("people", "calibration", e.to_string());
+                    None
+                }
+            },
+        };
+
         if !problems.is_empty() {
             return Err(ConfigErrors { problems });
         }
@@ -493,20 +525,47 @@ impl RawConfig {
             cache_bytes,
             mqtt,
             metrics_listen,
+            people,
         })
     }
 }
 
 impl Config {
-    /// SPEC §6 `params_hash`: the parameters that shape the counts, so the
-    /// gateway can tell reports counted under different rules apart.
+    /// SPEC §6 `params_hash`: the parameters that shape the counts and
+    /// (SPEC §8) the estimator and its calibration, so the gateway can tell
+    /// reports made under different rules apart.
     pub fn params_hash(&self) -> String {
-        params_hash(&self.counting, &self.timezone_name)
+        let people = match &self.people {
+            Some(c) => c.canonical(),
+            None => "estimator=none".into(),
+        };
+        short_hash(&format!("{};{people}", self.counting_canonical()))
+    }
+
+    /// The hash of the device-counting parameters alone: what the state
+    /// on disk depends on (a new calibration keeps the devices' histories).
+    pub fn counting_hash(&self) -> String {
+        short_hash(&self.counting_canonical())
+    }
+
+    fn counting_canonical(&self) -> String {
+        counting_canonical(&self.counting, &self.timezone_name)
     }
 }
 
+/// The device-counting parameters' hash (before SPEC §8 this was all of
+/// `params_hash`, and it still names the state on disk).
 pub fn params_hash(c: &Counting, timezone: &str) -> String {
-    let canonical = format!(
+    short_hash(&counting_canonical(c, timezone))
+}
+
+fn short_hash(canonical: &str) -> String {
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn counting_canonical(c: &Counting, timezone: &str) -> String {
+    format!(
         "rssi_floor_dbm={};visit_rssi_dbm={};session_gap_s={};min_dwell_s={};window_s={};resident_days={};resident_presence_s={};loyalty_days={};timezone={}",
         c.rssi_floor_dbm,
         c.visit_rssi_dbm,
@@ -517,9 +576,7 @@ pub fn params_hash(c: &Counting, timezone: &str) -> String {
         c.resident_presence_s,
         c.loyalty_days,
         timezone
-    );
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    )
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {

@@ -1,10 +1,12 @@
 //! SPEC §1: which captured frames are detections. This is the door: a frame
-//! comes in with a MAC, a `Detection` leaves with a keyed `DeviceId`, and
-//! nothing after this module sees a MAC.
+//! comes in with a MAC, a `Detection` leaves with a keyed `DeviceId` and a
+//! keyed fingerprint of its elements (SPEC §8), and nothing after this
+//! module sees a MAC or an element's bytes.
 //!
 //! `classify` is the hot path: it parses in place, allocates nothing and
 //! never panics; each rejected frame gets one `DropReason`.
 
+use crate::privacy::fingerprint::fingerprint;
 use crate::privacy::{DeviceId, IdSet, Keyer};
 use crate::wire::ieee80211::{self, Mac, ProbeRequest};
 use crate::wire::linktype::LinkType;
@@ -63,14 +65,15 @@ impl DropReason {
 
 /// A probe request that passed SPEC §1, still carrying its MAC. Private to
 /// this module's callers in `detect`; it is hashed before leaving.
-pub struct Probe {
+pub struct Probe<'a> {
     pub mac: Mac,
     pub signal_dbm: Option<i8>,
+    pub frame: ProbeRequest<'a>,
 }
 
 /// SPEC §1 on one captured frame. `rssi_floor_dbm` applies only when the
 /// frame has a signal; a frame without one is kept.
-pub fn classify(link: LinkType, frame: &[u8], rssi_floor_dbm: i8) -> Result<Probe, DropReason> {
+pub fn classify(link: LinkType, frame: &[u8], rssi_floor_dbm: i8) -> Result<Probe<'_>, DropReason> {
     classify_cached(
         link,
         frame,
@@ -80,12 +83,12 @@ pub fn classify(link: LinkType, frame: &[u8], rssi_floor_dbm: i8) -> Result<Prob
 }
 
 /// `classify` reusing the radiotap layout of the frame before.
-fn classify_cached(
+fn classify_cached<'a>(
     link: LinkType,
-    frame: &[u8],
+    frame: &'a [u8],
     rssi_floor_dbm: i8,
     layout: &mut radiotap::LayoutCache,
-) -> Result<Probe, DropReason> {
+) -> Result<Probe<'a>, DropReason> {
     let (body, signal, fcs_at_end, bad_fcs) = match link {
         LinkType::Ieee80211 => (frame, None, false, false),
         LinkType::Radiotap => {
@@ -146,6 +149,7 @@ fn classify_cached(
     Ok(Probe {
         mac,
         signal_dbm: signal,
+        frame: probe,
     })
 }
 
@@ -159,6 +163,11 @@ pub struct Detection {
     /// Signal at least `visit_rssi_dbm`, or no signal field (SPEC §1.5).
     pub strong: bool,
     pub no_signal: bool,
+    /// SPEC §8 cues: the 802.11 sequence number, the keyed fingerprint of
+    /// the information elements (`people::fingerprint`) and the signal.
+    pub seq: u16,
+    pub fingerprint: u64,
+    pub rssi_dbm: Option<i8>,
 }
 
 /// Per-reason frame counts, the figures of `inspect` and of the
@@ -178,14 +187,16 @@ impl FrameStats {
     }
 }
 
-/// Ids of recently seen MACs. A phone probes in bursts, a dozen frames a
-/// visit, and HMAC-SHA-256 was the costliest step per frame (measured:
-/// issue 7), so each burst is keyed once. Direct-mapped: a slot holds the
+/// Ids (and element fingerprints) of recently seen MACs. A phone probes in
+/// bursts, a dozen frames a visit, and HMAC-SHA-256 was the costliest step
+/// per frame (measured: issue 7), so each burst is keyed once; a MAC's
+/// fingerprint is taken from its first frame (a phone sends the same
+/// elements in every probe of a scan). Direct-mapped: a slot holds the
 /// last MAC that hashed to it, and a miss just keys again, so the cache
 /// never changes an id. It lives in memory only, like the frame itself:
 /// MACs never reach a disk (the service unit also disables core dumps).
 struct IdCache {
-    slots: Box<[Option<(Mac, DeviceId)>]>,
+    slots: Box<[Option<(Mac, DeviceId, u64)>]>,
 }
 
 impl IdCache {
@@ -197,17 +208,19 @@ impl IdCache {
         }
     }
 
-    fn id(&mut self, keyer: &Keyer, mac: &Mac) -> DeviceId {
+    fn id(&mut self, keyer: &Keyer, probe: &Probe) -> (DeviceId, u64) {
+        let mac = &probe.mac;
         let mut word = [0u8; 8];
         word[..6].copy_from_slice(&mac.0);
         // Fibonacci hashing: the top bits of a multiply spread any bytes.
         let slot = (u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize;
         match &self.slots[slot] {
-            Some((m, id)) if m == mac => *id,
+            Some((m, id, fp)) if m == mac => (*id, *fp),
             _ => {
                 let id = keyer.id(mac);
-                self.slots[slot] = Some((*mac, id));
-                id
+                let fp = fingerprint(keyer, probe.frame.elements());
+                self.slots[slot] = Some((*mac, id, fp));
+                (id, fp)
             }
         }
     }
@@ -268,7 +281,7 @@ impl Detector {
             }
         };
         self.stats.probe_requests += 1;
-        let device = self.ids.id(&self.keyer, &probe.mac);
+        let (device, fingerprint) = self.ids.id(&self.keyer, &probe);
         if self.opt_out.contains(&device) {
             self.stats.dropped[DropReason::OptedOut.index()] += 1;
             return None;
@@ -282,6 +295,9 @@ impl Detector {
             randomized: probe.mac.is_local(),
             strong: probe.signal_dbm.is_none_or(|s| s >= self.visit_rssi_dbm),
             no_signal,
+            seq: probe.frame.seq(),
+            fingerprint,
+            rssi_dbm: probe.signal_dbm,
         })
     }
 }
@@ -345,7 +361,8 @@ mod tests {
             flags: Some(0),
             ..Rt::default()
         };
-        let p = classify(LinkType::Radiotap, &frame(nosig, PHONE, false), -90).unwrap();
+        let bytes = frame(nosig, PHONE, false);
+        let p = classify(LinkType::Radiotap, &bytes, -90).unwrap();
         assert_eq!(p.signal_dbm, None);
     }
 

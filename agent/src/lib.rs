@@ -5,9 +5,12 @@
 //! Modules, each importing only those above it in this list:
 //! - `wire`: parsers of capture files and frame headers (pcap, radiotap,
 //!   PPI, Prism, 802.11); no allocation per frame, no panics on input;
-//! - `config`: agent.toml, raw then resolved, and `params_hash`;
-//! - `privacy`: the keyed device id (SPEC §2), the key file, opt-out;
+//! - `privacy`: the keyed device id (SPEC §2) and element fingerprint
+//!   (§8), the key file, opt-out;
 //! - `detect`: SPEC §1 on one frame, and the MAC turned into a `DeviceId`;
+//! - `people`: SPEC §8, estimates of people from a window's detections:
+//!   linking, features, calibration;
+//! - `config`: agent.toml, raw then resolved, and `params_hash`;
 //! - `capture`: frames from an interface or a file, on their own thread,
 //!   into detections; `read_file` is the one capture-file reader;
 //! - `count`: SPEC §3-§5, from detections to final window and day reports;
@@ -19,6 +22,7 @@
 //! - `metrics`: Prometheus text on a loopback port;
 //! - `replay`: capture files counted as one timeline, to a file;
 //! - `run`: the live agent, `run(config, shutdown)`, delivering over MQTT;
+//! - `evaluate`: SPEC §8's estimates against a truth, and `calibrate`;
 //! - `inspect`, `doctor`, `simulate`: the other commands' work.
 //!
 //! `main.rs` only parses arguments, calls one of these, and prints.
@@ -28,8 +32,10 @@ pub mod config;
 pub mod count;
 pub mod detect;
 pub mod doctor;
+pub mod evaluate;
 pub mod inspect;
 pub mod metrics;
+pub mod people;
 pub mod pipeline;
 pub mod privacy;
 pub mod replay;

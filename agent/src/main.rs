@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use footfall_agent::config::Config;
-use footfall_agent::{inspect, replay, run as live, simulate};
+use footfall_agent::people::Calibration;
+use footfall_agent::{evaluate, inspect, replay, run as live, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +63,63 @@ enum Command {
     },
     /// Write synthetic store traffic.
     Simulate(simulate::SimulateArgs),
+    /// Score the people estimates (SPEC §8) against a truth, and draw them.
+    Evaluate {
+        #[command(flatten)]
+        input: EvaluateInput,
+        /// A calibration to use instead of the config's.
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Score only the captures the calibration was not fitted on.
+        #[arg(long)]
+        held_out: bool,
+        /// Where the picture goes (SVG).
+        #[arg(long, default_value = "evaluate.svg")]
+        svg: PathBuf,
+        /// The figures as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fit the people estimate's calibration from captures with a truth.
+    Calibrate {
+        #[command(flatten)]
+        input: EvaluateInput,
+        /// Where the calibration goes; name it in [people] calibration.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// The captures `evaluate` and `calibrate` read, and their truth.
+#[derive(clap::Args)]
+struct EvaluateInput {
+    /// The store's config: counting parameters, opt-out list, calibration.
+    /// Default: SPEC's parameters and the built-in calibration.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An opt-out list (the store's tills and computers) instead of the config's.
+    #[arg(long)]
+    opt_out: Option<PathBuf>,
+    /// One truth for all the captures, read as one timeline: an occupancy
+    /// log (.tsv) or door counts (.csv). Without it, each capture is scored
+    /// on its own against NAME.occupancy.tsv or NAME.door.csv beside it.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    #[arg(required = true)]
+    captures: Vec<PathBuf>,
+}
+
+impl EvaluateInput {
+    fn config(&self) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => footfall_agent::evaluate::default_config(),
+        };
+        if let Some(p) = &self.opt_out {
+            c.opt_out_file = Some(p.clone());
+        }
+        Ok(c)
+    }
 }
 
 fn main() -> ExitCode {
@@ -155,6 +213,58 @@ fn run(command: Command) -> Result<ExitCode> {
                 c.agent_id,
                 c.timezone_name,
                 c.params_hash()
+            );
+        }
+        Command::Evaluate {
+            input,
+            calibration,
+            held_out,
+            svg,
+            json,
+        } => {
+            let config = input.config()?;
+            let calibration = match calibration {
+                Some(p) => Calibration::load(&p)?,
+                None => config.people.clone().unwrap_or_else(Calibration::builtin),
+            };
+            let scores = evaluate::score_all(
+                &config,
+                &calibration,
+                input.truth.as_deref(),
+                &input.captures,
+                held_out,
+            )?;
+            std::fs::write(&svg, evaluate::svg::render(&scores))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+            let figures = evaluate::Evaluation::of(&scores);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", evaluate::render(&figures));
+                eprintln!("picture: {}", svg.display());
+            }
+        }
+        Command::Calibrate { input, out } => {
+            let config = input.config()?;
+            let scores = evaluate::score_all(
+                &config,
+                &Calibration::builtin(),
+                input.truth.as_deref(),
+                &input.captures,
+                false,
+            )?;
+            let fitted = evaluate::fit::calibrate(&scores)?;
+            std::fs::write(&out, fitted.to_toml())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            eprintln!(
+                "{}: {} windows from {} files; {:.4} people per persistent device, {:.4} per single-burst model; 90 % interval ×[{:.2}, {:.2}] on (est + 1)",
+                out.display(),
+                fitted.windows,
+                fitted.fitted_on.len(),
+                fitted.per_persistent,
+                fitted.per_fingerprint,
+                fitted.interval_log_lo.exp(),
+                fitted.interval_log_hi.exp()
             );
         }
         Command::Simulate(args) => {

@@ -66,7 +66,9 @@ impl Agent {
             None => Default::default(),
         };
         let params_hash = config.params_hash();
-        let identity = Identity::new(&config.store_id, &config.agent_id, &params_hash);
+        // The state depends on the device rules only: a new calibration
+        // changes the reports' params_hash, not whose state this is.
+        let identity = Identity::new(&config.store_id, &config.agent_id, &config.counting_hash());
         let store = Store::open(&config.storage_path, config.cache_bytes, &identity)?;
         let cp = store.load_checkpoint()?.unwrap_or_default();
         let meta = ReportMeta {
@@ -75,7 +77,8 @@ impl Agent {
             agent_version: crate::VERSION.to_string(),
             params_hash,
         };
-        let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter);
+        let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter)
+            .with_people(config.people.clone());
         let c = &config.counting;
         let detector = Detector::new(
             LinkType::Radiotap,
@@ -188,6 +191,9 @@ mod tests {
                 randomized: false,
                 strong: true,
                 no_signal: false,
+                seq: 0,
+                fingerprint: 0,
+                rssi_dbm: None,
             };
             agent.counter.detection(&d, &mut agent.store).unwrap();
         }

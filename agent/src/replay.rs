@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::detect::{Detection, Detector};
 use crate::pipeline::{Agent, CHECKPOINT_EVERY, CHECKPOINT_REPORTS};
 use crate::transport::file::Emit;
-use crate::wire::linktype::LinkType;
 use crate::wire::pcapfile::{CaptureError, CaptureFile};
 
 pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<()> {
@@ -128,10 +127,7 @@ fn replay_file(
         info!(file = %path.display(), "already counted; skipped");
         return Ok(());
     }
-    let cap = CaptureFile::open(path)?;
-    let link =
-        LinkType::from_dlt(cap.dlt()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    detector.set_link(link);
+    let cap = capture::open_file(path, detector)?;
     let skip = agent.files[idx].frames;
     if skip > 0 {
         info!(file = %path.display(), frames = skip, "resuming after frames already counted");

@@ -99,9 +99,29 @@ fn window_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<Str
             row.insert("agent_id".into(), json!(a));
             row.insert(period.into(), json!(start));
             row.extend(fields(&WindowSums::from(&counts)));
+            row.extend(people_fields(&counts));
             row
         })
         .collect())
+}
+
+/// SPEC §8 beside the device counts: `present_*` (mean over the row's
+/// windows), `person_hours_est`, `entries_est`; `null` where any of the
+/// row's windows came without estimates.
+pub fn people_fields(counts: &Counts) -> Map<String, Value> {
+    match counts.people() {
+        Some(p) => fields(&p),
+        None => [
+            "present_est",
+            "present_lo",
+            "present_hi",
+            "person_hours_est",
+            "entries_est",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), Value::Null))
+        .collect(),
+    }
 }
 
 fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
@@ -122,9 +142,9 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
     // Distinct people over the period: merged visitor sketches (SPEC §4),
     // with the chain as a whole as store `*`.
     let sketches = distinct_visitors(store, by, q)?;
-    let mut chain: BTreeMap<String, u64> = BTreeMap::new();
+    let mut chain: BTreeMap<String, DayCounts> = BTreeMap::new();
     for ((_, _, p), counts) in &groups {
-        *chain.entry(p.clone()).or_default() += counts.visits;
+        chain.entry(p.clone()).or_default().add(counts);
     }
     let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
     let mut rows = Vec::new();
@@ -149,7 +169,8 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
             row = row
                 .into_iter()
                 .map(|(k, v)| match k.as_str() {
-                    "visits" => (k, v),
+                    // Sums over days; people-hours and entries add up too.
+                    "visits" | "person_hours_est" | "entries_est" => (k, v),
                     _ => (format!("{k}_daysum"), v),
                 })
                 .collect();
@@ -157,9 +178,11 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
         push(&s, &a, &p, row);
     }
     if q.store_id.is_none() {
-        for (p, visits) in chain {
+        for (p, sums) in chain {
             let mut counts = Map::new();
-            counts.insert("visits".into(), json!(visits));
+            counts.insert("visits".into(), json!(sums.visits));
+            counts.insert("person_hours_est".into(), json!(sums.person_hours_est));
+            counts.insert("entries_est".into(), json!(sums.entries_est));
             push("*", "*", &p, counts);
         }
     }

@@ -123,6 +123,32 @@ fn check_window(w: &WindowReport) -> Result<(), Reject> {
         !w.params_hash.is_empty() && !w.agent_version.is_empty(),
         "params_hash and agent_version are required",
     )?;
+    check_people_window(w)
+}
+
+/// SPEC §8: all four estimates or none (`null`), 0 ≤ lo ≤ est ≤ hi, and
+/// entries a finite number ≥ 0. JSON has no NaN, but a huge number is
+/// not a number of people either.
+fn check_people_window(w: &WindowReport) -> Result<(), Reject> {
+    let figures = [w.present_est, w.present_lo, w.present_hi, w.entries_est];
+    if figures.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let [Some(est), Some(lo), Some(hi), Some(entries)] = figures else {
+        return Err(Reject::Invalid(
+            "present_est, present_lo, present_hi and entries_est are all numbers or all null"
+                .into(),
+        ));
+    };
+    invalid(
+        figures.iter().flatten().all(|v| v.is_finite() && *v <= 1e9),
+        "a people estimate is out of range",
+    )?;
+    invalid(
+        0.0 <= lo && lo <= est && est <= hi,
+        "people estimates need 0 ≤ present_lo ≤ present_est ≤ present_hi",
+    )?;
+    invalid(entries >= 0.0, "entries_est is negative")?;
     Ok(())
 }
 
@@ -145,6 +171,13 @@ fn check_day(d: &DayReport) -> Result<(), Reject> {
     invalid(
         !d.params_hash.is_empty() && !d.agent_version.is_empty(),
         "params_hash and agent_version are required",
+    )?;
+    invalid(
+        [d.person_hours_est, d.entries_est]
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite() && (0.0..=1e9).contains(v)),
+        "person_hours_est and entries_est must be numbers ≥ 0, or null",
     )?;
     Ok(())
 }
@@ -200,6 +233,20 @@ mod tests {
         let mut v = window();
         v["visitors_new"] = 0.into();
         assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("must equal visitors")));
+        // SPEC §8: ordered, all or none, never negative.
+        let mut v = window();
+        v["present_est"] = 2.5.into();
+        v["present_lo"] = 1.0.into();
+        v["present_hi"] = 4.0.into();
+        v["entries_est"] = 0.5.into();
+        assert!(check(&v).is_ok());
+        v["present_lo"] = 3.0.into();
+        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("present_lo ≤ present_est")));
+        v["present_lo"] = serde_json::Value::Null;
+        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("all null")));
+        v["present_lo"] = 1.0.into();
+        v["entries_est"] = (-1.0).into();
+        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("negative")));
         let mut v = window();
         v["window_start"] = 901.into();
         v["window_end"] = 1801.into();

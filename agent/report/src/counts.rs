@@ -34,6 +34,13 @@ pub struct Counts {
     pub dwell_counts: [u64; DWELL_EDGES_S.len()],
     pub dwell_sum_s: u64,
     pub visitor_sketch: Sketch,
+    /// SPEC §8: windows that carried estimates, and the sums of their
+    /// `present_est`, `present_lo`, `present_hi` and `entries_est`.
+    pub people_windows: u64,
+    pub present_sum: f64,
+    pub present_lo_sum: f64,
+    pub present_hi_sum: f64,
+    pub entries_sum: f64,
 }
 
 impl Default for Counts {
@@ -66,6 +73,11 @@ impl Counts {
             dwell_counts: [0; DWELL_EDGES_S.len()],
             dwell_sum_s: 0,
             visitor_sketch,
+            people_windows: 0,
+            present_sum: 0.0,
+            present_lo_sum: 0.0,
+            present_hi_sum: 0.0,
+            entries_sum: 0.0,
         }
     }
 
@@ -90,7 +102,28 @@ impl Counts {
             dwell_counts,
             dwell_sum_s: w.dwell_sum_s,
             visitor_sketch: w.visitor_sketch.clone(),
+            people_windows: u64::from(w.present_est.is_some()),
+            present_sum: w.present_est.unwrap_or(0.0),
+            present_lo_sum: w.present_lo.unwrap_or(0.0),
+            present_hi_sum: w.present_hi.unwrap_or(0.0),
+            entries_sum: w.entries_est.unwrap_or(0.0),
         }
+    }
+
+    /// SPEC §8 over these windows, `None` unless every one carried it: a
+    /// sum over some of them would read as fewer people.
+    pub fn people(&self) -> Option<People> {
+        if self.windows == 0 || self.people_windows != self.windows {
+            return None;
+        }
+        let n = self.windows as f64;
+        Some(People {
+            present_est: round2(self.present_sum / n),
+            present_lo: round2(self.present_lo_sum / n),
+            present_hi: round2(self.present_hi_sum / n),
+            person_hours_est: round2(self.present_sum * self.window_s as f64 / 3600.0),
+            entries_est: round2(self.entries_sum),
+        })
     }
 
     pub fn add(&mut self, o: &Counts) {
@@ -113,7 +146,29 @@ impl Counts {
         }
         self.dwell_sum_s += o.dwell_sum_s;
         self.visitor_sketch.merge(&o.visitor_sketch);
+        self.people_windows += o.people_windows;
+        self.present_sum += o.present_sum;
+        self.present_lo_sum += o.present_lo_sum;
+        self.present_hi_sum += o.present_hi_sum;
+        self.entries_sum += o.entries_sum;
     }
+}
+
+fn round2(x: f64) -> f64 {
+    crate::round_people(x)
+}
+
+/// SPEC §8 over windows (one, an hour's, a campaign's): `present_*` are
+/// means over the windows (people present on average, and the mean of
+/// the windows' interval bounds, which is wider than a 90 % interval of
+/// the mean), `person_hours_est` and `entries_est` sums.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct People {
+    pub present_est: f64,
+    pub present_lo: f64,
+    pub present_hi: f64,
+    pub person_hours_est: f64,
+    pub entries_est: f64,
 }
 
 /// The window sums as a report by window or hour shows them, and as a test
@@ -159,7 +214,9 @@ impl From<&Counts> for WindowSums {
 /// (`unique_visitors` and its split, `residents`) add up as visitor-days:
 /// a person on two days counts twice, which is why a week's row names them
 /// `*_daysum`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The SPEC §8 sums are `null` as soon as one day lacks them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayCounts {
     pub visits: u64,
     pub unique_visitors: u64,
@@ -167,6 +224,25 @@ pub struct DayCounts {
     pub visitors_returning: u64,
     pub visitors_randomized: u64,
     pub residents: u64,
+    pub person_hours_est: Option<f64>,
+    pub entries_est: Option<f64>,
+}
+
+impl Default for DayCounts {
+    /// The sum of no days: 0 everywhere, and 0 people-hours (not `null`,
+    /// which is what a day without estimates makes the sum).
+    fn default() -> DayCounts {
+        DayCounts {
+            visits: 0,
+            unique_visitors: 0,
+            visitors_new: 0,
+            visitors_returning: 0,
+            visitors_randomized: 0,
+            residents: 0,
+            person_hours_est: Some(0.0),
+            entries_est: Some(0.0),
+        }
+    }
 }
 
 impl DayCounts {
@@ -178,6 +254,8 @@ impl DayCounts {
             visitors_returning: d.visitors_returning,
             visitors_randomized: d.visitors_randomized,
             residents: d.residents,
+            person_hours_est: d.person_hours_est,
+            entries_est: d.entries_est,
         }
     }
 
@@ -188,5 +266,8 @@ impl DayCounts {
         self.visitors_returning += o.visitors_returning;
         self.visitors_randomized += o.visitors_randomized;
         self.residents += o.residents;
+        let sum = |a: Option<f64>, b: Option<f64>| Some(round2(a? + b?));
+        self.person_hours_est = sum(self.person_hours_est, o.person_hours_est);
+        self.entries_est = sum(self.entries_est, o.entries_est);
     }
 }

@@ -30,7 +30,7 @@ pub mod topic;
 use serde::{Deserialize, Serialize};
 
 pub use campaign::CampaignReport;
-pub use counts::{Counts, DayCounts, WindowSums};
+pub use counts::{Counts, DayCounts, People, WindowSums};
 pub use sketch::{Sketch, SketchError};
 pub use status::{Live, State, Status};
 
@@ -42,7 +42,7 @@ pub const DAY_SCHEMA: &str = "footfall.day.v1";
 pub const DWELL_EDGES_S: [u32; 6] = [300, 600, 1200, 1800, 3600, 7200];
 
 /// One final window (SPEC §4). Field order is the JSON order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowReport {
     pub schema: String,
@@ -65,12 +65,23 @@ pub struct WindowReport {
     pub dwell_counts: Vec<u64>,
     pub dwell_sum_s: u64,
     pub visitor_sketch: Sketch,
+    /// SPEC §8: people present during the window (a time average), its
+    /// 90 % interval, and people whose stay begins in it. `null` when the
+    /// agent could not estimate (an older agent, or a mode without them).
+    #[serde(default)]
+    pub present_est: Option<f64>,
+    #[serde(default)]
+    pub present_lo: Option<f64>,
+    #[serde(default)]
+    pub present_hi: Option<f64>,
+    #[serde(default)]
+    pub entries_est: Option<f64>,
     pub agent_version: String,
     pub params_hash: String,
 }
 
 /// One final local day (SPEC §5).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DayReport {
     pub schema: String,
@@ -85,12 +96,24 @@ pub struct DayReport {
     pub visitors_returning: u64,
     pub visitors_randomized: u64,
     pub residents: u64,
+    /// SPEC §8: Σ present_est · window_s / 3600 and Σ entries_est over the
+    /// day's windows; `null` when they carried none.
+    #[serde(default)]
+    pub person_hours_est: Option<f64>,
+    #[serde(default)]
+    pub entries_est: Option<f64>,
     pub agent_version: String,
     pub params_hash: String,
 }
 
+/// SPEC §8 figures go out with two decimals: finer is noise, and a report
+/// must serialize the same on every platform.
+pub fn round_people(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Either report, as one line of an agent's `--emit` file or one MQTT payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Report {
     Window(WindowReport),

@@ -28,6 +28,10 @@ pub fn window(store: &str, agent: &str, start: i64, len_s: i64) -> WindowReport 
         dwell_counts: vec![0; DWELL_EDGES_S.len()],
         dwell_sum_s: 0,
         visitor_sketch: Sketch::new(),
+        present_est: None,
+        present_lo: None,
+        present_hi: None,
+        entries_est: None,
         agent_version: "test".into(),
         params_hash: "test".into(),
     }
@@ -60,6 +64,8 @@ pub fn day(store: &str, agent: &str, date: &str) -> DayReport {
         visitors_returning: 0,
         visitors_randomized: 0,
         residents: 0,
+        person_hours_est: None,
+        entries_est: None,
         agent_version: "test".into(),
         params_hash: "test".into(),
     }

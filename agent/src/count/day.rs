@@ -1,7 +1,7 @@
 //! Reporting local days (SPEC §5) once every window that overlaps them is
 //! final.
 
-use footfall_report::{DayReport, Report, DAY_SCHEMA};
+use footfall_report::{round_people, DayReport, Report, DAY_SCHEMA};
 
 use super::Counter;
 
@@ -24,6 +24,10 @@ impl Counter {
                 visitors_returning: acc.returning,
                 visitors_randomized: acc.randomized,
                 residents: acc.residents,
+                person_hours_est: (acc.people_windows > 0 && !acc.people_missing)
+                    .then(|| round_people(acc.person_hours)),
+                entries_est: (acc.people_windows > 0 && !acc.people_missing)
+                    .then(|| round_people(acc.entries)),
                 agent_version: self.meta.agent_version.clone(),
                 params_hash: self.meta.params_hash.clone(),
             }));

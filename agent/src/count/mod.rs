@@ -36,12 +36,13 @@ use footfall_report::Report;
 
 use crate::config::Counting;
 use crate::detect::Detection;
+use crate::people::{Calibration, Features};
 use days::LocalDays;
 use device::{Device, Mark};
 use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
 use state::WindowAcc;
-pub use state::{State, StateV2};
+pub use state::{State, StateV2, StateV3};
 
 const US_PER_S: i64 = 1_000_000;
 /// SPEC §3: residents are judged on the seven days before.
@@ -91,6 +92,11 @@ pub struct Counter {
     out: Vec<Report>,
     /// Numbers `finalize_front`'s attempts, for `Mark`.
     attempt: u64,
+    /// SPEC §8: how features become people; `None` reports no estimates.
+    people: Option<Calibration>,
+    /// Each final window's start (s) and people features, when asked for
+    /// (`calibrate` fits on them; `evaluate` shows them).
+    features: Option<Vec<(i64, Features)>>,
 }
 
 enum Finalized {
@@ -112,7 +118,30 @@ impl Counter {
             meta,
             out: Vec::new(),
             attempt: 0,
+            people: Some(Calibration::builtin()),
+            features: None,
         }
+    }
+
+    /// Estimates people with `calibration`, or not at all (`None`: every
+    /// SPEC §8 field is then `null`).
+    pub fn with_people(mut self, calibration: Option<Calibration>) -> Counter {
+        self.people = calibration;
+        self
+    }
+
+    /// Keeps each final window's people features, for `take_features`.
+    pub fn record_features(mut self) -> Counter {
+        self.features = Some(Vec::new());
+        self
+    }
+
+    /// The features recorded since the last call, by window start (s).
+    pub fn take_features(&mut self) -> Vec<(i64, Features)> {
+        self.features
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn clock_us(&self) -> Option<i64> {
@@ -183,6 +212,9 @@ impl Counter {
         let acc = &mut self.state.windows[(w - next_window) as usize];
         acc.frames += 1;
         acc.frames_no_signal += u64::from(d.no_signal);
+        if d.strong && self.people.is_some() {
+            acc.people.observe(d);
+        }
 
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,

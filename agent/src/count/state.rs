@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::device::Device;
 use super::history::{History, NO_DAY};
+use crate::people::Observations;
 use crate::privacy::{DeviceId, IdMap, IdSet};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -16,9 +17,11 @@ pub(super) struct WindowAcc {
     pub(super) frames_no_signal: u64,
     /// (device, local day of the detection), with repeats.
     pub(super) entries: Vec<(DeviceId, i32)>,
+    /// SPEC §8: the window's strong devices, for the people estimate.
+    pub(super) people: Observations,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct DayAcc {
     pub(super) visits: u64,
     pub(super) unique_visitors: u64,
@@ -26,6 +29,13 @@ pub(super) struct DayAcc {
     pub(super) returning: u64,
     pub(super) randomized: u64,
     pub(super) residents: u64,
+    /// SPEC §8 sums over the day's windows, and how many carried them.
+    pub(super) person_hours: f64,
+    pub(super) entries: f64,
+    pub(super) people_windows: u64,
+    /// A window of the day had no estimate: the day's sums would be
+    /// partial, so the day reports none (`null`).
+    pub(super) people_missing: bool,
 }
 
 /// Everything the counter must remember across a restart.
@@ -48,6 +58,9 @@ pub struct State {
     /// store's writes, and so of a replay's time and memory.
     pub(super) randomized_visitors: BTreeMap<i32, IdSet>,
     pub late_frames: u64,
+    /// The last final window and its `present_est`: entries are the rise
+    /// from it (SPEC §8).
+    pub(super) people_before: Option<(i64, f64)>,
 }
 
 /// `State` as state format v2 wrote it, before `randomized_visitors`: the
@@ -85,6 +98,82 @@ impl StateV2 {
             devices: self.devices,
             randomized_visitors,
             late_frames: self.late_frames,
+            people_before: None,
+        }
+    }
+}
+
+/// `State` as state format 3 wrote it (the key `checkpoint`), before the
+/// people estimates of SPEC §8: the store upgrades it through this.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StateV3 {
+    clock_us: Option<i64>,
+    next_window: Option<i64>,
+    windows: VecDeque<WindowAccV3>,
+    next_day: Option<i32>,
+    days: BTreeMap<i32, DayAccV3>,
+    devices: IdMap<Device>,
+    randomized_visitors: BTreeMap<i32, IdSet>,
+    late_frames: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WindowAccV3 {
+    frames: u64,
+    frames_no_signal: u64,
+    entries: Vec<(DeviceId, i32)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DayAccV3 {
+    visits: u64,
+    unique_visitors: u64,
+    new: u64,
+    returning: u64,
+    randomized: u64,
+    residents: u64,
+}
+
+impl StateV3 {
+    /// The current state. Windows pending at the upgrade have no people
+    /// observations, so they and their days report no estimate (`null`)
+    /// rather than a low one.
+    pub fn upgrade(self) -> State {
+        State {
+            clock_us: self.clock_us,
+            next_window: self.next_window,
+            windows: self
+                .windows
+                .into_iter()
+                .map(|w| WindowAcc {
+                    frames: w.frames,
+                    frames_no_signal: w.frames_no_signal,
+                    entries: w.entries,
+                    people: Observations::unavailable(),
+                })
+                .collect(),
+            next_day: self.next_day,
+            days: self
+                .days
+                .into_iter()
+                .map(|(d, a)| {
+                    let acc = DayAcc {
+                        visits: a.visits,
+                        unique_visitors: a.unique_visitors,
+                        new: a.new,
+                        returning: a.returning,
+                        randomized: a.randomized,
+                        residents: a.residents,
+                        people_missing: true,
+                        ..DayAcc::default()
+                    };
+                    (d, acc)
+                })
+                .collect(),
+            devices: self.devices,
+            randomized_visitors: self.randomized_visitors,
+            late_frames: self.late_frames,
+            people_before: None,
         }
     }
 }

@@ -27,6 +27,9 @@ fn det(t_s: i64, dev: u128, strong: bool) -> Detection {
         randomized: false,
         strong,
         no_signal: false,
+        seq: 0,
+        fingerprint: 0,
+        rssi_dbm: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Making a window final (SPEC §4): its counts are computed once every
 //! device status they depend on is decided, or not at all yet.
 
-use footfall_report::{dwell_bucket, Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA};
+use footfall_report::{
+    dwell_bucket, round_people, Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA,
+};
 
 use super::device::{Class, Mark};
 use super::history::NO_DAY;
@@ -135,6 +137,7 @@ impl Counter {
                 self.state.days.entry(day).or_default().residents += 1;
             }
         }
+        let people = self.people_estimate(&acc, nw, &resident_days);
         self.out.push(Report::Window(WindowReport {
             schema: WINDOW_SCHEMA.into(),
             store_id: self.meta.store_id.clone(),
@@ -156,6 +159,10 @@ impl Counter {
             dwell_counts,
             dwell_sum_s,
             visitor_sketch: sketch,
+            present_est: people.map(|p| p.0),
+            present_lo: people.map(|p| p.1),
+            present_hi: people.map(|p| p.2),
+            entries_est: people.map(|p| p.3),
             agent_version: self.meta.agent_version.clone(),
             params_hash: self.meta.params_hash.clone(),
         }));
@@ -171,6 +178,47 @@ impl Counter {
             }
         }
         Finalized::Done
+    }
+
+    /// SPEC §8 for the window being made final: (present, lo, hi,
+    /// entries), rounded as reported, added to the window's day; `None`
+    /// when the counter estimates no people or the window was only partly
+    /// observed. Residents (`resident_days`, sorted) are not people.
+    fn people_estimate(
+        &mut self,
+        acc: &WindowAcc,
+        nw: i64,
+        resident_days: &[(DeviceId, i32)],
+    ) -> Option<(f64, f64, f64, f64)> {
+        let calibration = self.people.as_ref()?;
+        let day = self.days.day_of(nw * self.params.window_us);
+        let before = self.state.people_before.take();
+        if !acc.people.available() {
+            if let Some(d) = self.state.days.get_mut(&day) {
+                d.people_missing = true;
+            } else if self.state.next_day.is_some_and(|n| day >= n) {
+                self.state.days.entry(day).or_default().people_missing = true;
+            }
+            return None;
+        }
+        let features = acc.people.features(self.params.window_us, |id| {
+            resident_days.binary_search_by_key(&id, |r| r.0).is_ok()
+        });
+        if let Some(log) = &mut self.features {
+            log.push((nw * self.params.window_us / US_PER_S, features));
+        }
+        let e = calibration.estimate(&features);
+        let present = round_people(e.present);
+        let before = before.filter(|(w, _)| *w == nw - 1).map(|(_, p)| p);
+        let entries = round_people(calibration.entries(present, before));
+        self.state.people_before = Some((nw, present));
+        if self.state.next_day.is_some_and(|n| day >= n) {
+            let d = self.state.days.entry(day).or_default();
+            d.person_hours += present * self.params.window_us as f64 / (3600.0 * US_PER_S as f64);
+            d.entries += entries;
+            d.people_windows += 1;
+        }
+        Some((present, round_people(e.lo), round_people(e.hi), entries))
     }
 
     pub(super) fn not_yet(&mut self, acc: WindowAcc) -> Finalized {

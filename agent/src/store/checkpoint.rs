@@ -5,7 +5,7 @@
 use footfall_report::Report;
 use serde::{Deserialize, Serialize};
 
-use super::{encode, Store, StoreError, CHECKPOINT_KEY};
+use super::{encode, Store, StoreError, CHECKPOINT_KEY, CHECKPOINT_V3_KEY};
 use crate::count;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,14 +22,32 @@ pub struct Checkpoint {
     pub next_seq: u64,
 }
 
+/// `Checkpoint` as format 3 wrote it, under the key `checkpoint`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct CheckpointV3 {
+    pub(super) counter: count::StateV3,
+    pub(super) files: Vec<FileProgress>,
+    pub(super) next_seq: u64,
+}
+
 impl Store {
+    /// The last checkpoint. One written before SPEC §8 (key `checkpoint`)
+    /// is read in its own layout and upgraded; the next commit writes the
+    /// current one and removes the old key in the same transaction.
     pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        match self
-            .state
-            .get(CHECKPOINT_KEY)
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(v) => Ok(Some(self.decode("state", "checkpoint", &v)?)),
+        let get = |key| self.state.get(key).map_err(|e| self.sled_err(e));
+        if let Some(v) = get(CHECKPOINT_KEY)? {
+            return Ok(Some(self.decode("state", "checkpoint-4", &v)?));
+        }
+        match get(CHECKPOINT_V3_KEY)? {
+            Some(v) => {
+                let old: CheckpointV3 = self.decode("state", "checkpoint", &v)?;
+                Ok(Some(Checkpoint {
+                    counter: old.counter.upgrade(),
+                    files: old.files,
+                    next_seq: old.next_seq,
+                }))
+            }
             None => Ok(None),
         }
     }

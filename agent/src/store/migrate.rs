@@ -11,7 +11,7 @@ use super::checkpoint::{Checkpoint, FileProgress};
 use super::histories::put_buckets;
 use super::outbox::seq_of;
 use super::{
-    encode, hex, Store, StoreError, CHECKPOINT_KEY, IDENTITY_KEY, PART, V2, VALUE_VERSION,
+    encode, hex, Store, StoreError, CHECKPOINT_V3_KEY, IDENTITY_KEY, PART, V2, VALUE_VERSION,
 };
 use crate::count::{self, History};
 use crate::privacy::DeviceId;
@@ -58,7 +58,7 @@ impl Store {
         }
         let checkpoint = match self
             .state
-            .get(CHECKPOINT_KEY)
+            .get(CHECKPOINT_V3_KEY)
             .map_err(|e| self.sled_err(e))?
         {
             Some(v) if v.first() == Some(&V2) => {

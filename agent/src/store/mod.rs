@@ -6,8 +6,9 @@
 //! Trees, keys and values:
 //! - `meta`: `identity` → which store, agent and counting parameters this
 //!   state belongs to; a state of another agent or other rules is refused.
-//! - `state`: `checkpoint` → the counter's in-memory state, the replay
-//!   position and the next report `seq`.
+//! - `state`: `checkpoint-4` → the counter's in-memory state, the replay
+//!   position and the next report `seq` (`checkpoint`: the same before
+//!   SPEC §8's people estimates, upgraded on load).
 //! - `histories`: 2-byte bucket (the id's first 16 bits) → the `History`
 //!   of every device of that bucket not in memory, as (id, history) pairs
 //!   sorted by id. Format 3 kept one key per device in `devices`; see
@@ -53,7 +54,9 @@ pub(super) const VALUE_VERSION: u8 = 3;
 /// checkpoint; `Store::open` upgrades it in place.
 pub(super) const V2: u8 = 2;
 pub(super) const IDENTITY_KEY: &[u8] = b"identity";
-pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+/// The checkpoint; `checkpoint` held it in the layout before SPEC §8.
+pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint-4";
+pub(super) const CHECKPOINT_V3_KEY: &[u8] = b"checkpoint";
 const FORMAT: &str = "footfall-agent-state";
 /// Histories written in one sled batch or transaction at most.
 pub(super) const PART: usize = 1024;
@@ -249,6 +252,7 @@ impl Store {
             .transaction(|(state, hist, out)| {
                 if let Some(cp) = checkpoint {
                     state.insert(CHECKPOINT_KEY, cp)?;
+                    state.remove(CHECKPOINT_V3_KEY)?;
                 }
                 put_buckets(hist, buckets)?;
                 for (k, v) in outbox {

@@ -80,9 +80,34 @@ fn damaged_value_is_an_error_naming_tree_and_key() {
     let s = reopen(&path, &ident()).unwrap();
     let err = s.load_checkpoint().unwrap_err().to_string();
     assert!(
-        err.contains("tree `state`, key checkpoint: checksum mismatch"),
+        err.contains("tree `state`, key checkpoint-4: checksum mismatch"),
         "{err}"
     );
+}
+
+/// A checkpoint as format 3 wrote it (key `checkpoint`, no people
+/// observations) opens with its counts; the next commit writes
+/// `checkpoint-4` and removes the old key in the same transaction.
+#[test]
+fn a_checkpoint_from_before_people_estimates_is_upgraded() {
+    use super::checkpoint::CheckpointV3;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    {
+        let s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        let old = CheckpointV3 {
+            next_seq: 41,
+            ..CheckpointV3::default()
+        };
+        s.state.insert(CHECKPOINT_V3_KEY, encode(&old)).unwrap();
+        s.flush().unwrap();
+    }
+    let mut s = reopen(&path, &ident()).unwrap();
+    let cp = s.load_checkpoint().unwrap().unwrap();
+    assert_eq!(cp.next_seq, 41);
+    s.commit(&cp, &[]).unwrap();
+    assert!(s.state.get(CHECKPOINT_V3_KEY).unwrap().is_none());
+    assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 41);
 }
 
 #[test]
@@ -137,7 +162,7 @@ fn a_v2_state_is_upgraded_in_place() {
             ..CheckpointV2::default()
         };
         tree("state")
-            .insert(CHECKPOINT_KEY, v2(&postcard::to_stdvec(&cp).unwrap()))
+            .insert(CHECKPOINT_V3_KEY, v2(&postcard::to_stdvec(&cp).unwrap()))
             .unwrap();
         let history = |randomized| History {
             day: 100,

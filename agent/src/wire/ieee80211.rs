@@ -1,6 +1,10 @@
-//! The IEEE 802.11 MAC header, as far as SPEC §1 needs it: frame control and
-//! the transmitter address of a probe request. The frame body (and with it
-//! the SSID) is never read.
+//! The IEEE 802.11 MAC header, as far as SPEC §1 and §8 need it: frame
+//! control, the transmitter address and the sequence number of a probe
+//! request, and its information elements as (id, body) slices.
+//!
+//! The elements are only ever read in place, by `people::fingerprint`, which
+//! skips the SSID and keys a hash of the rest: no element's bytes are copied
+//! out of the frame (SPEC §2).
 
 use super::WireError;
 
@@ -80,6 +84,43 @@ impl<'a> ProbeRequest<'a> {
         m.copy_from_slice(&self.buf[field::ADDR2]);
         Mac(m)
     }
+
+    /// The 12-bit sequence number (the fragment number dropped).
+    pub fn seq(&self) -> u16 {
+        u16::from_le_bytes([
+            self.buf[field::SEQ_CTRL.start],
+            self.buf[field::SEQ_CTRL.start + 1],
+        ]) >> 4
+    }
+
+    /// The information elements after the header, in frame order. A last
+    /// element cut short by the capture is not returned.
+    pub fn elements(&self) -> Elements<'a> {
+        Elements {
+            rest: &self.buf[field::MGMT_HEADER_LEN..],
+        }
+    }
+}
+
+/// Iterator over (element id, element body) of a management frame body.
+#[derive(Debug, Clone)]
+pub struct Elements<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u8, &'a [u8])> {
+        let (&id, rest) = self.rest.split_first()?;
+        let (&len, rest) = rest.split_first()?;
+        let Some((body, rest)) = rest.split_at_checked(usize::from(len)) else {
+            self.rest = &[];
+            return None;
+        };
+        self.rest = rest;
+        Some((id, body))
+    }
 }
 
 /// Builds probe-request and other management frames for tests and `simulate`.
@@ -136,6 +177,20 @@ mod tests {
     }
 
     #[test]
+    fn sequence_number_and_elements() {
+        let mut b = Vec::new();
+        Repr::probe_request([0x02, 1, 2, 3, 4, 5], 0xabc).emit(&mut b);
+        let p = ProbeRequest::new_checked(&b).unwrap();
+        assert_eq!(p.seq(), 0xabc);
+        let ids: Vec<(u8, usize)> = p.elements().map(|(id, body)| (id, body.len())).collect();
+        assert_eq!(ids, [(0, 0), (1, 4)]);
+        // A last element cut short ends the list without a panic.
+        b.extend_from_slice(&[45, 26, 1, 2]);
+        let p = ProbeRequest::new_checked(&b).unwrap();
+        assert_eq!(p.elements().count(), 2);
+    }
+
+    #[test]
     fn other_versions_and_types_are_not_probe_requests() {
         for fc0 in [0x41u8, 0x43, 0x80, 0x48, 0x50] {
             assert_eq!(kind(&[fc0]), Some(Kind::Other), "{fc0:#x}");
@@ -148,6 +203,8 @@ mod tests {
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(p) = ProbeRequest::new_checked(&bytes) {
                 let _ = p.transmitter();
+                let _ = p.seq();
+                let _ = p.elements().count();
             }
         }
     }

@@ -356,6 +356,9 @@ fn stream() -> impl Strategy<Value = Vec<Detection>> {
                         randomized: n % 3 == 0,
                         strong: !(weak_some && i % 3 == 1),
                         no_signal: i % 7 == 0,
+                        seq: 0,
+                        fingerprint: 0,
+                        rssi_dbm: None,
                     });
                     t += step * S + i * 1_000;
                 }
@@ -394,6 +397,9 @@ fn residents_and_returning_over_ten_days() {
                 randomized: false,
                 strong: true,
                 no_signal: false,
+                seq: 0,
+                fingerprint: 0,
+                rssi_dbm: None,
             });
         }
         if day % 2 == 0 {
@@ -404,6 +410,9 @@ fn residents_and_returning_over_ten_days() {
                     randomized: false,
                     strong: true,
                     no_signal: false,
+                    seq: 0,
+                    fingerprint: 0,
+                    rssi_dbm: None,
                 });
             }
         }
@@ -440,6 +449,9 @@ fn resident_status_waits_for_a_session_across_midnight() {
             randomized: false,
             strong: true,
             no_signal: false,
+            seq: 0,
+            fingerprint: 0,
+            rssi_dbm: None,
         });
     }
     // Day 1 10:00: a short strong detection: a resident on day 1.
@@ -449,6 +461,9 @@ fn resident_status_waits_for_a_session_across_midnight() {
         randomized: false,
         strong: true,
         no_signal: false,
+        seq: 0,
+        fingerprint: 0,
+        rssi_dbm: None,
     });
     compare(c, "UTC", &dets).unwrap();
 }

@@ -10,6 +10,7 @@
 
 mod hours;
 mod keys;
+mod legacy;
 mod sled;
 
 use std::path::PathBuf;

@@ -14,7 +14,8 @@
 //! `days` (`store \0 agent \0 YYYY-MM-DD`), `agents` (`store \0 agent` → last status),
 //! `dead` (8-byte sequence → dead letter). Values are sealed with
 //! `footfall_report::codec` (version + CRC-32); the version says the
-//! payload's format: 1 JSON, 2 postcard. Reports are written as postcard
+//! payload's format: 1 JSON, 2 postcard before SPEC §8 (`legacy` reads
+//! it), 3 postcard. Reports are written as postcard
 //! (a chain's campaign report reads half a million of them, and JSON was
 //! most of its time); everything else as JSON. Reports stored as JSON by
 //! an older gateway are read as they are. Postcard is positional: do not
@@ -30,6 +31,7 @@ use footfall_report::{codec, DayReport, Report, WindowReport};
 use serde::Serialize;
 
 use super::hours::StoredHour;
+use super::legacy::Stored;
 use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
 use super::{
     same_counts, AgentInfo, Campaign, DeadLetter, Hour, Put, Query, ReportStore, StoreError,
@@ -37,7 +39,9 @@ use super::{
 
 /// Payload formats, by version byte.
 const JSON: u8 = 1;
-const POSTCARD: u8 = 2;
+/// Postcard in the layout before SPEC §8's people estimates.
+const POSTCARD_V2: u8 = 2;
+const POSTCARD: u8 = 3;
 
 pub struct SledStore {
     path: PathBuf,
@@ -144,7 +148,7 @@ impl SledStore {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    fn decode<T: Stored>(
         &self,
         tree: &'static str,
         key: &[u8],
@@ -161,15 +165,18 @@ impl SledStore {
             (POSTCARD, body) => {
                 postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
             }
+            (POSTCARD_V2, body) => {
+                T::from_v2(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+            }
             (other, _) => Err(corrupt(format!(
-                "value version {other} is not {JSON} or {POSTCARD}; a newer gateway wrote it"
+                "value version {other} is not {JSON}, {POSTCARD_V2} or {POSTCARD}; a newer gateway wrote it"
             ))),
         }
     }
 
     /// Stores `value` under `key` unless the key is taken; returns what is
     /// already stored there, if anything.
-    fn insert_new<T: Serialize + serde::de::DeserializeOwned>(
+    fn insert_new<T: Stored>(
         &self,
         tree: &sled::Tree,
         name: &'static str,
@@ -221,7 +228,7 @@ impl SledStore {
     /// The values of a tree keyed `store \0 agent \0 time` whose time is
     /// in the query's range, each made an item by `item` (key and value →
     /// time and item).
-    fn ranged<V: serde::de::DeserializeOwned, T>(
+    fn ranged<V: Stored, T>(
         &self,
         tree: &sled::Tree,
         name: &'static str,
@@ -262,7 +269,7 @@ impl SledStore {
         Ok(out)
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(
+    fn scan<T: Stored>(
         &self,
         tree: &sled::Tree,
         name: &'static str,
@@ -526,6 +533,52 @@ mod tests {
         );
     }
 
+    /// A store written before SPEC §8 (postcard version 2): its windows,
+    /// days and hours read back with no estimates (`null`), a resend of
+    /// one is a duplicate, and an hour that gains a window with estimates
+    /// still reports none (part of it had none).
+    #[test]
+    fn reports_stored_before_people_estimates_read_without_them() {
+        use crate::store::legacy::write_v2;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        let Report::Window(old) = window("s1", 0, 4, 1) else {
+            unreachable!()
+        };
+        let mut day = testing::day("s1", "a", "1970-01-01");
+        day.visits = 4;
+        let v2 = |b: Vec<u8>| codec::seal(POSTCARD_V2, &b);
+        let mut k = prefix("s1", "a");
+        k.extend_from_slice(&time_key(0));
+        s.windows.insert(&k, v2(write_v2::window(&old))).unwrap();
+        let mut hour = StoredHour::default();
+        assert!(hour.add(&old));
+        s.hours
+            .insert(hour_key(&k, 0), v2(write_v2::hour(&hour)))
+            .unwrap();
+        let mut dk = prefix("s1", "a");
+        dk.extend_from_slice(b"1970-01-01");
+        s.days.insert(dk, v2(write_v2::day(&day))).unwrap();
+
+        assert_eq!(s.put(&Report::Window(old.clone())).unwrap(), Put::Duplicate);
+        assert_eq!(s.put(&Report::Day(day.clone())).unwrap(), Put::Duplicate);
+        assert_eq!(s.windows(&Query::default()).unwrap(), vec![old.clone()]);
+        assert_eq!(s.days(&Query::default()).unwrap(), vec![day]);
+        let Report::Window(mut new) = window("s1", 900, 5, 2) else {
+            unreachable!()
+        };
+        new.present_est = Some(3.0);
+        new.present_lo = Some(2.0);
+        new.present_hi = Some(4.0);
+        new.entries_est = Some(1.0);
+        assert_eq!(s.put(&Report::Window(new)).unwrap(), Put::Inserted);
+        let hours = s.hours(&Query::default()).unwrap();
+        assert_eq!(hours.len(), 1);
+        assert_eq!(hours[0].counts.windows, 2);
+        assert_eq!(hours[0].counts.visits, 9);
+        assert_eq!(hours[0].counts.people(), None);
+    }
+
     /// `hours` is `windows` summed by UTC hour, resent and conflicting
     /// windows not added twice; rebuilt from `windows` the same when the
     /// mark is missing (a store from before hours were kept).
@@ -631,7 +684,7 @@ mod tests {
             .unwrap();
         let err = s.windows(&Query::default()).unwrap_err().to_string();
         assert!(err.contains("tree `windows`, key s1/a/"), "{err}");
-        assert!(err.contains("value version 9 is not 1 or 2"), "{err}");
+        assert!(err.contains("value version 9 is not 1, 2 or 3"), "{err}");
         s.windows
             .insert(&k, codec::seal(POSTCARD, b"\xff\xff"))
             .unwrap();

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::ieee80211::Mac;
 
+pub mod fingerprint;
+
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub const KEY_LEN: usize = 32;
@@ -115,6 +117,19 @@ impl Keyer {
         let mut first = [0u8; 16];
         first.copy_from_slice(&out[..16]);
         DeviceId(u128::from_be_bytes(first))
+    }
+
+    /// SPEC §8: a probe's element structure (`people::fingerprint`) under
+    /// the same key, in its own domain so that it can never equal a device
+    /// id; 64 bits are plenty to tell phone models apart.
+    pub fn fingerprint(&self, structure: &[u8]) -> u64 {
+        let mut h = self.keyed.clone();
+        h.update(b"footfall/ie/1\0");
+        h.update(structure);
+        let out = h.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&out[..8]);
+        u64::from_be_bytes(first)
     }
 }
 

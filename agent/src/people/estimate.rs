@@ -1,0 +1,332 @@
+//! One window's observations of strong devices, linked into phones and
+//! turned into features, and the features into an estimate of people.
+
+use serde::{Deserialize, Serialize};
+
+use super::calibration::Calibration;
+use crate::detect::Detection;
+use crate::privacy::{DeviceId, IdMap};
+
+const US_PER_S: i64 = 1_000_000;
+/// Frames of one device further apart than this are separate bursts (a
+/// phone's scan sends its probes within a few tens of milliseconds).
+pub const BURST_GAP_US: i64 = US_PER_S;
+/// A device seen in two bursts this far apart or more is persistent: a
+/// phone that keeps its MAC for a while, not a single scan.
+pub const PERSISTENT_SPAN_US: i64 = 30 * US_PER_S;
+/// Linking a MAC to the one before it: the new MAC starts within this
+/// long after the old one's last frame ...
+pub const LINK_GAP_US: i64 = 60 * US_PER_S;
+/// ... with a sequence number at most this far ahead (802.11 sequence
+/// numbers count modulo 4096; phones that keep counting across a MAC
+/// change give themselves away by a small step) ...
+pub const LINK_SEQ: u16 = 32;
+/// ... and a signal level within this many dB (the phone has not moved).
+pub const LINK_RSSI_DB: i16 = 15;
+
+/// What the window saw of one device (its strong detections only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Obs {
+    first_us: i64,
+    last_us: i64,
+    first_seq: u16,
+    last_seq: u16,
+    /// dBm; 0 when the frame had no signal field (kept, SPEC §1.5).
+    first_rssi: i8,
+    last_rssi: i8,
+    bursts: u32,
+    fingerprint: u64,
+}
+
+/// A window's observations, by device. Lives only until the window is
+/// final (minutes): this is all the linkage state there is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Observations {
+    devices: IdMap<Obs>,
+    /// Part of the window was not observed for people (it was pending
+    /// when the agent was upgraded from a version without estimates).
+    unavailable: bool,
+}
+
+/// What the estimate is made of (see the module doc of `people`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// Σ over persistent phones of the share of the window they span.
+    pub persistent: f64,
+    /// Distinct fingerprints among the phones seen in one burst only.
+    pub fingerprints: f64,
+    /// Phones after linking, and MAC changes linked (for `evaluate`).
+    pub phones: u64,
+    pub links: u64,
+}
+
+/// Single-burst models count as `fingerprints^FINGERPRINT_EXPONENT`: the
+/// first model seen is most likely someone there, each further one less
+/// so (it is as likely a passer-by or a second MAC of a phone already
+/// counted). 0.7 makes one lone model about one person on the lab days
+/// (factor 1.04 in the built-in calibration) while fitting crowds better
+/// than a straight count (held-out busy MAE 2.57 against 2.75); it is
+/// fixed by design, not fitted, since a fit would trade the lone phone
+/// for the crowd.
+pub const FINGERPRINT_EXPONENT: f64 = 0.7;
+
+impl Features {
+    /// The regressors the calibration's two factors multiply.
+    pub fn regressors(&self) -> [f64; 2] {
+        [
+            self.persistent,
+            self.fingerprints.powf(FINGERPRINT_EXPONENT),
+        ]
+    }
+}
+
+/// SPEC §8's window figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub present: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Observations {
+    /// One strong detection (frames weaker than `visit_rssi_dbm` are more
+    /// likely the corridor than the store, and are not offered).
+    pub fn observe(&mut self, d: &Detection) {
+        let rssi = d.rssi_dbm.unwrap_or(0);
+        self.devices
+            .entry(d.device)
+            .and_modify(|o| {
+                if d.t_us >= o.last_us {
+                    if d.t_us - o.last_us > BURST_GAP_US {
+                        o.bursts += 1;
+                    }
+                    o.last_us = d.t_us;
+                    o.last_seq = d.seq;
+                    o.last_rssi = rssi;
+                } else if d.t_us < o.first_us {
+                    if o.first_us - d.t_us > BURST_GAP_US {
+                        o.bursts += 1;
+                    }
+                    o.first_us = d.t_us;
+                    o.first_seq = d.seq;
+                    o.first_rssi = rssi;
+                }
+            })
+            .or_insert(Obs {
+                first_us: d.t_us,
+                last_us: d.t_us,
+                first_seq: d.seq,
+                last_seq: d.seq,
+                first_rssi: rssi,
+                last_rssi: rssi,
+                bursts: 1,
+                fingerprint: d.fingerprint,
+            });
+    }
+
+    /// Observations of a window that was partly counted without them.
+    pub fn unavailable() -> Observations {
+        Observations {
+            unavailable: true,
+            ..Observations::default()
+        }
+    }
+
+    /// Whether the window can have an estimate.
+    pub fn available(&self) -> bool {
+        !self.unavailable
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Links the window's devices into phones and measures them, leaving
+    /// out the devices `excluded` says are not people (residents).
+    pub fn features(&self, window_us: i64, excluded: impl Fn(DeviceId) -> bool) -> Features {
+        let mut obs: Vec<(DeviceId, Obs)> = self
+            .devices
+            .iter()
+            .filter(|(id, _)| !excluded(**id))
+            .map(|(id, o)| (*id, *o))
+            .collect();
+        // Time order, ties by id: the same input always links the same way.
+        obs.sort_unstable_by_key(|(id, o)| (o.first_us, *id));
+        let mut phones: Vec<Obs> = Vec::with_capacity(obs.len());
+        let mut by_fingerprint: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+        let mut links = 0;
+        for (_, o) in obs {
+            let candidates = by_fingerprint.entry(o.fingerprint).or_default();
+            let best = candidates
+                .iter()
+                .filter_map(|&i| link_step(&phones[i], &o).map(|step| (step, i)))
+                .min();
+            match best {
+                Some((_, i)) => {
+                    let p = &mut phones[i];
+                    // A MAC change within one burst does not start another.
+                    let same_burst = o.first_us - p.last_us <= BURST_GAP_US;
+                    p.bursts += o.bursts - u32::from(same_burst);
+                    p.last_us = o.last_us;
+                    p.last_seq = o.last_seq;
+                    p.last_rssi = o.last_rssi;
+                    links += 1;
+                }
+                None => {
+                    candidates.push(phones.len());
+                    phones.push(o);
+                }
+            }
+        }
+        let mut persistent = 0.0;
+        let mut single: Vec<u64> = Vec::new();
+        for p in &phones {
+            if p.bursts >= 2 && p.last_us - p.first_us >= PERSISTENT_SPAN_US {
+                persistent += ((p.last_us - p.first_us) as f64 / window_us as f64).min(1.0);
+            } else {
+                single.push(p.fingerprint);
+            }
+        }
+        single.sort_unstable();
+        single.dedup();
+        Features {
+            persistent,
+            fingerprints: single.len() as f64,
+            phones: phones.len() as u64,
+            links,
+        }
+    }
+}
+
+/// Whether `next` (a new MAC) continues `phone`, and how close the
+/// sequence numbers are (the smallest step wins when several could).
+fn link_step(phone: &Obs, next: &Obs) -> Option<u16> {
+    let gap = next.first_us - phone.last_us;
+    let step = next.first_seq.wrapping_sub(phone.last_seq) & 0x0fff;
+    let rssi = (i16::from(next.first_rssi) - i16::from(phone.last_rssi)).abs();
+    (gap > 0 && gap <= LINK_GAP_US && step > 0 && step <= LINK_SEQ && rssi <= LINK_RSSI_DB)
+        .then_some(step)
+}
+
+impl Calibration {
+    /// People present, as a time average over the window, with its 90 %
+    /// interval: lo ≤ present ≤ hi, all ≥ 0.
+    pub fn estimate(&self, f: &Features) -> Estimate {
+        let [x0, x1] = f.regressors();
+        let present = (self.per_persistent * x0 + self.per_fingerprint * x1).max(0.0);
+        let lo = ((present + 1.0) * self.interval_log_lo.exp() - 1.0).clamp(0.0, present);
+        let hi = ((present + 1.0) * self.interval_log_hi.exp() - 1.0).max(present);
+        Estimate { present, lo, hi }
+    }
+}
+
+impl Calibration {
+    /// People whose stay begins in a window: the rise in `present` since
+    /// the window before, less the calibration's dead band (rises smaller
+    /// than it are the estimate's own noise); 0 for the first window after
+    /// a start or a gap, which cannot tell arrivals from people already
+    /// there.
+    pub fn entries(&self, present: f64, before: Option<f64>) -> f64 {
+        before.map_or(0.0, |b| (present - b - self.entries_deadband).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_772_409_600 * US_PER_S;
+    const WINDOW: i64 = 900 * US_PER_S;
+
+    fn det(t_s: f64, dev: u128, seq: u16, fp: u64) -> Detection {
+        Detection {
+            t_us: T0 + (t_s * 1e6) as i64,
+            device: DeviceId(dev),
+            randomized: true,
+            strong: true,
+            no_signal: false,
+            seq,
+            fingerprint: fp,
+            rssi_dbm: Some(-60),
+        }
+    }
+
+    /// A probe burst: three frames 20 ms apart, sequence numbers counting.
+    fn burst(obs: &mut Observations, t_s: f64, dev: u128, seq: u16, fp: u64) -> u16 {
+        for i in 0..3 {
+            obs.observe(&det(t_s + 0.02 * f64::from(i), dev, seq + i, fp));
+        }
+        seq + 3
+    }
+
+    #[test]
+    fn a_mac_change_with_continuing_sequence_numbers_links() {
+        let mut obs = Observations::default();
+        // One phone: a new MAC every scan, every 40 s, sequence counting on.
+        let mut seq = 100;
+        for k in 0..10u128 {
+            seq = burst(&mut obs, 40.0 * k as f64, 1000 + k, seq, 7);
+        }
+        let f = obs.features(WINDOW, |_| false);
+        assert_eq!(f.phones, 1, "{f:?}");
+        assert_eq!(f.links, 9);
+        assert_eq!(f.fingerprints, 0.0);
+        assert!((f.persistent - 360.04 / 900.0).abs() < 1e-3, "{f:?}");
+    }
+
+    #[test]
+    fn two_phones_of_one_model_with_their_own_sequences_do_not_link() {
+        let mut obs = Observations::default();
+        let (mut a, mut b) = (100, 3000);
+        for k in 0..10u128 {
+            a = burst(&mut obs, 40.0 * k as f64, 1000 + k, a, 7);
+            b = burst(&mut obs, 40.0 * k as f64 + 5.0, 2000 + k, b, 7);
+        }
+        let f = obs.features(WINDOW, |_| false);
+        assert_eq!(f.phones, 2, "{f:?}");
+        // Neither is linked to the other's MACs: each spans the 360 s.
+        assert!((f.persistent - 2.0 * 360.04 / 900.0).abs() < 1e-3, "{f:?}");
+    }
+
+    #[test]
+    fn a_new_sequence_or_another_model_starts_another_phone() {
+        let mut obs = Observations::default();
+        burst(&mut obs, 0.0, 1, 100, 7);
+        burst(&mut obs, 40.0, 2, 2000, 7); // sequence jumped: iOS-style
+        burst(&mut obs, 80.0, 3, 106, 8); // another fingerprint
+        let f = obs.features(WINDOW, |_| false);
+        assert_eq!((f.phones, f.links), (3, 0));
+        assert_eq!(f.fingerprints, 2.0, "single bursts count once per model");
+        // Residents are left out before linking.
+        let f = obs.features(WINDOW, |id| id == DeviceId(3));
+        assert_eq!(f.fingerprints, 1.0);
+    }
+
+    #[test]
+    fn estimates_keep_their_order_and_entries_count_rises() {
+        let c = Calibration::builtin();
+        for (p, s) in [(0.0, 0.0), (0.3, 2.0), (5.0, 10.0)] {
+            let e = c.estimate(&Features {
+                persistent: p,
+                fingerprints: s,
+                ..Features::default()
+            });
+            assert!(
+                0.0 <= e.lo && e.lo <= e.present && e.present <= e.hi,
+                "{e:?}"
+            );
+        }
+        assert_eq!(c.entries(3.0, None), 0.0);
+        assert_eq!(c.entries(3.0, Some(1.0)), 2.0 - c.entries_deadband);
+        assert_eq!(c.entries(1.0, Some(3.0)), 0.0);
+        assert_eq!(
+            c.entries(1.1, Some(1.0)),
+            0.0,
+            "a rise within the dead band"
+        );
+    }
+}
