@@ -241,7 +241,9 @@ mod tests {
         v["entries_est"] = 0.5.into();
         assert!(check(&v).is_ok());
         v["present_lo"] = 3.0.into();
-        assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("present_lo ≤ present_est")));
+        assert!(
+            matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("present_lo ≤ present_est"))
+        );
         v["present_lo"] = serde_json::Value::Null;
         assert!(matches!(check(&v), Err(Reject::Invalid(e)) if e.contains("all null")));
         v["present_lo"] = 1.0.into();

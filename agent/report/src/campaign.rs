@@ -21,6 +21,16 @@ pub struct Figures {
     pub capture_rate: Option<f64>,
     pub control_stores: Vec<String>,
     pub did_lift: Option<f64>,
+    /// SPEC §8 on people: `entries_est` summed over the period, and the
+    /// same baseline, lift and difference-in-differences as for visits;
+    /// `null` where a window of the period (or of every baseline week)
+    /// came without estimates.
+    pub entries_est: Option<f64>,
+    pub baseline_entries_est: Option<f64>,
+    pub entries_lift: Option<f64>,
+    pub incremental_entries_est: Option<f64>,
+    pub entries_did_lift: Option<f64>,
+    pub person_hours_est: Option<f64>,
     pub detected: u64,
     pub visitors_new: u64,
     pub visitors_returning: u64,

@@ -31,8 +31,8 @@ use footfall_report::{codec, DayReport, Report, WindowReport};
 use serde::Serialize;
 
 use super::hours::StoredHour;
-use super::legacy::Stored;
 use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
+use super::legacy::Stored;
 use super::{
     same_counts, AgentInfo, Campaign, DeadLetter, Hour, Put, Query, ReportStore, StoreError,
 };
@@ -148,12 +148,7 @@ impl SledStore {
         }
     }
 
-    fn decode<T: Stored>(
-        &self,
-        tree: &'static str,
-        key: &[u8],
-        v: &[u8],
-    ) -> Result<T, StoreError> {
+    fn decode<T: Stored>(&self, tree: &'static str, key: &[u8], v: &[u8]) -> Result<T, StoreError> {
         let corrupt = |what: String| StoreError::Corrupt {
             path: self.path.clone(),
             tree,
