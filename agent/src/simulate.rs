@@ -3,12 +3,21 @@
 //!
 //! Per local day: customers arrive through opening hours (busier at lunch,
 //! in the evening and at weekends), stay a log-normal while and probe in
-//! bursts; a pool of regulars makes returning visitors; randomized phones
-//! rotate their MAC every 10-20 minutes; staff stay all shift (and so become
-//! residents); tills and printers probe all day; passers-by are brief and
-//! mostly weak. Noise: beacons, probes with bad FCS, multicast senders,
-//! frames cut short, frames below the floor. Radiotap layouts vary by
-//! device: with or without Flags, TSFT and FCS, extra antenna namespaces.
+//! bursts; a pool of regulars makes returning visitors; staff stay all
+//! shift (and so become residents); tills and printers probe all day;
+//! passers-by are brief and mostly weak. Noise: beacons, probes with bad
+//! FCS, multicast senders, frames cut short, frames below the floor.
+//! Radiotap layouts vary by device: with or without Flags, TSFT and FCS,
+//! extra antenna namespaces.
+//!
+//! Phones behave like today's (SPEC §8): each is one of a few `MODELS`,
+//! whose probes carry that model's information elements; a randomizing
+//! phone changes its MAC every scan or every few minutes as its model
+//! does, and its 802.11 sequence numbers carry on across the change or
+//! start afresh, also as its model does; some probes name a network the
+//! phone knows (an SSID, which must never reach an output). `--truth`
+//! writes the customers present over time, the occupancy log `evaluate`
+//! scores against.
 
 use std::path::PathBuf;
 
@@ -67,6 +76,10 @@ pub struct SimulateArgs {
     /// Beacon interval of the store's access point, seconds (0: none).
     #[arg(long, default_value_t = 10.0)]
     pub beacon_interval_s: f64,
+    /// Also write the customers in the store over time, as an occupancy
+    /// log (`unix_us<TAB>occupancy`) for `evaluate` and `calibrate`.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
 }
 
 /// What was written, for the caller to print.
@@ -85,15 +98,148 @@ fn parse_day(s: &str, what: &str) -> Result<i32> {
     Ok(d.since(jiff::civil::Date::constant(1970, 1, 1))?.get_days())
 }
 
+/// How often a randomizing phone of a model changes its MAC.
+#[derive(Clone, Copy)]
+enum Rotation {
+    /// A new MAC for every scan (iOS and many Androids while not joined).
+    EveryScan,
+    /// A new MAC every this many seconds, drawn uniformly.
+    Every(i64, i64),
+}
+
+/// A phone model as the air sees it.
+struct Model {
+    elements: &'static [(u8, &'static [u8])],
+    rotation: Rotation,
+    /// Whether its sequence numbers carry on across a MAC change.
+    seq_continues: bool,
+    /// Share of phones.
+    weight: f64,
+}
+
+const RATES: &[u8] = &[0x02, 0x04, 0x0b, 0x16];
+const EXT_RATES: &[u8] = &[0x0c, 0x12, 0x18, 0x24, 0x30, 0x48, 0x60, 0x6c];
+
+/// Five models with elements like real phones' (rates, HT and extended
+/// capabilities, vendor elements), each set distinct.
+const MODELS: [Model; 5] = [
+    Model {
+        elements: &[
+            (1, RATES),
+            (50, EXT_RATES),
+            (
+                45,
+                &[
+                    0x2d, 0x40, 0x17, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0,
+                ],
+            ),
+            (127, &[0x04, 0x00, 0x0a, 0x02, 0x01, 0x40, 0x40, 0x80]),
+            (
+                221,
+                &[
+                    0x00, 0x17, 0xf2, 0x0a, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00,
+                ],
+            ),
+        ],
+        rotation: Rotation::EveryScan,
+        seq_continues: false,
+        weight: 0.35,
+    },
+    Model {
+        elements: &[
+            (1, RATES),
+            (50, EXT_RATES),
+            (
+                45,
+                &[
+                    0xef, 0x01, 0x1b, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0, 0,
+                ],
+            ),
+            (127, &[0x00, 0x00, 0x08, 0x04, 0x00, 0x00, 0x00, 0x40]),
+            (
+                191,
+                &[
+                    0x92, 0x71, 0x90, 0x03, 0xfa, 0xff, 0x00, 0x00, 0xfa, 0xff, 0x00, 0x00,
+                ],
+            ),
+        ],
+        rotation: Rotation::Every(600, 1200),
+        seq_continues: true,
+        weight: 0.25,
+    },
+    Model {
+        elements: &[
+            (1, RATES),
+            (50, EXT_RATES),
+            (3, &[6]),
+            (
+                45,
+                &[
+                    0x6f, 0x11, 0x17, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0,
+                ],
+            ),
+            (127, &[0x00, 0x00, 0x0a, 0x02, 0x01, 0x00, 0x40, 0x80]),
+            (221, &[0x00, 0x90, 0x4c, 0x04, 0x08, 0xbf, 0x0c, 0x32]),
+        ],
+        rotation: Rotation::EveryScan,
+        seq_continues: true,
+        weight: 0.2,
+    },
+    Model {
+        elements: &[
+            (1, RATES),
+            (50, EXT_RATES),
+            (
+                45,
+                &[
+                    0x21, 0x00, 0x17, 0xff, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0,
+                ],
+            ),
+            (
+                255,
+                &[
+                    0x23, 0x01, 0x78, 0x10, 0x1a, 0x00, 0x00, 0x00, 0x20, 0x0e, 0x09,
+                ],
+            ),
+        ],
+        rotation: Rotation::Every(300, 900),
+        seq_continues: false,
+        weight: 0.12,
+    },
+    Model {
+        elements: &[
+            (1, RATES),
+            (50, EXT_RATES),
+            (
+                45,
+                &[
+                    0x0c, 0x00, 0x1b, 0xff, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0,
+                ],
+            ),
+        ],
+        rotation: Rotation::Every(900, 1800),
+        seq_continues: true,
+        weight: 0.08,
+    },
+];
+
 struct Phone {
     mac: [u8; 6],
     layout: u8,
+    model: usize,
+    seq: u16,
+    /// A network the phone knows, named in some of its probes.
+    ssid: Option<String>,
 }
 
 struct Gen {
     rng: ChaCha8Rng,
     frames: Vec<(i64, Vec<u8>, u32)>,
-    seq: u16,
 }
 
 impl Gen {
@@ -109,10 +255,38 @@ impl Gen {
     fn phone(&mut self, randomized: bool) -> Phone {
         let mac = self.mac(randomized);
         let layout = self.rng.random_range(0..4u8);
-        Phone { mac, layout }
+        let mut pick = self
+            .rng
+            .random_range(0.0..MODELS.iter().map(|m| m.weight).sum::<f64>());
+        let mut model = 0;
+        while model < MODELS.len() - 1 && pick >= MODELS[model].weight {
+            pick -= MODELS[model].weight;
+            model += 1;
+        }
+        let seq = self.rng.random_range(0..4096u16);
+        let ssid = self
+            .rng
+            .random_bool(0.3)
+            .then(|| format!("home-{:06x}", self.rng.random_range(0..1u32 << 24)));
+        Phone {
+            mac,
+            layout,
+            model,
+            seq,
+            ssid,
+        }
     }
 
-    fn probe(&mut self, t_us: i64, p: &Phone, signal: i8) {
+    /// A randomizing phone's next MAC: its model says whether the
+    /// sequence numbers go on or start afresh.
+    fn rotate(&mut self, p: &mut Phone) {
+        p.mac = self.mac(true);
+        if !MODELS[p.model].seq_continues {
+            p.seq = self.rng.random_range(0..4096u16);
+        }
+    }
+
+    fn probe(&mut self, t_us: i64, p: &mut Phone, signal: i8, directed: bool) {
         let rt = match p.layout {
             0 => radiotap::Repr {
                 flags: Some(0),
@@ -144,8 +318,16 @@ impl Gen {
         };
         let mut b = Vec::with_capacity(64);
         rt.emit(&mut b);
-        self.seq = self.seq.wrapping_add(1) & 0x0fff;
-        ieee80211::Repr::probe_request(p.mac, self.seq).emit(&mut b);
+        p.seq = p.seq.wrapping_add(1) & 0x0fff;
+        let ssid = match (&p.ssid, directed) {
+            (Some(s), true) => s.as_bytes(),
+            _ => b"",
+        };
+        ieee80211::Repr::probe_request(p.mac, p.seq).emit_with(
+            ssid,
+            MODELS[p.model].elements,
+            &mut b,
+        );
         if rt.flags.is_some_and(|f| f & flags::FCS_AT_END != 0) {
             b.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
         }
@@ -153,12 +335,19 @@ impl Gen {
         self.frames.push((t_us, b, len));
     }
 
-    /// A burst of 1-3 probes within 40 ms, the way phones scan.
-    fn burst(&mut self, t_us: i64, p: &Phone, signal: i8) {
+    /// A burst of 1-3 probes within 40 ms, the way phones scan; now and
+    /// then the last one names the phone's network.
+    fn burst(&mut self, t_us: i64, p: &mut Phone, signal: i8) {
         let n = self.rng.random_range(1..=3);
+        let directed = self.rng.random_bool(0.2);
         for i in 0..n {
             let jitter: i8 = self.rng.random_range(-2..=2);
-            self.probe(t_us + i * 20_000, p, signal.saturating_add(jitter));
+            self.probe(
+                t_us + i * 20_000,
+                p,
+                signal.saturating_add(jitter),
+                directed && i == n - 1,
+            );
         }
     }
 
@@ -244,13 +433,14 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(args.seed),
         frames: Vec::new(),
-        seq: 0,
     };
     let regulars: Vec<Phone> = (0..(args.visitors_per_day as usize * 2).max(10))
         .map(|_| g.phone(false))
         .collect();
-    let staff: Vec<Phone> = (0..args.staff).map(|_| g.phone(false)).collect();
-    let fixed: Vec<Phone> = (0..args.fixed).map(|_| g.phone(false)).collect();
+    let mut staff: Vec<Phone> = (0..args.staff).map(|_| g.phone(false)).collect();
+    let mut fixed: Vec<Phone> = (0..args.fixed).map(|_| g.phone(false)).collect();
+    // Customers in the store: +1 at an arrival, -1 at a departure.
+    let mut presence: Vec<(i64, i32)> = Vec::new();
     let mut writer = PcapWriter::create(&args.out, 127)?;
     let mut summary = Summary::default();
     let hour_total: f64 = HOURLY.iter().sum();
@@ -277,32 +467,45 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
             let arrive = at(9.0 + hour as f64 + g.rng.random::<f64>());
             let dwell_min = g.normal(2.9, 0.6).exp().clamp(2.0, 150.0);
             let leave = arrive + (dwell_min * 60.0 * S as f64) as i64;
+            presence.push((arrive, 1));
+            presence.push((leave, -1));
             let randomized = g.rng.random_bool(args.randomized_share);
             let mut phone = if randomized {
                 g.phone(true)
             } else if g.rng.random_bool(args.returning_share) {
                 let i = g.rng.random_range(0..regulars.len());
+                let r = &regulars[i];
                 Phone {
-                    mac: regulars[i].mac,
-                    layout: regulars[i].layout,
+                    mac: r.mac,
+                    layout: r.layout,
+                    model: r.model,
+                    seq: g.rng.random_range(0..4096u16),
+                    ssid: r.ssid.clone(),
                 }
             } else {
                 g.phone(false)
             };
             let base_signal = g.rng.random_range(-66..-45i8);
-            let mut rotate_at = arrive + g.rng.random_range(600..1200) * S;
+            let next_rotation =
+                |g: &mut Gen, phone: &Phone, t: i64| match MODELS[phone.model].rotation {
+                    Rotation::EveryScan => t,
+                    Rotation::Every(a, b) => t + g.rng.random_range(a..b) * S,
+                };
+            let mut rotate_at = next_rotation(&mut g, &phone, arrive);
             let mut t = arrive;
             while t < leave {
                 if randomized && t >= rotate_at {
-                    phone = g.phone(true);
-                    rotate_at = t + g.rng.random_range(600..1200) * S;
+                    if t > arrive {
+                        g.rotate(&mut phone);
+                    }
+                    rotate_at = next_rotation(&mut g, &phone, t);
                 }
                 let signal = if g.rng.random_bool(0.1) {
                     g.rng.random_range(-85..-72i8)
                 } else {
                     base_signal
                 };
-                g.burst(t, &phone, signal);
+                g.burst(t, &mut phone, signal);
                 t += g.rng.random_range(20..150) * S + g.rng.random_range(0..S);
             }
         }
@@ -312,7 +515,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
         for _ in 0..n {
             let t0 = at(g.rng.random_range(8.0..22.0));
             let randomized = g.rng.random_bool(args.randomized_share);
-            let phone = g.phone(randomized);
+            let mut phone = g.phone(randomized);
             let strong = g.rng.random_bool(0.25);
             for i in 0..g.rng.random_range(1..4) {
                 let signal = if strong {
@@ -321,12 +524,18 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
                     g.rng.random_range(-89..-71i8)
                 };
                 let t = t0 + i * g.rng.random_range(20..60) * S;
-                g.burst(t, &phone, signal);
+                if randomized
+                    && i > 0
+                    && matches!(MODELS[phone.model].rotation, Rotation::EveryScan)
+                {
+                    g.rotate(&mut phone);
+                }
+                g.burst(t, &mut phone, signal);
             }
         }
 
         // Staff: a shift of about nine hours, every day.
-        for p in &staff {
+        for p in &mut staff {
             let from = at(8.5 + g.normal(0.0, 0.25));
             let to = at(17.5 + g.normal(0.0, 0.25));
             let mut t = from;
@@ -338,10 +547,10 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
         }
 
         // Tills and printers: on from 07:00 to 22:00.
-        for p in &fixed {
+        for p in &mut fixed {
             let mut t = at(7.0) + g.rng.random_range(0..60) * S;
             while t < at(22.0) {
-                g.probe(t, p, -50);
+                g.probe(t, p, -50, false);
                 t += 60 * S + g.rng.random_range(0..S);
             }
         }
@@ -370,5 +579,38 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
         }
     }
     writer.finish()?;
+    if let Some(path) = &args.truth {
+        let (from, _) = days.bounds(first);
+        let (_, to) = days.bounds(first + args.days as i32 - 1);
+        write_truth(path, from, to, &mut presence)?;
+    }
     Ok(summary)
+}
+
+/// The occupancy log of `evaluate`: customers present at every change,
+/// and at the first and last instant of the simulated days.
+fn write_truth(
+    path: &std::path::Path,
+    from: i64,
+    to: i64,
+    presence: &mut [(i64, i32)],
+) -> Result<()> {
+    use std::fmt::Write;
+    presence.sort_unstable();
+    let mut out = String::from("unix_us\toccupancy\n");
+    let mut occupancy = 0i32;
+    let _ = writeln!(out, "{from}\t0");
+    let mut i = 0;
+    while i < presence.len() {
+        let t = presence[i].0;
+        while i < presence.len() && presence[i].0 == t {
+            occupancy += presence[i].1;
+            i += 1;
+        }
+        if t > from && t < to {
+            let _ = writeln!(out, "{t}\t{occupancy}");
+        }
+    }
+    let _ = writeln!(out, "{to}\t{occupancy}");
+    std::fs::write(path, out).with_context(|| format!("{}: cannot write the truth", path.display()))
 }

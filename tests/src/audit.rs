@@ -76,3 +76,53 @@ mod tests {
         assert_eq!(find_mac(&raw, &set).as_deref(), Some("raw bytes at 2"));
     }
 }
+
+/// Audit: the SSIDs and the longer information-element bodies (8 bytes or
+/// more: capabilities, vendor data) of every probe request in a radiotap
+/// capture, the bytes SPEC §8's fingerprint reads and must never write.
+pub fn element_bytes(
+    capture: &Path,
+) -> Result<HashSet<Vec<u8>>, footfall_agent::wire::pcapfile::CaptureError> {
+    use footfall_agent::wire::ieee80211::ProbeRequest;
+    let mut cap = footfall_agent::wire::pcapfile::CaptureFile::open(capture)?;
+    let mut found = HashSet::new();
+    while let Some(rec) = cap.next_record() {
+        let rec = rec?;
+        let Ok(h) = footfall_agent::wire::radiotap::Header::new_checked(rec.data) else {
+            continue;
+        };
+        let Ok(p) = ProbeRequest::new_checked(&rec.data[h.len()..]) else {
+            continue;
+        };
+        for (id, body) in p.elements() {
+            if (id == 0 && !body.is_empty()) || body.len() >= 8 {
+                found.insert(body.to_vec());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Audit: any of `needles` in `bytes`, as raw bytes or as lower-case
+/// hex, and where. One pass per needle length, each window looked up in a
+/// set: the state files are megabytes and the needles thousands.
+pub fn find_bytes(bytes: &[u8], needles: &HashSet<Vec<u8>>) -> Option<String> {
+    let hexed: HashSet<Vec<u8>> = needles
+        .iter()
+        .map(|n| {
+            n.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    for (set, how) in [(needles, "raw bytes"), (&hexed, "hex")] {
+        let lengths: std::collections::BTreeSet<usize> = set.iter().map(Vec::len).collect();
+        for len in lengths {
+            if let Some(i) = bytes.windows(len).position(|w| set.contains(w)) {
+                return Some(format!("{len} bytes as {how} at {i}"));
+            }
+        }
+    }
+    None
+}

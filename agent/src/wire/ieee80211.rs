@@ -147,12 +147,21 @@ impl Repr {
 
     /// The header followed by a wildcard SSID and a small rates element.
     pub fn emit(&self, out: &mut Vec<u8>) {
+        self.emit_with(b"", &[(1, &[0x02, 0x04, 0x0b, 0x16])], out);
+    }
+
+    /// The header, the SSID element (empty: wildcard), then `elements`.
+    pub fn emit_with(&self, ssid: &[u8], elements: &[(u8, &[u8])], out: &mut Vec<u8>) {
         out.extend_from_slice(&[self.fc0, 0, 0, 0]);
         out.extend_from_slice(&self.addr1);
         out.extend_from_slice(&self.addr2);
         out.extend_from_slice(&self.addr3);
         out.extend_from_slice(&(self.seq << 4).to_le_bytes());
-        out.extend_from_slice(&[0, 0, 1, 4, 0x02, 0x04, 0x0b, 0x16]);
+        for (id, body) in std::iter::once((0u8, ssid)).chain(elements.iter().copied()) {
+            out.push(id);
+            out.push(body.len().min(255) as u8);
+            out.extend_from_slice(&body[..body.len().min(255)]);
+        }
     }
 }
 

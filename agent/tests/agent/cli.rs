@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::audit::{find_mac, transmitters};
+use crate::audit::{element_bytes, find_bytes, find_mac, transmitters};
 
 const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
 
@@ -295,13 +295,45 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// SPEC §2 and §8: no MAC, no SSID and no information-element bytes in
+/// anything the agent writes: state, reports, logs, the evaluation's
+/// picture and table, a calibration.
 #[test]
-fn no_mac_reaches_any_file_the_agent_writes() {
+fn no_mac_ssid_or_element_reaches_any_file_the_agent_writes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let capture = simulate(d, "store.pcap", "4", "3");
+    let out = agent(
+        &[
+            "simulate",
+            "--out",
+            "truth.pcap",
+            "--days",
+            "1",
+            "--seed",
+            "9",
+            "--staff",
+            "0",
+            "--truth",
+            "truth.occupancy.tsv",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let macs = transmitters(&capture).unwrap();
     assert!(macs.len() > 1000, "{} MACs fed", macs.len());
+    let mut elements = element_bytes(&capture).unwrap();
+    elements.extend(element_bytes(&d.join("truth.pcap")).unwrap());
+    let ssids = elements.iter().filter(|e| e.starts_with(b"home-")).count();
+    assert!(
+        ssids > 100 && elements.len() > ssids + 4,
+        "{ssids} SSIDs of {} element bodies fed",
+        elements.len()
+    );
     // Opt out a few devices: the list holds MACs, which must not spread.
     let opt: Vec<String> = macs
         .iter()
@@ -334,6 +366,9 @@ fn no_mac_reaches_any_file_the_agent_writes() {
             "store.pcap",
         ],
         vec!["replay", "--config", cfg, "--emit", "-", "store.pcap"],
+        vec!["evaluate", "--svg", "e.svg", "truth.pcap"],
+        vec!["evaluate", "--json", "--svg", "e2.svg", "truth.pcap"],
+        vec!["calibrate", "--out", "cal.toml", "truth.pcap"],
     ] {
         let out = agent(&args, d);
         assert!(
@@ -348,9 +383,13 @@ fn no_mac_reaches_any_file_the_agent_writes() {
     files_under(d, &mut files);
     let written: Vec<_> = files
         .iter()
-        .filter(|p| !p.ends_with("store.pcap") && !p.ends_with("optout.txt"))
+        .filter(|p| {
+            !p.ends_with("store.pcap") && !p.ends_with("truth.pcap") && !p.ends_with("optout.txt")
+        })
         .collect();
     assert!(written.iter().any(|p| p.ends_with("reports.jsonl")));
+    assert!(written.iter().any(|p| p.ends_with("e.svg")));
+    assert!(written.iter().any(|p| p.ends_with("cal.toml")));
     assert!(written.iter().any(|p| p.starts_with(d.join("state"))));
     for p in written {
         let bytes = std::fs::read(p).unwrap();
@@ -358,6 +397,12 @@ fn no_mac_reaches_any_file_the_agent_writes() {
             find_mac(&bytes, &macs),
             None,
             "a fed MAC is in {}",
+            p.display()
+        );
+        assert_eq!(
+            find_bytes(&bytes, &elements),
+            None,
+            "an SSID or element is in {}",
             p.display()
         );
     }
@@ -368,7 +413,18 @@ fn no_mac_reaches_any_file_the_agent_writes() {
             "a fed MAC is in the output of command {}",
             i / 2
         );
+        assert_eq!(
+            find_bytes(log, &elements),
+            None,
+            "an SSID or element is in the output of command {}",
+            i / 2
+        );
     }
+    // And finds element bytes when they are there, raw or as hex.
+    let e = elements.iter().next().unwrap().clone();
+    let hex: String = e.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(find_bytes(&[b"x".to_vec(), e, b"y".to_vec()].concat(), &elements).is_some());
+    assert!(find_bytes(hex.as_bytes(), &elements).is_some());
     // The search itself finds a MAC when there is one.
     let one = *macs.iter().next().unwrap();
     assert!(find_mac(&one, &macs).is_some());

@@ -1,6 +1,7 @@
 //! The agent's integration tests, one binary: real captures from
 //! ../shared/data (`captures`), the binary end to end (`cli`), and the
-//! counter against an independent model of SPEC §3-§5 (`reference`).
+//! counter against an independent model of SPEC §3-§5 (`reference`), and
+//! the people estimates against truth (`people`).
 //! The helpers it shares with the end-to-end tests (the privacy audit,
 //! `FOOTFALL_REQUIRE`) are their source files, included by path: a
 //! dependency on the end-to-end crate would be built for ARM too.
@@ -12,4 +13,5 @@ mod require;
 
 mod captures;
 mod cli;
+mod people;
 mod reference;

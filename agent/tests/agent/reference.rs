@@ -496,6 +496,7 @@ fn counter_matches_reference_model_on_simulated_store() {
         uplift_from: None,
         uplift_to: None,
         beacon_interval_s: 60.0,
+        truth: None,
     };
     simulate(&args).unwrap();
     let mut cap = CaptureFile::open(&out).unwrap();
