@@ -60,23 +60,6 @@ pub fn transmitters(
     Ok(macs)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn find_mac_sees_raw_and_text_forms() {
-        let m = [0x3c, 0x22, 0xfb, 0x0a, 0x0b, 0x0c];
-        let set: HashSet<[u8; 6]> = [m].into_iter().collect();
-        assert!(find_mac(b"nothing here 3c:22:fb:0a:0b:0d", &set).is_none());
-        assert!(find_mac(b"x 3C-22-FB-0A-0B-0C y", &set).is_some());
-        assert!(find_mac(b"x3c22fb0a0b0cy", &set).is_some());
-        let mut raw = b"ab".to_vec();
-        raw.extend_from_slice(&m);
-        assert_eq!(find_mac(&raw, &set).as_deref(), Some("raw bytes at 2"));
-    }
-}
-
 /// Audit: the SSIDs and the longer information-element bodies (8 bytes or
 /// more: capabilities, vendor data) of every probe request in a radiotap
 /// capture, the bytes SPEC §8's fingerprint reads and must never write.
@@ -125,4 +108,21 @@ pub fn find_bytes(bytes: &[u8], needles: &HashSet<Vec<u8>>) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_mac_sees_raw_and_text_forms() {
+        let m = [0x3c, 0x22, 0xfb, 0x0a, 0x0b, 0x0c];
+        let set: HashSet<[u8; 6]> = [m].into_iter().collect();
+        assert!(find_mac(b"nothing here 3c:22:fb:0a:0b:0d", &set).is_none());
+        assert!(find_mac(b"x 3C-22-FB-0A-0B-0C y", &set).is_some());
+        assert!(find_mac(b"x3c22fb0a0b0cy", &set).is_some());
+        let mut raw = b"ab".to_vec();
+        raw.extend_from_slice(&m);
+        assert_eq!(find_mac(&raw, &set).as_deref(), Some("raw bytes at 2"));
+    }
 }
