@@ -300,6 +300,7 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         last_report_unix_s: Option<i64>,
         outbox_pending: Option<u64>,
         capture_finished: Option<bool>,
+        timezone: Option<String>,
     }
     let mut seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
     // Every agent that ever reported, even one that never sent a status
@@ -313,6 +314,7 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.state = Some(a.status.state);
         row.outbox_pending = a.status.health.as_ref().map(|h| h.outbox_pending);
         row.capture_finished = a.status.health.as_ref().map(|h| h.capture_finished);
+        row.timezone = a.status.health.as_ref().map(|h| h.timezone.clone());
     }
     let windows = store.windows(&Query {
         from_s: Some((today - 6) * 86_400),
@@ -342,6 +344,9 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.insert("last_report_unix_s".into(), json!(info.last_report_unix_s));
         row.insert("outbox_pending".into(), json!(info.outbox_pending));
         row.insert("capture_finished".into(), json!(info.capture_finished));
+        // The store's IANA zone from its status: the dashboard draws hours
+        // of the day in it (`null` until a status arrives).
+        row.insert("timezone".into(), json!(info.timezone));
         let expected = 86_400
             / window_len
                 .get(&(s.clone(), a.clone()))

@@ -43,6 +43,12 @@ const nf = new Intl.NumberFormat("en");
 const fmt = (v) => (v === null || v === undefined ? "–" : nf.format(Math.round(v)));
 const pct = (v) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + (v * 100).toFixed(1) + " %");
 const money = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+// Local time of a store: its hour of the day and its date.
+const hourIn = (tz, t) => Number(new Intl.DateTimeFormat("en-GB", { hour: "2-digit", hourCycle: "h23", timeZone: tz }).format(new Date(t * 1000)));
+const dateIn = (tz, t) => new Intl.DateTimeFormat("en-CA", { timeZone: tz }).format(new Date(t * 1000));
+const clockIn = (tz, t) => new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: tz }).format(new Date(t * 1000));
+const num1 = (v) => (v === null || v === undefined ? "–" : nf.format(Math.round(v * 10) / 10));
+const dayShift = (date, n) => new Date(Date.parse(date + "T00:00:00Z") + n * 86400000).toISOString().slice(0, 10);
 function tile(field, label, value, shown, sub, cls) {
   const raw = value === null || value === undefined ? "" : value;
   return `<div class="tile"><div class="label">${esc(label)}</div>` +
@@ -57,11 +63,11 @@ function niceMax(v) {
   for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
-function chart({ labels, series, stacked = false, lines = [], height = 220, every = 1 }) {
+function chart({ labels, series, stacked = false, lines = [], bands = [], height = 220, every = 1 }) {
   const W = 640, H = height, L = 44, B = 28, T = 8, R = 8;
   const n = labels.length || 1;
   const totals = labels.map((_, i) => stacked ? series.reduce((s, x) => s + (x.values[i] || 0), 0) : Math.max(0, ...series.map((x) => x.values[i] || 0)));
-  const lineMax = Math.max(0, ...lines.flatMap((l) => l.values.filter((v) => v !== null)));
+  const lineMax = Math.max(0, ...lines.flatMap((l) => l.values.filter((v) => v !== null)), ...bands.flatMap((b) => b.hi.filter((v) => v !== null)));
   const max = niceMax(Math.max(...totals, lineMax));
   const y = (v) => T + (H - T - B) * (1 - v / max);
   const bw = (W - L - R) / n;
@@ -82,13 +88,18 @@ function chart({ labels, series, stacked = false, lines = [], height = 220, ever
     });
     if (i % every === 0) s += `<text x="${L + i * bw + bw / 2}" y="${H - 10}" text-anchor="middle">${esc(lab)}</text>`;
   });
+  for (const b of bands) {
+    const at = (v, i) => (v === null || v === undefined ? null : `${L + i * bw + bw / 2},${y(v)}`);
+    const top = b.hi.map(at).filter(Boolean), bottom = b.lo.map(at).filter(Boolean).reverse();
+    if (top.length) s += `<polygon points="${[...top, ...bottom].join(" ")}" fill="${b.color}" fill-opacity="0.22"><title>${esc(b.name)}</title></polygon>`;
+  }
   for (const l of lines) {
     const pts = l.values.map((v, i) => (v === null ? null : `${L + i * bw + bw / 2},${y(v)}`)).filter(Boolean);
     s += `<polyline points="${pts.join(" ")}" fill="none" stroke="${l.color}" stroke-width="2.5" stroke-dasharray="${l.dash || ""}"/>`;
   }
   s += `</svg>`;
-  const legend = [...series, ...lines].map((x) => `<i style="background:${x.color}"></i>${esc(x.name)}`).join("");
-  return s + (series.length + lines.length > 1 ? `<div class="legend">${legend}</div>` : "");
+  const legend = [...series, ...lines, ...bands].map((x) => `<i style="background:${x.color}"></i>${esc(x.name)}`).join("");
+  return s + (series.length + lines.length + bands.length > 1 ? `<div class="legend">${legend}</div>` : "");
 }
 function funnel(steps) {
   const max = Math.max(1, ...steps.map((s) => s.value || 0));
@@ -116,14 +127,17 @@ async function overview() {
   }
   const chain = dates.slice(-28).map((dt) => days.filter((d) => d.store_id !== "*" && d.date === dt).reduce((a, d) => a + d.visits, 0));
   const offline = stores.filter((s) => s.state !== "online");
+  const chainLast = days.find((d) => d.store_id === "*" && d.date === last) || {};
   let h = `<h1>Chain overview</h1><div class="tiles">` +
-    tile("chain_visits_last_day", `Visits ${last || ""}`, chain[chain.length - 1] ?? null, fmt(chain[chain.length - 1])) +
-    tile("chain_visits_7d", "Visits, last 7 days", Object.values(byStore).reduce((a, s) => a + s.week, 0), fmt(Object.values(byStore).reduce((a, s) => a + s.week, 0))) +
+    tile("chain_entries_last_day", `People entering ${last || ""} (estimate)`, chainLast.entries_est ?? null, num1(chainLast.entries_est)) +
+    tile("chain_visits_last_day", `Visits ${last || ""} (devices)`, chain[chain.length - 1] ?? null, fmt(chain[chain.length - 1])) +
+    tile("chain_visits_7d", "Visits, last 7 days (devices)", Object.values(byStore).reduce((a, s) => a + s.week, 0), fmt(Object.values(byStore).reduce((a, s) => a + s.week, 0))) +
     tile("stores", "Store boxes", stores.length, fmt(stores.length), `${offline.length} offline or unknown`, offline.length ? "bad" : "good") +
     `</div>`;
   if (offline.length) h += `<div class="warn">Not online: ${offline.map((s) => esc(s.store_id + "/" + s.agent_id)).join(", ")}</div>`;
-  h += `<div class="card"><h2>Visits per day, whole chain</h2>${chart({ labels: dates.slice(-28).map((d) => d.slice(5)), series: [{ name: "visits", color: "var(--a)", values: chain }], every: 2 })}</div><br>`;
-  h += `<table id="stores"><tr><th>Store</th><th>Agent</th><th>State</th><th>Last seen</th><th>Windows received, last 7 UTC days</th><th>Visits ${last || ""}</th><th>Visits, 7 days</th></tr>`;
+  const chainPeople = dates.slice(-28).map((dt) => (days.find((d) => d.store_id === "*" && d.date === dt) || {}).entries_est ?? null);
+  h += `<div class="card"><h2>Visits per day, whole chain (devices), and people entering (estimate)</h2>${chart({ labels: dates.slice(-28).map((d) => d.slice(5)), series: [{ name: "visits (devices)", color: "var(--a)", values: chain }], lines: [{ name: "people entering (estimate)", color: "var(--c)", values: chainPeople }], every: 2 })}</div><br>`;
+  h += `<table id="stores"><tr><th>Store</th><th>Agent</th><th>State</th><th>Last seen</th><th>Windows received, last 7 UTC days</th><th>Visits ${last || ""} (devices)</th><th>Visits, 7 days (devices)</th></tr>`;
   for (const s of stores) {
     const v = byStore[s.store_id] || { last: 0, week: 0 };
     const t = s.last_seen_unix_s || s.last_report_unix_s;
@@ -138,38 +152,50 @@ async function overview() {
 }
 
 async function storePage(id) {
-  const days = (await api(`/api/v1/footfall?interval=day&store=${encodeURIComponent(id)}`)).filter((d) => d.store_id === id);
+  const [stores, allDays] = await Promise.all([api("/api/v1/stores"), api(`/api/v1/footfall?interval=day&store=${encodeURIComponent(id)}`)]);
+  const tz = (stores.find((s) => s.store_id === id && s.timezone) || {}).timezone || "UTC";
+  const days = allDays.filter((d) => d.store_id === id);
   const dates = days.map((d) => d.date);
   const last7 = dates.slice(-7);
-  const hours = last7.length ? await api(`/api/v1/footfall?interval=hour&store=${encodeURIComponent(id)}&from=${last7[0]}&to=${last7[last7.length - 1]}`) : [];
-  const dwell = await api(`/api/v1/dwell?store=${encodeURIComponent(id)}`);
   const lastDay = days[days.length - 1] || {};
+  const [hours, windows, dwell] = await Promise.all([
+    last7.length ? api(`/api/v1/footfall?interval=hour&store=${encodeURIComponent(id)}&from=${dayShift(last7[0], -1)}&to=${dayShift(last7[last7.length - 1], 1)}`) : [],
+    lastDay.date ? api(`/api/v1/footfall?interval=window&store=${encodeURIComponent(id)}&from=${dayShift(lastDay.date, -1)}&to=${dayShift(lastDay.date, 1)}`) : [],
+    api(`/api/v1/dwell?store=${encodeURIComponent(id)}`),
+  ]);
+  const inWeek = hours.filter((w) => last7.includes(dateIn(tz, w.hour_start)));
   const profile = Array(24).fill(0);
-  for (const h of hours) profile[new Date(h.hour_start * 1000).getUTCHours()] += h.visits;
+  for (const w of inWeek) profile[hourIn(tz, w.hour_start)] += w.visits;
+  const today = windows.filter((w) => dateIn(tz, w.window_start) === lastDay.date);
   const recent = days.slice(-28);
   const labels = recent.map((d) => d.date.slice(5));
-  let h = `<h1>Store ${esc(id)}</h1><div class="tiles">` +
-    tile("visits_last_day", `Visits ${lastDay.date || ""}`, lastDay.visits ?? null, fmt(lastDay.visits)) +
-    tile("unique_last_day", "Unique visitors that day", lastDay.unique_visitors ?? null, fmt(lastDay.unique_visitors)) +
-    tile("returning_last_day", "Returning that day", lastDay.visitors_returning ?? null, fmt(lastDay.visitors_returning)) +
-    tile("mean_dwell_min", "Mean dwell (all time)", dwell.mean_dwell_s === null ? null : dwell.mean_dwell_s / 60, dwell.mean_dwell_s === null ? "–" : (dwell.mean_dwell_s / 60).toFixed(1) + " min") +
+  let h = `<h1>Store ${esc(id)}</h1><p class="muted">local time ${esc(tz)}</p><div class="tiles">` +
+    tile("entries_last_day", `People entering ${lastDay.date || ""} (estimate)`, lastDay.entries_est ?? null, num1(lastDay.entries_est)) +
+    tile("person_hours_last_day", "Person-hours that day (estimate)", lastDay.person_hours_est ?? null, num1(lastDay.person_hours_est)) +
+    tile("visits_last_day", `Visits ${lastDay.date || ""} (devices)`, lastDay.visits ?? null, fmt(lastDay.visits)) +
+    tile("unique_last_day", "Unique visitors that day (devices)", lastDay.unique_visitors ?? null, fmt(lastDay.unique_visitors)) +
+    tile("returning_last_day", "Returning that day (devices)", lastDay.visitors_returning ?? null, fmt(lastDay.visitors_returning)) +
+    tile("mean_dwell_min", "Mean dwell (all time, devices)", dwell.mean_dwell_s === null ? null : dwell.mean_dwell_s / 60, dwell.mean_dwell_s === null ? "–" : (dwell.mean_dwell_s / 60).toFixed(1) + " min") +
     `</div><div class="grid">` +
-    `<div class="card"><h2>Visits per day</h2>${chart({ labels, series: [{ name: "visits", color: "var(--a)", values: recent.map((d) => d.visits) }], every: 2 })}</div>` +
-    `<div class="card"><h2>Visits by hour of day (UTC), last 7 days</h2>${chart({ labels: profile.map((_, i) => String(i)), series: [{ name: "visits", color: "var(--b)", values: profile }], every: 2 })}</div>` +
-    `<div class="card"><h2>New vs returning visitors</h2>${chart({ labels, stacked: true, every: 2, series: [
+    `<div class="card"><h2>People present ${esc(lastDay.date || "")} (estimate, band: 90 % interval)</h2>${chart({ labels: today.map((w) => clockIn(tz, w.window_start)), series: [], every: 8,
+      lines: [{ name: "people present", color: "var(--a)", values: today.map((w) => w.present_est) }],
+      bands: [{ name: "90 % interval", color: "var(--a)", lo: today.map((w) => w.present_lo), hi: today.map((w) => w.present_hi) }] })}</div>` +
+    `<div class="card"><h2>People entering per day (estimate)</h2>${chart({ labels, series: [{ name: "people entering", color: "var(--c)", values: recent.map((d) => d.entries_est) }], every: 2 })}</div>` +
+    `<div class="card"><h2>Visits per day (devices)</h2>${chart({ labels, series: [{ name: "visits", color: "var(--a)", values: recent.map((d) => d.visits) }], every: 2 })}</div>` +
+    `<div class="card"><h2>Visits by hour of day (${esc(tz)}), last 7 days (devices)</h2>${chart({ labels: profile.map((_, i) => String(i)), series: [{ name: "visits", color: "var(--b)", values: profile }], every: 2 })}</div>` +
+    `<div class="card"><h2>New vs returning visitors (devices)</h2>${chart({ labels, stacked: true, every: 2, series: [
       { name: "new", color: "var(--a)", values: recent.map((d) => d.visitors_new) },
       { name: "returning", color: "var(--c)", values: recent.map((d) => d.visitors_returning) },
       { name: "randomized MAC", color: "var(--d)", values: recent.map((d) => d.visitors_randomized) }] })}</div>` +
-    `<div class="card"><h2>How long visits last</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts }] })}</div>`;
+    `<div class="card"><h2>How long visits last (devices)</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts }] })}</div>`;
   const perDay = {};
-  for (const w of hours) {
-    const d = new Date(w.hour_start * 1000).toISOString().slice(0, 10);
-    const p = (perDay[d] ||= { visitors: 0, passersby: 0 });
+  for (const w of inWeek) {
+    const p = (perDay[dateIn(tz, w.hour_start)] ||= { visitors: 0, passersby: 0 });
     p.visitors += w.visitors;
     p.passersby += w.passersby;
   }
   const pd = Object.keys(perDay).sort();
-  h += `<div class="card"><h2>Visitors vs passers-by, last 7 days</h2>${chart({ labels: pd.map((d) => d.slice(5)), series: [
+  h += `<div class="card"><h2>Visitors vs passers-by, last 7 days (devices)</h2>${chart({ labels: pd.map((d) => d.slice(5)), series: [
     { name: "visitors", color: "var(--a)", values: pd.map((d) => perDay[d].visitors) },
     { name: "passers-by", color: "var(--d)", values: pd.map((d) => perDay[d].passersby) }] })}</div></div>`;
   return h;
@@ -181,24 +207,31 @@ async function campaignPage(id) {
   let h = `<h1>Campaign: ${esc(r.name)}</h1><p class="muted">${esc(r.channel)} · ${esc(r.start)} → ${esc(r.end)} · stores ${r.stores.map((s) => esc(s.store_id)).join(", ")}</p>`;
   for (const w of r.warnings) h += `<div class="warn">${esc(w)}</div>`;
   h += `<div class="tiles">` +
-    tile("visits", "Visits in the period", r.visits, fmt(r.visits)) +
-    tile("baseline_visits", "Usual (baseline)", r.baseline_visits, fmt(r.baseline_visits), `mean of ${r.baseline_weeks_used} earlier weeks`) +
-    tile("lift", "Lift", r.lift, pct(r.lift), "visits vs baseline", good(r.lift)) +
-    tile("did_lift", "Lift vs control stores", r.did_lift, pct(r.did_lift), r.control_stores.length ? `controls: ${r.control_stores.join(", ")}` : "no control stores", good(r.did_lift)) +
-    tile("incremental_visits", "Extra visits", r.incremental_visits, fmt(r.incremental_visits)) +
-    tile("cost_per_incremental_visit", "Cost per extra visit", r.cost_per_incremental_visit, money(r.cost_per_incremental_visit), `spend ${money(r.spend)}`) +
-    tile("capture_rate", "Capture rate", r.capture_rate, r.capture_rate === null ? "–" : (r.capture_rate * 100).toFixed(1) + " %", "visitors / (visitors + passers-by)") +
-    tile("visits_per_1k_impressions", "Visits per 1k impressions", r.visits_per_1k_impressions, r.visits_per_1k_impressions === null ? "–" : r.visits_per_1k_impressions.toFixed(2)) +
+    tile("entries_est", "People entering in the period (estimate)", r.entries_est, num1(r.entries_est)) +
+    tile("baseline_entries_est", "Usual people entering (baseline)", r.baseline_entries_est, num1(r.baseline_entries_est)) +
+    tile("entries_lift", "Lift on people", r.entries_lift, pct(r.entries_lift), "people entering vs baseline", good(r.entries_lift)) +
+    tile("entries_did_lift", "Lift on people vs control stores", r.entries_did_lift, pct(r.entries_did_lift), "difference in differences", good(r.entries_did_lift)) +
+    `</div><div class="tiles">` +
+    tile("visits", "Visits in the period (devices)", r.visits, fmt(r.visits)) +
+    tile("baseline_visits", "Usual visits (baseline, devices)", r.baseline_visits, fmt(r.baseline_visits), `mean of ${r.baseline_weeks_used} earlier weeks`) +
+    tile("lift", "Lift on devices", r.lift, pct(r.lift), "visits vs baseline", good(r.lift)) +
+    tile("did_lift", "Lift on devices vs control stores", r.did_lift, pct(r.did_lift), r.control_stores.length ? `controls: ${r.control_stores.join(", ")}` : "no control stores", good(r.did_lift)) +
+    tile("incremental_visits", "Extra visits (devices)", r.incremental_visits, fmt(r.incremental_visits)) +
+    tile("cost_per_incremental_visit", "Cost per extra visit (devices)", r.cost_per_incremental_visit, money(r.cost_per_incremental_visit), `spend ${money(r.spend)}`) +
+    tile("capture_rate", "Capture rate (devices)", r.capture_rate, r.capture_rate === null ? "–" : (r.capture_rate * 100).toFixed(1) + " %", "visitors / (visitors + passers-by)") +
+    tile("visits_per_1k_impressions", "Visits per 1k impressions (devices)", r.visits_per_1k_impressions, r.visits_per_1k_impressions === null ? "–" : r.visits_per_1k_impressions.toFixed(2)) +
     `</div><div class="grid"><div class="card"><h2>From exposure to the store</h2>${funnel([
       { key: "impressions", label: "Impressions", value: r.impressions },
       { key: "reach", label: "Reach", value: r.reach },
       { key: "detected", label: "Detected near the stores (devices per window)", value: r.detected },
       { key: "visitors", label: "Visitors", value: r.visitors },
       { key: "returning", label: "Returning visitors", value: r.visitors_returning }])}</div>` +
-    `<div class="card"><h2>Visits per day vs usual</h2>${chart({ labels: r.daily.map((d) => d.date.slice(5)), series: [{ name: "visits", color: "var(--a)", values: r.daily.map((d) => d.visits) }], lines: [{ name: "baseline", color: "var(--b)", dash: "6 4", values: r.daily.map((d) => d.baseline_visits) }] })}</div></div>`;
-  h += `<table id="campaign-stores"><tr><th>Store</th><th>Visits</th><th>Baseline</th><th>Weeks</th><th>Lift</th><th>Lift vs control</th><th>Capture rate</th></tr>`;
+    `<div class="card"><h2>Visits per day vs usual (devices)</h2>${chart({ labels: r.daily.map((d) => d.date.slice(5)), series: [{ name: "visits", color: "var(--a)", values: r.daily.map((d) => d.visits) }], lines: [{ name: "baseline", color: "var(--b)", dash: "6 4", values: r.daily.map((d) => d.baseline_visits) }] })}</div></div>`;
+  h += `<table id="campaign-stores"><tr><th>Store</th><th>People entering (est.)</th><th>Lift on people</th><th>Visits (devices)</th><th>Baseline</th><th>Weeks</th><th>Lift on devices</th><th>Lift vs control</th><th>Capture rate</th></tr>`;
   for (const s of r.stores) {
-    h += `<tr data-store="${esc(s.store_id)}"><td><a href="#/store/${encodeURIComponent(s.store_id)}">${esc(s.store_id)}</a></td><td data-field="visits" data-value="${s.visits}">${fmt(s.visits)}</td><td>${fmt(s.baseline_visits)}</td><td>${s.baseline_weeks_used}</td>` +
+    h += `<tr data-store="${esc(s.store_id)}"><td><a href="#/store/${encodeURIComponent(s.store_id)}">${esc(s.store_id)}</a></td>` +
+      `<td data-field="entries_est" data-value="${s.entries_est ?? ""}">${num1(s.entries_est)}</td><td data-field="entries_lift" data-value="${s.entries_lift ?? ""}">${pct(s.entries_lift)}</td>` +
+      `<td data-field="visits" data-value="${s.visits}">${fmt(s.visits)}</td><td>${fmt(s.baseline_visits)}</td><td>${s.baseline_weeks_used}</td>` +
       `<td data-field="lift" data-value="${s.lift ?? ""}">${pct(s.lift)}</td><td>${pct(s.did_lift)}</td><td>${s.capture_rate === null ? "–" : (s.capture_rate * 100).toFixed(1) + " %"}</td></tr>`;
   }
   return h + `</table>`;

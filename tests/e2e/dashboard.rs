@@ -164,6 +164,13 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
     let report = &api("/api/v1/campaign-report?campaign=fall")[0];
     let lift = report["lift"].as_f64().unwrap();
     assert!(lift > 0.25, "the +50 % week shows as lift {lift}");
+    // ... and on people too (SPEC §8), though less sharply: entries see
+    // only rises in the people present.
+    let people = report["entries_lift"].as_f64().unwrap();
+    assert!(
+        people > 0.1,
+        "the +50 % week shows as a lift on people of {people}"
+    );
     for (name, hash) in [
         ("overview", "#/"),
         ("store-A", "#/store/A"),
@@ -200,8 +207,11 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
                         );
                     }
                 }
-                // The eight tiles come first, then the per-store rows.
-                let tiles: Vec<&(String, String)> = values.iter().take(8).collect();
+                // The twelve tiles come first (people, then devices), then
+                // the per-store rows.
+                let tiles: Vec<&(String, String)> = values.iter().take(12).collect();
+                assert_eq!(tiles[0].0, "entries_est");
+                assert_eq!(tiles[4].0, "visits");
                 for (field, shown) in tiles {
                     assert!(
                         close(shown, &report[field.as_str()]),
@@ -225,6 +235,12 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
                     &get("returning_last_day"),
                     &last["visitors_returning"]
                 ));
+                assert!(close(&get("entries_last_day"), &last["entries_est"]));
+                assert!(close(
+                    &get("person_hours_last_day"),
+                    &last["person_hours_est"]
+                ));
+                assert!(last["person_hours_est"].as_f64().unwrap() > 0.0);
             }
             _ => {
                 // Ingested only: known from their reports, state unknown.
@@ -252,6 +268,14 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
                     .sum();
                 let get = |f: &str| values.iter().find(|(k, _)| k == f).unwrap().1.clone();
                 assert_eq!(get("chain_visits_last_day"), chain_last.to_string());
+                let chain_row = api("/api/v1/footfall?interval=day")
+                    .into_iter()
+                    .find(|r| r["store_id"] == "*" && r["date"] == last.as_str())
+                    .unwrap();
+                assert!(close(
+                    &get("chain_entries_last_day"),
+                    &chain_row["entries_est"]
+                ));
             }
         }
         let png = shots.join(format!("{name}.png"));
