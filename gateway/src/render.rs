@@ -92,9 +92,10 @@ fn aligned(rows: &[Vec<String>], indent: &str) -> String {
     out
 }
 
-/// The SPEC §7 columns of one report row, in a fixed order for CSV.
+/// The SPEC §7 columns of one report row, in a fixed order for CSV, then
+/// SPEC §8's on people (appended, so the older columns keep their place).
 fn csv_row(m: &Map<String, Value>) -> Map<String, Value> {
-    const COLS: [&str; 20] = [
+    const COLS: [&str; 26] = [
         "campaign_id",
         "store_id",
         "visits",
@@ -115,6 +116,12 @@ fn csv_row(m: &Map<String, Value>) -> Map<String, Value> {
         "unique_visitors_est",
         "dwell_sum_s",
         "dwell_counts",
+        "entries_est",
+        "baseline_entries_est",
+        "entries_lift",
+        "incremental_entries_est",
+        "entries_did_lift",
+        "person_hours_est",
     ];
     COLS.iter()
         .map(|k| {
