@@ -268,3 +268,58 @@ fn live_downtime_is_not_reported_as_empty_windows() {
         "no gap: nothing to skip"
     );
 }
+
+/// SPEC §8 through the counter: two phones there for two windows each
+/// (one arriving a window later) give people in each window, the day
+/// sums the windows, a weak device adds nobody, and a counter without a
+/// calibration reports `null`, never 0.
+#[test]
+fn people_estimates_per_window_and_their_day_sums() {
+    let mut dets: Vec<_> = (0..30).map(|i| det(i * 60, 1, true)).collect();
+    dets.extend((15..45).map(|i| det(i * 60, 2, true)));
+    dets.extend((0..45).map(|i| det(i * 60 + 7, 3, false)));
+    dets.sort_by_key(|d| d.t_us);
+    let r = run(Counting::default(), &dets);
+    let w = windows(&r);
+    let present: Vec<f64> = w.iter().map(|w| w.present_est.unwrap()).collect();
+    let entries: Vec<f64> = w.iter().map(|w| w.entries_est.unwrap()).collect();
+    let c = crate::people::Calibration::builtin();
+    // 0-15 min: phone 1, 15-30: both, 30-45: phone 2; each spans 14-15 min.
+    assert!(
+        present[1] > present[0] && present[1] > present[2],
+        "{present:?}"
+    );
+    assert!(
+        (present[0] - c.per_persistent * 840.0 / 900.0).abs() < 0.01,
+        "{present:?}"
+    );
+    assert_eq!(entries[0], 0.0, "the first window cannot tell arrivals");
+    assert!(entries[1] > 0.0 && entries[2] == 0.0, "{entries:?}");
+    for w in &w {
+        let (lo, est, hi) = (
+            w.present_lo.unwrap(),
+            w.present_est.unwrap(),
+            w.present_hi.unwrap(),
+        );
+        assert!(0.0 <= lo && lo <= est && est <= hi, "{lo} {est} {hi}");
+    }
+    let Some(Report::Day(d)) = r.iter().find(|r| matches!(r, Report::Day(_))) else {
+        panic!("no day report")
+    };
+    let ph: f64 = present.iter().map(|p| p * 0.25).sum();
+    assert!((d.person_hours_est.unwrap() - ph).abs() < 0.011, "{d:?}");
+    assert!((d.entries_est.unwrap() - entries.iter().sum::<f64>()).abs() < 0.011);
+
+    let mut k = counter(Counting::default()).with_people(None);
+    let mut store = MemHistory::default();
+    for d in &dets {
+        k.detection(d, &mut store).unwrap();
+    }
+    k.finish(&mut store);
+    for r in k.drain_reports() {
+        match r {
+            Report::Window(w) => assert_eq!((w.present_est, w.entries_est), (None, None)),
+            Report::Day(d) => assert_eq!((d.person_hours_est, d.entries_est), (None, None)),
+        }
+    }
+}

@@ -193,10 +193,9 @@ impl Counter {
         let calibration = self.people.as_ref()?;
         let day = self.days.day_of(nw * self.params.window_us);
         let before = self.state.people_before.take();
+        let unreported = self.state.next_day.is_some_and(|n| day >= n);
         if !acc.people.available() {
-            if let Some(d) = self.state.days.get_mut(&day) {
-                d.people_missing = true;
-            } else if self.state.next_day.is_some_and(|n| day >= n) {
+            if unreported {
                 self.state.days.entry(day).or_default().people_missing = true;
             }
             return None;
@@ -212,7 +211,7 @@ impl Counter {
         let before = before.filter(|(w, _)| *w == nw - 1).map(|(_, p)| p);
         let entries = round_people(calibration.entries(present, before));
         self.state.people_before = Some((nw, present));
-        if self.state.next_day.is_some_and(|n| day >= n) {
+        if unreported {
             let d = self.state.days.entry(day).or_default();
             d.person_hours += present * self.params.window_us as f64 / (3600.0 * US_PER_S as f64);
             d.entries += entries;
