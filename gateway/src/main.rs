@@ -121,8 +121,11 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            let store: Arc<dyn ReportStore> =
-                Arc::new(SledStore::open(&config.storage_path, config.cache_bytes)?);
+            let store: Arc<dyn ReportStore> = Arc::new(SledStore::open_waiting(
+                &config.storage_path,
+                config.cache_bytes,
+                std::time::Duration::from_secs(10),
+            )?);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

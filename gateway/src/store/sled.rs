@@ -95,6 +95,31 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Opens for `serve`. A command run while no gateway serves (`stores`,
+    /// `report`) opens the store itself for a moment; one started just
+    /// before `serve` would make it fail, so `serve` waits up to
+    /// `patience` for the lock instead.
+    pub fn open_waiting(
+        path: &Path,
+        cache_bytes: u64,
+        patience: std::time::Duration,
+    ) -> Result<SledStore, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match SledStore::open(path, cache_bytes) {
+                Err(StoreError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Sums every stored window into `hours`, once: for a store written
     /// before hours were kept. Runs again from the start if interrupted
     /// (the mark is set last).
