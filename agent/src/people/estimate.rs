@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
 use crate::detect::Detection;
-use crate::privacy::{DeviceId, IdMap};
+use crate::privacy::{DeviceId, IdBuildHasher, IdMap};
 
 const US_PER_S: i64 = 1_000_000;
 /// Frames of one device further apart than this are separate bursts (a
@@ -157,14 +157,39 @@ impl Observations {
         // Time order, ties by id: the same input always links the same way.
         obs.sort_unstable_by_key(|(id, o)| (o.first_us, *id));
         let mut phones: Vec<Obs> = Vec::with_capacity(obs.len());
-        let mut by_fingerprint: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+        // Phones by fingerprint and block of LINK_SEQ sequence numbers
+        // their last one is in: a new MAC looks in the (at most two) blocks
+        // just before its first number, so linking stays linear when
+        // thousands of phones share a model (a list per model was
+        // quadratic). An entry is stale once its phone's last_seq moved
+        // on; each is checked.
+        let mut ends: std::collections::HashMap<u128, Vec<(usize, u16)>, IdBuildHasher> =
+            Default::default();
+        let block = |fingerprint: u64, seq: u16| {
+            u128::from(fingerprint) << 16 | u128::from((seq & 0x0fff) / LINK_SEQ)
+        };
         let mut links = 0;
         for (_, o) in obs {
-            let candidates = by_fingerprint.entry(o.fingerprint).or_default();
-            let best = candidates
-                .iter()
-                .filter_map(|&i| link_step(&phones[i], &o).map(|step| (step, i)))
-                .min();
+            let (near, far) = (
+                o.first_seq.wrapping_sub(1),
+                o.first_seq.wrapping_sub(LINK_SEQ),
+            );
+            let mut best: Option<(u16, usize)> = None;
+            for key in [block(o.fingerprint, near), block(o.fingerprint, far)] {
+                for &(i, seq) in ends.get(&key).into_iter().flatten() {
+                    if phones[i].last_seq != seq {
+                        continue;
+                    }
+                    if let Some(step) = link_step(&phones[i], &o) {
+                        if best.is_none_or(|b| (step, i) < b) {
+                            best = Some((step, i));
+                        }
+                    }
+                }
+                if block(o.fingerprint, near) == block(o.fingerprint, far) {
+                    break;
+                }
+            }
             match best {
                 Some((_, i)) => {
                     let p = &mut phones[i];
@@ -175,9 +200,14 @@ impl Observations {
                     p.last_seq = o.last_seq;
                     p.last_rssi = o.last_rssi;
                     links += 1;
+                    ends.entry(block(o.fingerprint, o.last_seq))
+                        .or_default()
+                        .push((i, o.last_seq));
                 }
                 None => {
-                    candidates.push(phones.len());
+                    ends.entry(block(o.fingerprint, o.last_seq))
+                        .or_default()
+                        .push((phones.len(), o.last_seq));
                     phones.push(o);
                 }
             }
