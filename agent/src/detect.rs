@@ -164,7 +164,7 @@ pub struct Detection {
     pub strong: bool,
     pub no_signal: bool,
     /// SPEC §8 cues: the 802.11 sequence number, the keyed fingerprint of
-    /// the information elements (`people::fingerprint`) and the signal.
+    /// the information elements (`privacy::fingerprint`) and the signal.
     pub seq: u16,
     pub fingerprint: u64,
     pub rssi_dbm: Option<i8>,

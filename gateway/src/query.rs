@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use footfall_report::{Counts, DayCounts, Sketch, State, WindowSums, DWELL_EDGES_S};
+use footfall_report::{Counts, DayCounts, People, Sketch, State, WindowSums, DWELL_EDGES_S};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -111,16 +111,11 @@ fn window_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<Str
 pub fn people_fields(counts: &Counts) -> Map<String, Value> {
     match counts.people() {
         Some(p) => fields(&p),
-        None => [
-            "present_est",
-            "present_lo",
-            "present_hi",
-            "person_hours_est",
-            "entries_est",
-        ]
-        .into_iter()
-        .map(|k| (k.to_string(), Value::Null))
-        .collect(),
+        // The same columns, each `null`.
+        None => fields(&People::default())
+            .into_iter()
+            .map(|(k, _)| (k, Value::Null))
+            .collect(),
     }
 }
 

@@ -162,7 +162,7 @@ fn round2(x: f64) -> f64 {
 /// means over the windows (people present on average, and the mean of
 /// the windows' interval bounds, which is wider than a 90 % interval of
 /// the mean), `person_hours_est` and `entries_est` sums.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct People {
     pub present_est: f64,
     pub present_lo: f64,
