@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use footfall_report::Report;
-use footfall_tests::audit::{find_mac, transmitters};
+use footfall_tests::audit::{files_under, find_mac, transmitters};
 use footfall_tests::{bench_window, bin, burst, counts_by_key, run, wait_until, Broker, Proc};
 use std::process::Command;
 
@@ -198,15 +198,4 @@ fn gateway_report(dir: &Path, by: &str) -> String {
         "json",
     ];
     run(dir, &bin("footfall-gateway"), &args)
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
 }

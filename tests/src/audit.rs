@@ -41,22 +41,33 @@ pub fn find_mac(bytes: &[u8], macs: &HashSet<[u8; 6]>) -> Option<String> {
     None
 }
 
+/// Each frame of a radiotap capture after its radiotap header, for the
+/// audits below; frames whose header does not parse are skipped.
+fn frames_after_radiotap(
+    capture: &Path,
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), footfall_agent::wire::pcapfile::CaptureError> {
+    let mut cap = footfall_agent::wire::pcapfile::CaptureFile::open(capture)?;
+    while let Some(rec) = cap.next_record() {
+        let rec = rec?;
+        if let Ok(h) = footfall_agent::wire::radiotap::Header::new_checked(rec.data) {
+            each(&rec.data[h.len()..]);
+        }
+    }
+    Ok(())
+}
+
 /// Audit: every transmitter address in a radiotap capture, the MACs to look
 /// for with `find_mac`. Kept in memory only.
 pub fn transmitters(
     capture: &Path,
 ) -> Result<HashSet<[u8; 6]>, footfall_agent::wire::pcapfile::CaptureError> {
-    let mut cap = footfall_agent::wire::pcapfile::CaptureFile::open(capture)?;
     let mut macs = HashSet::new();
-    while let Some(rec) = cap.next_record() {
-        let rec = rec?;
-        let Ok(h) = footfall_agent::wire::radiotap::Header::new_checked(rec.data) else {
-            continue;
-        };
-        if let Some(mac) = rec.data.get(h.len() + 10..h.len() + 16) {
+    frames_after_radiotap(capture, |frame| {
+        if let Some(mac) = frame.get(10..16) {
             macs.insert(mac.try_into().expect("6 bytes"));
         }
-    }
+    })?;
     Ok(macs)
 }
 
@@ -67,23 +78,29 @@ pub fn element_bytes(
     capture: &Path,
 ) -> Result<HashSet<Vec<u8>>, footfall_agent::wire::pcapfile::CaptureError> {
     use footfall_agent::wire::ieee80211::ProbeRequest;
-    let mut cap = footfall_agent::wire::pcapfile::CaptureFile::open(capture)?;
     let mut found = HashSet::new();
-    while let Some(rec) = cap.next_record() {
-        let rec = rec?;
-        let Ok(h) = footfall_agent::wire::radiotap::Header::new_checked(rec.data) else {
-            continue;
-        };
-        let Ok(p) = ProbeRequest::new_checked(&rec.data[h.len()..]) else {
-            continue;
-        };
-        for (id, body) in p.elements() {
-            if (id == 0 && !body.is_empty()) || body.len() >= 8 {
-                found.insert(body.to_vec());
+    frames_after_radiotap(capture, |frame| {
+        if let Ok(p) = ProbeRequest::new_checked(frame) {
+            for (id, body) in p.elements() {
+                if (id == 0 && !body.is_empty()) || body.len() >= 8 {
+                    found.insert(body.to_vec());
+                }
             }
         }
-    }
+    })?;
     Ok(found)
+}
+
+/// Every file under `dir`, for the audits to search.
+pub fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }
 
 /// Audit: any of `needles` in `bytes`, as raw bytes or as lower-case

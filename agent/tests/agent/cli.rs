@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::audit::{element_bytes, find_bytes, find_mac, transmitters};
+use crate::audit::{element_bytes, files_under, find_bytes, find_mac, transmitters};
 
 const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
 
@@ -282,17 +282,6 @@ fn check_config_lists_every_problem_with_its_line() {
     write_config(d, "ok");
     let out = agent(&["check-config", "--config", "ok.toml"], d);
     assert!(out.status.success());
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
 }
 
 /// SPEC §2 and §8: no MAC, no SSID and no information-element bytes in
