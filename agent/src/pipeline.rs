@@ -48,6 +48,23 @@ pub fn fingerprint(path: &Path) -> Result<[u8; 32]> {
     Ok(Sha256::digest(&head).into())
 }
 
+/// The detector a config asks for: SPEC §1's thresholds, and its opt-out
+/// list keyed under `keyer` (the deployment key; `evaluate` a throwaway).
+pub fn detector(config: &Config, keyer: Keyer) -> Result<Detector> {
+    let opt_out = match &config.opt_out_file {
+        Some(p) => load_opt_out(p, &keyer)?,
+        None => Default::default(),
+    };
+    let c = &config.counting;
+    Ok(Detector::new(
+        LinkType::Radiotap,
+        keyer,
+        opt_out,
+        c.rssi_floor_dbm as i8,
+        c.visit_rssi_dbm as i8,
+    ))
+}
+
 /// The agent's state, opened from a config: shared by `replay` and `run`.
 pub struct Agent {
     pub store: Store,
@@ -60,11 +77,7 @@ impl Agent {
     /// Opens the state and makes the detector (key and opt-out loaded).
     pub fn open(config: &Config) -> Result<(Agent, Detector)> {
         let key = load_or_create_key(&config.key_file)?;
-        let keyer = Keyer::new(&key);
-        let opt_out = match &config.opt_out_file {
-            Some(p) => load_opt_out(p, &keyer)?,
-            None => Default::default(),
-        };
+        let detector = detector(config, Keyer::new(&key))?;
         let params_hash = config.params_hash();
         // The state depends on the device rules only: a new calibration
         // changes the reports' params_hash, not whose state this is.
@@ -79,14 +92,6 @@ impl Agent {
         };
         let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter)
             .with_people(config.people.clone());
-        let c = &config.counting;
-        let detector = Detector::new(
-            LinkType::Radiotap,
-            keyer,
-            opt_out,
-            c.rssi_floor_dbm as i8,
-            c.visit_rssi_dbm as i8,
-        );
         let agent = Agent {
             store,
             counter,

@@ -12,10 +12,6 @@ use crate::people::Features;
 /// Fewer windows with anyone present than this cannot pin two factors.
 const MIN_BUSY_WINDOWS: usize = 8;
 
-fn xy(f: &Features) -> [f64; 2] {
-    f.regressors()
-}
-
 /// Non-negative least squares over two features (by the active set: with
 /// two, trying each single feature when the joint fit goes negative is
 /// exact).
@@ -67,7 +63,7 @@ pub fn calibrate(files: &[FileScore]) -> Result<Calibration> {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != skip)
-            .flat_map(|(_, f)| f.windows.iter().map(|w| (xy(&w.features), w.truth)))
+            .flat_map(|(_, f)| f.windows.iter().map(|w| (w.features.regressors(), w.truth)))
             .collect()
     };
     let all = rows(None);
@@ -88,7 +84,7 @@ pub fn calibrate(files: &[FileScore]) -> Result<Calibration> {
             k
         };
         for w in &f.windows {
-            let x = xy(&w.features);
+            let x = w.features.regressors();
             let p = (ki[0] * x[0] + ki[1] * x[1]).max(0.0);
             // An empty room estimated empty is inside any interval; its
             // hours of zeros would only make the interval look surer.
@@ -99,7 +95,7 @@ pub fn calibrate(files: &[FileScore]) -> Result<Calibration> {
     }
     residuals.sort_by(f64::total_cmp);
     let present = |f: &Features| {
-        let x = xy(f);
+        let x = f.regressors();
         (k[0] * x[0] + k[1] * x[1]).max(0.0)
     };
     let rises: Vec<(f64, f64)> = files

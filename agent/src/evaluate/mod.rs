@@ -20,10 +20,9 @@ use serde::Serialize;
 use crate::capture;
 use crate::config::Config;
 use crate::count::{Counter, MemHistory, ReportMeta, State};
-use crate::detect::Detector;
 use crate::people::{Calibration, Features};
-use crate::privacy::{load_opt_out, Keyer};
-use crate::wire::linktype::LinkType;
+use crate::pipeline;
+use crate::privacy::Keyer;
 pub use truth::Truth;
 
 const US_PER_S: i64 = 1_000_000;
@@ -178,19 +177,8 @@ pub fn score(
     truth: &Truth,
     captures: &[PathBuf],
 ) -> Result<FileScore> {
-    let keyer = Keyer::ephemeral();
-    let opt_out = match &config.opt_out_file {
-        Some(p) => load_opt_out(p, &keyer)?,
-        None => Default::default(),
-    };
+    let mut detector = pipeline::detector(config, Keyer::ephemeral())?;
     let c = &config.counting;
-    let mut detector = Detector::new(
-        LinkType::Radiotap,
-        keyer,
-        opt_out,
-        c.rssi_floor_dbm as i8,
-        c.visit_rssi_dbm as i8,
-    );
     let meta = ReportMeta {
         store_id: config.store_id.clone(),
         agent_id: config.agent_id.clone(),

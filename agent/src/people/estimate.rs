@@ -137,14 +137,6 @@ impl Observations {
         !self.unavailable
     }
 
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
     /// Links the window's devices into phones and measures them, leaving
     /// out the devices `excluded` says are not people (residents).
     pub fn features(&self, window_us: i64, excluded: impl Fn(DeviceId) -> bool) -> Features {
