@@ -7,7 +7,10 @@
 //! never panics; each rejected frame gets one `DropReason`.
 
 use crate::privacy::fingerprint::fingerprint;
-use crate::privacy::{DeviceId, IdSet, Keyer};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use crate::privacy::{DeviceId, Keyer, Keys, MacSet};
 use crate::wire::ieee80211::{self, Mac, ProbeRequest};
 use crate::wire::linktype::LinkType;
 use crate::wire::{ppi, prism, radiotap, WireError};
@@ -168,6 +171,9 @@ pub struct Detection {
     pub seq: u16,
     pub fingerprint: u64,
     pub rssi_dbm: Option<i8>,
+    /// The key epoch the id was made in (`privacy::keys`): ids of two
+    /// epochs are unrelated, so the counter ends one before the next.
+    pub epoch: i64,
 }
 
 /// Per-reason frame counts, the figures of `inspect` and of the
@@ -179,6 +185,9 @@ pub struct FrameStats {
     pub detections: u64,
     pub detections_no_signal: u64,
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Key rotations whose key could not be written (the key file's
+    /// directory is full or read-only); counting goes on in memory.
+    pub key_errors: u64,
 }
 
 impl FrameStats {
@@ -208,6 +217,11 @@ impl IdCache {
         }
     }
 
+    /// Forgets every MAC: after a key rotation its ids are of the old key.
+    fn clear(&mut self) {
+        self.slots.fill(None);
+    }
+
     fn id(&mut self, keyer: &Keyer, probe: &Probe) -> (DeviceId, u64) {
         let mac = &probe.mac;
         let mut word = [0u8; 8];
@@ -229,33 +243,57 @@ impl IdCache {
 /// Frames in, detections out: SPEC §1 plus the keyed id and opt-out of §2.
 pub struct Detector {
     link: LinkType,
-    keyer: Keyer,
+    keys: Keys,
+    /// The epoch `ids` holds ids of.
+    ids_epoch: Option<i64>,
     ids: IdCache,
     layout: radiotap::LayoutCache,
-    opt_out: IdSet,
+    opt_out: MacSet,
     rssi_floor_dbm: i8,
     visit_rssi_dbm: i8,
+    /// The key epoch the counter has committed (`i64::MIN`: none yet):
+    /// keys of earlier epochs are dropped (`Keys::retire`).
+    committed_epoch: Arc<AtomicI64>,
     pub stats: FrameStats,
 }
 
 impl Detector {
     pub fn new(
         link: LinkType,
-        keyer: Keyer,
-        opt_out: IdSet,
+        keys: Keys,
+        opt_out: MacSet,
         rssi_floor_dbm: i8,
         visit_rssi_dbm: i8,
     ) -> Detector {
         Detector {
             link,
-            keyer,
+            keys,
+            ids_epoch: None,
             ids: IdCache::new(),
             layout: radiotap::LayoutCache::default(),
             opt_out,
             rssi_floor_dbm,
             visit_rssi_dbm,
+            committed_epoch: Arc::new(AtomicI64::new(i64::MIN)),
             stats: FrameStats::default(),
         }
+    }
+
+    /// Drops the previous key once the counter has committed a later
+    /// epoch; called for every probe, and at the end of a run.
+    pub fn retire_committed(&mut self) {
+        if self.keys.holds_previous() {
+            let committed = self.committed_epoch.load(Ordering::Relaxed);
+            if let Err(e) = self.keys.retire(committed) {
+                tracing::error!("cannot remove the previous device key: {e}");
+                self.stats.key_errors += 1;
+            }
+        }
+    }
+
+    /// Where the counting side says which key epoch it has committed.
+    pub fn committed_epoch(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.committed_epoch)
     }
 
     pub fn set_link(&mut self, link: LinkType) {
@@ -281,11 +319,26 @@ impl Detector {
             }
         };
         self.stats.probe_requests += 1;
-        let (device, fingerprint) = self.ids.id(&self.keyer, &probe);
-        if self.opt_out.contains(&device) {
+        self.retire_committed();
+        if self.opt_out.contains(&probe.mac) {
             self.stats.dropped[DropReason::OptedOut.index()] += 1;
             return None;
         }
+        let epoch = match self.keys.advance(t_us) {
+            Ok(e) => e,
+            Err(e) => {
+                // The new key is in force in memory; a restart before the
+                // next rotation would start the epoch again with a new one.
+                tracing::error!("cannot keep the new device key: {e}");
+                self.stats.key_errors += 1;
+                self.keys.epoch_of(t_us)
+            }
+        };
+        if self.ids_epoch != Some(epoch) {
+            self.ids.clear();
+            self.ids_epoch = Some(epoch);
+        }
+        let (device, fingerprint) = self.ids.id(self.keys.keyer(epoch), &probe);
         self.stats.detections += 1;
         let no_signal = probe.signal_dbm.is_none();
         self.stats.detections_no_signal += u64::from(no_signal);
@@ -298,6 +351,7 @@ impl Detector {
             seq: probe.frame.seq(),
             fingerprint,
             rssi_dbm: probe.signal_dbm,
+            epoch,
         })
     }
 }
@@ -394,8 +448,8 @@ mod tests {
         let keyer = Keyer::new(&[1; 32]);
         let mut d = Detector::new(
             LinkType::Radiotap,
-            keyer.clone(),
-            IdSet::default(),
+            Keys::fixed(&[1; 32]),
+            MacSet::default(),
             -90,
             -70,
         );
@@ -421,8 +475,8 @@ mod tests {
             (2, 2, 1)
         );
 
-        let opt = [keyer.id(&Mac(PHONE))].into_iter().collect();
-        let mut d = Detector::new(LinkType::Ieee80211, keyer, opt, -90, -70);
+        let opt = [Mac(PHONE)].into_iter().collect();
+        let mut d = Detector::new(LinkType::Ieee80211, Keys::fixed(&[1; 32]), opt, -90, -70);
         assert!(d.frame(1, raw).is_none());
         assert_eq!(d.stats.dropped(DropReason::OptedOut), 1);
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::detect::{Detector, DropReason, FrameStats};
-use crate::privacy::{DeviceId, Keyer};
+use crate::privacy::{DeviceId, Keys};
 use crate::wire::linktype::LinkType;
 use crate::wire::pcapfile::{CaptureFile, FileKind};
 
@@ -51,7 +51,7 @@ pub fn inspect_file(path: &Path, rssi_floor_dbm: i8, visit_rssi_dbm: i8) -> Insp
     };
     let mut detector = Detector::new(
         link.unwrap_or(LinkType::Radiotap),
-        Keyer::ephemeral(),
+        Keys::throwaway(),
         Default::default(),
         rssi_floor_dbm,
         visit_rssi_dbm,

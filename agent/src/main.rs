@@ -214,6 +214,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 c.timezone_name,
                 c.params_hash()
             );
+            println!("privacy mode {}", c.privacy.describe());
         }
         Command::Evaluate {
             input,
@@ -225,7 +226,10 @@ fn run(command: Command) -> Result<ExitCode> {
             let config = input.config()?;
             let calibration = match calibration {
                 Some(p) => Calibration::load(&p)?,
-                None => config.people.clone().unwrap_or_else(Calibration::builtin),
+                None => config
+                    .people
+                    .clone()
+                    .unwrap_or_else(|| Calibration::builtin_for(config.privacy.mode)),
             };
             let scores = evaluate::score_all(
                 &config,

@@ -10,18 +10,21 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use footfall_report::Report;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, Rotation};
 use crate::count::{Counter, ReportMeta};
+use crate::days::LocalDays;
 use crate::detect::Detector;
-use crate::privacy::{load_opt_out, load_or_create_key, Keyer};
-use crate::store::{Checkpoint, FileProgress, Identity, Store};
+use crate::privacy::{load_opt_out, Keys};
+use crate::store::{Checkpoint, FileProgress, Identity, Sealer, Store};
 use crate::wire::linktype::LinkType;
 
 /// Checkpoint when this long has passed with reports waiting, or when this
@@ -48,21 +51,31 @@ pub fn fingerprint(path: &Path) -> Result<[u8; 32]> {
     Ok(Sha256::digest(&head).into())
 }
 
-/// The detector a config asks for: SPEC §1's thresholds, and its opt-out
-/// list keyed under `keyer` (the deployment key; `evaluate` a throwaway).
-pub fn detector(config: &Config, keyer: Keyer) -> Result<Detector> {
+/// The detector a config asks for: SPEC §1's thresholds, the opt-out
+/// list, and `keys` (the deployment's; `evaluate` keys that never leave
+/// memory).
+pub fn detector(config: &Config, keys: Keys) -> Result<Detector> {
     let opt_out = match &config.opt_out_file {
-        Some(p) => load_opt_out(p, &keyer)?,
+        Some(p) => load_opt_out(p)?,
         None => Default::default(),
     };
     let c = &config.counting;
     Ok(Detector::new(
         LinkType::Radiotap,
-        keyer,
+        keys,
         opt_out,
         c.rssi_floor_dbm as i8,
         c.visit_rssi_dbm as i8,
     ))
+}
+
+/// The deployment's keys, as the config's privacy mode keeps them.
+pub fn keys(config: &Config) -> Result<Keys> {
+    Ok(Keys::open(
+        config.privacy.rotation,
+        &config.key_file,
+        LocalDays::new(config.timezone.clone()),
+    )?)
 }
 
 /// The agent's state, opened from a config: shared by `replay` and `run`.
@@ -71,19 +84,33 @@ pub struct Agent {
     pub counter: Counter,
     pub files: Vec<FileProgress>,
     pub next_seq: u64,
+    /// Day-rotating modes: the key file the state's sealer keys are in.
+    sealed_by: Option<PathBuf>,
+    /// Tells the detector which key epoch is committed (`Keys::retire`).
+    committed_epoch: Arc<AtomicI64>,
 }
 
 impl Agent {
     /// Opens the state and makes the detector (key and opt-out loaded).
     pub fn open(config: &Config) -> Result<(Agent, Detector)> {
-        let key = load_or_create_key(&config.key_file)?;
-        let detector = detector(config, Keyer::new(&key))?;
+        let mut detector = detector(config, keys(config)?)?;
         let params_hash = config.params_hash();
         // The state depends on the device rules only: a new calibration
         // changes the reports' params_hash, not whose state this is.
         let identity = Identity::new(&config.store_id, &config.agent_id, &config.counting_hash());
-        let store = Store::open(&config.storage_path, config.cache_bytes, &identity)?;
+        let mut store = Store::open(&config.storage_path, config.cache_bytes, &identity)?;
+        let sealed_by =
+            matches!(config.privacy.rotation, Rotation::Days(_)).then(|| config.key_file.clone());
+        if let (Some(path), Some(epoch)) = (&sealed_by, store.checkpoint_epoch()?) {
+            store.seal_under(Some(sealer(path, epoch)?));
+        }
         let cp = store.load_checkpoint()?.unwrap_or_default();
+        if let Some(e) = store.sealed_epoch() {
+            // The state is of epoch `e`: a key older than that, kept for a
+            // crash before the rotation was committed, is not needed.
+            detector.committed_epoch().store(e, Ordering::Relaxed);
+            detector.retire_committed();
+        }
         let meta = ReportMeta {
             store_id: config.store_id.clone(),
             agent_id: config.agent_id.clone(),
@@ -91,12 +118,15 @@ impl Agent {
             params_hash,
         };
         let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter)
-            .with_people(config.people.clone());
+            .with_people(config.people.clone())
+            .with_privacy(config.privacy);
         let agent = Agent {
             store,
             counter,
             files: cp.files,
             next_seq: cp.next_seq,
+            sealed_by,
+            committed_epoch: detector.committed_epoch(),
         };
         Ok((agent, detector))
     }
@@ -127,7 +157,30 @@ impl Agent {
     /// counter's state; returns them for delivery.
     pub fn checkpoint(&mut self) -> Result<Vec<Report>> {
         let mut reports = self.counter.drain_reports();
-        // Once a day: a new day report means a day left the horizon.
+        for r in &mut reports {
+            r.set_seq(self.next_seq);
+            self.next_seq += 1;
+        }
+        let epoch = self.counter.key_epoch();
+        if let (Some(path), Some(e)) = (&self.sealed_by, epoch) {
+            if self.store.sealed_epoch() != Some(e) {
+                self.store.seal_under(Some(sealer(path, e)?));
+            }
+        }
+        let cp = Checkpoint {
+            counter: std::mem::take(&mut self.counter.state),
+            files: self.files.clone(),
+            next_seq: self.next_seq,
+        };
+        let result = self.store.commit(&cp, &reports);
+        self.counter.state = cp.counter;
+        result?;
+        if let Some(e) = epoch {
+            self.committed_epoch.store(e, Ordering::Relaxed);
+        }
+        // Once a day, after the commit (so that a crash before it still
+        // finds every history the state it restarts from needs): a new day
+        // report means a day left the horizon.
         if reports.iter().any(|r| matches!(r, Report::Day(_))) {
             if let Some(h) = self.counter.history_horizon() {
                 let pruned = self.store.prune(h)?;
@@ -138,19 +191,19 @@ impl Agent {
                 );
             }
         }
-        for r in &mut reports {
-            r.set_seq(self.next_seq);
-            self.next_seq += 1;
-        }
-        let cp = Checkpoint {
-            counter: std::mem::take(&mut self.counter.state),
-            files: self.files.clone(),
-            next_seq: self.next_seq,
-        };
-        let result = self.store.commit(&cp, &reports);
-        self.counter.state = cp.counter;
-        result?;
         Ok(reports)
+    }
+}
+
+/// The sealer of key epoch `epoch`, from the key file at `path`.
+fn sealer(path: &Path, epoch: i64) -> Result<Sealer> {
+    match crate::privacy::keys::stored_key(path, epoch)? {
+        Some(key) => Ok(Sealer::new(epoch, &key)),
+        None => anyhow::bail!(
+            "{}: holds no key for key epoch {epoch}, which the state is sealed under; \
+             was the key file replaced? Move the state away to start over",
+            path.display()
+        ),
     }
 }
 
@@ -168,7 +221,7 @@ mod tests {
     fn config(dir: &Path) -> Config {
         let path = dir.join("agent.toml");
         let text = "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\ntimezone = \"UTC\"\n\
-                    [storage]\npath = \"state\"\n[privacy]\nkey_file = \"k.key\"\n";
+                    [storage]\npath = \"state\"\n[privacy]\nmode = \"loyalty\"\nkey_file = \"k.key\"\n";
         Config::parse(&path, text).expect("a valid config")
     }
 
@@ -199,6 +252,7 @@ mod tests {
                 seq: 0,
                 fingerprint: 0,
                 rssi_dbm: None,
+                epoch: 0,
             };
             agent.counter.detection(&d, &mut agent.store).unwrap();
         }
@@ -235,7 +289,7 @@ mod tests {
             .iter()
             .chain(&more)
             .filter_map(|r| match r {
-                Report::Window(w) => Some(w.visits),
+                Report::Window(w) => w.visits,
                 Report::Day(_) => None,
             })
             .sum();

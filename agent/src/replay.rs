@@ -61,6 +61,7 @@ pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<(
     }
     let reports = agent.checkpoint()?;
     deliver(&mut agent, &mut emit, &reports)?;
+    detector.retire_committed();
     let secs = started.elapsed().as_secs_f64();
     info!(
         frames = frames_read,

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::count::days::LocalDays;
+use crate::days::LocalDays;
 use crate::wire::ieee80211;
 use crate::wire::pcapfile::PcapWriter;
 use crate::wire::radiotap::{self, flags};

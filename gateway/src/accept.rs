@@ -217,7 +217,7 @@ mod tests {
         let (_dir, s) = store();
         let mut t = Tally::default();
         let mut w = testing::window("s1", "a1", 900, 900);
-        w.visitors = 1;
+        w.visitors = Some(1);
         let ack = accept(&s, TOPIC, &payload(&w), 65_536, &mut t).unwrap();
         assert_eq!(ack, None);
         let ack = accept(&s, "footfall/v1/s1/a1/nonsense", b"{}", 65_536, &mut t).unwrap();

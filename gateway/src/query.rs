@@ -149,11 +149,14 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
         row.insert("agent_id".into(), json!(a));
         row.insert(if by == By::Day { "date" } else { "week" }.into(), json!(p));
         row.extend(counts);
-        let est = sketches
-            .get(&(s.to_string(), a.to_string(), p.to_string()))
-            .map_or(0, |k| k.estimate().round() as u64);
-        row.insert("unique_visitors_est".into(), json!(est));
+        let (est, note) = match sketches.get(&(s.to_string(), a.to_string(), p.to_string())) {
+            None => (json!(0), Value::Null),
+            Some(Distinct::Sketch(k)) => (json!(k.estimate().round() as u64), Value::Null),
+            Some(Distinct::Unknown(why)) => (Value::Null, json!(why)),
+        };
+        row.insert("unique_visitors_est".into(), est);
         row.insert("unique_visitors_rel_error".into(), json!(error));
+        row.insert("unique_visitors_note".into(), note);
         rows.push(row);
     };
     for ((s, a, p), counts) in groups {
@@ -184,6 +187,19 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
     Ok(rows)
 }
 
+/// Distinct visitors of a period, or why they are not known.
+pub(crate) enum Distinct {
+    Sketch(Sketch),
+    /// Some window of the period has no sketch its mode lets merge here.
+    Unknown(&'static str),
+}
+
+/// Under `ephemeral` no window has a sketch; under `daily` a week's
+/// sketches hold different ids for one phone on each day (issue 18).
+const NO_SKETCH: &str = "not known: the privacy mode keeps no visitor sketches";
+const DAY_SCOPED: &str =
+    "not known: under daily keys one phone has other ids on other days, so days do not merge";
+
 /// Distinct visitors per (store, agent, period) and per period across the
 /// chain (store and agent `*`), from merged sketches: of hours where the
 /// store's zone allows, else of windows.
@@ -191,9 +207,9 @@ fn distinct_visitors(
     store: &dyn ReportStore,
     by: By,
     q: &Query,
-) -> Result<BTreeMap<(String, String, String), Sketch>> {
+) -> Result<BTreeMap<(String, String, String), Distinct>> {
     let tzs = calendar::store_timezones(store)?;
-    let mut out: BTreeMap<(String, String, String), Sketch> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String, String), Distinct> = BTreeMap::new();
     // Local days can start up to 14 h either side of UTC midnight.
     let wide = Query {
         store_id: q.store_id.clone(),
@@ -201,28 +217,37 @@ fn distinct_visitors(
         to_s: q.to_s.map(|t| t + 86_400),
     };
     let zone = |s: &str| tzs.get(s).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
-    let mut add = |store_id: &str, agent_id: &str, start: i64, sketch: &Sketch| {
-        let Some(date) = calendar::local_date(start, &zone(store_id)) else {
-            return;
+    let days = if by == By::Week { 7 } else { 1 };
+    let mut add =
+        |store_id: &str, agent_id: &str, start: i64, sketch: Result<&Sketch, &'static str>| {
+            let Some(date) = calendar::local_date(start, &zone(store_id)) else {
+                return;
+            };
+            let Some(t) = calendar::date_noon_utc(date) else {
+                return;
+            };
+            if !q.contains(t) {
+                return;
+            }
+            let period = match by {
+                By::Week => calendar::iso_week(&date.to_string()),
+                _ => date.to_string(),
+            };
+            let merge = |d: &mut Distinct| match (d, sketch) {
+                (Distinct::Sketch(s), Ok(k)) => s.merge(k),
+                (d @ Distinct::Sketch(_), Err(why)) => *d = Distinct::Unknown(why),
+                (Distinct::Unknown(_), _) => {}
+            };
+            merge(
+                out.entry((store_id.to_string(), agent_id.to_string(), period.clone()))
+                    .or_insert_with(|| Distinct::Sketch(Sketch::new())),
+            );
+            // The chain's day has every store's visitors: dense from the start.
+            merge(
+                out.entry(("*".into(), "*".into(), period))
+                    .or_insert_with(|| Distinct::Sketch(Sketch::new_dense())),
+            );
         };
-        let Some(t) = calendar::date_noon_utc(date) else {
-            return;
-        };
-        if !q.contains(t) {
-            return;
-        }
-        let period = match by {
-            By::Week => calendar::iso_week(&date.to_string()),
-            _ => date.to_string(),
-        };
-        out.entry((store_id.to_string(), agent_id.to_string(), period.clone()))
-            .or_default()
-            .merge(sketch);
-        // The chain's day has every store's visitors: dense from the start.
-        out.entry(("*".into(), "*".into(), period))
-            .or_insert_with(Sketch::new_dense)
-            .merge(sketch);
-    };
     let by_window: BTreeSet<String> = store
         .reporting_agents()?
         .into_iter()
@@ -232,12 +257,13 @@ fn distinct_visitors(
         .collect();
     for h in store.hours(&wide)? {
         if !by_window.contains(&h.store_id) {
-            add(
-                &h.store_id,
-                &h.agent_id,
-                h.hour_start,
-                &h.counts.visitor_sketch,
-            );
+            let c = &h.counts;
+            let sketch = match c.visitor_sketch_over(days) {
+                Some(k) => Ok(k),
+                None if !c.has_visits() => Err(NO_SKETCH),
+                None => Err(DAY_SCOPED),
+            };
+            add(&h.store_id, &h.agent_id, h.hour_start, sketch);
         }
     }
     for store_id in by_window {
@@ -246,40 +272,54 @@ fn distinct_visitors(
             ..wide.clone()
         };
         for w in store.windows(&one)? {
-            add(&w.store_id, &w.agent_id, w.window_start, &w.visitor_sketch);
+            let sketch = match &w.visitor_sketch {
+                None => Err(NO_SKETCH),
+                Some(_) if days > 1 && !w.privacy_mode.sketches_merge_across_days() => {
+                    Err(DAY_SCOPED)
+                }
+                Some(k) => Ok(k),
+            };
+            add(&w.store_id, &w.agent_id, w.window_start, sketch);
         }
     }
     Ok(out)
 }
 
-/// The summed dwell histogram of a store (or all) over a period.
+/// The summed dwell histogram of a store (or all) over a period; `null`
+/// figures when a window of it was counted by a mode without visits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Dwell {
     pub dwell_edges_s: [u32; DWELL_EDGES_S.len()],
-    pub dwell_counts: [u64; DWELL_EDGES_S.len()],
-    pub dwell_sum_s: u64,
+    pub dwell_counts: Option<[u64; DWELL_EDGES_S.len()]>,
+    pub dwell_sum_s: Option<u64>,
     /// Visits that ended in the period.
-    pub visits_ended: u64,
-    /// `None` when no visit ended.
+    pub visits_ended: Option<u64>,
+    /// `None` when no visit ended, or visits were not counted.
     pub mean_dwell_s: Option<u64>,
 }
 
 pub fn dwell(store: &dyn ReportStore, q: &Query) -> Result<Dwell> {
     let mut dwell_counts = [0u64; DWELL_EDGES_S.len()];
     let mut dwell_sum_s = 0;
+    let mut known = true;
     for w in store.windows(q)? {
-        for (a, b) in dwell_counts.iter_mut().zip(&w.dwell_counts) {
-            *a += b;
+        match (&w.dwell_counts, w.dwell_sum_s) {
+            (Some(counts), Some(sum)) => {
+                for (a, b) in dwell_counts.iter_mut().zip(counts) {
+                    *a += b;
+                }
+                dwell_sum_s += sum;
+            }
+            _ => known = false,
         }
-        dwell_sum_s += w.dwell_sum_s;
     }
-    let visits_ended = dwell_counts.iter().sum();
+    let visits_ended: u64 = dwell_counts.iter().sum();
     Ok(Dwell {
         dwell_edges_s: DWELL_EDGES_S,
-        dwell_counts,
-        dwell_sum_s,
-        visits_ended,
-        mean_dwell_s: dwell_sum_s.checked_div(visits_ended),
+        dwell_counts: known.then_some(dwell_counts),
+        dwell_sum_s: known.then_some(dwell_sum_s),
+        visits_ended: known.then_some(visits_ended),
+        mean_dwell_s: dwell_sum_s.checked_div(visits_ended).filter(|_| known),
     })
 }
 
@@ -296,6 +336,7 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         outbox_pending: Option<u64>,
         capture_finished: Option<bool>,
         timezone: Option<String>,
+        privacy_mode: Option<footfall_report::PrivacyMode>,
     }
     let mut seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
     // Every agent that ever reported, even one that never sent a status
@@ -310,6 +351,7 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.outbox_pending = a.status.health.as_ref().map(|h| h.outbox_pending);
         row.capture_finished = a.status.health.as_ref().map(|h| h.capture_finished);
         row.timezone = a.status.health.as_ref().map(|h| h.timezone.clone());
+        row.privacy_mode = a.status.health.as_ref().and_then(|h| h.privacy_mode);
     }
     let windows = store.windows(&Query {
         from_s: Some((today - 6) * 86_400),
@@ -342,6 +384,8 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         // The store's IANA zone from its status: the dashboard draws hours
         // of the day in it (`null` until a status arrives).
         row.insert("timezone".into(), json!(info.timezone));
+        // What the agent may count (issue 18): `null` before its status.
+        row.insert("privacy_mode".into(), json!(info.privacy_mode));
         let expected = 86_400
             / window_len
                 .get(&(s.clone(), a.clone()))
@@ -382,7 +426,7 @@ mod tests {
     fn window_report(store: &str, seq: u64, start: i64, n: u64, sketch: Sketch) -> Report {
         let mut w = footfall_report::testing::window_of_visitors(store, "a", start, n);
         w.seq = seq;
-        w.visitor_sketch = sketch;
+        w.visitor_sketch = Some(sketch);
         Report::Window(w)
     }
 
@@ -390,9 +434,9 @@ mod tests {
     fn day_report(store: &str, seq: u64, date: &str, n: u64) -> Report {
         let mut d = footfall_report::testing::day(store, "a", date);
         d.seq = seq;
-        d.visits = n;
-        d.unique_visitors = n;
-        d.visitors_new = n;
+        d.visits = Some(n);
+        d.unique_visitors = Some(n);
+        d.visitors_new = Some(n);
         Report::Day(d)
     }
 
@@ -477,6 +521,94 @@ mod tests {
             let est = row["unique_visitors_est"].as_u64().unwrap();
             assert_eq!(est, want[store].estimate().round() as u64, "{store}");
         }
+    }
+
+    /// Issue 18: under daily keys a week's distinct visitors are not the
+    /// merge of its days (one phone has other ids each day): the week says
+    /// so and gives no number, a day still has one; an ephemeral agent's
+    /// have none, and its dwell is not known either.
+    #[test]
+    fn what_a_privacy_mode_cannot_merge_is_null_with_a_note() {
+        use footfall_report::{testing, PrivacyMode};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        for (store, mode) in [("D", PrivacyMode::Daily), ("E", PrivacyMode::Ephemeral)] {
+            for day in 0..7u64 {
+                let mut sketch = Sketch::new();
+                for v in 0..100 {
+                    sketch.insert(id(1000 * day + v));
+                }
+                let start = T + day as i64 * 86_400 + 12 * 3600;
+                let Report::Window(w) = window_report(store, day, start, 100, sketch) else {
+                    unreachable!()
+                };
+                s.put(&Report::Window(testing::under(w, mode))).unwrap();
+                let Report::Day(d) = day_report(store, 100 + day, &calendar_date(start), 100)
+                else {
+                    unreachable!()
+                };
+                s.put(&Report::Day(testing::day_under(d, mode))).unwrap();
+            }
+        }
+        let week = report_rows(&s, By::Week, &Query::default()).unwrap();
+        let row = |rows: &[Map<String, Value>], store: &str| {
+            rows.iter()
+                .find(|r| r["store_id"] == store)
+                .unwrap()
+                .clone()
+        };
+        let d = row(&week, "D");
+        assert_eq!(d["unique_visitors_est"], Value::Null);
+        assert!(d["unique_visitors_note"]
+            .as_str()
+            .unwrap()
+            .contains("daily keys"));
+        assert_eq!(d["visits"], 700, "visits add up whatever the mode");
+        assert_eq!(d["visitors_returning_daysum"], Value::Null);
+        let e = row(&week, "E");
+        assert_eq!(
+            (e["visits"].clone(), e["unique_visitors_est"].clone()),
+            (Value::Null, Value::Null)
+        );
+        assert!(e["unique_visitors_note"]
+            .as_str()
+            .unwrap()
+            .contains("no visitor sketches"));
+        // The chain's week has a daily store in it: not known either.
+        assert_eq!(row(&week, "*")["unique_visitors_est"], Value::Null);
+        let days = report_rows(&s, By::Day, &Query::default()).unwrap();
+        let d = row(&days, "D");
+        let est = d["unique_visitors_est"].as_f64().unwrap();
+        assert!(
+            (est - 100.0).abs() <= 3.0,
+            "a day of daily keys merges: {est}"
+        );
+        let dwell_e = dwell(
+            &s,
+            &Query {
+                store_id: Some("E".into()),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((dwell_e.dwell_counts, dwell_e.mean_dwell_s), (None, None));
+        let dwell_d = dwell(
+            &s,
+            &Query {
+                store_id: Some("D".into()),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(dwell_d.visits_ended, Some(700));
+    }
+
+    fn calendar_date(start: i64) -> String {
+        jiff::Timestamp::from_second(start)
+            .unwrap()
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
     }
 
     #[test]

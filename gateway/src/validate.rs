@@ -5,7 +5,9 @@
 //! Nothing here panics on any input, and nothing here touches the store.
 
 use footfall_report::topic::{self, Kind};
-use footfall_report::{DayReport, Report, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA};
+use footfall_report::{
+    DayReport, PrivacyMode, Report, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
@@ -98,25 +100,38 @@ fn check_window(w: &WindowReport) -> Result<(), Reject> {
         w.dwell_edges_s == DWELL_EDGES_S,
         "dwell_edges_s is not SPEC's",
     )?;
+    check_mode_window(w)?;
     invalid(
-        w.dwell_counts.len() == DWELL_EDGES_S.len(),
+        w.dwell_counts
+            .as_ref()
+            .is_none_or(|c| c.len() == DWELL_EDGES_S.len()),
         "dwell_counts needs one count per edge",
     )?;
-    invalid(
-        w.visitors_new
-            .checked_add(w.visitors_returning)
-            .and_then(|s| s.checked_add(w.visitors_randomized))
-            == Some(w.visitors),
-        "visitors_new + visitors_returning + visitors_randomized must equal visitors",
-    )?;
-    invalid(w.visitors <= w.visits, "visitors exceeds visits")?;
-    invalid(w.passersby <= w.detected, "passersby exceeds detected")?;
+    if let (Some(new), Some(returning), Some(randomized), Some(visitors)) = (
+        w.visitors_new,
+        w.visitors_returning,
+        w.visitors_randomized,
+        w.visitors,
+    ) {
+        invalid(
+            new.checked_add(returning)
+                .and_then(|s| s.checked_add(randomized))
+                == Some(visitors),
+            "visitors_new + visitors_returning + visitors_randomized must equal visitors",
+        )?;
+    }
+    let le = |a: Option<u64>, b: Option<u64>| a.zip(b).is_none_or(|(a, b)| a <= b);
+    invalid(le(w.visitors, w.visits), "visitors exceeds visits")?;
+    invalid(le(w.passersby, w.detected), "passersby exceeds detected")?;
     invalid(
         w.frames_no_signal <= w.frames,
         "frames_no_signal exceeds frames",
     )?;
     invalid(
-        w.detected.saturating_add(w.residents) <= w.frames.saturating_mul(2),
+        w.detected
+            .unwrap_or(0)
+            .saturating_add(w.residents.unwrap_or(0))
+            <= w.frames.saturating_mul(2),
         "more devices than frames",
     )?;
     invalid(
@@ -124,6 +139,53 @@ fn check_window(w: &WindowReport) -> Result<(), Reject> {
         "params_hash and agent_version are required",
     )?;
     check_people_window(w)
+}
+
+/// Issue 18: the figures `privacy_mode` counts are numbers, the others
+/// `null`: a 0 where the mode cannot know would read as "nobody".
+fn check_mode_window(w: &WindowReport) -> Result<(), Reject> {
+    let visits = [
+        w.detected,
+        w.visits,
+        w.visitors,
+        w.visitors_randomized,
+        w.passersby,
+        w.dwell_sum_s,
+    ]
+    .map(|f| f.is_some())
+    .into_iter()
+    .chain([w.dwell_counts.is_some(), w.visitor_sketch.is_some()]);
+    let across = [w.visitors_new, w.visitors_returning, w.residents].map(|f| f.is_some());
+    mode_figures(
+        w.privacy_mode,
+        visits.collect(),
+        &across,
+        "detected, visits, visitors, visitors_randomized, passersby, dwell_counts, dwell_sum_s and visitor_sketch",
+        "visitors_new, visitors_returning and residents",
+    )
+}
+
+fn mode_figures(
+    mode: PrivacyMode,
+    visits: Vec<bool>,
+    across: &[bool],
+    visit_names: &str,
+    across_names: &str,
+) -> Result<(), Reject> {
+    let want = |allowed: bool, present: &[bool], names: &str| {
+        let (all, none) = (present.iter().all(|p| *p), present.iter().all(|p| !p));
+        match (allowed, all, none) {
+            (true, true, _) | (false, _, true) => Ok(()),
+            (true, _, _) => Err(Reject::Invalid(format!(
+                "privacy_mode {mode} counts {names}: they must be numbers"
+            ))),
+            (false, _, _) => Err(Reject::Invalid(format!(
+                "privacy_mode {mode} cannot count {names}: they must be null"
+            ))),
+        }
+    };
+    want(mode.counts_visits(), &visits, visit_names)?;
+    want(mode.counts_across_days(), across, across_names)
 }
 
 /// SPEC §8: all four estimates or none (`null`), 0 ≤ lo ≤ est ≤ hi, and
@@ -157,15 +219,36 @@ fn check_day(d: &DayReport) -> Result<(), Reject> {
         d.date.parse::<jiff::civil::Date>().is_ok() && d.date.len() == 10,
         "date is not YYYY-MM-DD",
     )?;
-    invalid(
-        d.visitors_new
-            .checked_add(d.visitors_returning)
-            .and_then(|s| s.checked_add(d.visitors_randomized))
-            == Some(d.unique_visitors),
-        "visitors_new + visitors_returning + visitors_randomized must equal unique_visitors",
+    mode_figures(
+        d.privacy_mode,
+        vec![
+            d.visits.is_some(),
+            d.unique_visitors.is_some(),
+            d.visitors_randomized.is_some(),
+        ],
+        &[
+            d.visitors_new.is_some(),
+            d.visitors_returning.is_some(),
+            d.residents.is_some(),
+        ],
+        "visits, unique_visitors and visitors_randomized",
+        "visitors_new, visitors_returning and residents",
     )?;
+    if let (Some(new), Some(returning), Some(randomized), Some(unique)) = (
+        d.visitors_new,
+        d.visitors_returning,
+        d.visitors_randomized,
+        d.unique_visitors,
+    ) {
+        invalid(
+            new.checked_add(returning)
+                .and_then(|s| s.checked_add(randomized))
+                == Some(unique),
+            "visitors_new + visitors_returning + visitors_randomized must equal unique_visitors",
+        )?;
+    }
     invalid(
-        d.unique_visitors <= d.visits,
+        d.unique_visitors.zip(d.visits).is_none_or(|(u, v)| u <= v),
         "unique_visitors exceeds visits",
     )?;
     invalid(
@@ -206,9 +289,56 @@ mod tests {
         )
     }
 
+    fn parse(payload: &[u8], topic: Option<(&str, &str, Kind)>) -> Result<Report, Reject> {
+        validate(payload, topic, 65536)
+    }
+
     #[test]
     fn a_good_window_passes() {
         assert!(check(&window()).is_ok());
+    }
+
+    /// Issue 18: each mode's report carries its figures as numbers and
+    /// the ones it cannot know as null, and nothing else passes.
+    #[test]
+    fn a_report_carries_exactly_the_figures_its_privacy_mode_counts() {
+        use footfall_report::testing;
+        for mode in PrivacyMode::ALL {
+            let w = testing::under(testing::window_of_visitors("s1", "a1", 900, 3), mode);
+            let text = serde_json::to_string(&w).unwrap();
+            assert!(parse(text.as_bytes(), None).is_ok(), "{mode}: {text}");
+            let d = testing::day_under(testing::day("s1", "a1", "2026-03-02"), mode);
+            let text = serde_json::to_string(&d).unwrap();
+            assert!(parse(text.as_bytes(), None).is_ok(), "{mode}: {text}");
+        }
+        let mut w = testing::under(
+            testing::window_of_visitors("s1", "a1", 900, 3),
+            PrivacyMode::Ephemeral,
+        );
+        w.visits = Some(0);
+        let err = parse(serde_json::to_string(&w).unwrap().as_bytes(), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("privacy_mode ephemeral cannot count detected, visits"),
+            "{err}"
+        );
+        let mut d = testing::day_under(testing::day("s1", "a1", "2026-03-02"), PrivacyMode::Daily);
+        d.residents = Some(0);
+        let err = parse(serde_json::to_string(&d).unwrap().as_bytes(), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("privacy_mode daily cannot count visitors_new"),
+            "{err}"
+        );
+        // A loyalty report (every report before modes) with a null.
+        let mut w = testing::window_of_visitors("s1", "a1", 900, 3);
+        w.passersby = None;
+        let err = parse(serde_json::to_string(&w).unwrap().as_bytes(), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("privacy_mode loyalty counts detected"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -154,6 +154,7 @@ async function overview() {
 async function storePage(id) {
   const [stores, allDays] = await Promise.all([api("/api/v1/stores"), api(`/api/v1/footfall?interval=day&store=${encodeURIComponent(id)}`)]);
   const tz = (stores.find((s) => s.store_id === id && s.timezone) || {}).timezone || "UTC";
+  const mode = (stores.find((s) => s.store_id === id && s.privacy_mode) || {}).privacy_mode || null;
   const days = allDays.filter((d) => d.store_id === id);
   const dates = days.map((d) => d.date);
   const last7 = dates.slice(-7);
@@ -169,7 +170,10 @@ async function storePage(id) {
   const today = windows.filter((w) => dateIn(tz, w.window_start) === lastDay.date);
   const recent = days.slice(-28);
   const labels = recent.map((d) => d.date.slice(5));
-  let h = `<h1>Store ${esc(id)}</h1><p class="muted">local time ${esc(tz)}</p><div class="tiles">` +
+  // A figure the store's privacy mode does not count is null: shown as "–",
+  // never as 0 (docs/privacy.md).
+  const modeNote = mode ? ` · privacy mode ${esc(mode)}${mode === "loyalty" ? "" : ": device figures it does not count show as –"}` : "";
+  let h = `<h1>Store ${esc(id)}</h1><p class="muted" id="store-mode">local time ${esc(tz)}${modeNote}</p><div class="tiles">` +
     tile("entries_last_day", `People entering ${lastDay.date || ""} (estimate)`, lastDay.entries_est ?? null, num1(lastDay.entries_est)) +
     tile("person_hours_last_day", "Person-hours that day (estimate)", lastDay.person_hours_est ?? null, num1(lastDay.person_hours_est)) +
     tile("visits_last_day", `Visits ${lastDay.date || ""} (devices)`, lastDay.visits ?? null, fmt(lastDay.visits)) +
@@ -187,7 +191,7 @@ async function storePage(id) {
       { name: "new", color: "var(--a)", values: recent.map((d) => d.visitors_new) },
       { name: "returning", color: "var(--c)", values: recent.map((d) => d.visitors_returning) },
       { name: "randomized MAC", color: "var(--d)", values: recent.map((d) => d.visitors_randomized) }] })}</div>` +
-    `<div class="card"><h2>How long visits last (devices)</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts }] })}</div>`;
+    `<div class="card"><h2>How long visits last (devices)</h2>${chart({ labels: ["5–10 min", "10–20", "20–30", "30–60", "1–2 h", "2 h+"], series: [{ name: "visits", color: "var(--c)", values: dwell.dwell_counts || [] }] })}</div>`;
   const perDay = {};
   for (const w of inWeek) {
     const p = (perDay[dateIn(tz, w.hour_start)] ||= { visitors: 0, passersby: 0 });

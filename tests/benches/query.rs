@@ -82,10 +82,10 @@ fn main() {
                 store
                     .put(&Report::Day(DayReport {
                         seq: 1_000_000 + d,
-                        unique_visitors: visits,
-                        visits,
-                        visitors_new: visits / 2,
-                        visitors_returning: visits - visits / 2,
+                        unique_visitors: Some(visits),
+                        visits: Some(visits),
+                        visitors_new: Some(visits / 2),
+                        visitors_returning: Some(visits - visits / 2),
                         agent_version: "bench".into(),
                         params_hash: "bench".into(),
                         ..testing::day(&format!("store-{s:03}"), "a1", &date(d as i64))

@@ -99,7 +99,7 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
             ]);
         }
         run(d, &agent, &args);
-        std::fs::write(d.join("a.toml"), format!("[store]\nstore_id = \"{store}\"\nagent_id = \"door\"\n[storage]\npath = \"{store}-state\"\n")).unwrap();
+        std::fs::write(d.join("a.toml"), format!("[store]\nstore_id = \"{store}\"\nagent_id = \"door\"\n[storage]\npath = \"{store}-state\"\n[privacy]\nmode = \"loyalty\"\n")).unwrap();
         run(
             d,
             &agent,

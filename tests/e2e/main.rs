@@ -54,7 +54,7 @@ impl Case {
         );
         std::fs::write(
             d.join("ref.toml"),
-            "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[storage]\npath = \"ref-state\"\n",
+            "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[storage]\npath = \"ref-state\"\n[privacy]\nmode = \"loyalty\"\n",
         )
         .unwrap();
         let reference = run(
@@ -73,7 +73,7 @@ impl Case {
         std::fs::write(
             d.join("agent.toml"),
             format!(
-                "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"agent-state\"\n\
+                "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"agent-state\"\n[privacy]\nmode = \"loyalty\"\n\
                  [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\nlive_interval_s = 1\n[metrics]\nlisten = \"127.0.0.1:{}\"\n",
                 broker.url(),
                 footfall_tests::free_port()

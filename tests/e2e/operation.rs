@@ -37,7 +37,7 @@ fn report_and_ingest_while_the_gateway_runs() {
     let a = bin("footfall-agent");
     std::fs::write(
         c.d().join("s9.toml"),
-        "[store]\nstore_id = \"s9\"\nagent_id = \"a1\"\n[storage]\npath = \"s9-state\"\n",
+        "[store]\nstore_id = \"s9\"\nagent_id = \"a1\"\n[storage]\npath = \"s9-state\"\n[privacy]\nmode = \"loyalty\"\n",
     )
     .unwrap();
     run(
@@ -193,7 +193,7 @@ fn a_store_certificate_cannot_publish_as_another_store() {
     let agent_toml = |store: &str, state: &str| {
         format!(
             "[store]\nstore_id = \"{store}\"\nagent_id = \"a1\"\n[capture]\nfile = \"store.pcap\"\n[storage]\npath = \"{state}\"\n\
-             [privacy]\nkey_file = \"{state}.key\"\n[mqtt]\nurl = \"{url}\"\nclient_id = \"{store}-{state}\"\nresend_s = 1\nstatus_interval_s = 1\n{}",
+             [privacy]\nmode = \"loyalty\"\nkey_file = \"{state}.key\"\n[mqtt]\nurl = \"{url}\"\nclient_id = \"{store}-{state}\"\nresend_s = 1\nstatus_interval_s = 1\n{}",
             tls("s1")
         )
     };
@@ -276,7 +276,7 @@ fn agent_reports_parse_as_the_gateway_contract() {
     assert!(ok.success());
     std::fs::write(
         d.join("a.toml"),
-        "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[storage]\npath = \"state\"\n",
+        "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\n[storage]\npath = \"state\"\n[privacy]\nmode = \"loyalty\"\n",
     )
     .unwrap();
     let text = run(

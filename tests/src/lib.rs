@@ -331,20 +331,22 @@ pub fn bench_window(
 ) -> footfall_report::Report {
     use footfall_report::{testing, Report};
     let mut w = testing::window(&store_id, "a1", day0_s + i as i64 * 900, 900);
+    let mut sketch = footfall_report::Sketch::new();
     for id in visitor_ids {
-        w.visitor_sketch.insert(id);
+        sketch.insert(id);
     }
+    w.visitor_sketch = Some(sketch);
     w.seq = i;
     w.frames = visits * 300;
-    w.detected = visits * 3;
-    w.visits = visits;
-    w.visitors = visits;
-    w.visitors_new = visits / 2;
-    w.visitors_returning = visits / 4;
-    w.visitors_randomized = visits - visits / 2 - visits / 4;
-    w.passersby = visits * 2;
-    w.dwell_counts = vec![0, visits / 2, visits - visits / 2, 0, 0, 0];
-    w.dwell_sum_s = visits * 900;
+    w.detected = Some(visits * 3);
+    w.visits = Some(visits);
+    w.visitors = Some(visits);
+    w.visitors_new = Some(visits / 2);
+    w.visitors_returning = Some(visits / 4);
+    w.visitors_randomized = Some(visits - visits / 2 - visits / 4);
+    w.passersby = Some(visits * 2);
+    w.dwell_counts = Some(vec![0, visits / 2, visits - visits / 2, 0, 0, 0]);
+    w.dwell_sum_s = Some(visits * 900);
     w.agent_version = "bench".into();
     w.params_hash = "bench".into();
     Report::Window(w)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use footfall_agent::config::Counting;
 use footfall_agent::count::{Counter, ReportMeta};
 use footfall_agent::detect::Detector;
-use footfall_agent::privacy::Keyer;
+use footfall_agent::privacy::Keys;
 use footfall_agent::simulate::{simulate, SimulateArgs};
 use footfall_agent::wire::linktype::LinkType;
 use footfall_agent::wire::pcapfile::CaptureFile;
@@ -90,7 +90,7 @@ pub fn detector(link: LinkType) -> Detector {
     let c = Counting::default();
     Detector::new(
         link,
-        Keyer::new(&[7; 32]),
+        Keys::fixed(&[7; 32]),
         Default::default(),
         c.rssi_floor_dbm as i8,
         c.visit_rssi_dbm as i8,

@@ -41,6 +41,15 @@ pub struct Counts {
     pub present_lo_sum: f64,
     pub present_hi_sum: f64,
     pub entries_sum: f64,
+    /// Issue 18: windows whose privacy mode counted visits, and those
+    /// that counted across days (see `PrivacyMode`). A figure of either
+    /// kind is known for the sum only when every window carried it: the
+    /// device fields above hold 0 for a window that did not.
+    pub visit_windows: u64,
+    pub across_day_windows: u64,
+    /// Windows whose sketches hold ids that change every day (`daily`):
+    /// their merge is distinct visitors only within one local day.
+    pub day_scoped_windows: u64,
 }
 
 impl Default for Counts {
@@ -78,36 +87,65 @@ impl Counts {
             present_lo_sum: 0.0,
             present_hi_sum: 0.0,
             entries_sum: 0.0,
+            visit_windows: 0,
+            across_day_windows: 0,
+            day_scoped_windows: 0,
         }
     }
 
     pub fn of_window(w: &WindowReport) -> Counts {
         let mut dwell_counts = [0; DWELL_EDGES_S.len()];
-        for (a, b) in dwell_counts.iter_mut().zip(&w.dwell_counts) {
+        for (a, b) in dwell_counts.iter_mut().zip(w.dwell_counts.iter().flatten()) {
             *a = *b;
         }
+        let mode = w.privacy_mode;
         Counts {
             windows: 1,
             window_s: w.window_end - w.window_start,
             frames: w.frames,
             frames_no_signal: w.frames_no_signal,
-            detected: w.detected,
-            visits: w.visits,
-            visitors: w.visitors,
-            visitors_new: w.visitors_new,
-            visitors_returning: w.visitors_returning,
-            visitors_randomized: w.visitors_randomized,
-            passersby: w.passersby,
-            residents: w.residents,
+            detected: w.detected.unwrap_or(0),
+            visits: w.visits.unwrap_or(0),
+            visitors: w.visitors.unwrap_or(0),
+            visitors_new: w.visitors_new.unwrap_or(0),
+            visitors_returning: w.visitors_returning.unwrap_or(0),
+            visitors_randomized: w.visitors_randomized.unwrap_or(0),
+            passersby: w.passersby.unwrap_or(0),
+            residents: w.residents.unwrap_or(0),
             dwell_counts,
-            dwell_sum_s: w.dwell_sum_s,
-            visitor_sketch: w.visitor_sketch.clone(),
+            dwell_sum_s: w.dwell_sum_s.unwrap_or(0),
+            visitor_sketch: w.visitor_sketch.clone().unwrap_or_default(),
             people_windows: u64::from(w.present_est.is_some()),
             present_sum: w.present_est.unwrap_or(0.0),
             present_lo_sum: w.present_lo.unwrap_or(0.0),
             present_hi_sum: w.present_hi.unwrap_or(0.0),
             entries_sum: w.entries_est.unwrap_or(0.0),
+            visit_windows: u64::from(w.visits.is_some()),
+            across_day_windows: u64::from(w.residents.is_some()),
+            day_scoped_windows: u64::from(
+                !mode.sketches_merge_across_days() && mode.counts_visits(),
+            ),
         }
+    }
+
+    /// Whether every window added counted visits (`detected`, `visits`,
+    /// `visitors`, `visitors_randomized`, `passersby`, dwell, sketch).
+    pub fn has_visits(&self) -> bool {
+        self.visit_windows == self.windows
+    }
+
+    /// Whether every window added counted across days (`residents`,
+    /// `visitors_new`, `visitors_returning`).
+    pub fn has_across_days(&self) -> bool {
+        self.across_day_windows == self.windows
+    }
+
+    /// The merged sketch as distinct visitors over windows of at most
+    /// `days` local days: `None` when some window counted no visits, or
+    /// when the windows span several days and some sketch is day-scoped.
+    pub fn visitor_sketch_over(&self, days: usize) -> Option<&Sketch> {
+        let merges = self.day_scoped_windows == 0 || days <= 1;
+        (self.has_visits() && merges).then_some(&self.visitor_sketch)
     }
 
     /// SPEC §8 over these windows, `None` unless every one carried it: a
@@ -151,6 +189,9 @@ impl Counts {
         self.present_lo_sum += o.present_lo_sum;
         self.present_hi_sum += o.present_hi_sum;
         self.entries_sum += o.entries_sum;
+        self.visit_windows += o.visit_windows;
+        self.across_day_windows += o.across_day_windows;
+        self.day_scoped_windows += o.day_scoped_windows;
     }
 }
 
@@ -173,39 +214,42 @@ pub struct People {
 
 /// The window sums as a report by window or hour shows them, and as a test
 /// compares an agent's reports with the gateway's rows: `Counts` without
-/// its bookkeeping (`windows`, `window_s`) and its sketch. Read from a
-/// whole report, the other fields are ignored.
+/// its bookkeeping (`windows`, `window_s`) and its sketch, a figure `null`
+/// where some window's privacy mode could not count it. Read from a whole
+/// report, the other fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSums {
     pub frames: u64,
     pub frames_no_signal: u64,
-    pub detected: u64,
-    pub visits: u64,
-    pub visitors: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub passersby: u64,
-    pub residents: u64,
-    pub dwell_sum_s: u64,
-    pub dwell_counts: Vec<u64>,
+    pub detected: Option<u64>,
+    pub visits: Option<u64>,
+    pub visitors: Option<u64>,
+    pub visitors_new: Option<u64>,
+    pub visitors_returning: Option<u64>,
+    pub visitors_randomized: Option<u64>,
+    pub passersby: Option<u64>,
+    pub residents: Option<u64>,
+    pub dwell_sum_s: Option<u64>,
+    pub dwell_counts: Option<Vec<u64>>,
 }
 
 impl From<&Counts> for WindowSums {
     fn from(c: &Counts) -> WindowSums {
+        let v = |x: u64| c.has_visits().then_some(x);
+        let a = |x: u64| c.has_across_days().then_some(x);
         WindowSums {
             frames: c.frames,
             frames_no_signal: c.frames_no_signal,
-            detected: c.detected,
-            visits: c.visits,
-            visitors: c.visitors,
-            visitors_new: c.visitors_new,
-            visitors_returning: c.visitors_returning,
-            visitors_randomized: c.visitors_randomized,
-            passersby: c.passersby,
-            residents: c.residents,
-            dwell_sum_s: c.dwell_sum_s,
-            dwell_counts: c.dwell_counts.to_vec(),
+            detected: v(c.detected),
+            visits: v(c.visits),
+            visitors: v(c.visitors),
+            visitors_new: a(c.visitors_new),
+            visitors_returning: a(c.visitors_returning),
+            visitors_randomized: v(c.visitors_randomized),
+            passersby: v(c.passersby),
+            residents: a(c.residents),
+            dwell_sum_s: v(c.dwell_sum_s),
+            dwell_counts: c.has_visits().then(|| c.dwell_counts.to_vec()),
         }
     }
 }
@@ -218,27 +262,27 @@ impl From<&Counts> for WindowSums {
 /// The SPEC §8 sums are `null` as soon as one day lacks them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DayCounts {
-    pub visits: u64,
-    pub unique_visitors: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub residents: u64,
+    pub visits: Option<u64>,
+    pub unique_visitors: Option<u64>,
+    pub visitors_new: Option<u64>,
+    pub visitors_returning: Option<u64>,
+    pub visitors_randomized: Option<u64>,
+    pub residents: Option<u64>,
     pub person_hours_est: Option<f64>,
     pub entries_est: Option<f64>,
 }
 
 impl Default for DayCounts {
-    /// The sum of no days: 0 everywhere, and 0 people-hours (not `null`,
-    /// which is what a day without estimates makes the sum).
+    /// The sum of no days: 0 everywhere (not `null`, which is what a day
+    /// without a figure makes the sum).
     fn default() -> DayCounts {
         DayCounts {
-            visits: 0,
-            unique_visitors: 0,
-            visitors_new: 0,
-            visitors_returning: 0,
-            visitors_randomized: 0,
-            residents: 0,
+            visits: Some(0),
+            unique_visitors: Some(0),
+            visitors_new: Some(0),
+            visitors_returning: Some(0),
+            visitors_randomized: Some(0),
+            residents: Some(0),
             person_hours_est: Some(0.0),
             entries_est: Some(0.0),
         }
@@ -259,13 +303,15 @@ impl DayCounts {
         }
     }
 
+    /// Adds a day; a figure is `null` as soon as one day lacks it.
     pub fn add(&mut self, o: &DayCounts) {
-        self.visits += o.visits;
-        self.unique_visitors += o.unique_visitors;
-        self.visitors_new += o.visitors_new;
-        self.visitors_returning += o.visitors_returning;
-        self.visitors_randomized += o.visitors_randomized;
-        self.residents += o.residents;
+        let n = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
+        self.visits = n(self.visits, o.visits);
+        self.unique_visitors = n(self.unique_visitors, o.unique_visitors);
+        self.visitors_new = n(self.visitors_new, o.visitors_new);
+        self.visitors_returning = n(self.visitors_returning, o.visitors_returning);
+        self.visitors_randomized = n(self.visitors_randomized, o.visitors_randomized);
+        self.residents = n(self.residents, o.residents);
         let sum = |a: Option<f64>, b: Option<f64>| Some(round2(a? + b?));
         self.person_hours_est = sum(self.person_hours_est, o.person_hours_est);
         self.entries_est = sum(self.entries_est, o.entries_est);

@@ -8,6 +8,7 @@
 //! - this file: `WindowReport` (SPEC §4), `DayReport` (§5), `Report`, `Ack`
 //!   and the report key (§6);
 //! - `counts`: the summable window and day counts, with `add`;
+//! - `privacy`: the privacy mode, and which figures each can carry;
 //! - `status`: the retained `status` and `live` messages (§6);
 //! - `campaign`: the campaign report (§7), figures absent as `None`;
 //! - `sketch`: the HyperLogLog `visitor_sketch`;
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod counts;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+pub mod privacy;
 pub mod sketch;
 pub mod status;
 #[cfg(any(test, feature = "test-util"))]
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use campaign::CampaignReport;
 pub use counts::{Counts, DayCounts, People, WindowSums};
+pub use privacy::PrivacyMode;
 pub use sketch::{Sketch, SketchError};
 pub use status::{Live, State, Status};
 
@@ -53,18 +56,20 @@ pub struct WindowReport {
     pub window_end: i64,
     pub frames: u64,
     pub frames_no_signal: u64,
-    pub detected: u64,
-    pub visits: u64,
-    pub visitors: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub passersby: u64,
-    pub residents: u64,
+    /// The device figures are `null` where `privacy_mode` cannot know them
+    /// (`PrivacyMode::counts_visits`, `counts_across_days`), never 0.
+    pub detected: Option<u64>,
+    pub visits: Option<u64>,
+    pub visitors: Option<u64>,
+    pub visitors_new: Option<u64>,
+    pub visitors_returning: Option<u64>,
+    pub visitors_randomized: Option<u64>,
+    pub passersby: Option<u64>,
+    pub residents: Option<u64>,
     pub dwell_edges_s: Vec<u32>,
-    pub dwell_counts: Vec<u64>,
-    pub dwell_sum_s: u64,
-    pub visitor_sketch: Sketch,
+    pub dwell_counts: Option<Vec<u64>>,
+    pub dwell_sum_s: Option<u64>,
+    pub visitor_sketch: Option<Sketch>,
     /// SPEC §8: people present during the window (a time average), its
     /// 90 % interval, and people whose stay begins in it. `null` when the
     /// agent could not estimate (an older agent, or a mode without them).
@@ -76,6 +81,10 @@ pub struct WindowReport {
     pub present_hi: Option<f64>,
     #[serde(default)]
     pub entries_est: Option<f64>,
+    /// What the agent could link (issue 18); absent from reports of agents
+    /// before privacy modes, which counted as `loyalty` does.
+    #[serde(default)]
+    pub privacy_mode: PrivacyMode,
     pub agent_version: String,
     pub params_hash: String,
 }
@@ -90,18 +99,21 @@ pub struct DayReport {
     pub seq: u64,
     /// Local date, `YYYY-MM-DD`.
     pub date: String,
-    pub visits: u64,
-    pub unique_visitors: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub residents: u64,
+    /// `null` where `privacy_mode` cannot know them, as in a window.
+    pub visits: Option<u64>,
+    pub unique_visitors: Option<u64>,
+    pub visitors_new: Option<u64>,
+    pub visitors_returning: Option<u64>,
+    pub visitors_randomized: Option<u64>,
+    pub residents: Option<u64>,
     /// SPEC §8: Σ present_est · window_s / 3600 and Σ entries_est over the
     /// day's windows; `null` when they carried none.
     #[serde(default)]
     pub person_hours_est: Option<f64>,
     #[serde(default)]
     pub entries_est: Option<f64>,
+    #[serde(default)]
+    pub privacy_mode: PrivacyMode,
     pub agent_version: String,
     pub params_hash: String,
 }
@@ -216,14 +228,20 @@ mod tests {
         w.seq = 7;
         w.frames = 10;
         w.frames_no_signal = 1;
-        w.detected = 3;
-        w.visits = 1;
-        w.visitors = 1;
-        w.visitors_new = 1;
-        w.passersby = 2;
-        w.visitor_sketch = sketch;
+        w.detected = Some(3);
+        w.visits = Some(1);
+        w.visitors = Some(1);
+        w.visitors_new = Some(1);
+        w.passersby = Some(2);
+        w.visitor_sketch = Some(sketch);
         let line = serde_json::to_string(&Report::Window(w.clone())).unwrap();
         let back: Report = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, Report::Window(w));
+        assert_eq!(back, Report::Window(w.clone()));
+        // A figure the mode cannot know goes out as null, not 0.
+        w.privacy_mode = PrivacyMode::Ephemeral;
+        w.visits = None;
+        let v = serde_json::to_value(Report::Window(w)).unwrap();
+        assert_eq!(v["visits"], serde_json::Value::Null);
+        assert_eq!(v["privacy_mode"], "ephemeral");
     }
 }

@@ -45,6 +45,12 @@ pub struct Health {
     pub publish_refused: u64,
     /// A capture file was read to its end (file mode only).
     pub capture_finished: bool,
+    /// What the agent may link (issue 18), and its reports' `params_hash`:
+    /// the gateway lists both. Absent from agents before privacy modes.
+    #[serde(default)]
+    pub privacy_mode: Option<crate::PrivacyMode>,
+    #[serde(default)]
+    pub params_hash: Option<String>,
 }
 
 impl Status {

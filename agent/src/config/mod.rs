@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod counting;
+mod privacy;
 
 use counting::{counting_canonical, short_hash};
 pub use counting::{params_hash, Counting};
+pub use privacy::{Privacy, RawPrivacy, Rotation, MAX_ROTATE_S};
 
 use crate::people::Calibration;
 
@@ -42,15 +44,6 @@ pub struct RawCapture {
     pub channels: Option<Vec<u32>>,
     /// Time on each channel of the plan. Default 250.
     pub channel_dwell_ms: Option<u32>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPrivacy {
-    /// SPEC §2 key file. Default `footfall.key` beside the storage directory.
-    pub key_file: Option<PathBuf>,
-    /// SPEC §2 opt-out list: one MAC a line.
-    pub opt_out_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -154,6 +147,8 @@ pub struct Config {
     pub channels: Vec<u32>,
     pub channel_dwell_ms: u32,
     pub snaplen: u32,
+    /// Issue 18: what the agent may link, and for how long.
+    pub privacy: Privacy,
     pub key_file: PathBuf,
     pub opt_out_file: Option<PathBuf>,
     pub storage_path: PathBuf,
@@ -321,6 +316,18 @@ impl RawConfig {
             None => storage_path.with_file_name("footfall.key"),
         };
         let opt_out_file = self.privacy.opt_out_file.as_deref().map(resolve);
+        let privacy = match Privacy::resolve(&self.privacy, self.counting.window_s) {
+            Ok(p) => p,
+            Err(list) => {
+                for (key, msg) in list {
+                    at("privacy", key, msg);
+                }
+                Privacy {
+                    mode: footfall_report::PrivacyMode::Ephemeral,
+                    rotation: Rotation::Never,
+                }
+            }
+        };
         let m = &self.mqtt;
         if let Some(url) = &m.url {
             if footfall_report::mqtt::parse_url(url).is_err() {
@@ -386,7 +393,7 @@ impl RawConfig {
             &self.people.calibration,
         ) {
             (false, _) => None,
-            (true, None) => Some(Calibration::builtin()),
+            (true, None) => Some(Calibration::builtin_for(privacy.mode)),
             (true, Some(p)) => match Calibration::load(&resolve(p)) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -411,6 +418,7 @@ impl RawConfig {
             channels,
             channel_dwell_ms,
             snaplen,
+            privacy,
             key_file,
             opt_out_file,
             storage_path,
@@ -440,8 +448,16 @@ impl Config {
         short_hash(&self.counting_canonical())
     }
 
+    /// The counting rules with the privacy mode, which decides what is
+    /// counted at all. `loyalty` with a key kept for ever (how every agent
+    /// counted before modes) adds nothing, so its hashes and states stay.
     fn counting_canonical(&self) -> String {
-        counting_canonical(&self.counting, &self.timezone_name)
+        let rules = counting_canonical(&self.counting, &self.timezone_name);
+        match self.privacy.rotation {
+            Rotation::Never => rules,
+            Rotation::Seconds(n) => format!("{rules};privacy={};rotate_s={n}", self.privacy.mode),
+            Rotation::Days(n) => format!("{rules};privacy={};rotate_days={n}", self.privacy.mode),
+        }
     }
 }
 

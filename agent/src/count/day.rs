@@ -12,22 +12,26 @@ impl Counter {
         };
         while day <= last {
             let acc = self.state.days.remove(&day).unwrap_or_default();
+            let mode = self.privacy.mode;
+            let v = |x: u64| mode.counts_visits().then_some(x);
+            let a = |x: u64| mode.counts_across_days().then_some(x);
             self.out.push(Report::Day(DayReport {
                 schema: DAY_SCHEMA.into(),
                 store_id: self.meta.store_id.clone(),
                 agent_id: self.meta.agent_id.clone(),
                 seq: 0,
                 date: self.days.date_string(day),
-                visits: acc.visits,
-                unique_visitors: acc.unique_visitors,
-                visitors_new: acc.new,
-                visitors_returning: acc.returning,
-                visitors_randomized: acc.randomized,
-                residents: acc.residents,
+                visits: v(acc.visits),
+                unique_visitors: v(acc.unique_visitors),
+                visitors_new: a(acc.new),
+                visitors_returning: a(acc.returning),
+                visitors_randomized: v(acc.randomized),
+                residents: a(acc.residents),
                 person_hours_est: (acc.people_windows > 0 && !acc.people_missing)
                     .then(|| round_people(acc.person_hours)),
                 entries_est: (acc.people_windows > 0 && !acc.people_missing)
                     .then(|| round_people(acc.entries)),
+                privacy_mode: mode,
                 agent_version: self.meta.agent_version.clone(),
                 params_hash: self.meta.params_hash.clone(),
             }));

@@ -7,9 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::days::LocalDays;
 use super::history::History;
 use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
+use crate::days::LocalDays;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Session {

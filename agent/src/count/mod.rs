@@ -26,27 +26,34 @@
 //! that would merge with a session already closed starts nothing. Captures
 //! reorder by milliseconds (see ../shared/data), far below those bounds.
 mod day;
-pub mod days;
 mod device;
+mod epoch;
 mod history;
 mod state;
 mod window;
 
 use footfall_report::Report;
 
-use crate::config::Counting;
+use footfall_report::PrivacyMode;
+
+use crate::config::{Counting, Privacy, Rotation};
+use crate::days::LocalDays;
 use crate::detect::Detection;
 use crate::people::{Calibration, Features};
-use days::LocalDays;
 use device::{Device, Mark};
+use epoch::EpochObs;
 use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
 use state::WindowAcc;
-pub use state::{State, StateV2, StateV3};
+pub use state::{State, StateV2, StateV3, StateV4};
 
 const US_PER_S: i64 = 1_000_000;
 /// SPEC §3: residents are judged on the seven days before.
 const RESIDENT_LOOKBACK_DAYS: i32 = 7;
+/// Live, the clock follows wall time; it ends a key epoch only this long
+/// after the epoch's end, so that frames still on their way from the
+/// capture thread (flushed every 500 ms) are not cut off as late.
+const ROTATION_LAG_US: i64 = 2 * US_PER_S;
 
 /// Parameters in the units the counter works in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +104,12 @@ pub struct Counter {
     /// Each final window's start (s) and people features, when asked for
     /// (`calibrate` fits on them; `evaluate` shows them).
     features: Option<Vec<(i64, Features)>>,
+    /// Issue 18: what the mode lets the counter link, and for how long.
+    privacy: Privacy,
+    /// The key epoch the counter is in (`epoch`); memory only.
+    epoch: Option<i64>,
+    /// `ephemeral`: the current epoch's observations, never checkpointed.
+    epoch_obs: Option<EpochObs>,
 }
 
 enum Finalized {
@@ -120,7 +133,35 @@ impl Counter {
             attempt: 0,
             people: Some(Calibration::builtin()),
             features: None,
+            privacy: Privacy {
+                mode: PrivacyMode::Loyalty,
+                rotation: Rotation::Never,
+            },
+            epoch: None,
+            epoch_obs: None,
         }
+    }
+
+    /// Counts as `privacy`'s mode allows (the default is `loyalty` with a
+    /// key kept for ever: everything SPEC §3-§5 counts).
+    pub fn with_privacy(mut self, privacy: Privacy) -> Counter {
+        self.privacy = privacy;
+        self
+    }
+
+    pub fn privacy_mode(&self) -> PrivacyMode {
+        self.privacy.mode
+    }
+
+    /// The `params_hash` its reports carry.
+    pub fn params_hash(&self) -> &str {
+        &self.meta.params_hash
+    }
+
+    /// The key epoch the counter is in (`None` before the first detection,
+    /// or when the key never rotates).
+    pub fn key_epoch(&self) -> Option<i64> {
+        self.epoch
     }
 
     /// Estimates people with `calibration`, or not at all (`None`: every
@@ -193,6 +234,11 @@ impl Counter {
         d: &Detection,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
+        if self.epoch_is_over(d.epoch) {
+            self.state.late_frames += 1;
+            return Ok(());
+        }
+        self.rotate_to(d.epoch);
         let w = self.window_of(d.t_us);
         let next_window = match self.state.next_window {
             Some(nw) if w < nw => {
@@ -212,6 +258,23 @@ impl Counter {
         let acc = &mut self.state.windows[(w - next_window) as usize];
         acc.frames += 1;
         acc.frames_no_signal += u64::from(d.no_signal);
+        if self.privacy.mode == PrivacyMode::Ephemeral {
+            // No device is followed: the detection only feeds the epoch's
+            // people estimate, in memory.
+            if d.strong && self.people.is_some() {
+                self.epoch_obs
+                    .get_or_insert_with(|| EpochObs {
+                        epoch: d.epoch,
+                        obs: Default::default(),
+                    })
+                    .obs
+                    .observe(d);
+            }
+            if self.state.clock_us.is_none_or(|c| d.t_us > c) {
+                self.advance(d.t_us, store);
+            }
+            return Ok(());
+        }
         if d.strong && self.people.is_some() {
             acc.people.observe(d);
         }
@@ -273,6 +336,9 @@ impl Counter {
     /// Moves the clock (SPEC §4: in replay the newest capture timestamp;
     /// live, also wall time) and reports the windows that became final.
     pub fn advance(&mut self, now_us: i64, store: &mut dyn HistoryStore) {
+        if self.state.clock_us.is_some_and(|c| now_us > c) {
+            self.rotate_to(self.epoch_of(now_us - ROTATION_LAG_US));
+        }
         let clock = self.state.clock_us.map_or(now_us, |c| c.max(now_us));
         self.state.clock_us = Some(clock);
         let Some(nw) = self.state.next_window else {
@@ -302,6 +368,7 @@ impl Counter {
         let Some(clock) = self.state.clock_us else {
             return;
         };
+        self.end_ephemeral_epoch();
         self.close_everything_through(clock);
         let last_day = self.days.day_of(clock);
         self.report_days_through(last_day);
@@ -336,6 +403,7 @@ impl Counter {
         if now_us - clock <= self.params.window_us + self.params.settle_us {
             return false;
         }
+        self.end_ephemeral_epoch();
         self.close_everything_through(clock);
         let resume = self.window_of(now_us);
         let (clock_day, resume_day) = (
@@ -349,6 +417,8 @@ impl Counter {
         }
         self.state.windows.clear();
         self.state.next_window = Some(resume);
+        // Before the clock moves: the epoch it was in ends now.
+        self.rotate_to(self.epoch_of(now_us));
         self.state.clock_us = Some(now_us);
         self.evict(store);
         true
@@ -369,9 +439,15 @@ impl Counter {
     /// Which stored histories still matter; `None` before any detection.
     pub fn history_horizon(&self) -> Option<Horizon> {
         let next_day = self.state.next_day?;
+        let mut keep_from = next_day - self.params.loyalty_days.max(RESIDENT_LOOKBACK_DAYS);
+        if let Rotation::Days(n) = self.privacy.rotation {
+            // Ids of an earlier key are never seen again.
+            let n = n as i32;
+            keep_from = keep_from.max(next_day.div_euclid(n) * n);
+        }
         Some(Horizon {
             next_day,
-            keep_from: next_day - self.params.loyalty_days.max(RESIDENT_LOOKBACK_DAYS),
+            keep_from,
         })
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::device::Device;
 use super::history::{History, NO_DAY};
-use crate::people::Observations;
+use crate::people::{Features, Observations};
 use crate::privacy::{DeviceId, IdMap, IdSet};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -19,6 +19,9 @@ pub(super) struct WindowAcc {
     pub(super) entries: Vec<(DeviceId, i32)>,
     /// SPEC §8: the window's strong devices, for the people estimate.
     pub(super) people: Observations,
+    /// `ephemeral`: the people features of the window's ended key epochs
+    /// (sums; see `epoch`), in place of `people`, which stays empty.
+    pub(super) epochs: Features,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -150,6 +153,7 @@ impl StateV3 {
                     frames_no_signal: w.frames_no_signal,
                     entries: w.entries,
                     people: Observations::unavailable(),
+                    epochs: Features::default(),
                 })
                 .collect(),
             next_day: self.next_day,
@@ -178,7 +182,72 @@ impl StateV3 {
     }
 }
 
+/// `State` as state format 4 wrote it (the key `checkpoint-4`), before
+/// privacy modes gave windows their `epochs`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StateV4 {
+    clock_us: Option<i64>,
+    next_window: Option<i64>,
+    windows: VecDeque<WindowAccV4>,
+    next_day: Option<i32>,
+    days: BTreeMap<i32, DayAcc>,
+    devices: IdMap<Device>,
+    randomized_visitors: BTreeMap<i32, IdSet>,
+    late_frames: u64,
+    people_before: Option<(i64, f64)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WindowAccV4 {
+    frames: u64,
+    frames_no_signal: u64,
+    entries: Vec<(DeviceId, i32)>,
+    people: Observations,
+}
+
+impl StateV4 {
+    /// The current state: format 4 counted as `loyalty` does, so no
+    /// window has ephemeral epochs.
+    pub fn upgrade(self) -> State {
+        State {
+            clock_us: self.clock_us,
+            next_window: self.next_window,
+            windows: self
+                .windows
+                .into_iter()
+                .map(|w| WindowAcc {
+                    frames: w.frames,
+                    frames_no_signal: w.frames_no_signal,
+                    entries: w.entries,
+                    people: w.people,
+                    epochs: Features::default(),
+                })
+                .collect(),
+            next_day: self.next_day,
+            days: self.days,
+            devices: self.devices,
+            randomized_visitors: self.randomized_visitors,
+            late_frames: self.late_frames,
+            people_before: self.people_before,
+        }
+    }
+}
+
 impl State {
+    /// How many device ids and element fingerprints this state holds (in
+    /// devices, pending windows and randomized visitors): what a
+    /// checkpoint writes that could follow a phone. Always 0 under
+    /// `ephemeral` (issue 18), which the tests check on disk.
+    pub fn device_ids(&self) -> usize {
+        self.devices.len()
+            + self.randomized_visitors()
+            + self
+                .windows
+                .iter()
+                .map(|w| w.entries.len() + w.people.devices())
+                .sum::<usize>()
+    }
+
     /// Randomized devices out of memory still counted in an unreported day.
     pub fn randomized_visitors(&self) -> usize {
         self.randomized_visitors.values().map(|s| s.len()).sum()

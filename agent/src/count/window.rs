@@ -2,7 +2,8 @@
 //! device status they depend on is decided, or not at all yet.
 
 use footfall_report::{
-    dwell_bucket, round_people, Report, Sketch, WindowReport, DWELL_EDGES_S, WINDOW_SCHEMA,
+    dwell_bucket, round_people, PrivacyMode, Report, Sketch, WindowReport, DWELL_EDGES_S,
+    WINDOW_SCHEMA,
 };
 
 use super::device::{Class, Mark};
@@ -138,6 +139,9 @@ impl Counter {
             }
         }
         let people = self.people_estimate(&acc, nw, &resident_days);
+        let mode = self.privacy.mode;
+        let v = |x: u64| mode.counts_visits().then_some(x);
+        let a = |x: u64| mode.counts_across_days().then_some(x);
         self.out.push(Report::Window(WindowReport {
             schema: WINDOW_SCHEMA.into(),
             store_id: self.meta.store_id.clone(),
@@ -147,22 +151,23 @@ impl Counter {
             window_end: we / US_PER_S,
             frames: acc.frames,
             frames_no_signal: acc.frames_no_signal,
-            detected,
-            visits: visits.len() as u64,
-            visitors,
-            visitors_new: new,
-            visitors_returning: returning,
-            visitors_randomized: randomized,
-            passersby,
-            residents,
+            detected: v(detected),
+            visits: v(visits.len() as u64),
+            visitors: v(visitors),
+            visitors_new: a(new),
+            visitors_returning: a(returning),
+            visitors_randomized: v(randomized),
+            passersby: v(passersby),
+            residents: a(residents),
             dwell_edges_s: DWELL_EDGES_S.to_vec(),
-            dwell_counts,
-            dwell_sum_s,
-            visitor_sketch: sketch,
+            dwell_counts: mode.counts_visits().then_some(dwell_counts),
+            dwell_sum_s: v(dwell_sum_s),
+            visitor_sketch: mode.counts_visits().then_some(sketch),
             present_est: people.map(|p| p.0),
             present_lo: people.map(|p| p.1),
             present_hi: people.map(|p| p.2),
             entries_est: people.map(|p| p.3),
+            privacy_mode: mode,
             agent_version: self.meta.agent_version.clone(),
             params_hash: self.meta.params_hash.clone(),
         }));
@@ -200,9 +205,13 @@ impl Counter {
             }
             return None;
         }
-        let features = acc.people.features(self.params.window_us, |id| {
-            resident_days.binary_search_by_key(&id, |r| r.0).is_ok()
-        });
+        let features = if self.privacy.mode == PrivacyMode::Ephemeral {
+            self.epoch_features(&acc.epochs)
+        } else {
+            acc.people.features(self.params.window_us, |id| {
+                resident_days.binary_search_by_key(&id, |r| r.0).is_ok()
+            })
+        };
         if let Some(log) = &mut self.features {
             log.push((nw * self.params.window_us / US_PER_S, features));
         }

@@ -20,9 +20,10 @@ use serde::Serialize;
 use crate::capture;
 use crate::config::Config;
 use crate::count::{Counter, MemHistory, ReportMeta, State};
+use crate::days::LocalDays;
 use crate::people::{Calibration, Features};
 use crate::pipeline;
-use crate::privacy::Keyer;
+use crate::privacy::Keys;
 pub use truth::Truth;
 
 const US_PER_S: i64 = 1_000_000;
@@ -177,7 +178,11 @@ pub fn score(
     truth: &Truth,
     captures: &[PathBuf],
 ) -> Result<FileScore> {
-    let mut detector = pipeline::detector(config, Keyer::ephemeral())?;
+    let keys = Keys::in_memory(
+        config.privacy.rotation,
+        LocalDays::new(config.timezone.clone()),
+    );
+    let mut detector = pipeline::detector(config, keys)?;
     let c = &config.counting;
     let meta = ReportMeta {
         store_id: config.store_id.clone(),
@@ -187,6 +192,7 @@ pub fn score(
     };
     let mut counter = Counter::new(c, config.timezone.clone(), meta, State::default())
         .with_people(Some(calibration.clone()))
+        .with_privacy(config.privacy)
         .record_features();
     let mut histories = MemHistory::default();
     for path in captures {

@@ -132,6 +132,11 @@ impl Observations {
         }
     }
 
+    /// Devices observed (each with its fingerprint).
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
     /// Whether the window can have an estimate.
     pub fn available(&self) -> bool {
         !self.unavailable
@@ -274,6 +279,7 @@ mod tests {
             seq,
             fingerprint: fp,
             rssi_dbm: Some(-60),
+            epoch: 0,
         }
     }
 

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::wire::ieee80211::Mac;
 
 pub mod fingerprint;
+pub mod keys;
+
+pub use keys::Keys;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -101,12 +104,6 @@ impl Keyer {
         Keyer {
             keyed: HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"),
         }
-    }
-
-    /// A keyer under a fresh random key: ids from it are only comparable
-    /// within one process (what `inspect` needs to count distinct devices).
-    pub fn ephemeral() -> Keyer {
-        Keyer::new(&random_key())
     }
 
     /// SPEC §2: HMAC-SHA-256(key, MAC) truncated to its first 128 bits.
@@ -196,14 +193,18 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(Mac(out))
 }
 
-/// SPEC §2 opt-out: one MAC a line, `#` starts a comment. The MACs are
-/// hashed as they are read and never kept.
-pub fn load_opt_out(path: &Path, keyer: &Keyer) -> Result<IdSet, PrivacyError> {
+/// The MACs of an opt-out list. Kept in memory only (as raw MACs may be,
+/// SPEC §2) and checked before a MAC is hashed: with rotating keys a list
+/// of ids would have to be hashed again at every rotation.
+pub type MacSet = std::collections::HashSet<Mac>;
+
+/// SPEC §2 opt-out: one MAC a line, `#` starts a comment.
+pub fn load_opt_out(path: &Path) -> Result<MacSet, PrivacyError> {
     let text = fs::read_to_string(path).map_err(|source| PrivacyError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut ids = IdSet::default();
+    let mut macs = MacSet::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -215,9 +216,9 @@ pub fn load_opt_out(path: &Path, keyer: &Keyer) -> Result<IdSet, PrivacyError> {
             line: i + 1,
             what: "not a MAC address (expected six hex octets like 00:11:22:33:44:55)".into(),
         })?;
-        ids.insert(keyer.id(&mac));
+        macs.insert(mac);
     }
-    Ok(ids)
+    Ok(macs)
 }
 
 #[cfg(test)]
@@ -275,8 +276,7 @@ mod tests {
             "# staff\n00:11:22:33:44:55\n\n66-77-88-99-aa-bb # till\n00:11:22:33:44\n",
         )
         .unwrap();
-        let keyer = Keyer::new(&[7; 32]);
-        let err = load_opt_out(&path, &keyer).unwrap_err().to_string();
+        let err = load_opt_out(&path).err().expect("an error").to_string();
         assert!(
             err.ends_with(
                 "optout:5: not a MAC address (expected six hex octets like 00:11:22:33:44:55)"
@@ -288,9 +288,9 @@ mod tests {
             "# staff\n00:11:22:33:44:55\n66-77-88-99-aa-bb # till\n",
         )
         .unwrap();
-        let ids = load_opt_out(&path, &keyer).unwrap();
-        assert_eq!(ids.len(), 2);
-        assert!(ids.contains(&keyer.id(&Mac([0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb]))));
+        let macs = load_opt_out(&path).unwrap();
+        assert_eq!(macs.len(), 2);
+        assert!(macs.contains(&Mac([0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb])));
     }
 
     #[test]

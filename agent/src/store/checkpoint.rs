@@ -5,7 +5,7 @@
 use footfall_report::Report;
 use serde::{Deserialize, Serialize};
 
-use super::{encode, Store, StoreError, CHECKPOINT_KEY, CHECKPOINT_V3_KEY};
+use super::{encode, Store, StoreError, CHECKPOINT_KEY, CHECKPOINT_V3_KEY, CHECKPOINT_V4_KEY};
 use crate::count;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,14 @@ pub struct Checkpoint {
     pub next_seq: u64,
 }
 
+/// `Checkpoint` as format 4 wrote it, under the key `checkpoint-4`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct CheckpointV4 {
+    pub(super) counter: count::StateV4,
+    pub(super) files: Vec<FileProgress>,
+    pub(super) next_seq: u64,
+}
+
 /// `Checkpoint` as format 3 wrote it, under the key `checkpoint`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct CheckpointV3 {
@@ -32,12 +40,21 @@ pub(super) struct CheckpointV3 {
 
 impl Store {
     /// The last checkpoint. One written before SPEC §8 (key `checkpoint`)
-    /// is read in its own layout and upgraded; the next commit writes the
+    /// or before privacy modes (`checkpoint-4`) is read in its own layout
+    /// and upgraded; the next commit writes the
     /// current one and removes the old key in the same transaction.
     pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let get = |key| self.state.get(key).map_err(|e| self.sled_err(e));
         if let Some(v) = get(CHECKPOINT_KEY)? {
-            return Ok(Some(self.decode("state", "checkpoint-4", &v)?));
+            return Ok(Some(self.decode("state", "checkpoint-5", &v)?));
+        }
+        if let Some(v) = get(CHECKPOINT_V4_KEY)? {
+            let old: CheckpointV4 = self.decode("state", "checkpoint-4", &v)?;
+            return Ok(Some(Checkpoint {
+                counter: old.counter.upgrade(),
+                files: old.files,
+                next_seq: old.next_seq,
+            }));
         }
         match get(CHECKPOINT_V3_KEY)? {
             Some(v) => {
@@ -55,7 +72,7 @@ impl Store {
     /// Commits a checkpoint and its new reports in one transaction, then
     /// flushes: after this returns, a crash loses none of it.
     pub fn commit(&mut self, cp: &Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
-        let cp_bytes = encode(cp);
+        let cp_bytes = self.sealed(encode(cp));
         let report_values: Vec<([u8; 8], Vec<u8>)> = reports
             .iter()
             .map(|r| {

@@ -85,6 +85,11 @@ impl Store {
         let mut changed = Vec::new();
         for item in self.histories.iter() {
             let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            if self.stale(&v) {
+                // Sealed under an earlier key: ids never seen again.
+                changed.push((k, None));
+                continue;
+            }
             let mut bucket = self.bucket(&k, &v)?;
             let before = bucket.0.len();
             bucket.0.retain(|(_, h)| h.is_useful(horizon));
@@ -124,9 +129,18 @@ impl Store {
         Ok(n)
     }
 
+    /// A bucket's histories; a bucket sealed under an earlier key epoch
+    /// reads as empty (its ids are never seen again; `prune` deletes it).
     pub(super) fn bucket(&self, key: &[u8], value: &[u8]) -> Result<Bucket, StoreError> {
+        if self.stale(value) {
+            return Ok(Bucket::default());
+        }
         let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
         self.decode("histories", &format!("bucket {name}"), value)
+    }
+
+    fn stale(&self, value: &[u8]) -> bool {
+        super::seal::epoch_of(value).is_some_and(|e| Some(e) != self.sealed_epoch())
     }
 
     /// The new values of the buckets that `changes` touch (`None`: a
@@ -148,7 +162,7 @@ impl Store {
             for (id, h) in changes {
                 bucket.set(id, h);
             }
-            out.push((key, bucket.value()));
+            out.push((key, bucket.value().map(|v| self.sealed(v))));
         }
         Ok(out)
     }

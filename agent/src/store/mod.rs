@@ -6,9 +6,10 @@
 //! Trees, keys and values:
 //! - `meta`: `identity` → which store, agent and counting parameters this
 //!   state belongs to; a state of another agent or other rules is refused.
-//! - `state`: `checkpoint-4` → the counter's in-memory state, the replay
+//! - `state`: `checkpoint-5` → the counter's in-memory state, the replay
 //!   position and the next report `seq` (`checkpoint`: the same before
-//!   SPEC §8's people estimates, upgraded on load).
+//!   SPEC §8's people estimates, `checkpoint-4` before privacy modes;
+//!   both upgraded on load).
 //! - `histories`: 2-byte bucket (the id's first 16 bits) → the `History`
 //!   of every device of that bucket not in memory, as (id, history) pairs
 //!   sorted by id. Format 3 kept one key per device in `devices`; see
@@ -35,6 +36,7 @@ mod checkpoint;
 mod histories;
 mod migrate;
 mod outbox;
+mod seal;
 
 use std::path::{Path, PathBuf};
 
@@ -48,14 +50,17 @@ use histories::{put_buckets, BucketValue};
 
 pub use checkpoint::{Checkpoint, FileProgress};
 pub use histories::Pruned;
+pub use seal::Sealer;
 
 pub(super) const VALUE_VERSION: u8 = 3;
 /// The format before randomized visitors moved from `devices` into the
 /// checkpoint; `Store::open` upgrades it in place.
 pub(super) const V2: u8 = 2;
 pub(super) const IDENTITY_KEY: &[u8] = b"identity";
-/// The checkpoint; `checkpoint` held it in the layout before SPEC §8.
-pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint-4";
+/// The checkpoint; `checkpoint` held it in the layout before SPEC §8,
+/// `checkpoint-4` before privacy modes.
+pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint-5";
+pub(super) const CHECKPOINT_V4_KEY: &[u8] = b"checkpoint-4";
 pub(super) const CHECKPOINT_V3_KEY: &[u8] = b"checkpoint";
 const FORMAT: &str = "footfall-agent-state";
 /// Histories written in one sled batch or transaction at most.
@@ -121,6 +126,9 @@ pub struct Store {
     pub(super) outbox: sled::Tree,
     /// Device histories saved or removed since the last commit.
     pub(super) overlay: IdMap<Option<History>>,
+    /// Day-rotating privacy modes: the checkpoint and histories are sealed
+    /// under the counter's key epoch (`seal`).
+    pub(super) sealer: Option<Sealer>,
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -175,6 +183,7 @@ impl Store {
             histories,
             outbox,
             overlay: IdMap::default(),
+            sealer: None,
         };
         let found = meta.get(IDENTITY_KEY).map_err(sled_err)?;
         if found.as_ref().is_some_and(|v| v.first() == Some(&V2)) {
@@ -228,8 +237,47 @@ impl Store {
             key: key.to_string(),
             what,
         };
-        let body = decode_raw(bytes).map_err(corrupt)?;
+        let opened = seal::open(self.sealer.as_ref(), bytes).map_err(corrupt)?;
+        let value = match &opened {
+            seal::Opened::Plain(v) => v,
+            seal::Opened::Unsealed(v) => v.as_slice(),
+            seal::Opened::OtherEpoch(e) => {
+                return Err(corrupt(format!(
+                    "sealed under key epoch {e}, whose key the key file no longer holds; \
+                     was the key file replaced? Move the state away to start over"
+                )))
+            }
+        };
+        let body = decode_raw(value).map_err(corrupt)?;
         postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    }
+
+    /// Seals what is written from now on under `sealer`'s epoch (`None`:
+    /// nothing is sealed).
+    pub fn seal_under(&mut self, sealer: Option<Sealer>) {
+        self.sealer = sealer;
+    }
+
+    /// The epoch the sealer seals under, if any.
+    pub fn sealed_epoch(&self) -> Option<i64> {
+        self.sealer.as_ref().map(Sealer::epoch)
+    }
+
+    /// The key epoch the stored checkpoint is sealed under, if it is.
+    pub fn checkpoint_epoch(&self) -> Result<Option<i64>, StoreError> {
+        let v = self
+            .state
+            .get(CHECKPOINT_KEY)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(v.and_then(|v| seal::epoch_of(&v)))
+    }
+
+    /// `value` as it is written: sealed when a sealer is set.
+    pub(super) fn sealed(&self, value: Vec<u8>) -> Vec<u8> {
+        match &self.sealer {
+            Some(s) => s.seal(&value),
+            None => value,
+        }
     }
 
     pub(super) fn sled_err(&self, source: sled::Error) -> StoreError {
@@ -253,6 +301,7 @@ impl Store {
                 if let Some(cp) = checkpoint {
                     state.insert(CHECKPOINT_KEY, cp)?;
                     state.remove(CHECKPOINT_V3_KEY)?;
+                    state.remove(CHECKPOINT_V4_KEY)?;
                 }
                 put_buckets(hist, buckets)?;
                 for (k, v) in outbox {

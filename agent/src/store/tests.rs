@@ -80,7 +80,7 @@ fn damaged_value_is_an_error_naming_tree_and_key() {
     let s = reopen(&path, &ident()).unwrap();
     let err = s.load_checkpoint().unwrap_err().to_string();
     assert!(
-        err.contains("tree `state`, key checkpoint-4: checksum mismatch"),
+        err.contains("tree `state`, key checkpoint-5: checksum mismatch"),
         "{err}"
     );
 }

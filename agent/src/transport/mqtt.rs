@@ -227,6 +227,8 @@ impl Transport {
                 capture_errors: h.capture_errors,
                 publish_refused: h.publish_refused,
                 capture_finished: h.capture_finished,
+                privacy_mode: Some(agent.counter.privacy_mode()),
+                params_hash: Some(agent.counter.params_hash().to_string()),
             }),
         };
         let payload = serde_json::to_string(&status).expect("statuses serialize");

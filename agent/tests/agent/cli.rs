@@ -24,7 +24,7 @@ fn write_config(dir: &Path, state: &str) -> PathBuf {
     let path = dir.join(format!("{state}.toml"));
     std::fs::write(
         &path,
-        format!("[store]\nstore_id = \"shop-1\"\nagent_id = \"door\"\ntimezone = \"Europe/Prague\"\n\n[storage]\npath = \"{state}\"\n\n[privacy]\nkey_file = \"footfall.key\"\n"),
+        format!("[store]\nstore_id = \"shop-1\"\nagent_id = \"door\"\ntimezone = \"Europe/Prague\"\n\n[storage]\npath = \"{state}\"\n\n[privacy]\nmode = \"loyalty\"\nkey_file = \"footfall.key\"\n"),
     )
     .unwrap();
     path

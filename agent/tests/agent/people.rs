@@ -5,9 +5,11 @@
 
 use std::path::PathBuf;
 
+use footfall_agent::config::{Privacy, Rotation};
 use footfall_agent::evaluate::{self, Evaluation};
 use footfall_agent::people::Calibration;
 use footfall_agent::simulate::{simulate, SimulateArgs};
+use footfall_report::PrivacyMode;
 
 use crate::require::shared_data;
 
@@ -30,24 +32,47 @@ fn held_out_lab_days_meet_the_accuracy_targets() {
         .collect();
     captures.sort();
     assert_eq!(captures.len(), 30, "the 30 lab captures");
-    let calibration = Calibration::builtin();
-    let scores =
-        evaluate::score_all(&lab_config(&data), &calibration, None, &captures, true).unwrap();
+    // Every privacy mode, each with its built-in calibration: ephemeral
+    // keys link a phone for five minutes only, and must still count.
+    for privacy in [
+        Privacy {
+            mode: PrivacyMode::Ephemeral,
+            rotation: Rotation::Seconds(300),
+        },
+        Privacy {
+            mode: PrivacyMode::Daily,
+            rotation: Rotation::Days(1),
+        },
+        Privacy {
+            mode: PrivacyMode::Loyalty,
+            rotation: Rotation::Never,
+        },
+    ] {
+        let mut config = lab_config(&data);
+        config.privacy = privacy;
+        meets_targets(&config, &captures);
+    }
+}
+
+fn meets_targets(config: &footfall_agent::config::Config, captures: &[PathBuf]) {
+    let mode = config.privacy.mode;
+    let calibration = Calibration::builtin_for(mode);
+    let scores = evaluate::score_all(config, &calibration, None, captures, true).unwrap();
     assert_eq!(scores.len(), 13, "held-out captures scored");
     let e = Evaluation::of(&scores);
     let o = &e.overall;
-    println!("{}", evaluate::render(&e));
-    assert!(o.present_mae <= 1.5, "MAE {:.2}", o.present_mae);
+    println!("{mode}:\n{}", evaluate::render(&e));
+    assert!(o.present_mae <= 1.5, "{mode}: MAE {:.2}", o.present_mae);
     let within = |est: f64, truth: f64, by: f64| (est / truth - 1.0).abs() <= by;
     assert!(
         within(o.person_hours_est, o.person_hours_truth, 0.20),
-        "person-hours {:.1} of {:.1}",
+        "{mode}: person-hours {:.1} of {:.1}",
         o.person_hours_est,
         o.person_hours_truth
     );
     assert!(
         within(o.entries_est, o.entries_truth, 0.30),
-        "entries {:.1} of {:.1}",
+        "{mode}: entries {:.1} of {:.1}",
         o.entries_est,
         o.entries_truth
     );

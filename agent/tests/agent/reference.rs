@@ -9,11 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use footfall_agent::config::Counting;
+use footfall_agent::config::{Counting, Privacy, Rotation};
 use footfall_agent::count::{Counter, MemHistory, ReportMeta, State};
 use footfall_agent::detect::Detection;
 use footfall_agent::privacy::DeviceId;
-use footfall_report::{Report, DWELL_EDGES_S};
+use footfall_report::{PrivacyMode, Report, DWELL_EDGES_S};
 use proptest::prelude::*;
 
 const S: i64 = 1_000_000;
@@ -264,10 +264,15 @@ fn detection(
         seq: 0,
         fingerprint: 0,
         rssi_dbm: None,
+        epoch: 0,
     }
 }
 
+/// A figure the privacy mode reports as `null`, in `W` and `D`.
+const NULL: u64 = u64::MAX;
+
 fn agent_counts(reports: &[Report]) -> (Vec<W>, Vec<D>) {
+    let n = |x: Option<u64>| x.unwrap_or(NULL);
     let mut ws = Vec::new();
     let mut ds = Vec::new();
     for r in reports {
@@ -276,32 +281,78 @@ fn agent_counts(reports: &[Report]) -> (Vec<W>, Vec<D>) {
                 start: w.window_start,
                 frames: w.frames,
                 frames_no_signal: w.frames_no_signal,
-                detected: w.detected,
-                visits: w.visits,
-                visitors: w.visitors,
-                new: w.visitors_new,
-                returning: w.visitors_returning,
-                randomized: w.visitors_randomized,
-                passersby: w.passersby,
-                residents: w.residents,
-                dwell_counts: w.dwell_counts.clone(),
-                dwell_sum_s: w.dwell_sum_s,
+                detected: n(w.detected),
+                visits: n(w.visits),
+                visitors: n(w.visitors),
+                new: n(w.visitors_new),
+                returning: n(w.visitors_returning),
+                randomized: n(w.visitors_randomized),
+                passersby: n(w.passersby),
+                residents: n(w.residents),
+                dwell_counts: w.dwell_counts.clone().unwrap_or_default(),
+                dwell_sum_s: n(w.dwell_sum_s),
             }),
             Report::Day(d) => ds.push(D {
                 date: d.date.clone(),
-                visits: d.visits,
-                unique: d.unique_visitors,
-                new: d.visitors_new,
-                returning: d.visitors_returning,
-                randomized: d.visitors_randomized,
-                residents: d.residents,
+                visits: n(d.visits),
+                unique: n(d.unique_visitors),
+                new: n(d.visitors_new),
+                returning: n(d.visitors_returning),
+                randomized: n(d.visitors_randomized),
+                residents: n(d.residents),
             }),
         }
     }
     (ws, ds)
 }
 
+/// What `mode` may report of the model's counts: the rest is `NULL`.
+fn mask(mode: PrivacyMode, (mut ws, mut ds): (Vec<W>, Vec<D>)) -> (Vec<W>, Vec<D>) {
+    for w in &mut ws {
+        if !mode.counts_visits() {
+            for f in [
+                &mut w.detected,
+                &mut w.visits,
+                &mut w.visitors,
+                &mut w.randomized,
+                &mut w.passersby,
+                &mut w.dwell_sum_s,
+            ] {
+                *f = NULL;
+            }
+            w.dwell_counts.clear();
+        }
+        if !mode.counts_across_days() {
+            w.new = NULL;
+            w.returning = NULL;
+            w.residents = NULL;
+        }
+    }
+    for d in &mut ds {
+        if !mode.counts_visits() {
+            d.visits = NULL;
+            d.unique = NULL;
+            d.randomized = NULL;
+        }
+        if !mode.counts_across_days() {
+            d.new = NULL;
+            d.returning = NULL;
+            d.residents = NULL;
+        }
+    }
+    (ws, ds)
+}
+
 fn run_counter(c: &Counting, tz: &str, dets: &[Detection]) -> Vec<Report> {
+    run_counter_in(c, tz, dets, LOYALTY)
+}
+
+const LOYALTY: Privacy = Privacy {
+    mode: PrivacyMode::Loyalty,
+    rotation: Rotation::Never,
+};
+
+fn run_counter_in(c: &Counting, tz: &str, dets: &[Detection], privacy: Privacy) -> Vec<Report> {
     let meta = ReportMeta {
         store_id: "s".into(),
         agent_id: "a".into(),
@@ -313,7 +364,8 @@ fn run_counter(c: &Counting, tz: &str, dets: &[Detection]) -> Vec<Report> {
         jiff::tz::TimeZone::get(tz).unwrap(),
         meta,
         State::default(),
-    );
+    )
+    .with_privacy(privacy);
     let mut store = MemHistory::default();
     for d in dets {
         k.detection(d, &mut store).unwrap();
@@ -479,7 +531,7 @@ fn resident_status_waits_for_a_session_across_midnight() {
 #[test]
 fn counter_matches_reference_model_on_simulated_store() {
     use footfall_agent::detect::Detector;
-    use footfall_agent::privacy::Keyer;
+    use footfall_agent::privacy::Keys;
     use footfall_agent::simulate::{simulate, SimulateArgs};
     use footfall_agent::wire::linktype::LinkType;
     use footfall_agent::wire::pcapfile::CaptureFile;
@@ -508,7 +560,7 @@ fn counter_matches_reference_model_on_simulated_store() {
     let mut cap = CaptureFile::open(&out).unwrap();
     let mut det = Detector::new(
         LinkType::Radiotap,
-        Keyer::new(&[3; 32]),
+        Keys::fixed(&[3; 32]),
         Default::default(),
         -90,
         -70,
@@ -527,4 +579,93 @@ fn counter_matches_reference_model_on_simulated_store() {
     assert!(days[5..].iter().all(|d| d.residents >= 3), "{days:?}");
     assert!(days.iter().map(|d| d.returning).sum::<u64>() > 20);
     assert!(windows.iter().map(|w| w.passersby).sum::<u64>() > 500);
+}
+
+/// Issue 18: in each privacy mode the counter reports exactly what the
+/// model counts on the same detections (ids made by that mode's rotating
+/// keys), less what the mode may not know. Four days of a simulated store
+/// with staff and regulars, in Prague time across midnight rotations.
+#[test]
+fn counter_matches_reference_model_in_each_privacy_mode() {
+    use footfall_agent::days::LocalDays;
+    use footfall_agent::detect::Detector;
+    use footfall_agent::privacy::Keys;
+    use footfall_agent::simulate::{simulate, SimulateArgs};
+    use footfall_agent::wire::linktype::LinkType;
+    use footfall_agent::wire::pcapfile::CaptureFile;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("store.pcap");
+    let tz = "Europe/Prague";
+    simulate(&SimulateArgs {
+        out: out.clone(),
+        days: 4,
+        seed: 11,
+        start: "2026-03-02".into(),
+        timezone: tz.into(),
+        visitors_per_day: 60,
+        passersby_per_day: 80,
+        staff: 2,
+        fixed: 1,
+        randomized_share: 0.5,
+        returning_share: 0.6,
+        uplift: 0.0,
+        uplift_from: None,
+        uplift_to: None,
+        beacon_interval_s: 60.0,
+        truth: None,
+    })
+    .unwrap();
+    let modes = [
+        Privacy {
+            mode: PrivacyMode::Ephemeral,
+            rotation: Rotation::Seconds(300),
+        },
+        Privacy {
+            mode: PrivacyMode::Daily,
+            rotation: Rotation::Days(1),
+        },
+        Privacy {
+            mode: PrivacyMode::Loyalty,
+            rotation: Rotation::Days(2),
+        },
+    ];
+    let zone = jiff::tz::TimeZone::get(tz).unwrap();
+    for privacy in modes {
+        let mut cap = CaptureFile::open(&out).unwrap();
+        let keys = Keys::in_memory(privacy.rotation, LocalDays::new(zone.clone()));
+        let mut det = Detector::new(LinkType::Radiotap, keys, Default::default(), -90, -70);
+        let mut dets = Vec::new();
+        while let Some(rec) = cap.next_record() {
+            let rec = rec.unwrap();
+            if let Some(d) = det.frame(rec.ts_us, rec.data) {
+                dets.push(d);
+            }
+        }
+        let model = Model {
+            c: Counting::default(),
+            tz: zone.clone(),
+        };
+        let (mw, md) = mask(privacy.mode, model.run(&dets));
+        let (aw, ad) = agent_counts(&run_counter_in(&Counting::default(), tz, &dets, privacy));
+        assert_eq!(aw.len(), mw.len(), "{:?}: windows", privacy.mode);
+        for (a, m) in aw.iter().zip(&mw) {
+            assert_eq!(a, m, "{:?}", privacy.mode);
+        }
+        assert_eq!(ad, md, "{:?}", privacy.mode);
+        // Each mode still counts something beyond frames.
+        match privacy.mode {
+            PrivacyMode::Ephemeral => assert!(aw.iter().all(|w| w.visits == NULL)),
+            PrivacyMode::Daily => {
+                assert!(
+                    ad.iter().all(|d| d.returning == NULL && d.unique > 20),
+                    "{ad:?}"
+                );
+            }
+            PrivacyMode::Loyalty => {
+                // Keys of two days: regulars return within each pair only.
+                assert!(ad[1].returning > 0 && ad[2].returning == 0, "{ad:?}");
+            }
+        }
+    }
 }

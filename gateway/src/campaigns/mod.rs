@@ -108,14 +108,14 @@ mod tests {
         }
         let mut w = footfall_report::testing::window(store, "a", start, H);
         w.frames = 10;
-        w.detected = 2;
-        w.visits = visits;
-        w.visitors = 1;
-        w.visitors_new = 1;
-        w.passersby = 1;
-        w.dwell_counts[0] = visits;
-        w.dwell_sum_s = 300 * visits;
-        w.visitor_sketch = sketch;
+        w.detected = Some(2);
+        w.visits = Some(visits);
+        w.visitors = Some(1);
+        w.visitors_new = Some(1);
+        w.passersby = Some(1);
+        w.dwell_counts.as_mut().unwrap()[0] = visits;
+        w.dwell_sum_s = Some(300 * visits);
+        w.visitor_sketch = Some(sketch);
         Report::Window(w)
     }
 

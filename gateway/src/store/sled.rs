@@ -14,8 +14,8 @@
 //! `days` (`store \0 agent \0 YYYY-MM-DD`), `agents` (`store \0 agent` → last status),
 //! `dead` (8-byte sequence → dead letter). Values are sealed with
 //! `footfall_report::codec` (version + CRC-32); the version says the
-//! payload's format: 1 JSON, 2 postcard before SPEC §8 (`legacy` reads
-//! it), 3 postcard. Reports are written as postcard
+//! payload's format: 1 JSON, 2 postcard before SPEC §8 and 3 before
+//! privacy modes (`legacy` reads both), 4 postcard. Reports are written as postcard
 //! (a chain's campaign report reads half a million of them, and JSON was
 //! most of its time); everything else as JSON. Reports stored as JSON by
 //! an older gateway are read as they are. Postcard is positional: do not
@@ -41,7 +41,9 @@ use super::{
 const JSON: u8 = 1;
 /// Postcard in the layout before SPEC §8's people estimates.
 const POSTCARD_V2: u8 = 2;
-const POSTCARD: u8 = 3;
+/// Postcard in the layout before privacy modes made figures nullable.
+const POSTCARD_V3: u8 = 3;
+const POSTCARD: u8 = 4;
 
 pub struct SledStore {
     path: PathBuf,
@@ -185,11 +187,14 @@ impl SledStore {
             (POSTCARD, body) => {
                 postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
             }
+            (POSTCARD_V3, body) => {
+                T::from_v3(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+            }
             (POSTCARD_V2, body) => {
                 T::from_v2(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
             }
             (other, _) => Err(corrupt(format!(
-                "value version {other} is not {JSON}, {POSTCARD_V2} or {POSTCARD}; a newer gateway wrote it"
+                "value version {other} is not {JSON}, {POSTCARD_V2}, {POSTCARD_V3} or {POSTCARD}; a newer gateway wrote it"
             ))),
         }
     }
@@ -421,11 +426,11 @@ mod tests {
         let mut w = testing::window(store, "a", start, 900);
         w.seq = seq;
         w.frames = 10;
-        w.detected = 5;
-        w.visits = visits;
-        w.visitors = visits;
-        w.visitors_new = visits;
-        w.passersby = 1;
+        w.detected = Some(5);
+        w.visits = Some(visits);
+        w.visitors = Some(visits);
+        w.visitors_new = Some(visits);
+        w.passersby = Some(1);
         Report::Window(w)
     }
 
@@ -451,7 +456,7 @@ mod tests {
             w.iter()
                 .map(|w| (w.window_start, w.visits))
                 .collect::<Vec<_>>(),
-            vec![(-900, 1), (900, 2)]
+            vec![(-900, Some(1)), (900, Some(2))]
         );
         assert_eq!(s.windows(&Query::default()).unwrap().len(), 3);
     }
@@ -517,13 +522,13 @@ mod tests {
         let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
         let mut old = window("s1", 0, 4, 1);
         if let Report::Window(w) = &mut old {
-            w.visitor_sketch.insert(7 << 64);
+            w.visitor_sketch.as_mut().unwrap().insert(7 << 64);
         }
         let mut day = testing::day("s1", "a", "1970-01-01");
         day.seq = 2;
-        day.visits = 4;
-        day.unique_visitors = 3;
-        day.visitors_new = 3;
+        day.visits = Some(4);
+        day.unique_visitors = Some(3);
+        day.visitors_new = Some(3);
         let day = Report::Day(day);
         let json = |r: &Report| codec::seal(JSON, &serde_json::to_vec(r).unwrap());
         let mut k = prefix("s1", "a");
@@ -566,7 +571,7 @@ mod tests {
             unreachable!()
         };
         let mut day = testing::day("s1", "a", "1970-01-01");
-        day.visits = 4;
+        day.visits = Some(4);
         let v2 = |b: Vec<u8>| codec::seal(POSTCARD_V2, &b);
         let mut k = prefix("s1", "a");
         k.extend_from_slice(&time_key(0));
@@ -611,7 +616,7 @@ mod tests {
             for q in -6..9 {
                 let mut r = window(store, q * 900, q.unsigned_abs() % 4, 0);
                 if let Report::Window(w) = &mut r {
-                    w.visitor_sketch.insert((q as u128) << 70);
+                    w.visitor_sketch.as_mut().unwrap().insert((q as u128) << 70);
                 }
                 s.put(&r).unwrap();
                 s.put(&r).unwrap();
@@ -704,7 +709,7 @@ mod tests {
             .unwrap();
         let err = s.windows(&Query::default()).unwrap_err().to_string();
         assert!(err.contains("tree `windows`, key s1/a/"), "{err}");
-        assert!(err.contains("value version 9 is not 1, 2 or 3"), "{err}");
+        assert!(err.contains("value version 9 is not 1, 2, 3 or 4"), "{err}");
         s.windows
             .insert(&k, codec::seal(POSTCARD, b"\xff\xff"))
             .unwrap();
