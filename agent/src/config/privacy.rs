@@ -118,3 +118,67 @@ impl Privacy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::counting::{counting_canonical, short_hash};
+    use super::super::Config;
+    use super::*;
+
+    const GOOD: &str = "[store]\nstore_id = \"shop-1\"\nagent_id = \"door\"\ntimezone = \"Asia/Shanghai\"\n\n[storage]\npath = \"state\"\n";
+
+    /// Issue 18: the default mode is ephemeral; an unknown mode, a key
+    /// that would live past five minutes, or a key for the wrong mode is
+    /// an error naming its line. Loyalty without rotation keeps the hash
+    /// (and so the state) of agents from before modes.
+    #[test]
+    fn privacy_modes_and_their_errors() {
+        let c = Config::parse(Path::new("a.toml"), GOOD).unwrap();
+        assert_eq!(c.privacy.mode, footfall_report::PrivacyMode::Ephemeral);
+        assert_eq!(c.privacy.rotation, Rotation::Seconds(300));
+        let text = format!("{GOOD}\n[privacy]\nmode = \"forever\"\n");
+        let err = Config::parse(Path::new("a.toml"), &text).unwrap_err();
+        assert_eq!(
+            err.problems,
+            ["a.toml:10: mode = \"forever\": unknown privacy mode `forever` (expected ephemeral, daily or loyalty)"]
+        );
+        let text = format!("{GOOD}\n[privacy]\nmode = \"ephemeral\"\nrotate_s = 600\n");
+        let err = Config::parse(Path::new("a.toml"), &text).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(
+            err.problems[0].starts_with("a.toml:11: rotate_s = 600: must be 10..300"),
+            "{err}"
+        );
+        let text = format!("{GOOD}\n[privacy]\nmode = \"daily\"\nrotate_days = 2\n");
+        let err = Config::parse(Path::new("a.toml"), &text).unwrap_err();
+        assert!(
+            err.problems[0]
+                .starts_with("a.toml:11: rotate_days applies to mode = \"loyalty\" only"),
+            "{err}"
+        );
+        let loyal = Config::parse(
+            Path::new("a.toml"),
+            &format!("{GOOD}\n[privacy]\nmode = \"loyalty\"\n"),
+        )
+        .unwrap();
+        let before = Config {
+            privacy: Privacy {
+                mode: footfall_report::PrivacyMode::Loyalty,
+                rotation: Rotation::Never,
+            },
+            ..c.clone()
+        };
+        assert_eq!(loyal.counting_hash(), before.counting_hash());
+        assert_eq!(
+            loyal.counting_hash(),
+            short_hash(&counting_canonical(&c.counting, &c.timezone_name))
+        );
+        assert_ne!(
+            c.counting_hash(),
+            loyal.counting_hash(),
+            "a mode change is another state"
+        );
+    }
+}
