@@ -29,17 +29,27 @@ struct AppState {
     store: Arc<dyn ReportStore>,
     max_payload: usize,
     counters: Arc<Counters>,
+    /// `[privacy] min_count`: counts below it are withheld.
+    min_count: Option<u64>,
+}
+
+/// What the API needs from the config besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub max_payload: usize,
+    pub token: Option<String>,
+    pub min_count: Option<u64>,
 }
 
 /// The API and the dashboard. With `token`, every `/api/` request needs
 /// `Authorization: Bearer <token>`; the dashboard's pages and `/healthz`
 /// do not (the dashboard asks for the token and sends it).
-pub fn router(
-    store: Arc<dyn ReportStore>,
-    max_payload: usize,
-    counters: Arc<Counters>,
-    token: Option<String>,
-) -> Router {
+pub fn router(store: Arc<dyn ReportStore>, counters: Arc<Counters>, settings: Settings) -> Router {
+    let Settings {
+        max_payload,
+        token,
+        min_count,
+    } = settings;
     let api = Router::new()
         .route("/api/v1/report", get(report))
         .route("/api/v1/footfall", get(report))
@@ -51,6 +61,7 @@ pub fn router(
             get(campaigns_list).post(campaigns_import),
         )
         .route("/api/v1/campaign-report", get(campaign_report))
+        .route("/api/v1/purge", post(purge))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let token = token.clone();
@@ -82,6 +93,7 @@ pub fn router(
             store,
             max_payload,
             counters,
+            min_count,
         })
 }
 
@@ -115,7 +127,7 @@ async fn dwell(State(s): State<AppState>, Params(p): Params<ReportParams>) -> Re
         Err(e) => return bad_request(e),
     };
     match tokio::task::spawn_blocking(move || query::dwell(s.store.as_ref(), &q)).await {
-        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Ok(v)) => Json(query::suppress_dwell(&v, s.min_count)).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
@@ -153,10 +165,14 @@ async fn report(State(s): State<AppState>, Params(p): Params<ReportParams>) -> R
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
+    let min = s.min_count;
     let rows =
         tokio::task::spawn_blocking(move || query::report_rows(s.store.as_ref(), by, &q)).await;
     match rows {
-        Ok(Ok(rows)) => ndjson(rows),
+        Ok(Ok(mut rows)) => {
+            query::suppress(&mut rows, min);
+            ndjson(rows)
+        }
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
@@ -165,6 +181,26 @@ async fn report(State(s): State<AppState>, Params(p): Params<ReportParams>) -> R
 async fn stores(State(s): State<AppState>) -> Response {
     match tokio::task::spawn_blocking(move || query::stores_rows(s.store.as_ref())).await {
         Ok(Ok(rows)) => ndjson(rows),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PurgeParams {
+    pub store: Option<String>,
+    pub before: Option<String>,
+}
+
+/// `purge`: a store that closed, or everything before a date; answers
+/// what it deleted.
+async fn purge(State(s): State<AppState>, Params(p): Params<PurgeParams>) -> Response {
+    let purge = match crate::retention::purge_of(p.store, p.before.as_deref()) {
+        Ok(purge) => purge,
+        Err(e) => return bad_request(e),
+    };
+    match tokio::task::spawn_blocking(move || s.store.purge(&purge)).await {
+        Ok(Ok(done)) => Json(done).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
@@ -251,7 +287,15 @@ mod tests {
             Arc::new(crate::store::SledStore::open(&dir.path().join("g"), 1 << 20).unwrap());
         (
             dir,
-            router(store, 65_536, Default::default(), token.map(String::from)),
+            router(
+                store,
+                Default::default(),
+                Settings {
+                    max_payload: 65_536,
+                    token: token.map(String::from),
+                    min_count: None,
+                },
+            ),
         )
     }
 

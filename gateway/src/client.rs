@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::accept::{accept_jsonl, Tally};
 use crate::config::Config;
 use crate::query::{self, By};
-use crate::store::{Campaign, DeadLetter, ReportStore, SledStore, StoreError};
+use crate::store::{Campaign, DeadLetter, Purged, ReportStore, SledStore, StoreError};
 
 pub enum Client {
     Local(SledStore),
@@ -176,6 +176,25 @@ impl Client {
         }
     }
 
+    /// `purge`: deletes a closed store's records, or those before a UTC
+    /// date, and says what it deleted.
+    pub fn purge(&self, store: Option<String>, before: Option<&str>) -> Result<Purged> {
+        match self {
+            Client::Local(s) => Ok(s.purge(&crate::retention::purge_of(store, before)?)?),
+            Client::Remote(api) => {
+                let mut path = String::from("/api/v1/purge?");
+                for (k, v) in [("store", store.as_deref()), ("before", before)] {
+                    if let Some(v) = v {
+                        path += &format!("{k}={}&", urlencode(v));
+                    }
+                }
+                Ok(serde_json::from_str(
+                    &api.post(path.trim_end_matches(['?', '&']), b"")?,
+                )?)
+            }
+        }
+    }
+
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         match self {
             Client::Local(s) => Ok(s.dead_letters()?),
@@ -184,4 +203,15 @@ impl Client {
             ),
         }
     }
+}
+
+/// Percent-encodes a query value (store ids are `[A-Za-z0-9._-]`, dates
+/// digits and dashes; anything else is encoded all the same).
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

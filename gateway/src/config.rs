@@ -1,6 +1,6 @@
 //! `gateway.toml`: `[mqtt]` (the broker to subscribe to), `[broker]` (the
-//! embedded one), `[storage]`, `[http]`, `[ingest]`. Unknown keys are errors
-//! naming the key and line.
+//! embedded one), `[storage]`, `[http]`, `[ingest]`, `[retention]` and
+//! `[privacy]` (issue 18). Unknown keys are errors naming the key and line.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,23 @@ pub struct RawIngest {
     pub max_payload_bytes: Option<usize>,
 }
 
+/// `[retention]`: days each kind of record is kept; absent, for ever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub windows_days: Option<u32>,
+    pub day_reports_days: Option<u32>,
+    pub dead_letters_days: Option<u32>,
+}
+
+/// `[privacy]`: small counts withheld from every answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// Counts below this are shown as suppressed (`null`, with the reason).
+    pub min_count: Option<u64>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -64,6 +81,10 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub ingest: RawIngest,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub privacy: RawPrivacy,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +97,9 @@ pub struct Config {
     pub http_listen: String,
     pub http_token: Option<String>,
     pub max_payload_bytes: usize,
+    pub retention: Retention,
+    /// Counts below this are withheld (`None`: none are).
+    pub min_count: Option<u64>,
 }
 
 impl Config {
@@ -142,8 +166,34 @@ impl Config {
                 None => None,
             },
             max_payload_bytes: raw.ingest.max_payload_bytes.unwrap_or(64 * 1024),
+            retention: check_retention(raw.retention, path)?,
+            min_count: match raw.privacy.min_count {
+                Some(0) | None => None,
+                Some(n) if n <= 1000 => Some(n),
+                Some(n) => bail!(
+                    "{}: [privacy] min_count = {n}: must be 0..1000 (0: nothing withheld)",
+                    path.display()
+                ),
+            },
         })
     }
+}
+
+/// Each retention is a whole number of days, at least one.
+fn check_retention(r: Retention, path: &Path) -> Result<Retention> {
+    for (key, v) in [
+        ("windows_days", r.windows_days),
+        ("day_reports_days", r.day_reports_days),
+        ("dead_letters_days", r.dead_letters_days),
+    ] {
+        if v == Some(0) {
+            bail!(
+                "{}: [retention] {key} = 0: keep at least 1 day, or leave it out to keep for ever",
+                path.display()
+            );
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - `config`: gateway.toml, raw then resolved;
 //! - `store`: the `ReportStore` trait and its engines (sled);
 //! - `calendar`: time zones, local days, ISO weeks, campaign bounds;
+//! - `retention`: what is past `[retention]`, and what `purge` deletes;
 //! - `validate`: the checks a payload must pass (SPEC §4-§6);
 //! - `accept`: the one place a payload is accepted (validate → store →
 //!   dead-letter → tally), for MQTT, HTTP and `ingest`;
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod query;
 pub mod render;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod validate;

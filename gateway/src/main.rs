@@ -77,6 +77,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Delete a store that closed (`--store`), or every record before a
+    /// UTC date (`--before`), or both; says what it deleted.
+    Purge {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        store: Option<String>,
+        /// YYYY-MM-DD (UTC): windows, hours, day reports and dead letters
+        /// before it go.
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Payloads the gateway refused to store, with the reason.
     DeadLetters {
         #[arg(long)]
@@ -159,7 +171,9 @@ fn run(command: Command) -> Result<()> {
             format,
         } => {
             let config = Config::load(&config)?;
-            let rows = Client::open(&config)?.report(by, store, from.as_deref(), to.as_deref())?;
+            let mut rows =
+                Client::open(&config)?.report(by, store, from.as_deref(), to.as_deref())?;
+            footfall_gateway::query::suppress(&mut rows, config.min_count);
             print!("{}", render::render(&rows, format));
         }
         Command::Stores { config, format } => {
@@ -200,6 +214,15 @@ fn run(command: Command) -> Result<()> {
                 Format::Table => print!("{}", render::campaigns_table(&reports)),
                 Format::Csv => print!("{}", render::campaigns_csv(&reports)),
             }
+        }
+        Command::Purge {
+            config,
+            store,
+            before,
+        } => {
+            let config = Config::load(&config)?;
+            let done = Client::open(&config)?.purge(store, before.as_deref())?;
+            println!("purge: {done}");
         }
         Command::DeadLetters { config } => {
             let config = Config::load(&config)?;

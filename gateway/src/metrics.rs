@@ -16,6 +16,8 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     pub dead: AtomicU64,
     pub statuses: AtomicU64,
+    /// Records the retention sweeper deleted (issue 18).
+    pub purged: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +58,11 @@ impl Counters {
                 "footfall_gateway_status_messages_total",
                 "Agent status messages received.",
                 &self.statuses,
+            ),
+            (
+                "footfall_gateway_retention_purged_total",
+                "Records deleted as past [retention] (windows, hours, day reports, dead letters).",
+                &self.purged,
             ),
         ] {
             let v = v.load(Ordering::Relaxed);

@@ -323,6 +323,84 @@ pub fn dwell(store: &dyn ReportStore, q: &Query) -> Result<Dwell> {
     })
 }
 
+/// Figures that count people or devices: what `[privacy] min_count`
+/// withholds (a week's `*_daysum` of them too).
+const COUNTED: [&str; 14] = [
+    "detected",
+    "visits",
+    "visitors",
+    "visitors_new",
+    "visitors_returning",
+    "visitors_randomized",
+    "passersby",
+    "residents",
+    "unique_visitors",
+    "unique_visitors_est",
+    "present_est",
+    "present_lo",
+    "present_hi",
+    "entries_est",
+];
+
+/// `[privacy] min_count` (issue 18): every count below `min` in `rows`
+/// becomes `null`, and each row's `suppressed` says which and why (`null`
+/// when none). Applying it twice changes nothing, so the commands may
+/// apply it to rows a gateway already suppressed.
+pub fn suppress(rows: &mut [Map<String, Value>], min: Option<u64>) {
+    let Some(min) = min else {
+        return;
+    };
+    for row in rows {
+        let mut withheld = Vec::new();
+        for (k, v) in row.iter_mut() {
+            let base = k.strip_suffix("_daysum").unwrap_or(k);
+            if COUNTED.contains(&base) && v.as_f64().is_some_and(|x| x < min as f64) {
+                *v = Value::Null;
+                withheld.push(k.clone());
+            }
+        }
+        if withheld.is_empty() && row.get("suppressed").is_some_and(|v| !v.is_null()) {
+            continue;
+        }
+        let note = (!withheld.is_empty()).then(|| {
+            format!(
+                "{} below {min}, withheld ([privacy] min_count)",
+                withheld.join(", ")
+            )
+        });
+        row.insert("suppressed".into(), json!(note));
+    }
+}
+
+/// `suppress` for the dwell histogram: a bucket below `min` is `null`,
+/// and with fewer visits than `min` every figure is.
+pub fn suppress_dwell(d: &Dwell, min: Option<u64>) -> Value {
+    let mut v = json!(d);
+    let Some(min) = min else {
+        return v;
+    };
+    let mut withheld = Vec::new();
+    if let Some(counts) = v["dwell_counts"].as_array_mut() {
+        for (i, c) in counts.iter_mut().enumerate() {
+            if c.as_u64().is_some_and(|x| x < min) {
+                *c = Value::Null;
+                withheld.push(format!("dwell_counts[{i}]"));
+            }
+        }
+    }
+    if d.visits_ended.is_some_and(|n| n < min) {
+        for k in ["dwell_sum_s", "visits_ended", "mean_dwell_s"] {
+            v[k] = Value::Null;
+            withheld.push(k.to_string());
+        }
+    }
+    v["suppressed"] = json!((!withheld.is_empty()).then(|| format!(
+        "{} below {min}, withheld ([privacy] min_count)",
+        withheld.join(", ")
+    )));
+    v
+}
+
 /// `stores`: each agent, when last heard of, online or offline, and how
 /// many windows arrived of those expected on each of the last 7 UTC days.
 pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {

@@ -1,7 +1,8 @@
 //! `footfall-gateway serve`: starts its parts, which are siblings that do
 //! not know of each other: the embedded broker (`broker`, when enabled),
-//! the HTTP API and dashboard (`api`), and the MQTT subscribe → commit →
-//! ack loop (`mqtt`). They share the store and the metrics counters.
+//! the HTTP API and dashboard (`api`), the MQTT subscribe → commit → ack
+//! loop (`mqtt`), and the retention sweeper (`sweep`). They share the
+//! store and the metrics counters.
 //!
 //! Shutdown order: the MQTT loop commits its batch and sends its acks, then
 //! the HTTP server finishes the requests in hand; the store is committed
@@ -11,10 +12,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
-use tracing::info;
+use std::sync::atomic::Ordering;
 
-use crate::config::Config;
+use anyhow::Result;
+use tracing::{info, warn};
+
+use crate::config::{Config, Retention};
 use crate::metrics::Counters;
 use crate::store::ReportStore;
 
@@ -34,10 +37,14 @@ pub async fn serve(
     let counters: Arc<Counters> = Default::default();
     let app = crate::api::router(
         store.clone(),
-        config.max_payload_bytes,
         counters.clone(),
-        config.http_token.clone(),
+        crate::api::Settings {
+            max_payload: config.max_payload_bytes,
+            token: config.http_token.clone(),
+            min_count: config.min_count,
+        },
     );
+    let sweeper = tokio::spawn(sweep(config.retention, store.clone(), counters.clone()));
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -47,10 +54,40 @@ pub async fn serve(
             .await
     });
     let result = crate::mqtt::run(&config, store.clone(), counters, shutdown).await;
+    sweeper.abort();
     let _ = http_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     store.commit()?;
     result
+}
+
+/// How often the retention sweeper looks for what is past `[retention]`.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes what is past retention at start and then every hour, and says
+/// what it deleted; a failure is logged and tried again next time.
+async fn sweep(retention: Retention, store: Arc<dyn ReportStore>, counters: Arc<Counters>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(purge) = crate::retention::past(&retention, crate::calendar::now_s()) else {
+            return;
+        };
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.purge(&purge)).await {
+            Ok(Ok(p)) => {
+                let n = p.windows + p.hours + p.day_reports + p.dead_letters;
+                counters.purged.fetch_add(n, Ordering::Relaxed);
+                if !p.is_empty() {
+                    info!("retention: {p}");
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "retention: the sweep failed; it runs again in an hour")
+            }
+            Err(e) => warn!(error = %e, "retention: the sweep failed; it runs again in an hour"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

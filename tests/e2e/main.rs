@@ -6,11 +6,13 @@
 //! One binary, one file per scenario: `delivery` (faults between agent,
 //! broker and gateway), `operation` (the gateway as IT runs it: its API,
 //! its embedded broker, TLS, the report contract), `dashboard` (a real
-//! Chromium).
+//! Chromium), `privacy` (what each privacy mode reaches HQ as, small
+//! counts withheld, purge).
 
 mod dashboard;
 mod delivery;
 mod operation;
+mod privacy;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

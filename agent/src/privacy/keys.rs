@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use super::{load_or_create_key, random_key, Keyer, PrivacyError, KEY_LEN};
 use crate::days::LocalDays;
 
-const MAGIC: &[u8; 4] = b"FFK1";
+pub(super) const MAGIC: &[u8; 4] = b"FFK1";
 const ENTRY: usize = 8 + KEY_LEN;
 const US_PER_S: i64 = 1_000_000;
 
@@ -248,8 +248,8 @@ pub fn stored_key(path: &Path, epoch: i64) -> Result<Option<[u8; KEY_LEN]>, Priv
 }
 
 /// The (epoch, key) entries of a rotating key file, newest first; none
-/// when it is missing. A 32-byte SPEC §2 key (the agent ran as `loyalty`)
-/// has no epoch and is not used: the first frame rotates.
+/// when it is missing. A 32-byte SPEC §2 key is refused: reusing the
+/// loyalty mode's key for day keys would keep linking phones across days.
 fn read_rotating(path: &Path) -> Result<Vec<(i64, [u8; KEY_LEN])>, PrivacyError> {
     let io = |source| PrivacyError::Io {
         path: path.to_path_buf(),
@@ -268,7 +268,11 @@ fn read_rotating(path: &Path) -> Result<Vec<(i64, [u8; KEY_LEN])>, PrivacyError>
         });
     }
     if bytes.len() == KEY_LEN {
-        return Ok(Vec::new());
+        // The loyalty mode's key, kept for ever: not this mode's.
+        return Err(PrivacyError::KeyOfOtherMode {
+            path: path.to_path_buf(),
+            what: "holds a key kept for ever (the loyalty mode's), not day keys",
+        });
     }
     let body = bytes.strip_prefix(MAGIC.as_slice());
     match body {

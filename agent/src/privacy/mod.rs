@@ -81,6 +81,8 @@ pub enum PrivacyError {
     },
     #[error("{path}: key file must hold exactly {KEY_LEN} bytes, found {len}")]
     KeyLength { path: PathBuf, len: usize },
+    #[error("{path}: {what}; give this mode a key file of its own ([privacy] key_file)")]
+    KeyOfOtherMode { path: PathBuf, what: &'static str },
     #[error("{path}: key file is readable by others (mode {mode:04o}); run `chmod 600 {path}`")]
     KeyMode { path: PathBuf, mode: u32 },
     #[error("{path}:{line}: {what}")]
@@ -152,6 +154,12 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], PrivacyError> {
                 });
             }
             let bytes = fs::read(path).map_err(io)?;
+            if bytes.starts_with(keys::MAGIC) {
+                return Err(PrivacyError::KeyOfOtherMode {
+                    path: path.to_path_buf(),
+                    what: "holds the day keys of the daily mode (or loyalty with rotate_days), not a key kept for ever",
+                });
+            }
             bytes
                 .as_slice()
                 .try_into()

@@ -105,6 +105,48 @@ pub struct Hour {
     pub counts: Counts,
 }
 
+/// What `purge` deletes (issue 18): a store that closed, and what is past
+/// retention. `None` leaves that kind alone; a store without times
+/// deletes everything of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Only this store's records; with no time below, all of them, its
+    /// agents' statuses and the dead letters whose topic names it.
+    pub store_id: Option<String>,
+    /// Windows (and their hours) that start before this, Unix seconds.
+    pub windows_before_s: Option<i64>,
+    /// Day reports of local dates before this one, `YYYY-MM-DD`.
+    pub days_before: Option<String>,
+    /// Dead letters received before this, Unix seconds.
+    pub dead_letters_before_s: Option<i64>,
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub windows: u64,
+    pub hours: u64,
+    pub day_reports: u64,
+    pub dead_letters: u64,
+    pub agent_statuses: u64,
+}
+
+impl std::fmt::Display for Purged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "deleted {} windows, {} hours, {} day reports, {} dead letters, {} agent statuses",
+            self.windows, self.hours, self.day_reports, self.dead_letters, self.agent_statuses
+        )
+    }
+}
+
+impl Purged {
+    pub fn is_empty(&self) -> bool {
+        *self == Purged::default()
+    }
+}
+
 /// Which reports a query wants: a store (or all), and a time range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
@@ -143,6 +185,8 @@ pub trait ReportStore: Send + Sync {
     /// its newest window (Unix seconds).
     fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
+    /// Deletes what `p` names, durably, and says how much.
+    fn purge(&self, p: &Purge) -> Result<Purged, StoreError>;
 }
 
 /// Equal counts: everything but `seq`, which a recounting agent may change.

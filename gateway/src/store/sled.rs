@@ -34,8 +34,11 @@ use super::hours::StoredHour;
 use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
 use super::legacy::Stored;
 use super::{
-    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Put, Query, ReportStore, StoreError,
+    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Purge, Purged, Put, Query, ReportStore,
+    StoreError,
 };
+
+mod purge;
 
 /// Payload formats, by version byte.
 const JSON: u8 = 1;
@@ -400,6 +403,10 @@ impl ReportStore for SledStore {
 
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
         self.scan(&self.campaigns, "campaigns", b"")
+    }
+
+    fn purge(&self, p: &Purge) -> Result<Purged, StoreError> {
+        self.purge_records(p)
     }
 
     fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -1,0 +1,278 @@
+//! Deleting what retention or a closed store no longer keeps (issue 18).
+//!
+//! Keys are read, not values, wherever the key says enough (windows, hours,
+//! days); a dead letter's time and topic are in its value. Each tree is
+//! cleared in batches and the whole purge flushed before it says what it
+//! deleted. A window's hour goes with it: purges cut at an instant, and a
+//! window and its hour start before it together whenever the instant is
+//! on the hour (retention and `--before` cut at midnight UTC).
+
+use super::super::keys::{split_key, HOUR};
+use super::{DeadLetter, Purge, Purged, SledStore, StoreError};
+
+/// Deletes per batch at most: a batch is held whole in memory.
+const PART: usize = 4096;
+
+impl SledStore {
+    pub(super) fn purge_records(&self, p: &Purge) -> Result<Purged, StoreError> {
+        let whole_store = p.store_id.is_some()
+            && p.windows_before_s.is_none()
+            && p.days_before.is_none()
+            && p.dead_letters_before_s.is_none();
+        let pre = p
+            .store_id
+            .as_deref()
+            .map(|s| {
+                let mut k = s.as_bytes().to_vec();
+                k.push(0);
+                k
+            })
+            .unwrap_or_default();
+        // A time-keyed record goes when it is before the cut, or with its
+        // whole store.
+        let timed = |t: i64, cut: Option<i64>| match cut {
+            Some(c) => t < c,
+            None => whole_store,
+        };
+        let mut purged = Purged::default();
+        // Hours cut on the hour, so that no hour keeps part of a purged
+        // window's sums.
+        let hour_cut = p.windows_before_s.map(|c| c.div_euclid(HOUR) * HOUR);
+        purged.windows = self.delete_where(&self.windows, &pre, |k, _| {
+            split_key(k).is_some_and(|(_, _, t)| timed(t, p.windows_before_s))
+        })?;
+        purged.hours = self.delete_where(&self.hours, &pre, |k, _| {
+            split_key(k).is_some_and(|(_, _, t)| timed(t, hour_cut))
+        })?;
+        purged.day_reports = self.delete_where(&self.days, &pre, |k, _| {
+            let date = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+            match &p.days_before {
+                Some(cut) => date < cut.as_bytes(),
+                None => whole_store,
+            }
+        })?;
+        let mut letters = Vec::new();
+        for item in self.dead.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let d: DeadLetter = self.decode("dead", &k, &v)?;
+            let of_store = p.store_id.as_deref().is_none_or(|s| {
+                // MQTT topics name the store third: footfall/v1/{store}/...
+                d.source.split('/').nth(2) == Some(s)
+            });
+            let old = match p.dead_letters_before_s {
+                Some(c) => d.received_unix_s < c,
+                None => whole_store,
+            };
+            if of_store && old {
+                letters.push(k);
+            }
+        }
+        purged.dead_letters = self.delete_keys(&self.dead, letters)?;
+        if whole_store {
+            purged.agent_statuses = self.delete_where(&self.agents, &pre, |_, _| true)?;
+            self.delete_where(&self.seen, &pre, |_, _| true)?;
+        } else if let Some(cut) = p.windows_before_s {
+            // An agent whose every window is gone reported nothing left.
+            let mut gone = Vec::new();
+            for item in self.seen.scan_prefix(&pre) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let end = v.as_ref().try_into().map_or(0, i64::from_be_bytes);
+                let mut first = k.to_vec();
+                first.push(0);
+                let any_left = self
+                    .windows
+                    .range(first.clone()..)
+                    .next()
+                    .transpose()
+                    .map_err(|e| self.err(e))?
+                    .is_some_and(|(wk, _)| wk.starts_with(&first));
+                if end <= cut && !any_left {
+                    gone.push(k);
+                }
+            }
+            self.delete_keys(&self.seen, gone)?;
+        }
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(purged)
+    }
+
+    /// Deletes the records under `pre` that `hit` picks; returns how many.
+    fn delete_where(
+        &self,
+        tree: &sled::Tree,
+        pre: &[u8],
+        hit: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut keys = Vec::new();
+        for item in tree.scan_prefix(pre) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if hit(&k, &v) {
+                keys.push(k);
+            }
+        }
+        self.delete_keys(tree, keys)
+    }
+
+    fn delete_keys(&self, tree: &sled::Tree, keys: Vec<sled::IVec>) -> Result<u64, StoreError> {
+        let n = keys.len() as u64;
+        for part in keys.chunks(PART) {
+            let mut batch = sled::Batch::default();
+            for k in part {
+                batch.remove(k.clone());
+            }
+            tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use footfall_report::{testing, Report};
+
+    use super::super::super::{AgentInfo, Query, ReportStore};
+    use super::*;
+    use crate::query::{report_rows, By};
+
+    /// 2026-03-02T00:00:00Z.
+    const T: i64 = 1_772_409_600;
+    const DAY: i64 = 86_400;
+
+    /// Two stores, four days of windows every 15 minutes, a day report a
+    /// day, a status each, and a dead letter a day from each.
+    fn four_days() -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        for store in ["A", "B"] {
+            for q in 0..4 * 96 {
+                let w = testing::window_of_visitors(store, "a", T + q * 900, (q % 7) as u64);
+                s.put(&Report::Window(w)).unwrap();
+            }
+            for d in 0..4 {
+                let date = format!("2026-03-0{}", 2 + d);
+                s.put(&Report::Day(testing::day(store, "a", &date)))
+                    .unwrap();
+                s.dead_letter(&DeadLetter {
+                    received_unix_s: T + d * DAY + 60,
+                    source: format!("footfall/v1/{store}/a/window"),
+                    reason: "test".into(),
+                    payload: String::new(),
+                })
+                .unwrap();
+            }
+            s.set_status(&AgentInfo {
+                store_id: store.into(),
+                agent_id: "a".into(),
+                last_seen_unix_s: T,
+                status: testing::online(store, "a", "UTC"),
+            })
+            .unwrap();
+        }
+        (dir, s)
+    }
+
+    /// Retention deletes exactly what is before its cut, and says so;
+    /// every row after the cut reads as before.
+    #[test]
+    fn a_purge_before_a_date_deletes_exactly_the_older_records() {
+        let (_dir, s) = four_days();
+        let after = Query {
+            from_s: Some(T + 2 * DAY),
+            ..Query::default()
+        };
+        let rows_before = report_rows(&s, By::Hour, &after).unwrap();
+        let days_before = report_rows(&s, By::Day, &after).unwrap();
+        let done = s
+            .purge(&crate::retention::purge_of(None, Some("2026-03-04")).unwrap())
+            .unwrap();
+        assert_eq!(
+            done,
+            Purged {
+                windows: 2 * 2 * 96,
+                hours: 2 * 2 * 24,
+                day_reports: 2 * 2,
+                dead_letters: 2 * 2,
+                agent_statuses: 0,
+            }
+        );
+        let left = s.windows(&Query::default()).unwrap();
+        assert_eq!(left.len(), 2 * 2 * 96);
+        assert!(left.iter().all(|w| w.window_start >= T + 2 * DAY));
+        assert_eq!(s.hours(&Query::default()).unwrap().len(), 2 * 2 * 24);
+        let dates: Vec<String> = s
+            .days(&Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.date)
+            .collect();
+        assert_eq!(
+            dates,
+            ["2026-03-04", "2026-03-05", "2026-03-04", "2026-03-05"]
+        );
+        assert_eq!(s.dead_letters().unwrap().len(), 4);
+        assert_eq!(report_rows(&s, By::Hour, &after).unwrap(), rows_before);
+        assert_eq!(report_rows(&s, By::Day, &after).unwrap(), days_before);
+        assert_eq!(s.agents().unwrap().len(), 2, "statuses stay");
+        // Nothing is left to delete at the same cut.
+        let again = s
+            .purge(&crate::retention::purge_of(None, Some("2026-03-04")).unwrap())
+            .unwrap();
+        assert!(again.is_empty(), "{again}");
+    }
+
+    /// A store that closed: everything of it goes, nothing of the other.
+    #[test]
+    fn a_purge_of_a_store_deletes_it_and_nothing_else() {
+        let (_dir, s) = four_days();
+        let a_rows = report_rows(
+            &s,
+            By::Day,
+            &Query {
+                store_id: Some("A".into()),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        let done = s
+            .purge(&crate::retention::purge_of(Some("B".into()), None).unwrap())
+            .unwrap();
+        assert_eq!(
+            done,
+            Purged {
+                windows: 4 * 96,
+                hours: 4 * 24,
+                day_reports: 4,
+                dead_letters: 4,
+                agent_statuses: 1,
+            }
+        );
+        let b = Query {
+            store_id: Some("B".into()),
+            ..Query::default()
+        };
+        assert!(s.windows(&b).unwrap().is_empty() && s.days(&b).unwrap().is_empty());
+        assert!(s
+            .reporting_agents()
+            .unwrap()
+            .iter()
+            .all(|(st, _, _)| st == "A"));
+        assert!(s.agents().unwrap().iter().all(|a| a.store_id == "A"));
+        assert!(s
+            .dead_letters()
+            .unwrap()
+            .iter()
+            .all(|d| d.source.contains("/A/")));
+        let a = Query {
+            store_id: Some("A".into()),
+            ..Query::default()
+        };
+        assert_eq!(report_rows(&s, By::Day, &a).unwrap(), a_rows);
+        assert!(crate::retention::purge_of(None, None).is_err());
+        let err = crate::retention::purge_of(None, Some("March")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("before \"March\": expected YYYY-MM-DD"),
+            "{err}"
+        );
+    }
+}
