@@ -5,12 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The figures of SPEC §7, for one store or for the whole campaign.
+/// The figures of SPEC §7, for one store or for the whole campaign. The
+/// device figures are `null` where a store's privacy mode does not count
+/// them (issue 18), and `unique_visitors_est` also where its sketches do
+/// not merge across the campaign's days (`daily` keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
-    pub visits: u64,
-    pub visitors: u64,
-    pub passersby: u64,
+    pub visits: Option<u64>,
+    pub visitors: Option<u64>,
+    pub passersby: Option<u64>,
     pub baseline_visits: Option<f64>,
     pub baseline_weeks_used: usize,
     pub lift: Option<f64>,
@@ -31,15 +34,15 @@ pub struct Figures {
     pub incremental_entries_est: Option<f64>,
     pub entries_did_lift: Option<f64>,
     pub person_hours_est: Option<f64>,
-    pub detected: u64,
-    pub visitors_new: u64,
-    pub visitors_returning: u64,
-    pub visitors_randomized: u64,
-    pub unique_visitors_est: u64,
+    pub detected: Option<u64>,
+    pub visitors_new: Option<u64>,
+    pub visitors_returning: Option<u64>,
+    pub visitors_randomized: Option<u64>,
+    pub unique_visitors_est: Option<u64>,
     pub unique_visitors_rel_error: f64,
     pub dwell_edges_s: Vec<u32>,
-    pub dwell_counts: Vec<u64>,
-    pub dwell_sum_s: u64,
+    pub dwell_counts: Option<Vec<u64>>,
+    pub dwell_sum_s: Option<u64>,
 }
 
 /// One campaign store's figures.
@@ -57,7 +60,8 @@ pub struct Day {
     pub day: usize,
     /// Local date in the first campaign store's zone.
     pub date: String,
-    pub visits: u64,
+    /// `null` when a store's privacy mode does not count visits.
+    pub visits: Option<u64>,
     pub baseline_visits: Option<f64>,
 }
 

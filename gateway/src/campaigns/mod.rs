@@ -191,6 +191,45 @@ mod tests {
         assert!((est - 504.0).abs() < 504.0 * 0.05, "{est}");
     }
 
+    /// Issue 18: a campaign of a store under daily keys has visits and
+    /// their lift, but no distinct visitors over its weeks; one under
+    /// ephemeral keys has neither visits nor their lift (null, not 0),
+    /// and still its lift on people.
+    #[test]
+    fn a_campaign_has_only_what_its_stores_modes_count() {
+        use footfall_report::{testing, PrivacyMode};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
+        for (store, mode) in [("D", PrivacyMode::Daily), ("E", PrivacyMode::Ephemeral)] {
+            for h in 0..(5 * 7 * 24) {
+                let start = T - 4 * 7 * 24 * H + h * H;
+                let Report::Window(mut w) = window(store, start, 2) else {
+                    unreachable!()
+                };
+                let people = if start >= T { 2.0 } else { 1.0 };
+                w.present_est = Some(people);
+                w.present_lo = Some(people);
+                w.present_hi = Some(people);
+                w.entries_est = Some(people);
+                s.put(&Report::Window(testing::under(w, mode))).unwrap();
+            }
+        }
+        for store in ["D", "E"] {
+            let c = campaign(Some(vec![store.into()]));
+            let data = Data::load(&s, std::slice::from_ref(&c)).unwrap();
+            let r = data.campaign_report(&c);
+            let f = &r.figures;
+            assert_eq!(f.unique_visitors_est, None, "{store}");
+            assert_eq!(f.entries_lift, Some(1.0), "{store}");
+            if store == "D" {
+                assert_eq!((f.visits, f.lift), (Some(336), Some(0.0)));
+            } else {
+                assert_eq!((f.visits, f.lift, f.capture_rate), (None, None, None));
+                assert!(r.daily.iter().all(|d| d.visits.is_none()));
+            }
+        }
+    }
+
     /// SPEC §8 on people, computed as visits are: A's windows carry
     /// 1 entry an hour before the campaign and 2 during it, B's 1 always;
     /// a week where one of A's windows came without estimates (an older

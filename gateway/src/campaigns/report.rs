@@ -66,7 +66,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 /// the period's value (set from the period's sums: it does not need every
 /// window), the baseline over the weeks used, and the control stores'
 /// ratio over the same weeks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Lift {
     now: Option<f64>,
     base: Option<f64>,
@@ -233,6 +233,7 @@ impl Data {
         c: &Campaign,
         members: &[(&String, Option<&StoreData>)],
         weeks: &[i64],
+        counted: bool,
     ) -> Vec<Day> {
         let mut days: Vec<(u64, f64)> = Vec::new();
         for s in members.iter().filter_map(|(_, s)| *s) {
@@ -271,8 +272,8 @@ impl Data {
                     })
                     .map(|d| d.to_string())
                     .unwrap_or_default(),
-                visits: *v,
-                baseline_visits: b.is_finite().then_some(*b),
+                visits: counted.then_some(*v),
+                baseline_visits: b.is_finite().then_some(*b).filter(|_| counted),
             })
             .collect()
     }
@@ -296,9 +297,16 @@ impl Data {
 
         let fields =
             |sums: &Counts, v: Lift, e: Lift, impressions: Option<u64>, spend: Option<f64>| {
-                let v = Lift {
-                    now: Some(sums.visits as f64),
-                    ..v
+                // A store whose mode counts no visits has no visit figures,
+                // nor a lift on them (its 0s are not "nobody came").
+                let counted = sums.has_visits();
+                let v = if counted {
+                    Lift {
+                        now: Some(sums.visits as f64),
+                        ..v
+                    }
+                } else {
+                    Lift::default()
                 };
                 let people = sums.people();
                 let e = Lift {
@@ -306,15 +314,18 @@ impl Data {
                     ..e
                 };
                 let incremental = v.incremental();
+                let n = |x: u64| counted.then_some(x);
+                let across = |x: u64| sums.has_across_days().then_some(x);
                 Figures {
-                    visits: sums.visits,
-                    visitors: sums.visitors,
-                    passersby: sums.passersby,
+                    visits: n(sums.visits),
+                    visitors: n(sums.visitors),
+                    passersby: n(sums.passersby),
                     baseline_visits: v.base,
                     baseline_weeks_used: v.used,
                     lift: v.lift(),
                     incremental_visits: incremental,
                     visits_per_1k_impressions: impressions
+                        .filter(|_| counted)
                         .and_then(|i| ratio(1000.0 * sums.visits as f64, i as f64)),
                     cost_per_incremental_visit: spend
                         .zip(incremental)
@@ -323,7 +334,8 @@ impl Data {
                     capture_rate: ratio(
                         sums.visitors as f64,
                         (sums.visitors + sums.passersby) as f64,
-                    ),
+                    )
+                    .filter(|_| counted),
                     control_stores: control_stores.clone(),
                     did_lift: v.did_lift(),
                     entries_est: e.now,
@@ -332,15 +344,18 @@ impl Data {
                     incremental_entries_est: e.incremental(),
                     entries_did_lift: e.did_lift(),
                     person_hours_est: people.map(|p| p.person_hours_est),
-                    detected: sums.detected,
-                    visitors_new: sums.visitors_new,
-                    visitors_returning: sums.visitors_returning,
-                    visitors_randomized: sums.visitors_randomized,
-                    unique_visitors_est: sums.visitor_sketch.estimate().round() as u64,
+                    detected: n(sums.detected),
+                    visitors_new: across(sums.visitors_new),
+                    visitors_returning: across(sums.visitors_returning),
+                    visitors_randomized: n(sums.visitors_randomized),
+                    // A campaign spans days: day-scoped sketches do not merge.
+                    unique_visitors_est: sums
+                        .visitor_sketch_over(usize::MAX)
+                        .map(|k| k.estimate().round() as u64),
                     unique_visitors_rel_error: footfall_report::sketch::standard_error(),
                     dwell_edges_s: DWELL_EDGES_S.to_vec(),
-                    dwell_counts: sums.dwell_counts.to_vec(),
-                    dwell_sum_s: sums.dwell_sum_s,
+                    dwell_counts: counted.then(|| sums.dwell_counts.to_vec()),
+                    dwell_sum_s: n(sums.dwell_sum_s),
                 }
             };
 
@@ -402,7 +417,7 @@ impl Data {
                 Some(c.impressions),
                 Some(c.spend),
             ),
-            daily: self.daily(c, &member_data, &visits.weeks_all),
+            daily: self.daily(c, &member_data, &visits.weeks_all, total.has_visits()),
             warnings,
             stores: per_store,
         }
