@@ -164,7 +164,18 @@ impl Agent {
         let epoch = self.counter.key_epoch();
         if let (Some(path), Some(e)) = (&self.sealed_by, epoch) {
             if self.store.sealed_epoch() != Some(e) {
-                self.store.seal_under(Some(sealer(path, e)?));
+                let sealer = match crate::privacy::keys::stored_key(path, e)? {
+                    Some(key) => Some(Sealer::new(e, &key)),
+                    // Live, the clock ended the day before any frame of the
+                    // new one made its key: nothing of the epoch to seal.
+                    None if self.counter.state.device_ids() == 0
+                        && self.store.pending_histories() == 0 =>
+                    {
+                        None
+                    }
+                    None => sealer(path, e).map(Some)?,
+                };
+                self.store.seal_under(sealer);
             }
         }
         let cp = Checkpoint {
@@ -294,6 +305,62 @@ mod tests {
             })
             .sum();
         assert_eq!(visits, 1, "one session of four hours is one visit");
+    }
+
+    /// Live under daily keys the wall clock can end the day before any
+    /// frame of the next one has made its key: the checkpoint then has
+    /// nothing of the new day to seal, commits, and the state reopens;
+    /// the first frame of the new day makes its key and seals again.
+    #[test]
+    fn a_day_ended_by_the_clock_commits_before_the_new_key_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let text = "[store]\nstore_id = \"s1\"\nagent_id = \"a1\"\ntimezone = \"UTC\"\n\
+                    [storage]\npath = \"state\"\n[privacy]\nmode = \"daily\"\nkey_file = \"k.key\"\n";
+        let config = Config::parse(&path, text).unwrap();
+        let day = |t_us: i64| t_us.div_euclid(86_400 * 1_000_000);
+        let det = |t_s: i64, keys: &mut Keys| {
+            let t_us = T0 + t_s * 1_000_000;
+            let epoch = keys.advance(t_us).unwrap();
+            Detection {
+                t_us,
+                device: DeviceId(7),
+                randomized: false,
+                strong: true,
+                no_signal: false,
+                seq: 0,
+                fingerprint: 0,
+                rssi_dbm: None,
+                epoch,
+            }
+        };
+        {
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            let mut keys = keys(&config).unwrap();
+            for m in 0..20 {
+                let d = det(10 * 3600 + m * 60, &mut keys);
+                assert_eq!(d.epoch, day(T0));
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+            agent.checkpoint().unwrap();
+            assert_eq!(agent.store.sealed_epoch(), Some(day(T0)));
+            // The next day, by the wall clock only.
+            agent
+                .counter
+                .advance(T0 + (86_400 + 60) * 1_000_000, &mut agent.store);
+            let reports = agent.checkpoint().unwrap();
+            assert!(reports.iter().any(|r| matches!(r, Report::Day(_))));
+            assert_eq!(agent.counter.state.device_ids(), 0);
+            assert_eq!(agent.store.sealed_epoch(), None);
+            agent.store.flush().unwrap();
+        }
+        let mut agent = reopen(&config);
+        let mut keys = keys(&config).unwrap();
+        let d = det(86_400 + 3600, &mut keys);
+        assert_eq!(d.epoch, day(T0) + 1);
+        agent.counter.detection(&d, &mut agent.store).unwrap();
+        agent.checkpoint().unwrap();
+        assert_eq!(agent.store.sealed_epoch(), Some(day(T0) + 1));
     }
 
     #[test]

@@ -256,12 +256,14 @@ pub struct CampaignParams {
 }
 
 async fn campaign_report(State(s): State<AppState>, Params(p): Params<CampaignParams>) -> Response {
+    let min = s.min_count;
     let result = tokio::task::spawn_blocking(move || {
         crate::campaigns::reports(s.store.as_ref(), p.campaign.as_deref())
     })
     .await;
     match result {
-        Ok(Ok(reports)) => {
+        Ok(Ok(mut reports)) => {
+            crate::campaigns::suppress(&mut reports, min);
             let mut body = String::new();
             for r in &reports {
                 body += &serde_json::to_string(r).expect("reports serialize");

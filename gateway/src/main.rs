@@ -204,7 +204,8 @@ fn run(command: Command) -> Result<()> {
             format,
         } => {
             let config = Config::load(&config)?;
-            let reports = Client::open(&config)?.campaign_reports(campaign.as_deref())?;
+            let mut reports = Client::open(&config)?.campaign_reports(campaign.as_deref())?;
+            footfall_gateway::campaigns::suppress(&mut reports, config.min_count);
             match format {
                 Format::Json => {
                     for r in &reports {

@@ -235,7 +235,7 @@ async function campaignPage(id) {
   for (const s of r.stores) {
     h += `<tr data-store="${esc(s.store_id)}"><td><a href="#/store/${encodeURIComponent(s.store_id)}">${esc(s.store_id)}</a></td>` +
       `<td data-field="entries_est" data-value="${s.entries_est ?? ""}">${num1(s.entries_est)}</td><td data-field="entries_lift" data-value="${s.entries_lift ?? ""}">${pct(s.entries_lift)}</td>` +
-      `<td data-field="visits" data-value="${s.visits}">${fmt(s.visits)}</td><td>${fmt(s.baseline_visits)}</td><td>${s.baseline_weeks_used}</td>` +
+      `<td data-field="visits" data-value="${s.visits ?? ""}">${fmt(s.visits)}</td><td>${fmt(s.baseline_visits)}</td><td>${s.baseline_weeks_used}</td>` +
       `<td data-field="lift" data-value="${s.lift ?? ""}">${pct(s.lift)}</td><td>${pct(s.did_lift)}</td><td>${s.capture_rate === null ? "–" : (s.capture_rate * 100).toFixed(1) + " %"}</td></tr>`;
   }
   return h + `</table>`;

@@ -43,6 +43,10 @@ pub struct Figures {
     pub dwell_edges_s: Vec<u32>,
     pub dwell_counts: Option<Vec<u64>>,
     pub dwell_sum_s: Option<u64>,
+    /// Which counts `[privacy] min_count` withheld, and why; absent when
+    /// none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
 }
 
 /// One campaign store's figures.

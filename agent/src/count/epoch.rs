@@ -19,7 +19,7 @@ use crate::config::Rotation;
 use crate::people::{Features, Observations};
 use crate::privacy::keys::{epoch_of, epoch_start_us};
 
-use super::Counter;
+use super::{Counter, HistoryStore};
 
 /// The current epoch's observations (`ephemeral` only): memory only.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ impl Counter {
     }
 
     /// Ends the current epoch when `next` is newer; then `next` is current.
-    pub(super) fn rotate_to(&mut self, next: i64) {
+    pub(super) fn rotate_to(&mut self, next: i64, store: &mut dyn HistoryStore) {
         if self.privacy.rotation == Rotation::Never {
             return;
         }
@@ -69,6 +69,7 @@ impl Counter {
                 self.close_everything_through(boundary - 1);
                 self.state.devices.clear();
                 self.state.randomized_visitors.clear();
+                store.key_rotated();
             }
             Rotation::Never => {}
         }

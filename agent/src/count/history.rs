@@ -16,6 +16,11 @@ pub trait HistoryStore {
     fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError>;
     fn save(&mut self, id: DeviceId, history: &History);
     fn remove(&mut self, id: DeviceId);
+    /// The key was replaced (issue 18): no history saved so far will be
+    /// asked for again. What is not yet written is dropped, so that none
+    /// of it is written after the rotation; what is written falls out of
+    /// the horizon and is pruned.
+    fn key_rotated(&mut self);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,5 +143,8 @@ impl HistoryStore for MemHistory {
     }
     fn remove(&mut self, id: DeviceId) {
         self.0.remove(&id);
+    }
+    fn key_rotated(&mut self) {
+        self.0.clear();
     }
 }

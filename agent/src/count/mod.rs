@@ -238,7 +238,7 @@ impl Counter {
             self.state.late_frames += 1;
             return Ok(());
         }
-        self.rotate_to(d.epoch);
+        self.rotate_to(d.epoch, store);
         let w = self.window_of(d.t_us);
         let next_window = match self.state.next_window {
             Some(nw) if w < nw => {
@@ -337,7 +337,7 @@ impl Counter {
     /// live, also wall time) and reports the windows that became final.
     pub fn advance(&mut self, now_us: i64, store: &mut dyn HistoryStore) {
         if self.state.clock_us.is_some_and(|c| now_us > c) {
-            self.rotate_to(self.epoch_of(now_us - ROTATION_LAG_US));
+            self.rotate_to(self.epoch_of(now_us - ROTATION_LAG_US), store);
         }
         let clock = self.state.clock_us.map_or(now_us, |c| c.max(now_us));
         self.state.clock_us = Some(clock);
@@ -418,7 +418,7 @@ impl Counter {
         self.state.windows.clear();
         self.state.next_window = Some(resume);
         // Before the clock moves: the epoch it was in ends now.
-        self.rotate_to(self.epoch_of(now_us));
+        self.rotate_to(self.epoch_of(now_us), store);
         self.state.clock_us = Some(now_us);
         self.evict(store);
         true

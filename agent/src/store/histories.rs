@@ -191,4 +191,8 @@ impl HistoryStore for Store {
     fn remove(&mut self, id: DeviceId) {
         self.overlay.insert(id, None);
     }
+
+    fn key_rotated(&mut self) {
+        self.overlay.clear();
+    }
 }

@@ -54,6 +54,35 @@ pub fn import(store: &dyn ReportStore, text: &str, file: &str) -> Result<usize> 
 }
 
 /// Campaign reports, one per campaign (or the one asked for).
+/// `[privacy] min_count` on campaign reports: each count below `min`, of
+/// the campaign, of each store and of each day, is withheld as in report
+/// rows (`query::suppress`); twice is the same as once.
+pub fn suppress(reports: &mut [CampaignReport], min: Option<u64>) {
+    let Some(m) = min else {
+        return;
+    };
+    let figures = |f: &mut footfall_report::campaign::Figures| {
+        let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&*f) else {
+            return;
+        };
+        let mut rows = [map];
+        crate::query::suppress(&mut rows, min);
+        let [map] = rows;
+        if let Ok(g) = serde_json::from_value(serde_json::Value::Object(map)) {
+            *f = g;
+        }
+    };
+    for r in reports {
+        figures(&mut r.figures);
+        for s in &mut r.stores {
+            figures(&mut s.figures);
+        }
+        for d in &mut r.daily {
+            d.visits = d.visits.filter(|v| *v >= m);
+        }
+    }
+}
+
 pub fn reports(store: &dyn ReportStore, only: Option<&str>) -> Result<Vec<CampaignReport>> {
     let campaigns: Vec<Campaign> = store
         .campaigns()?
@@ -189,6 +218,32 @@ mod tests {
         // 504 visits over 168 windows, sketches of distinct ids: estimate ~504.
         let est = r["unique_visitors_est"].as_f64().unwrap();
         assert!((est - 504.0).abs() < 504.0 * 0.05, "{est}");
+    }
+
+    /// `[privacy] min_count` withholds the campaign's small counts, of the
+    /// whole, of each store and of each day, and says so; twice is once.
+    #[test]
+    fn small_campaign_counts_are_withheld() {
+        let (_dir, s) = chain();
+        let c = campaign(Some(vec!["A".into()]));
+        let data = Data::load(&s, std::slice::from_ref(&c)).unwrap();
+        let mut reports = vec![data.campaign_report(&c)];
+        suppress(&mut reports, Some(200));
+        let once = reports.clone();
+        suppress(&mut reports, Some(200));
+        assert_eq!(reports, once);
+        let f = &reports[0].figures;
+        // 504 visits stay; 168 visitors (one an hour) and passers-by go.
+        assert_eq!((f.visits, f.visitors, f.passersby), (Some(504), None, None));
+        assert!(
+            f.suppressed.as_deref().unwrap().contains("visitors"),
+            "{f:?}"
+        );
+        assert!(reports[0].stores[0].figures.suppressed.is_some());
+        assert!(
+            reports[0].daily.iter().all(|d| d.visits.is_none()),
+            "72 a day"
+        );
     }
 
     /// Issue 18: a campaign of a store under daily keys has visits and

@@ -356,6 +356,7 @@ impl Data {
                     dwell_edges_s: DWELL_EDGES_S.to_vec(),
                     dwell_counts: counted.then(|| sums.dwell_counts.to_vec()),
                     dwell_sum_s: n(sums.dwell_sum_s),
+                    suppressed: None,
                 }
             };
 
