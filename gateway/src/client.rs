@@ -10,12 +10,14 @@ use footfall_report::CampaignReport;
 use serde_json::{Map, Value};
 
 use crate::accept::{accept_jsonl, Tally};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::query::{self, By};
-use crate::store::{Campaign, DeadLetter, Purged, ReportStore, SledStore, StoreError};
+use crate::store::{Campaign, DeadLetter, PgStore, Purged, ReportStore, SledStore, StoreError};
 
 pub enum Client {
-    Local(SledStore),
+    /// The store itself: sled when no gateway holds it, or PostgreSQL,
+    /// which any number of processes share.
+    Local(Box<dyn ReportStore>),
     /// The API of the gateway that holds the store.
     Remote(Api),
 }
@@ -92,8 +94,12 @@ impl Client {
     /// The store, or the running gateway's API when its process holds the
     /// store.
     pub fn open(config: &Config) -> Result<Client> {
-        match SledStore::open(&config.storage_path, config.cache_bytes) {
-            Ok(s) => Ok(Client::Local(s)),
+        let (path, cache_bytes) = match &config.storage {
+            Storage::Postgres { url } => return Ok(Client::Local(Box::new(PgStore::open(url)?))),
+            Storage::Sled { path, cache_bytes } => (path, *cache_bytes),
+        };
+        match SledStore::open(path, cache_bytes) {
+            Ok(s) => Ok(Client::Local(Box::new(s))),
             // sled reports a held lock as an I/O error whose text says so.
             Err(StoreError::Open {
                 source: sled::Error::Io(e),
@@ -116,7 +122,7 @@ impl Client {
         to: Option<&str>,
     ) -> Result<Rows> {
         match self {
-            Client::Local(s) => query::report_rows(s, by, &query::query(store, from, to)?),
+            Client::Local(s) => query::report_rows(s.as_ref(), by, &query::query(store, from, to)?),
             Client::Remote(api) => api.lines(
                 "/api/v1/report",
                 &[
@@ -131,7 +137,7 @@ impl Client {
 
     pub fn stores(&self) -> Result<Rows> {
         match self {
-            Client::Local(s) => query::stores_rows(s),
+            Client::Local(s) => query::stores_rows(s.as_ref()),
             Client::Remote(api) => api.lines("/api/v1/stores", &[]),
         }
     }
@@ -140,7 +146,7 @@ impl Client {
     /// committed; `source` names the file in dead letters.
     pub fn ingest(&self, source: &str, text: &[u8], max_payload: usize) -> Result<Tally> {
         match self {
-            Client::Local(s) => accept_jsonl(s, source, text, max_payload),
+            Client::Local(s) => accept_jsonl(s.as_ref(), source, text, max_payload),
             Client::Remote(api) => Ok(serde_json::from_str(&api.post("/api/v1/ingest", text)?)?),
         }
     }
@@ -148,7 +154,7 @@ impl Client {
     /// Imports a campaigns CSV; `file` names it in every error line.
     pub fn import_campaigns(&self, text: &str, file: &str) -> Result<usize> {
         match self {
-            Client::Local(s) => crate::campaigns::import(s, text, file),
+            Client::Local(s) => crate::campaigns::import(s.as_ref(), text, file),
             Client::Remote(api) => {
                 let body = api
                     .post("/api/v1/campaigns", text.as_bytes())
@@ -171,7 +177,7 @@ impl Client {
 
     pub fn campaign_reports(&self, only: Option<&str>) -> Result<Vec<CampaignReport>> {
         match self {
-            Client::Local(s) => crate::campaigns::reports(s, only),
+            Client::Local(s) => crate::campaigns::reports(s.as_ref(), only),
             Client::Remote(api) => api.lines("/api/v1/campaign-report", &[("campaign", only)]),
         }
     }

@@ -32,8 +32,19 @@ pub struct RawBroker {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
+    /// sled: the embedded default, one gateway on one box.
     pub path: Option<PathBuf>,
     pub cache_bytes: Option<u64>,
+    /// PostgreSQL (`postgres://user:password@host:port/database`): a
+    /// chain, several gateways on one database.
+    pub url: Option<String>,
+}
+
+/// Where the reports are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Sled { path: PathBuf, cache_bytes: u64 },
+    Postgres { url: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -92,8 +103,7 @@ pub struct Config {
     pub mqtt: footfall_report::mqtt::Settings,
     pub broker_enabled: bool,
     pub broker_listen: String,
-    pub storage_path: PathBuf,
-    pub cache_bytes: u64,
+    pub storage: Storage,
     pub http_listen: String,
     pub http_token: Option<String>,
     pub max_payload_bytes: usize,
@@ -121,11 +131,29 @@ impl Config {
                 base.join(p)
             }
         };
-        let Some(storage) = raw.storage.path.as_deref() else {
-            bail!(
-                "{}: [storage] path is missing: where the gateway keeps reports",
+        let storage = match (&raw.storage.path, &raw.storage.url) {
+            (Some(_), Some(_)) => bail!(
+                "{}: [storage] has both path (sled) and url (PostgreSQL): keep one",
                 path.display()
-            );
+            ),
+            (None, None) => bail!(
+                "{}: [storage] path (sled) or url (PostgreSQL) is missing: where the gateway keeps reports",
+                path.display()
+            ),
+            (Some(p), None) => Storage::Sled {
+                path: resolve(p),
+                cache_bytes: raw.storage.cache_bytes.unwrap_or(64 << 20),
+            },
+            (None, Some(url)) => {
+                if let Err(e) = check_postgres_url(url) {
+                    bail!(
+                        "{}: [storage] url = {:?}: {e}",
+                        path.display(),
+                        redact(url)
+                    );
+                }
+                Storage::Postgres { url: url.clone() }
+            }
         };
         let m = raw.mqtt;
         let broker_enabled = raw.broker.enabled.unwrap_or(false);
@@ -147,8 +175,7 @@ impl Config {
             },
             broker_enabled,
             broker_listen,
-            storage_path: resolve(storage),
-            cache_bytes: raw.storage.cache_bytes.unwrap_or(64 << 20),
+            storage,
             http_listen: raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             http_token: match raw.http.token_file.as_deref().map(resolve) {
                 Some(p) => {
@@ -177,6 +204,35 @@ impl Config {
             },
         })
     }
+}
+
+/// The URL with its password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A PostgreSQL URL the driver accepts, with a host and a database.
+fn check_postgres_url(url: &str) -> std::result::Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected postgres://user:password@host:port/database".into());
+    }
+    let c: postgres::Config = url.parse().map_err(|e: postgres::Error| e.to_string())?;
+    if c.get_hosts().is_empty() {
+        return Err("names no host".into());
+    }
+    if c.get_dbname().is_none() {
+        return Err("names no database (…/database at its end)".into());
+    }
+    Ok(())
 }
 
 /// Each retention is a whole number of days, at least one.
@@ -226,6 +282,34 @@ mod tests {
         std::fs::write(&p, "[storage]\npath = \"s\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
-        assert_eq!(c.storage_path, dir.path().join("s"));
+        assert_eq!(
+            c.storage,
+            Storage::Sled {
+                path: dir.path().join("s"),
+                cache_bytes: 64 << 20
+            }
+        );
+        std::fs::write(
+            &p,
+            "[storage]\nurl = \"postgres://u:secret@db:5432/footfall\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::load(&p).unwrap().storage,
+            Storage::Postgres { .. }
+        ));
+        for (bad, why) in [
+            ("mysql://db/footfall", "expected postgres://"),
+            ("postgres://u:secret@db:5432", "names no database"),
+            ("postgres://u:secret@db:notaport/x", "invalid"),
+        ] {
+            std::fs::write(&p, format!("[storage]\nurl = {bad:?}\n")).unwrap();
+            let err = Config::load(&p).unwrap_err().to_string();
+            assert!(
+                err.contains("[storage] url = ") && err.contains(why),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("secret"), "the password is not echoed: {err}");
+        }
     }
 }

@@ -20,7 +20,8 @@
 //! - `mqtt`: subscribe → accept → commit → ack;
 //! - `serve`: starts broker, API and MQTT loop;
 //! - `client`: the commands' way in, the store itself or a running
-//!   gateway's API.
+//!   gateway's API;
+//! - `conformance` (tests only): what every store engine must do alike.
 
 pub mod accept;
 pub mod api;
@@ -29,6 +30,8 @@ pub mod calendar;
 pub mod campaigns;
 pub mod client;
 pub mod config;
+#[cfg(test)]
+mod conformance;
 pub mod metrics;
 pub mod mqtt;
 pub mod query;

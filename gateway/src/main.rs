@@ -6,7 +6,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -16,7 +15,6 @@ use footfall_gateway::config::Config;
 use footfall_gateway::query::By;
 use footfall_gateway::render::{self, Format};
 use footfall_gateway::serve;
-use footfall_gateway::store::{ReportStore, SledStore};
 
 #[derive(Parser)]
 #[command(name = "footfall-gateway", version, about = "footfall's HQ gateway")]
@@ -133,11 +131,7 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            let store: Arc<dyn ReportStore> = Arc::new(SledStore::open_waiting(
-                &config.storage_path,
-                config.cache_bytes,
-                std::time::Duration::from_secs(10),
-            )?);
+            let store = footfall_gateway::store::open(&config.storage)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -5,6 +5,7 @@
 //! turns a skip into a failure when `FOOTFALL_REQUIRE` asks for the part.
 
 pub mod audit;
+pub mod postgres;
 pub mod require;
 
 pub use require::{required, shared_data, skip};

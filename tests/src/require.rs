@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 /// Whether `FOOTFALL_REQUIRE` (comma-separated: `shared-data`, `chromium`,
-/// `mosquitto`, or `all`) demands `part`. `.ci/run` sets it, so that in CI
+/// `mosquitto`, `postgres`, or `all`) demands `part`. `.ci/run` sets it, so that in CI
 /// a missing part fails the test that needs it instead of skipping it.
 pub fn required(part: &str) -> bool {
     std::env::var("FOOTFALL_REQUIRE")

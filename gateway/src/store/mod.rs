@@ -1,7 +1,7 @@
 //! Where the gateway keeps reports: the `ReportStore` trait and what it
 //! stores (this file), and its engines: `sled` for a single gateway serving
-//! a chain of hundreds of stores. A SQL engine implements the same trait
-//! when several gateways share one MQTT subscription.
+//! a chain of hundreds of stores, `pg` (PostgreSQL) when several gateways
+//! share one database.
 //!
 //! Invariants of every engine: a report key (store, agent, window_start |
 //! date) is stored at most once; the same key with other counts keeps the
@@ -11,6 +11,7 @@
 mod hours;
 mod keys;
 mod legacy;
+pub mod pg;
 mod sled;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use footfall_report::{Counts, DayReport, Report, Status, WindowReport};
 use serde::{Deserialize, Serialize};
 
+pub use self::pg::PgStore;
 pub use self::sled::SledStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,14 @@ pub enum StoreError {
         path: PathBuf,
         source: ::sled::Error,
     },
+    /// PostgreSQL refused or is unreachable: `what` says what was asked.
+    #[error("{what}: {source}")]
+    Postgres {
+        what: String,
+        source: postgres::Error,
+    },
+    #[error("{what}")]
+    Schema { what: String },
     #[error("{path}: tree `{tree}`, key {key}: {what}; restore the store from a backup")]
     Corrupt {
         path: PathBuf,
@@ -194,4 +204,16 @@ pub(crate) fn same_counts(a: &Report, b: &Report) -> bool {
     let mut a = a.clone();
     a.set_seq(b.seq());
     &a == b
+}
+
+/// Opens the store the config names.
+pub fn open(
+    storage: &crate::config::Storage,
+) -> Result<std::sync::Arc<dyn ReportStore>, StoreError> {
+    Ok(match storage {
+        crate::config::Storage::Sled { path, cache_bytes } => std::sync::Arc::new(
+            SledStore::open_waiting(path, *cache_bytes, std::time::Duration::from_secs(10))?,
+        ),
+        crate::config::Storage::Postgres { url } => std::sync::Arc::new(PgStore::open(url)?),
+    })
 }

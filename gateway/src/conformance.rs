@@ -1,0 +1,267 @@
+//! What every `ReportStore` engine must do alike (issue 19), run against
+//! sled always and PostgreSQL when the machine has it: storing each key
+//! once, reading by store and time in key order, hours as the windows
+//! summed, statuses, dead letters, campaigns, and purges that delete
+//! exactly what they name.
+
+use footfall_report::{testing, Report};
+
+use crate::query::{report_rows, By};
+use crate::store::{AgentInfo, DeadLetter, PgStore, Purged, Put, Query, ReportStore, SledStore};
+
+#[allow(dead_code)]
+#[path = "../../tests/src/require.rs"]
+mod require;
+#[allow(dead_code)]
+#[path = "../../tests/src/postgres.rs"]
+mod testpg;
+
+/// 2026-03-02T00:00:00Z.
+const T: i64 = 1_772_409_600;
+const DAY: i64 = 86_400;
+
+/// Every check, each on a fresh store from `fresh`.
+fn all(fresh: &mut dyn FnMut() -> Box<dyn ReportStore>) {
+    each_key_once(fresh().as_ref());
+    reads_by_store_and_time(fresh().as_ref());
+    let s = fresh();
+    four_days(s.as_ref());
+    purge_before_a_date(s.as_ref());
+    let s = fresh();
+    four_days(s.as_ref());
+    purge_a_store(s.as_ref());
+}
+
+fn each_key_once(s: &dyn ReportStore) {
+    let w = Report::Window(testing::window_of_visitors("s1", "a", 900, 3));
+    assert_eq!(s.put(&w).unwrap(), Put::Inserted);
+    let mut again = w.clone();
+    again.set_seq(7);
+    assert_eq!(
+        s.put(&again).unwrap(),
+        Put::Duplicate,
+        "a recount's seq differs"
+    );
+    let Report::Window(mut other) = w.clone() else {
+        unreachable!()
+    };
+    other.visits = Some(4);
+    assert_eq!(s.put(&Report::Window(other)).unwrap(), Put::Conflict);
+    assert_eq!(
+        s.windows(&Query::default()).unwrap(),
+        vec![match w {
+            Report::Window(w) => w,
+            _ => unreachable!(),
+        }]
+    );
+    let d = Report::Day(testing::day("s1", "a", "2026-03-02"));
+    assert_eq!(s.put(&d).unwrap(), Put::Inserted);
+    assert_eq!(s.put(&d).unwrap(), Put::Duplicate);
+    // A mode's nulls come back as nulls.
+    let e = testing::under(
+        testing::window_of_visitors("s1", "a", 1800, 2),
+        footfall_report::PrivacyMode::Ephemeral,
+    );
+    assert_eq!(s.put(&Report::Window(e.clone())).unwrap(), Put::Inserted);
+    let got = s
+        .windows(&Query {
+            from_s: Some(1800),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(got, vec![e]);
+    s.commit().unwrap();
+}
+
+fn reads_by_store_and_time(s: &dyn ReportStore) {
+    for (store, agent) in [("s10", "a"), ("s1", "b"), ("s1", "a")] {
+        for q in 0..8 {
+            let w = testing::window_of_visitors(store, agent, T + q * 900, q as u64);
+            s.put(&Report::Window(w)).unwrap();
+        }
+    }
+    let all = s.windows(&Query::default()).unwrap();
+    let keys: Vec<(String, String, i64)> = all
+        .iter()
+        .map(|w| (w.store_id.clone(), w.agent_id.clone(), w.window_start))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "key order: store, agent, time");
+    let q = Query {
+        store_id: Some("s1".into()),
+        from_s: Some(T + 900),
+        to_s: Some(T + 3 * 900),
+    };
+    let some = s.windows(&q).unwrap();
+    assert_eq!(some.len(), 4);
+    assert!(some
+        .iter()
+        .all(|w| w.store_id == "s1" && q.contains(w.window_start)));
+    // Hours are the windows summed by agent and UTC hour.
+    let hours = s.hours(&Query::default()).unwrap();
+    assert_eq!(hours.len(), 3 * 2);
+    let first = hours
+        .iter()
+        .find(|h| h.store_id == "s1" && h.agent_id == "a")
+        .unwrap();
+    assert_eq!(
+        (first.hour_start, first.counts.windows, first.counts.visits),
+        (T, 4, 6)
+    );
+    let mut ends = s.reporting_agents().unwrap();
+    ends.sort();
+    assert_eq!(
+        ends,
+        [("s1", "a"), ("s1", "b"), ("s10", "a")].map(|(s, a)| (
+            s.to_string(),
+            a.to_string(),
+            T + 8 * 900
+        ))
+    );
+}
+
+/// Two stores, four days of windows every 15 minutes, a day report a
+/// day, a status each, and a dead letter a day from each.
+fn four_days(s: &dyn ReportStore) {
+    for store in ["A", "B"] {
+        for q in 0..4 * 96 {
+            let w = testing::window_of_visitors(store, "a", T + q * 900, (q % 7) as u64);
+            s.put(&Report::Window(w)).unwrap();
+        }
+        for d in 0..4 {
+            let date = format!("2026-03-0{}", 2 + d);
+            s.put(&Report::Day(testing::day(store, "a", &date)))
+                .unwrap();
+            s.dead_letter(&DeadLetter {
+                received_unix_s: T + d * DAY + 60,
+                source: format!("footfall/v1/{store}/a/window"),
+                reason: "test".into(),
+                payload: String::new(),
+            })
+            .unwrap();
+        }
+        s.set_status(&AgentInfo {
+            store_id: store.into(),
+            agent_id: "a".into(),
+            last_seen_unix_s: T,
+            status: testing::online(store, "a", "UTC"),
+        })
+        .unwrap();
+    }
+    s.commit().unwrap();
+}
+
+/// Retention deletes exactly what is before its cut, and says so;
+/// every row after the cut reads as before.
+fn purge_before_a_date(s: &dyn ReportStore) {
+    let after = Query {
+        from_s: Some(T + 2 * DAY),
+        ..Query::default()
+    };
+    let rows_before = report_rows(s, By::Hour, &after).unwrap();
+    let days_before = report_rows(s, By::Day, &after).unwrap();
+    let done = s
+        .purge(&crate::retention::purge_of(None, Some("2026-03-04")).unwrap())
+        .unwrap();
+    assert_eq!(
+        done,
+        Purged {
+            windows: 2 * 2 * 96,
+            hours: 2 * 2 * 24,
+            day_reports: 2 * 2,
+            dead_letters: 2 * 2,
+            agent_statuses: 0,
+        }
+    );
+    let left = s.windows(&Query::default()).unwrap();
+    assert_eq!(left.len(), 2 * 2 * 96);
+    assert!(left.iter().all(|w| w.window_start >= T + 2 * DAY));
+    assert_eq!(s.hours(&Query::default()).unwrap().len(), 2 * 2 * 24);
+    let dates: Vec<String> = s
+        .days(&Query::default())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.date)
+        .collect();
+    assert_eq!(
+        dates,
+        ["2026-03-04", "2026-03-05", "2026-03-04", "2026-03-05"]
+    );
+    assert_eq!(s.dead_letters().unwrap().len(), 4);
+    assert_eq!(report_rows(s, By::Hour, &after).unwrap(), rows_before);
+    assert_eq!(report_rows(s, By::Day, &after).unwrap(), days_before);
+    assert_eq!(s.agents().unwrap().len(), 2, "statuses stay");
+    let again = s
+        .purge(&crate::retention::purge_of(None, Some("2026-03-04")).unwrap())
+        .unwrap();
+    assert!(again.is_empty(), "{again}");
+}
+
+/// A store that closed: everything of it goes, nothing of the other.
+fn purge_a_store(s: &dyn ReportStore) {
+    let a = Query {
+        store_id: Some("A".into()),
+        ..Query::default()
+    };
+    let a_rows = report_rows(s, By::Day, &a).unwrap();
+    let done = s
+        .purge(&crate::retention::purge_of(Some("B".into()), None).unwrap())
+        .unwrap();
+    assert_eq!(
+        done,
+        Purged {
+            windows: 4 * 96,
+            hours: 4 * 24,
+            day_reports: 4,
+            dead_letters: 4,
+            agent_statuses: 1,
+        }
+    );
+    let b = Query {
+        store_id: Some("B".into()),
+        ..Query::default()
+    };
+    assert!(s.windows(&b).unwrap().is_empty() && s.days(&b).unwrap().is_empty());
+    assert!(s
+        .reporting_agents()
+        .unwrap()
+        .iter()
+        .all(|(st, _, _)| st == "A"));
+    assert!(s.agents().unwrap().iter().all(|a| a.store_id == "A"));
+    assert!(s
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .all(|d| d.source.contains("/A/")));
+    assert_eq!(report_rows(s, By::Day, &a).unwrap(), a_rows);
+    assert!(crate::retention::purge_of(None, None).is_err());
+    let err = crate::retention::purge_of(None, Some("March")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("before \"March\": expected YYYY-MM-DD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sled_does_what_every_engine_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    all(&mut || {
+        n += 1;
+        Box::new(SledStore::open(&dir.path().join(format!("g{n}")), 1 << 20).unwrap())
+    });
+}
+
+#[test]
+fn postgres_does_what_every_engine_does() {
+    let Some(pg) = testpg::Postgres::start() else {
+        return;
+    };
+    let mut n = 0;
+    all(&mut || {
+        n += 1;
+        Box::new(PgStore::open(&pg.database(&format!("t{n}"))).unwrap())
+    });
+}

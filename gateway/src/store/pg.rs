@@ -1,0 +1,680 @@
+//! The PostgreSQL engine of `ReportStore` (issue 19): for a chain, where
+//! several gateways share one database. `[storage] url = "postgres://…"`
+//! selects it; `path` keeps sled.
+//!
+//! Layout: one table per kind (`footfall_windows`, `footfall_days`,
+//! `footfall_agents`, `footfall_dead_letters`, `footfall_campaigns`), each
+//! report's figures in columns of their own (what BI tools read; `null`
+//! where the report's privacy mode could not count), its visitor sketch as
+//! postcard bytes. Text keys sort as bytes (`COLLATE "C"`), as sled's do.
+//!
+//! Invariants: the schema is versioned (`footfall_schema`) and migrated at
+//! open under an advisory lock, so gateways starting together migrate
+//! once. A report key is inserted at most once (`ON CONFLICT DO NOTHING`);
+//! a second with other counts is a conflict and the first is kept. Every
+//! statement commits before it returns, so `commit` has nothing left to
+//! make durable and an ack never names an uncommitted report.
+
+use std::sync::Mutex;
+
+use footfall_report::{
+    DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA,
+};
+use postgres::{Client, NoTls, Row};
+
+use super::{
+    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Purge, Purged, Put, Query, ReportStore,
+    StoreError,
+};
+
+/// Held while migrating: the same number for every footfall gateway.
+const MIGRATION_LOCK: i64 = 0x666f_6f74_6661_6c6c;
+
+/// The schema, one step per version. Never edit a step that shipped: add
+/// one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables.
+    r#"
+    CREATE TABLE footfall_windows (
+        store_id text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        window_start bigint NOT NULL,
+        window_end bigint NOT NULL,
+        seq bigint NOT NULL,
+        frames bigint NOT NULL,
+        frames_no_signal bigint NOT NULL,
+        detected bigint,
+        visits bigint,
+        visitors bigint,
+        visitors_new bigint,
+        visitors_returning bigint,
+        visitors_randomized bigint,
+        passersby bigint,
+        residents bigint,
+        dwell_counts bigint[],
+        dwell_sum_s bigint,
+        visitor_sketch bytea,
+        present_est double precision,
+        present_lo double precision,
+        present_hi double precision,
+        entries_est double precision,
+        privacy_mode text NOT NULL,
+        agent_version text NOT NULL,
+        params_hash text NOT NULL,
+        PRIMARY KEY (store_id, agent_id, window_start)
+    );
+    CREATE INDEX footfall_windows_by_time ON footfall_windows (window_start);
+    CREATE TABLE footfall_days (
+        store_id text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        date text COLLATE "C" NOT NULL,
+        seq bigint NOT NULL,
+        visits bigint,
+        unique_visitors bigint,
+        visitors_new bigint,
+        visitors_returning bigint,
+        visitors_randomized bigint,
+        residents bigint,
+        person_hours_est double precision,
+        entries_est double precision,
+        privacy_mode text NOT NULL,
+        agent_version text NOT NULL,
+        params_hash text NOT NULL,
+        PRIMARY KEY (store_id, agent_id, date)
+    );
+    CREATE TABLE footfall_agents (
+        store_id text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        info text NOT NULL,
+        PRIMARY KEY (store_id, agent_id)
+    );
+    CREATE TABLE footfall_dead_letters (
+        id bigserial PRIMARY KEY,
+        received_unix_s bigint NOT NULL,
+        source text NOT NULL,
+        reason text NOT NULL,
+        payload text NOT NULL
+    );
+    CREATE TABLE footfall_campaigns (
+        campaign_id text COLLATE "C" PRIMARY KEY,
+        campaign text NOT NULL
+    );
+    "#,
+];
+
+const WINDOW_COLUMNS: &str = "store_id, agent_id, window_start, window_end, seq, frames, \
+    frames_no_signal, detected, visits, visitors, visitors_new, visitors_returning, \
+    visitors_randomized, passersby, residents, dwell_counts, dwell_sum_s, visitor_sketch, \
+    present_est, present_lo, present_hi, entries_est, privacy_mode, agent_version, params_hash";
+
+const DAY_COLUMNS: &str = "store_id, agent_id, date, seq, visits, unique_visitors, \
+    visitors_new, visitors_returning, visitors_randomized, residents, person_hours_est, \
+    entries_est, privacy_mode, agent_version, params_hash";
+
+pub struct PgStore {
+    /// The URL without its password, for error messages.
+    name: String,
+    client: Mutex<Client>,
+}
+
+/// i64 of a u64 count; counts never come near 2^63.
+fn big(v: Option<u64>) -> Option<i64> {
+    v.map(|x| x as i64)
+}
+
+fn count(v: Option<i64>) -> Option<u64> {
+    v.map(|x| x.max(0) as u64)
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let name = crate::config::redact(url);
+        let client = Client::connect(url, NoTls).map_err(|source| StoreError::Postgres {
+            what: format!("{name}: cannot connect"),
+            source,
+        })?;
+        let store = PgStore {
+            name,
+            client: Mutex::new(client),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, what: &str) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        let what = format!("{}: {what}", self.name);
+        move |source| StoreError::Postgres {
+            what: what.clone(),
+            source,
+        }
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        // A panic while holding the lock leaves the connection as usable
+        // as any: every statement commits on its own.
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the migrations this database lacks, under an advisory lock.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.client();
+        let e = self.err("migrating the schema");
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(&e)?;
+        let result = (|| {
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS footfall_schema (version integer NOT NULL)",
+            )?;
+            let version: i32 = c
+                .query_opt("SELECT max(version) FROM footfall_schema", &[])?
+                .and_then(|r| r.get::<_, Option<i32>>(0))
+                .unwrap_or(0);
+            for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                let mut t = c.transaction()?;
+                t.batch_execute(step)?;
+                t.execute(
+                    "INSERT INTO footfall_schema (version) VALUES ($1)",
+                    &[&(i as i32 + 1)],
+                )?;
+                t.commit()?;
+            }
+            Ok::<i32, postgres::Error>(version)
+        })();
+        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .map_err(&e)?;
+        let found = result.map_err(&e)?;
+        if found as usize > MIGRATIONS.len() {
+            return Err(StoreError::Schema {
+                what: format!(
+                    "{}: schema version {found} is newer than this gateway's {}; run the newer gateway",
+                    self.name,
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn window_of(row: &Row) -> Result<WindowReport, String> {
+        let sketch: Option<Vec<u8>> = row.get("visitor_sketch");
+        let visitor_sketch = sketch
+            .map(|b| postcard::from_bytes::<Sketch>(&b).map_err(|e| e.to_string()))
+            .transpose()?;
+        let mode: String = row.get("privacy_mode");
+        let dwell: Option<Vec<i64>> = row.get("dwell_counts");
+        Ok(WindowReport {
+            schema: WINDOW_SCHEMA.into(),
+            store_id: row.get("store_id"),
+            agent_id: row.get("agent_id"),
+            seq: row.get::<_, i64>("seq") as u64,
+            window_start: row.get("window_start"),
+            window_end: row.get("window_end"),
+            frames: row.get::<_, i64>("frames") as u64,
+            frames_no_signal: row.get::<_, i64>("frames_no_signal") as u64,
+            detected: count(row.get("detected")),
+            visits: count(row.get("visits")),
+            visitors: count(row.get("visitors")),
+            visitors_new: count(row.get("visitors_new")),
+            visitors_returning: count(row.get("visitors_returning")),
+            visitors_randomized: count(row.get("visitors_randomized")),
+            passersby: count(row.get("passersby")),
+            residents: count(row.get("residents")),
+            dwell_edges_s: DWELL_EDGES_S.to_vec(),
+            dwell_counts: dwell.map(|d| d.into_iter().map(|x| x.max(0) as u64).collect()),
+            dwell_sum_s: count(row.get("dwell_sum_s")),
+            visitor_sketch,
+            present_est: row.get("present_est"),
+            present_lo: row.get("present_lo"),
+            present_hi: row.get("present_hi"),
+            entries_est: row.get("entries_est"),
+            privacy_mode: mode.parse()?,
+            agent_version: row.get("agent_version"),
+            params_hash: row.get("params_hash"),
+        })
+    }
+
+    fn day_of(row: &Row) -> Result<DayReport, String> {
+        let mode: String = row.get("privacy_mode");
+        Ok(DayReport {
+            schema: DAY_SCHEMA.into(),
+            store_id: row.get("store_id"),
+            agent_id: row.get("agent_id"),
+            seq: row.get::<_, i64>("seq") as u64,
+            date: row.get("date"),
+            visits: count(row.get("visits")),
+            unique_visitors: count(row.get("unique_visitors")),
+            visitors_new: count(row.get("visitors_new")),
+            visitors_returning: count(row.get("visitors_returning")),
+            visitors_randomized: count(row.get("visitors_randomized")),
+            residents: count(row.get("residents")),
+            person_hours_est: row.get("person_hours_est"),
+            entries_est: row.get("entries_est"),
+            privacy_mode: mode.parse::<PrivacyMode>()?,
+            agent_version: row.get("agent_version"),
+            params_hash: row.get("params_hash"),
+        })
+    }
+
+    fn corrupt(&self, table: &'static str, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.name.clone().into(),
+            tree: table,
+            key: String::new(),
+            what,
+        }
+    }
+
+    fn insert_window(&self, c: &mut Client, w: &WindowReport) -> Result<u64, postgres::Error> {
+        let sketch = w
+            .visitor_sketch
+            .as_ref()
+            .map(|s| postcard::to_stdvec(s).expect("sketches serialize"));
+        let dwell: Option<Vec<i64>> = w
+            .dwell_counts
+            .as_ref()
+            .map(|d| d.iter().map(|x| *x as i64).collect());
+        c.execute(
+            &format!(
+                "INSERT INTO footfall_windows ({WINDOW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+                 $23, $24, $25) ON CONFLICT DO NOTHING"
+            ),
+            &[
+                &w.store_id,
+                &w.agent_id,
+                &w.window_start,
+                &w.window_end,
+                &(w.seq as i64),
+                &(w.frames as i64),
+                &(w.frames_no_signal as i64),
+                &big(w.detected),
+                &big(w.visits),
+                &big(w.visitors),
+                &big(w.visitors_new),
+                &big(w.visitors_returning),
+                &big(w.visitors_randomized),
+                &big(w.passersby),
+                &big(w.residents),
+                &dwell,
+                &big(w.dwell_sum_s),
+                &sketch,
+                &w.present_est,
+                &w.present_lo,
+                &w.present_hi,
+                &w.entries_est,
+                &w.privacy_mode.as_str(),
+                &w.agent_version,
+                &w.params_hash,
+            ],
+        )
+    }
+
+    fn insert_day(&self, c: &mut Client, d: &DayReport) -> Result<u64, postgres::Error> {
+        c.execute(
+            &format!(
+                "INSERT INTO footfall_days ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
+            ),
+            &[
+                &d.store_id,
+                &d.agent_id,
+                &d.date,
+                &(d.seq as i64),
+                &big(d.visits),
+                &big(d.unique_visitors),
+                &big(d.visitors_new),
+                &big(d.visitors_returning),
+                &big(d.visitors_randomized),
+                &big(d.residents),
+                &d.person_hours_est,
+                &d.entries_est,
+                &d.privacy_mode.as_str(),
+                &d.agent_version,
+                &d.params_hash,
+            ],
+        )
+    }
+
+    /// `WHERE` clauses and parameters of a query over `time_column`.
+    fn filter(
+        q: &Query,
+        time_column: &str,
+    ) -> (String, Vec<Box<dyn postgres::types::ToSql + Sync>>) {
+        let mut clauses = Vec::new();
+        let mut params: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
+        if let Some(s) = &q.store_id {
+            params.push(Box::new(s.clone()));
+            clauses.push(format!("store_id = ${}", params.len()));
+        }
+        if let Some(f) = q.from_s {
+            params.push(Box::new(f));
+            clauses.push(format!("{time_column} >= ${}", params.len()));
+        }
+        if let Some(t) = q.to_s {
+            params.push(Box::new(t));
+            clauses.push(format!("{time_column} < ${}", params.len()));
+        }
+        let sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        (sql, params)
+    }
+
+    fn select_windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+        let (filter, params) = PgStore::filter(q, "window_start");
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = self
+            .client()
+            .query(
+                &format!(
+                    "SELECT {WINDOW_COLUMNS} FROM footfall_windows{filter} \
+                     ORDER BY store_id, agent_id, window_start"
+                ),
+                &refs,
+            )
+            .map_err(self.err("reading windows"))?;
+        rows.iter()
+            .map(|r| PgStore::window_of(r).map_err(|e| self.corrupt("footfall_windows", e)))
+            .collect()
+    }
+}
+
+impl ReportStore for PgStore {
+    fn put(&self, report: &Report) -> Result<Put, StoreError> {
+        let mut c = self.client();
+        let (inserted, existing) = match report {
+            Report::Window(w) => {
+                if self
+                    .insert_window(&mut c, w)
+                    .map_err(self.err("storing a window"))?
+                    == 1
+                {
+                    (true, None)
+                } else {
+                    drop(c);
+                    let q = Query {
+                        store_id: Some(w.store_id.clone()),
+                        from_s: Some(w.window_start),
+                        to_s: Some(w.window_start + 1),
+                    };
+                    let found = self
+                        .select_windows(&q)?
+                        .into_iter()
+                        .find(|x| x.agent_id == w.agent_id);
+                    (false, found.map(Report::Window))
+                }
+            }
+            Report::Day(d) => {
+                if self
+                    .insert_day(&mut c, d)
+                    .map_err(self.err("storing a day"))?
+                    == 1
+                {
+                    (true, None)
+                } else {
+                    let rows = c
+                        .query(
+                            &format!(
+                                "SELECT {DAY_COLUMNS} FROM footfall_days \
+                                 WHERE store_id = $1 AND agent_id = $2 AND date = $3"
+                            ),
+                            &[&d.store_id, &d.agent_id, &d.date],
+                        )
+                        .map_err(self.err("reading a day"))?;
+                    let found = rows
+                        .first()
+                        .map(PgStore::day_of)
+                        .transpose()
+                        .map_err(|e| self.corrupt("footfall_days", e))?;
+                    (false, found.map(Report::Day))
+                }
+            }
+        };
+        Ok(match (inserted, existing) {
+            (true, _) => Put::Inserted,
+            (false, Some(stored)) if same_counts(report, &stored) => Put::Duplicate,
+            (false, _) => Put::Conflict,
+        })
+    }
+
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        self.client()
+            .execute(
+                "INSERT INTO footfall_dead_letters (received_unix_s, source, reason, payload) \
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &letter.received_unix_s,
+                    &letter.source,
+                    &letter.reason,
+                    &letter.payload,
+                ],
+            )
+            .map_err(self.err("storing a dead letter"))?;
+        Ok(())
+    }
+
+    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError> {
+        let text = serde_json::to_string(info).expect("statuses serialize");
+        self.client()
+            .execute(
+                "INSERT INTO footfall_agents (store_id, agent_id, info) VALUES ($1, $2, $3) \
+                 ON CONFLICT (store_id, agent_id) DO UPDATE SET info = EXCLUDED.info",
+                &[&info.store_id, &info.agent_id, &text],
+            )
+            .map_err(self.err("storing a status"))?;
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        // Each statement committed when it returned.
+        Ok(())
+    }
+
+    fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+        self.select_windows(q)
+    }
+
+    fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        // Windows summed by (store, agent, UTC hour), as sled keeps them.
+        let hour_q = Query {
+            store_id: q.store_id.clone(),
+            from_s: q.from_s.map(|f| f.div_euclid(3600) * 3600),
+            to_s: q.to_s.map(|t| (t + 3599).div_euclid(3600) * 3600),
+        };
+        let mut out: Vec<Hour> = Vec::new();
+        for w in self.select_windows(&hour_q)? {
+            let hour_start = w.window_start.div_euclid(3600) * 3600;
+            if !q.contains(hour_start) {
+                continue;
+            }
+            let c = footfall_report::Counts::of_window(&w);
+            match out.last_mut() {
+                Some(h)
+                    if h.store_id == w.store_id
+                        && h.agent_id == w.agent_id
+                        && h.hour_start == hour_start =>
+                {
+                    h.counts.add(&c)
+                }
+                _ => out.push(Hour {
+                    store_id: w.store_id,
+                    agent_id: w.agent_id,
+                    hour_start,
+                    counts: c,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
+        let rows = match &q.store_id {
+            Some(s) => self.client().query(
+                &format!(
+                    "SELECT {DAY_COLUMNS} FROM footfall_days WHERE store_id = $1 \
+                     ORDER BY store_id, agent_id, date"
+                ),
+                &[s],
+            ),
+            None => self.client().query(
+                &format!(
+                    "SELECT {DAY_COLUMNS} FROM footfall_days ORDER BY store_id, agent_id, date"
+                ),
+                &[],
+            ),
+        }
+        .map_err(self.err("reading days"))?;
+        rows.iter()
+            .map(|r| PgStore::day_of(r).map_err(|e| self.corrupt("footfall_days", e)))
+            .collect()
+    }
+
+    fn agents(&self) -> Result<Vec<AgentInfo>, StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT info FROM footfall_agents ORDER BY store_id, agent_id",
+                &[],
+            )
+            .map_err(self.err("reading agents"))?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(0))
+                    .map_err(|e| self.corrupt("footfall_agents", e.to_string()))
+            })
+            .collect()
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT received_unix_s, source, reason, payload FROM footfall_dead_letters ORDER BY id",
+                &[],
+            )
+            .map_err(self.err("reading dead letters"))?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                received_unix_s: r.get(0),
+                source: r.get(1),
+                reason: r.get(2),
+                payload: r.get(3),
+            })
+            .collect())
+    }
+
+    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
+        let mut c = self.client();
+        let e = self.err("storing campaigns");
+        let mut t = c.transaction().map_err(&e)?;
+        for k in campaigns {
+            let text = serde_json::to_string(k).expect("campaigns serialize");
+            t.execute(
+                "INSERT INTO footfall_campaigns (campaign_id, campaign) VALUES ($1, $2) \
+                 ON CONFLICT (campaign_id) DO UPDATE SET campaign = EXCLUDED.campaign",
+                &[&k.campaign_id, &text],
+            )
+            .map_err(&e)?;
+        }
+        t.commit().map_err(&e)
+    }
+
+    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT store_id, agent_id, max(window_end) FROM footfall_windows \
+                 GROUP BY store_id, agent_id ORDER BY store_id, agent_id",
+                &[],
+            )
+            .map_err(self.err("reading agents"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT campaign FROM footfall_campaigns ORDER BY campaign_id",
+                &[],
+            )
+            .map_err(self.err("reading campaigns"))?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(0))
+                    .map_err(|e| self.corrupt("footfall_campaigns", e.to_string()))
+            })
+            .collect()
+    }
+
+    fn purge(&self, p: &Purge) -> Result<Purged, StoreError> {
+        let whole_store = p.store_id.is_some()
+            && p.windows_before_s.is_none()
+            && p.days_before.is_none()
+            && p.dead_letters_before_s.is_none();
+        let mut c = self.client();
+        let e = self.err("purging");
+        let mut t = c.transaction().map_err(&e)?;
+        let store = p.store_id.as_deref();
+        let mut purged = Purged::default();
+        // Each kind: deleted when before its cut, or with its whole store.
+        if whole_store || p.windows_before_s.is_some() {
+            let cut = p.windows_before_s.unwrap_or(i64::MAX);
+            let hour_cut = p
+                .windows_before_s
+                .map_or(i64::MAX, |c| c.div_euclid(3600) * 3600);
+            purged.hours = t
+                .query_one(
+                    "SELECT count(DISTINCT (store_id, agent_id, div(window_start, 3600))) \
+                     FROM footfall_windows WHERE ($1::text IS NULL OR store_id = $1) \
+                     AND window_start < $2",
+                    &[&store, &hour_cut],
+                )
+                .map_err(&e)?
+                .get::<_, i64>(0) as u64;
+            purged.windows = t
+                .execute(
+                    "DELETE FROM footfall_windows WHERE ($1::text IS NULL OR store_id = $1) \
+                     AND window_start < $2",
+                    &[&store, &cut],
+                )
+                .map_err(&e)?;
+        }
+        if whole_store || p.days_before.is_some() {
+            let cut = p.days_before.clone().unwrap_or_else(|| "9999".into());
+            purged.day_reports = t
+                .execute(
+                    "DELETE FROM footfall_days WHERE ($1::text IS NULL OR store_id = $1) \
+                     AND date < $2",
+                    &[&store, &cut],
+                )
+                .map_err(&e)?;
+        }
+        if whole_store || p.dead_letters_before_s.is_some() {
+            let cut = p.dead_letters_before_s.unwrap_or(i64::MAX);
+            // MQTT topics name the store third: footfall/v1/{store}/...
+            purged.dead_letters = t
+                .execute(
+                    "DELETE FROM footfall_dead_letters WHERE ($1::text IS NULL \
+                     OR split_part(source, '/', 3) = $1) AND received_unix_s < $2",
+                    &[&store, &cut],
+                )
+                .map_err(&e)?;
+        }
+        if whole_store {
+            purged.agent_statuses = t
+                .execute("DELETE FROM footfall_agents WHERE store_id = $1", &[&store])
+                .map_err(&e)?;
+        }
+        t.commit().map_err(&e)?;
+        Ok(purged)
+    }
+}

@@ -1,0 +1,188 @@
+//! A throwaway PostgreSQL server for tests (issue 19): Debian's binaries,
+//! a cluster in a temporary directory, trust authentication on a free
+//! loopback port, stopped when dropped. initdb refuses root, so as root
+//! (CI) the cluster belongs to the `postgres` user and its commands run
+//! through `runuser`. A machine without PostgreSQL skips the test, unless
+//! `FOOTFALL_REQUIRE` names `postgres`. Shared by source with the
+//! gateway's unit tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::require::skip;
+
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    running: bool,
+}
+
+/// The directory of Debian's PostgreSQL server binaries, newest first.
+fn server_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Postgres {
+    /// A new cluster, started; `None` (after printing why) when this
+    /// machine has no PostgreSQL.
+    pub fn start() -> Option<Postgres> {
+        let Some(bin) = server_bin() else {
+            skip(
+                "postgres",
+                "PostgreSQL's server is not installed (apt-get install postgresql)",
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown of the cluster directory to postgres failed");
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut pg = Postgres {
+            port,
+            dir,
+            bin,
+            as_postgres,
+            running: false,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        pg.start_server();
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again, after `stop`) and waits until it answers.
+    pub fn start_server(&mut self) {
+        let data = self.data();
+        let log = self.dir.path().join("server.log").display().to_string();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &opts, "-w", "start"],
+        );
+        self.running = true;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server at once (`-m immediate`: as a crash would).
+    pub fn stop(&mut self) {
+        if self.running {
+            let data = self.data();
+            self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+            self.running = false;
+        }
+    }
+
+    /// A new empty database; its URL.
+    pub fn database(&self, name: &str) -> String {
+        let admin = self.url("postgres");
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap();
+        self.url(name)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The cluster's directory (its log is `server.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            let data = self.data();
+            let program = self.bin.join("pg_ctl");
+            let mut cmd = if self.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&program);
+                c
+            } else {
+                Command::new(&program)
+            };
+            let _ = cmd
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
