@@ -57,6 +57,15 @@ fn each_key_once(s: &dyn ReportStore) {
     let d = Report::Day(testing::day("s1", "a", "2026-03-02"));
     assert_eq!(s.put(&d).unwrap(), Put::Inserted);
     assert_eq!(s.put(&d).unwrap(), Put::Duplicate);
+    // Junk is kept as a dead letter, NUL bytes and all (as U+FFFD).
+    s.dead_letter(&DeadLetter {
+        received_unix_s: 5,
+        source: "footfall/v1/s1/a/window".into(),
+        reason: "not JSON".into(),
+        payload: "\0\u{fffd}junk".into(),
+    })
+    .unwrap();
+    assert!(s.dead_letters().unwrap()[0].payload.ends_with("junk"));
     // A mode's nulls come back as nulls.
     let e = testing::under(
         testing::window_of_visitors("s1", "a", 1800, 2),

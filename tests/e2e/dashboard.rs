@@ -115,9 +115,12 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
     }
     let http = format!("127.0.0.1:{}", footfall_tests::free_port());
     let mqtt = format!("127.0.0.1:{}", footfall_tests::free_port());
+    let (storage, _pg) = footfall_tests::gateway_storage();
     std::fs::write(
         d.join("gateway.toml"),
-        format!("[storage]\npath = \"gateway-state\"\n[broker]\nenabled = true\nlisten = \"{mqtt}\"\n[http]\nlisten = \"{http}\"\n"),
+        format!(
+            "{storage}[broker]\nenabled = true\nlisten = \"{mqtt}\"\n[http]\nlisten = \"{http}\"\n"
+        ),
     )
     .unwrap();
     run(

@@ -109,10 +109,11 @@ fn a_burst_from_forty_stores_is_stored_and_acked() {
     let d = dir.path();
     let mut broker = Broker::for_bursts(d);
     broker.start();
+    let (storage, _pg) = footfall_tests::gateway_storage();
     std::fs::write(
         d.join("gateway.toml"),
         format!(
-            "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            "{storage}[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n",
             broker.url(),
             footfall_tests::free_port()
         ),

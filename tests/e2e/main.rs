@@ -24,6 +24,10 @@ use std::process::Command;
 
 struct Case {
     dir: tempfile::TempDir,
+    /// The gateway's `[storage]` table, and its PostgreSQL when the suite
+    /// runs on it (`footfall_tests::gateway_storage`).
+    storage: String,
+    _pg: Option<footfall_tests::postgres::Postgres>,
     broker: Broker,
     reference: String,
     /// `[http]` table for a gateway config: a free port of its own.
@@ -86,16 +90,16 @@ impl Case {
             "[http]\nlisten = \"127.0.0.1:{}\"\n",
             footfall_tests::free_port()
         );
+        let (storage, pg) = footfall_tests::gateway_storage();
         std::fs::write(
             d.join("gateway.toml"),
-            format!(
-                "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\n{http}",
-                broker.url()
-            ),
+            format!("{storage}[mqtt]\nurl = \"{}\"\n{http}", broker.url()),
         )
         .unwrap();
         Case {
             dir,
+            storage,
+            _pg: pg,
             broker,
             reference,
             http,

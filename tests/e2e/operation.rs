@@ -146,7 +146,14 @@ fn embedded_broker_delivers_with_no_broker_installed() {
     let d = c.d();
     // The Case's broker port is free and unused: the gateway takes it.
     let listen = format!("127.0.0.1:{}", c.broker.port);
-    std::fs::write(d.join("gateway.toml"), format!("[storage]\npath = \"gateway-state\"\n[broker]\nenabled = true\nlisten = \"{listen}\"\n{}", c.http)).unwrap();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "{}[broker]\nenabled = true\nlisten = \"{listen}\"\n{}",
+            c.storage, c.http
+        ),
+    )
+    .unwrap();
     let mut gateway = c.gateway();
     wait_until(Duration::from_secs(20), "the embedded broker", || {
         std::net::TcpStream::connect(&listen).is_ok()
@@ -184,7 +191,8 @@ fn a_store_certificate_cannot_publish_as_another_store() {
     std::fs::write(
         d.join("gateway.toml"),
         format!(
-            "[storage]\npath = \"gateway-state\"\n{}[mqtt]\nurl = \"{url}\"\n{}",
+            "{}{}[mqtt]\nurl = \"{url}\"\n{}",
+            c.storage,
             c.http,
             tls("footfall-gateway")
         ),

@@ -62,9 +62,10 @@ fn each_mode_reaches_hq_with_its_nulls_and_purge_says_what_it_deleted() {
         .iter()
         .map(|(s, m)| replay(d, s, m))
         .collect();
+    let (storage, _pg) = footfall_tests::gateway_storage();
     std::fs::write(
         d.join("gateway.toml"),
-        "[storage]\npath = \"gw\"\n[privacy]\nmin_count = 3\n",
+        format!("{storage}[privacy]\nmin_count = 3\n"),
     )
     .unwrap();
     let g = bin("footfall-gateway");

@@ -45,6 +45,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `[storage]` table of a test gateway: sled in its directory, or,
+/// when `FOOTFALL_E2E_STORAGE=postgres`, a database of a throwaway
+/// PostgreSQL server (issue 19: `scripts/test` runs the end-to-end suite
+/// once on each engine). Keep the server (the second value) as long as
+/// the gateway runs; `None` with sled. A machine without PostgreSQL falls
+/// back to sled after saying so, unless `FOOTFALL_REQUIRE` names postgres.
+pub fn gateway_storage() -> (String, Option<postgres::Postgres>) {
+    if std::env::var("FOOTFALL_E2E_STORAGE").as_deref() == Ok("postgres") {
+        if let Some(pg) = postgres::Postgres::start() {
+            let url = pg.database("footfall");
+            return (format!("[storage]\nurl = \"{url}\"\n"), Some(pg));
+        }
+    }
+    ("[storage]\npath = \"gateway-state\"\n".into(), None)
+}
+
 /// A child process whose output goes to `<dir>/<name>.log`.
 pub struct Proc {
     pub name: String,

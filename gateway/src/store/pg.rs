@@ -114,7 +114,50 @@ const DAY_COLUMNS: &str = "store_id, agent_id, date, seq, visits, unique_visitor
 pub struct PgStore {
     /// The URL without its password, for error messages.
     name: String,
-    client: Mutex<Client>,
+    /// `None` only while dropping (see `Drop`).
+    client: Mutex<Option<Client>>,
+}
+
+impl Drop for PgStore {
+    /// Closing a connection blocks on the driver's runtime too.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        blocking(move || drop(client));
+    }
+}
+
+/// The connection, locked: one statement at a time on it.
+struct ClientGuard<'a>(std::sync::MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for ClientGuard<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0
+            .as_ref()
+            .expect("the connection lives as long as the store")
+    }
+}
+
+impl std::ops::DerefMut for ClientGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0
+            .as_mut()
+            .expect("the connection lives as long as the store")
+    }
+}
+
+/// PostgreSQL's text cannot hold NUL, which junk payloads do: shown as
+/// U+FFFD, as other bytes that are not text already are.
+fn no_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}").into()
+    } else {
+        s.into()
+    }
 }
 
 /// i64 of a u64 count; counts never come near 2^63.
@@ -136,7 +179,7 @@ impl PgStore {
         })?;
         let store = PgStore {
             name,
-            client: Mutex::new(client),
+            client: Mutex::new(Some(client)),
         };
         store.migrate()?;
         Ok(store)
@@ -150,10 +193,10 @@ impl PgStore {
         }
     }
 
-    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+    fn client(&self) -> ClientGuard<'_> {
         // A panic while holding the lock leaves the connection as usable
         // as any: every statement commits on its own.
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+        ClientGuard(self.client.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Applies the migrations this database lacks, under an advisory lock.
@@ -383,8 +426,9 @@ impl PgStore {
     }
 }
 
-impl ReportStore for PgStore {
-    fn put(&self, report: &Report) -> Result<Put, StoreError> {
+/// The engine's work, on the calling thread (see `blocking`).
+impl PgStore {
+    fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
         let mut c = self.client();
         let (inserted, existing) = match report {
             Report::Window(w) => {
@@ -441,23 +485,23 @@ impl ReportStore for PgStore {
         })
     }
 
-    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+    fn dead_letter_now(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         self.client()
             .execute(
                 "INSERT INTO footfall_dead_letters (received_unix_s, source, reason, payload) \
                  VALUES ($1, $2, $3, $4)",
                 &[
                     &letter.received_unix_s,
-                    &letter.source,
-                    &letter.reason,
-                    &letter.payload,
+                    &no_nul(&letter.source),
+                    &no_nul(&letter.reason),
+                    &no_nul(&letter.payload),
                 ],
             )
             .map_err(self.err("storing a dead letter"))?;
         Ok(())
     }
 
-    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError> {
+    fn set_status_now(&self, info: &AgentInfo) -> Result<(), StoreError> {
         let text = serde_json::to_string(info).expect("statuses serialize");
         self.client()
             .execute(
@@ -469,16 +513,16 @@ impl ReportStore for PgStore {
         Ok(())
     }
 
-    fn commit(&self) -> Result<(), StoreError> {
+    fn commit_now(&self) -> Result<(), StoreError> {
         // Each statement committed when it returned.
         Ok(())
     }
 
-    fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+    fn windows_now(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
         self.select_windows(q)
     }
 
-    fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+    fn hours_now(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
         // Windows summed by (store, agent, UTC hour), as sled keeps them.
         let hour_q = Query {
             store_id: q.store_id.clone(),
@@ -511,7 +555,7 @@ impl ReportStore for PgStore {
         Ok(out)
     }
 
-    fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
+    fn days_now(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
         let rows = match &q.store_id {
             Some(s) => self.client().query(
                 &format!(
@@ -533,7 +577,7 @@ impl ReportStore for PgStore {
             .collect()
     }
 
-    fn agents(&self) -> Result<Vec<AgentInfo>, StoreError> {
+    fn agents_now(&self) -> Result<Vec<AgentInfo>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -549,7 +593,7 @@ impl ReportStore for PgStore {
             .collect()
     }
 
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters_now(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -568,7 +612,7 @@ impl ReportStore for PgStore {
             .collect())
     }
 
-    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
+    fn put_campaigns_now(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
         let mut c = self.client();
         let e = self.err("storing campaigns");
         let mut t = c.transaction().map_err(&e)?;
@@ -584,7 +628,7 @@ impl ReportStore for PgStore {
         t.commit().map_err(&e)
     }
 
-    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    fn reporting_agents_now(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -599,7 +643,7 @@ impl ReportStore for PgStore {
             .collect())
     }
 
-    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+    fn campaigns_now(&self) -> Result<Vec<Campaign>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -615,7 +659,7 @@ impl ReportStore for PgStore {
             .collect()
     }
 
-    fn purge(&self, p: &Purge) -> Result<Purged, StoreError> {
+    fn purge_now(&self, p: &Purge) -> Result<Purged, StoreError> {
         let whole_store = p.store_id.is_some()
             && p.windows_before_s.is_none()
             && p.days_before.is_none()
@@ -676,5 +720,72 @@ impl ReportStore for PgStore {
         }
         t.commit().map_err(&e)?;
         Ok(purged)
+    }
+}
+
+/// The driver blocks on its own runtime, which tokio refuses inside an
+/// async task; the MQTT loop calls the store from one. So every call
+/// leaves the async context first (`block_in_place`, on `serve`'s
+/// multi-thread runtime), and outside any runtime runs as it is.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl ReportStore for PgStore {
+    fn put(&self, report: &Report) -> Result<Put, StoreError> {
+        blocking(|| self.put_now(report))
+    }
+
+    fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        blocking(|| self.dead_letter_now(letter))
+    }
+
+    fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError> {
+        blocking(|| self.set_status_now(info))
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        blocking(|| self.commit_now())
+    }
+
+    fn windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+        blocking(|| self.windows_now(q))
+    }
+
+    fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        blocking(|| self.hours_now(q))
+    }
+
+    fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
+        blocking(|| self.days_now(q))
+    }
+
+    fn agents(&self) -> Result<Vec<AgentInfo>, StoreError> {
+        blocking(|| self.agents_now())
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        blocking(|| self.dead_letters_now())
+    }
+
+    fn put_campaigns(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
+        blocking(|| self.put_campaigns_now(campaigns))
+    }
+
+    fn reporting_agents(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        blocking(|| self.reporting_agents_now())
+    }
+
+    fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        blocking(|| self.campaigns_now())
+    }
+
+    fn purge(&self, p: &Purge) -> Result<Purged, StoreError> {
+        blocking(|| self.purge_now(p))
     }
 }
