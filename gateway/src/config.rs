@@ -20,6 +20,10 @@ pub struct RawMqtt {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub keepalive_s: Option<u32>,
+    /// Several gateways: the MQTT v5 shared subscription group they take
+    /// reports in turn through (`$share/<group>/…`). Each needs its own
+    /// `client_id`, and all the same PostgreSQL `[storage] url`.
+    pub share_group: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -104,6 +108,8 @@ pub struct Config {
     pub broker_enabled: bool,
     pub broker_listen: String,
     pub storage: Storage,
+    /// `[mqtt] share_group`: reports come through `$share/<group>/…`.
+    pub share_group: Option<String>,
     pub http_listen: String,
     pub http_token: Option<String>,
     pub max_payload_bytes: usize,
@@ -156,6 +162,21 @@ impl Config {
             }
         };
         let m = raw.mqtt;
+        if let Some(g) = &m.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                bail!(
+                    "{}: [mqtt] share_group = {g:?}: a name without '/', '+' or '#'",
+                    path.display()
+                );
+            }
+            if matches!(storage, Storage::Sled { .. }) {
+                bail!(
+                    "{}: [mqtt] share_group needs a store the gateways share: [storage] url (PostgreSQL), not path",
+                    path.display()
+                );
+            }
+        }
+        let share_group = m.share_group.clone();
         let broker_enabled = raw.broker.enabled.unwrap_or(false);
         let broker_listen = raw.broker.listen.unwrap_or_else(|| "127.0.0.1:1883".into());
         // With the embedded broker, the gateway subscribes to it by default.
@@ -176,6 +197,7 @@ impl Config {
             broker_enabled,
             broker_listen,
             storage,
+            share_group,
             http_listen: raw.http.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             http_token: match raw.http.token_file.as_deref().map(resolve) {
                 Some(p) => {

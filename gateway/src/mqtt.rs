@@ -56,6 +56,23 @@ enum Outgoing {
     PubAck(Box<Publish>),
 }
 
+/// What the gateway subscribes to. With a share group (several gateways)
+/// each report goes to one of them (`$share/<group>/…`, MQTT v5); statuses
+/// go to every one, retained ones included (a shared subscription gets no
+/// retained message), and every gateway stores the same latest status.
+fn filters(share_group: Option<&str>) -> Vec<String> {
+    let reports = ["window", "day"].map(|kind| {
+        let f = format!("{}/+/+/{kind}", topic::PREFIX);
+        match share_group {
+            Some(g) => format!("$share/{g}/{f}"),
+            None => f,
+        }
+    });
+    let mut all = reports.to_vec();
+    all.push(format!("{}/+/+/status", topic::PREFIX));
+    all
+}
+
 /// Runs until `shutdown` resolves.
 ///
 /// Stops in this order: the batch in hand is accepted and committed, its
@@ -121,9 +138,9 @@ pub async fn run(
             _ = &mut shutdown => break,
             m = rx.recv() => match m {
                 Some(Incoming::Connected) => {
-                    info!(url = %config.mqtt.url, "connected; subscribing to every store's reports");
-                    for kind in ["window", "day", "status"] {
-                        outbox.send(Outgoing::Subscribe(format!("{}/+/+/{kind}", topic::PREFIX)))?;
+                    info!(url = %config.mqtt.url, share_group = ?config.share_group, "connected; subscribing to every store's reports");
+                    for filter in filters(config.share_group.as_deref()) {
+                        outbox.send(Outgoing::Subscribe(filter))?;
                     }
                 }
                 Some(Incoming::Publish(p)) => {

@@ -3,12 +3,14 @@
 //! what the agent's `replay` of the same capture emits, under each fault of
 //! issue #4. Zero lost, zero duplicated, and no raw MAC anywhere.
 //!
-//! One binary, one file per scenario: `delivery` (faults between agent,
+//! One binary, one file per scenario: `chain` (two gateways sharing the
+//! stores over PostgreSQL, one killed), `delivery` (faults between agent,
 //! broker and gateway), `operation` (the gateway as IT runs it: its API,
 //! its embedded broker, TLS, the report contract), `dashboard` (a real
 //! Chromium), `privacy` (what each privacy mode reaches HQ as, small
 //! counts withheld, purge).
 
+mod chain;
 mod dashboard;
 mod delivery;
 mod operation;

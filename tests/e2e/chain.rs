@@ -1,0 +1,172 @@
+//! HQ for a chain (issue 19): two gateways on one PostgreSQL database take
+//! the stores' reports in turn through an MQTT v5 shared subscription on
+//! Mosquitto. One is killed with -9 mid-stream; the other carries on, and
+//! every store's reports are stored once and equal its agent's `replay`.
+//! Either gateway then answers the API alike.
+
+use super::*;
+use footfall_tests::postgres::Postgres;
+
+const STORES: [&str; 3] = ["n1", "n2", "n3"];
+
+fn gateway_toml(d: &Path, name: &str, url: &str, broker: &Broker) -> u16 {
+    let http = footfall_tests::free_port();
+    std::fs::write(
+        d.join(format!("{name}.toml")),
+        format!(
+            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"{name}\"\n\
+             share_group = \"hq\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+            broker.url()
+        ),
+    )
+    .unwrap();
+    http
+}
+
+fn api(port: u16, path: &str) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+#[test]
+fn two_gateways_share_the_stores_and_one_killed_loses_nothing() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("chain");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let agent = bin("footfall-agent");
+    let mut reference = String::new();
+    for (i, store) in STORES.iter().enumerate() {
+        let seed = (31 + i).to_string();
+        run(
+            d,
+            &agent,
+            &[
+                "simulate",
+                "--out",
+                &format!("{store}.pcap"),
+                "--days",
+                "2",
+                "--seed",
+                &seed,
+            ],
+        );
+        std::fs::write(
+            d.join(format!("{store}-ref.toml")),
+            format!(
+                "[store]\nstore_id = \"{store}\"\nagent_id = \"a1\"\n[storage]\npath = \"{store}-ref\"\n\
+                 [privacy]\nmode = \"loyalty\"\nkey_file = \"{store}-ref.key\"\n"
+            ),
+        )
+        .unwrap();
+        reference += &run(
+            d,
+            &agent,
+            &[
+                "replay",
+                "--config",
+                &format!("{store}-ref.toml"),
+                "--emit",
+                "-",
+                &format!("{store}.pcap"),
+            ],
+        );
+    }
+    let mut broker = Broker::new(d);
+    broker.start();
+    let http1 = gateway_toml(d, "gw1", &url, &broker);
+    let http2 = gateway_toml(d, "gw2", &url, &broker);
+    let g = bin("footfall-gateway");
+    let mut gw1 = Proc::spawn(d, "gw1", &g, &["serve", "--config", "gw1.toml"]);
+    let mut gw2 = Proc::spawn(d, "gw2", &g, &["serve", "--config", "gw2.toml"]);
+    let log =
+        |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap_or_default();
+    wait_until(Duration::from_secs(30), "both gateways subscribe", || {
+        log("gw1").contains("subscribing") && log("gw2").contains("subscribing")
+    });
+    let mut agents = Vec::new();
+    for store in STORES {
+        std::fs::write(
+            d.join(format!("{store}.toml")),
+            format!(
+                "[store]\nstore_id = \"{store}\"\nagent_id = \"a1\"\n[capture]\nfile = \"{store}.pcap\"\n\
+                 [storage]\npath = \"{store}-state\"\n[privacy]\nmode = \"loyalty\"\nkey_file = \"{store}.key\"\n\
+                 [mqtt]\nurl = \"{}\"\nresend_s = 1\nstatus_interval_s = 1\n",
+                broker.url()
+            ),
+        )
+        .unwrap();
+        agents.push(Proc::spawn(
+            d,
+            store,
+            &agent,
+            &["run", "--config", &format!("{store}.toml")],
+        ));
+    }
+    // Both take a share of the stream; then one dies mid-stream.
+    wait_until(
+        Duration::from_secs(60),
+        "both gateways commit reports",
+        || log("gw1").contains("batch committed") && log("gw2").contains("batch committed"),
+    );
+    gw1.kill9();
+    wait_until(
+        Duration::from_secs(120),
+        "every store's reports acked",
+        || {
+            STORES.iter().all(|s| {
+                broker
+                    .retained(&format!("footfall/v1/{s}/a1/status"))
+                    .is_some_and(|v| v["capture_finished"] == true && v["outbox_pending"] == 0)
+            })
+        },
+    );
+    let mut gw1 = Proc::spawn(d, "gw1", &g, &["serve", "--config", "gw1.toml"]);
+    wait_until(Duration::from_secs(30), "gw1 serves again", || {
+        std::net::TcpStream::connect(("127.0.0.1", http1)).is_ok()
+    });
+    // Any gateway answers the API, the same.
+    for path in ["/api/v1/footfall?interval=day", "/api/v1/stores"] {
+        let (a, b) = (api(http1, path), api(http2, path));
+        assert_eq!(a, b, "{path} differs between the gateways");
+        assert!(STORES.iter().all(|s| a.contains(s)), "{path}: {a}");
+    }
+    for a in &mut agents {
+        a.term();
+    }
+    gw1.term();
+    gw2.term();
+    let windows = run(
+        d,
+        &g,
+        &[
+            "report", "--config", "gw2.toml", "--by", "window", "--format", "json",
+        ],
+    );
+    let days = run(
+        d,
+        &g,
+        &[
+            "report", "--config", "gw2.toml", "--by", "day", "--format", "json",
+        ],
+    );
+    let (ref_w, ref_d) = (
+        counts_by_key(&reference, true),
+        counts_by_key(&reference, false),
+    );
+    assert!(ref_w.len() > 3 * 100);
+    assert_eq!(counts_by_key(&windows, true), ref_w, "windows of the chain");
+    assert_eq!(counts_by_key(&days, false), ref_d, "days of the chain");
+    println!(
+        "two gateways, one killed -9: {} windows and {} days of {} stores stored once",
+        ref_w.len(),
+        ref_d.len(),
+        STORES.len()
+    );
+}
