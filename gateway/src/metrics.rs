@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::accept::Tally;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     pub inserted: AtomicU64,
     pub duplicates: AtomicU64,
@@ -18,6 +18,22 @@ pub struct Counters {
     pub statuses: AtomicU64,
     /// Records the retention sweeper deleted (issue 18).
     pub purged: AtomicU64,
+    /// 1 while the store takes batches, 0 while it fails (issue 19).
+    pub store_up: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            inserted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+            statuses: AtomicU64::new(0),
+            purged: AtomicU64::new(0),
+            store_up: AtomicU64::new(1),
+        }
+    }
 }
 
 impl Counters {
@@ -68,6 +84,10 @@ impl Counters {
             let v = v.load(Ordering::Relaxed);
             out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
         }
+        out += &format!(
+            "# HELP footfall_gateway_store_up 1 while the store takes reports, 0 while it fails (nothing is acked then).\n# TYPE footfall_gateway_store_up gauge\nfootfall_gateway_store_up {}\n",
+            self.store_up.load(Ordering::Relaxed)
+        );
         if let Some(n) = agents {
             out += &format!("# HELP footfall_gateway_agents Agents that have sent a status.\n# TYPE footfall_gateway_agents gauge\nfootfall_gateway_agents {n}\n");
         }

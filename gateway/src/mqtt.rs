@@ -6,8 +6,11 @@
 //! 20 ms) so one flush covers many reports.
 //!
 //! Bad input never stops the gateway: `accept` dead-letters it, and it is
-//! acked so that it is not sent forever. A store error stops the loop
-//! before anything of its batch is acked.
+//! acked so that it is not sent forever. Nor does a store that fails (the
+//! database down, refusing the password, read-only or full): nothing of
+//! the batch is acked, so the agents keep those reports, the failure is
+//! logged once and shown on `/metrics` (`footfall_gateway_store_up 0`),
+//! and the batch is tried again, backing off, until the store takes it.
 //!
 //! Nothing on the ingest side ever waits for the MQTT client's request
 //! queue: acks, PUBACKs and subscriptions go through an unbounded outbox
@@ -30,8 +33,10 @@ use footfall_report::Ack;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+
+use tracing::{debug, error, info, warn};
 
 use crate::accept::{accept, Tally};
 use crate::config::Config;
@@ -43,6 +48,9 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// Unacked reports the broker may send us: two batches' worth, so one can
 /// arrive while the other is committed.
 const RECEIVE_MAXIMUM: u16 = 2 * BATCH_MAX as u16;
+/// A batch the store refused is tried again after this long, doubling.
+const STORE_RETRY_MIN: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 enum Incoming {
     Connected,
@@ -133,6 +141,31 @@ pub async fn run(
     let mut batch: Vec<Publish> = Vec::new();
     let mut tick = tokio::time::interval(BATCH_WAIT);
     let mut total = Tally::default();
+    // While the store fails, the batch is tried again after this long
+    // (doubling to STORE_RETRY_MAX), not on every tick.
+    let mut retry: Option<(tokio::time::Instant, Duration)> = None;
+    let try_batch = |batch: &mut Vec<Publish>,
+                     retry: &mut Option<(tokio::time::Instant, Duration)>,
+                     total: &mut Tally|
+     -> Result<()> {
+        if retry.is_some_and(|(at, _)| tokio::time::Instant::now() < at) {
+            return Ok(());
+        }
+        if process(
+            &outbox,
+            store.as_ref(),
+            batch,
+            config.max_payload_bytes,
+            total,
+            &counters,
+        )? {
+            *retry = None;
+        } else {
+            let wait = retry.map_or(STORE_RETRY_MIN, |(_, w)| (w * 2).min(STORE_RETRY_MAX));
+            *retry = Some((tokio::time::Instant::now() + wait, wait));
+        }
+        Ok(())
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -146,29 +179,29 @@ pub async fn run(
                 Some(Incoming::Publish(p)) => {
                     batch.push(*p);
                     if batch.len() >= BATCH_MAX {
-                        process(&outbox, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters)?;
+                        try_batch(&mut batch, &mut retry, &mut total)?;
                     }
                 }
                 None => anyhow::bail!("the MQTT task ended"),
             },
             _ = tick.tick() => {
                 if !batch.is_empty() {
-                    process(&outbox, store.as_ref(), &mut batch, config.max_payload_bytes, &mut total, &counters)?;
+                    try_batch(&mut batch, &mut retry, &mut total)?;
                 }
             }
         }
     }
     if !batch.is_empty() {
-        process(
-            &outbox,
-            store.as_ref(),
-            &mut batch,
-            config.max_payload_bytes,
-            &mut total,
-            &counters,
-        )?;
+        retry = None;
+        try_batch(&mut batch, &mut retry, &mut total)?;
+        if !batch.is_empty() {
+            warn!(
+                reports = batch.len(),
+                "stopping with reports the store did not take; their agents send them again"
+            );
+        }
     }
-    store.commit()?;
+    let _ = store.commit();
     // The last acks out before the goodbye.
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), outbox_task).await;
@@ -178,6 +211,9 @@ pub async fn run(
     Ok(())
 }
 
+/// Stores a batch and commits it, then acks it; `false` when the store
+/// failed: nothing of the batch is acked, it is kept to be tried again,
+/// and the agents keep every report of it in their outboxes meanwhile.
 fn process(
     outbox: &mpsc::UnboundedSender<Outgoing>,
     store: &dyn ReportStore,
@@ -185,18 +221,35 @@ fn process(
     max_payload: usize,
     total: &mut Tally,
     counters: &Counters,
-) -> Result<()> {
+) -> Result<bool> {
     let mut tally = Tally::default();
     let mut acks: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    for p in batch.iter() {
-        let topic_name = String::from_utf8_lossy(&p.topic);
-        if let Some((s, a, seq)) = accept(store, &topic_name, &p.payload, max_payload, &mut tally)?
-        {
-            acks.entry((s, a)).or_default().push(seq);
+    let stored = (|| {
+        for p in batch.iter() {
+            let topic_name = String::from_utf8_lossy(&p.topic);
+            if let Some((s, a, seq)) =
+                accept(store, &topic_name, &p.payload, max_payload, &mut tally)?
+            {
+                acks.entry((s, a)).or_default().push(seq);
+            }
         }
+        // Durable first, then acked: SPEC §6.
+        store.commit()?;
+        anyhow::Ok(())
+    })();
+    if let Err(e) = stored {
+        if counters.store_up.swap(0, Ordering::Relaxed) == 1 {
+            error!(
+                error = %format!("{e:#}"),
+                reports = batch.len(),
+                "the store failed: nothing is acked, the agents keep their reports; retrying until it is back"
+            );
+        }
+        return Ok(false);
     }
-    // Durable first, then acked: SPEC §6.
-    store.commit()?;
+    if counters.store_up.swap(1, Ordering::Relaxed) == 0 {
+        info!("the store is back: acking again");
+    }
     for ((s, a), seqs) in acks {
         let body = serde_json::to_vec(&Ack { seqs }).expect("serializes");
         outbox.send(Outgoing::Ack {
@@ -210,5 +263,5 @@ fn process(
     debug!(?tally, "batch committed");
     counters.add(&tally);
     total.add(&tally);
-    Ok(())
+    Ok(true)
 }

@@ -170,3 +170,58 @@ fn two_gateways_share_the_stores_and_one_killed_loses_nothing() {
         STORES.len()
     );
 }
+
+/// PostgreSQL stopped (as by a crash) mid-stream and started again: the
+/// gateway stays up, acks nothing while the database is gone, says so in
+/// its log and on `/metrics`, and resumes by itself; nothing is lost or
+/// stored twice.
+#[test]
+fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("restart");
+    let c = Case::with_days("41", "3");
+    let d = c.d();
+    let http = footfall_tests::free_port();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+            c.broker.url()
+        ),
+    )
+    .unwrap();
+    let mut broker = c.broker;
+    broker.start();
+    let c = Case { broker, ..c };
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    wait_until(Duration::from_secs(60), "a first batch committed", || {
+        c.log("gateway").contains("batch committed")
+    });
+    pg.stop();
+    wait_until(
+        Duration::from_secs(60),
+        "the gateway says the store failed",
+        || c.log("gateway").contains("the store failed"),
+    );
+    let metrics = |path: &str| {
+        ureq::get(&format!("http://127.0.0.1:{http}{path}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    assert!(metrics("/metrics").contains("footfall_gateway_store_up 0"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(metrics("/healthz"), "ok\n", "the gateway is still up");
+    pg.start_server();
+    c.wait_delivered();
+    assert!(metrics("/metrics").contains("footfall_gateway_store_up 1"));
+    assert!(c.log("gateway").contains("the store is back"));
+    agent.term();
+    gateway.term();
+    c.assert_gateway_matches_reference("postgres_restarted_mid_stream");
+}

@@ -114,6 +114,8 @@ const DAY_COLUMNS: &str = "store_id, agent_id, date, seq, visits, unique_visitor
 pub struct PgStore {
     /// The URL without its password, for error messages.
     name: String,
+    /// To connect again after the connection is lost.
+    url: String,
     /// `None` only while dropping (see `Drop`).
     client: Mutex<Option<Client>>,
 }
@@ -179,6 +181,7 @@ impl PgStore {
         })?;
         let store = PgStore {
             name,
+            url: url.to_string(),
             client: Mutex::new(Some(client)),
         };
         store.migrate()?;
@@ -193,15 +196,27 @@ impl PgStore {
         }
     }
 
-    fn client(&self) -> ClientGuard<'_> {
+    /// The connection, connecting again when it was lost (the database
+    /// restarted): a statement that failed on the old one failed, the
+    /// next one gets a new connection or the reason there is none.
+    fn client(&self) -> Result<ClientGuard<'_>, StoreError> {
         // A panic while holding the lock leaves the connection as usable
         // as any: every statement commits on its own.
-        ClientGuard(self.client.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            let c = Client::connect(&self.url, NoTls).map_err(|source| StoreError::Postgres {
+                what: format!("{}: cannot connect", self.name),
+                source,
+            })?;
+            tracing::info!(database = %self.name, "connected to the database again");
+            *guard = Some(c);
+        }
+        Ok(ClientGuard(guard))
     }
 
     /// Applies the migrations this database lacks, under an advisory lock.
     fn migrate(&self) -> Result<(), StoreError> {
-        let mut c = self.client();
+        let mut c = self.client()?;
         let e = self.err("migrating the schema");
         c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .map_err(&e)?;
@@ -411,7 +426,7 @@ impl PgStore {
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p.as_ref()).collect();
         let rows = self
-            .client()
+            .client()?
             .query(
                 &format!(
                     "SELECT {WINDOW_COLUMNS} FROM footfall_windows{filter} \
@@ -429,7 +444,7 @@ impl PgStore {
 /// The engine's work, on the calling thread (see `blocking`).
 impl PgStore {
     fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
-        let mut c = self.client();
+        let mut c = self.client()?;
         let (inserted, existing) = match report {
             Report::Window(w) => {
                 if self
@@ -486,7 +501,7 @@ impl PgStore {
     }
 
     fn dead_letter_now(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.client()
+        self.client()?
             .execute(
                 "INSERT INTO footfall_dead_letters (received_unix_s, source, reason, payload) \
                  VALUES ($1, $2, $3, $4)",
@@ -503,7 +518,7 @@ impl PgStore {
 
     fn set_status_now(&self, info: &AgentInfo) -> Result<(), StoreError> {
         let text = serde_json::to_string(info).expect("statuses serialize");
-        self.client()
+        self.client()?
             .execute(
                 "INSERT INTO footfall_agents (store_id, agent_id, info) VALUES ($1, $2, $3) \
                  ON CONFLICT (store_id, agent_id) DO UPDATE SET info = EXCLUDED.info",
@@ -557,14 +572,14 @@ impl PgStore {
 
     fn days_now(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
         let rows = match &q.store_id {
-            Some(s) => self.client().query(
+            Some(s) => self.client()?.query(
                 &format!(
                     "SELECT {DAY_COLUMNS} FROM footfall_days WHERE store_id = $1 \
                      ORDER BY store_id, agent_id, date"
                 ),
                 &[s],
             ),
-            None => self.client().query(
+            None => self.client()?.query(
                 &format!(
                     "SELECT {DAY_COLUMNS} FROM footfall_days ORDER BY store_id, agent_id, date"
                 ),
@@ -579,7 +594,7 @@ impl PgStore {
 
     fn agents_now(&self) -> Result<Vec<AgentInfo>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT info FROM footfall_agents ORDER BY store_id, agent_id",
                 &[],
@@ -595,7 +610,7 @@ impl PgStore {
 
     fn dead_letters_now(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT received_unix_s, source, reason, payload FROM footfall_dead_letters ORDER BY id",
                 &[],
@@ -613,7 +628,7 @@ impl PgStore {
     }
 
     fn put_campaigns_now(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
-        let mut c = self.client();
+        let mut c = self.client()?;
         let e = self.err("storing campaigns");
         let mut t = c.transaction().map_err(&e)?;
         for k in campaigns {
@@ -630,7 +645,7 @@ impl PgStore {
 
     fn reporting_agents_now(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT store_id, agent_id, max(window_end) FROM footfall_windows \
                  GROUP BY store_id, agent_id ORDER BY store_id, agent_id",
@@ -645,7 +660,7 @@ impl PgStore {
 
     fn campaigns_now(&self) -> Result<Vec<Campaign>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT campaign FROM footfall_campaigns ORDER BY campaign_id",
                 &[],
@@ -664,7 +679,7 @@ impl PgStore {
             && p.windows_before_s.is_none()
             && p.days_before.is_none()
             && p.dead_letters_before_s.is_none();
-        let mut c = self.client();
+        let mut c = self.client()?;
         let e = self.err("purging");
         let mut t = c.transaction().map_err(&e)?;
         let store = p.store_id.as_deref();
