@@ -274,3 +274,126 @@ fn postgres_does_what_every_engine_does() {
         Box::new(PgStore::open(&pg.database(&format!("t{n}"))).unwrap())
     });
 }
+
+/// The BI views (docs/bi.md) read what the store holds: hours are the
+/// windows summed, weeks the days summed, and a sum with one `null` (a
+/// privacy mode that does not count the figure) is `null`, never partial.
+#[test]
+fn postgres_views_sum_as_the_reports_do() {
+    let Some(pg) = testpg::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("views");
+    let s = PgStore::open(&url).unwrap();
+    four_days(&s);
+    let e = testing::day_under(
+        testing::day("E", "a", "2026-03-03"),
+        footfall_report::PrivacyMode::Ephemeral,
+    );
+    s.put(&Report::Day(e)).unwrap();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let hours: i64 = c
+        .query_one("SELECT count(*) FROM footfall_hours_v", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(hours, 2 * 4 * 24);
+    let row = c
+        .query_one(
+            "SELECT visits::bigint, windows FROM footfall_hours_v WHERE store_id = 'A' \
+             AND hour_start = to_timestamp($1)",
+            &[&(T as f64)],
+        )
+        .unwrap();
+    // Windows 0..3 of the day: visits 0 + 1 + 2 + 3.
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (6, 4));
+    let weeks = c
+        .query(
+            "SELECT store_id, visits::bigint FROM footfall_weeks_v ORDER BY store_id",
+            &[],
+        )
+        .unwrap();
+    let got: Vec<(String, Option<i64>)> = weeks.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        [
+            ("A".into(), Some(0)),
+            ("B".into(), Some(0)),
+            ("E".into(), None)
+        ]
+    );
+    let chain: Vec<Option<i64>> = c
+        .query(
+            "SELECT visits::bigint FROM footfall_chain_days_v ORDER BY date",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        chain,
+        [Some(0), None, Some(0), Some(0)],
+        "the day with E is null"
+    );
+}
+
+/// The provisioned Grafana dashboard (gateway/deploy/grafana) reads the
+/// views as they are: every query in it runs, with Grafana's macros and
+/// variables filled in as Grafana would.
+#[test]
+fn the_sample_grafana_dashboard_queries_run_on_the_views() {
+    let Some(pg) = testpg::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("grafana");
+    let s = PgStore::open(&url).unwrap();
+    four_days(&s);
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/footfall.json"),
+    )
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut queries = vec![dash["templating"]["list"][0]["query"]
+        .as_str()
+        .unwrap()
+        .to_string()];
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            queries.push(t["rawSql"].as_str().unwrap().to_string());
+        }
+    }
+    let mut rows = 0;
+    for q in &queries {
+        // $__timeFilter(x) → x BETWEEN ..., as Grafana expands it.
+        let mut sql = q.replace("$store", "'A','B'");
+        while let Some(i) = sql.find("$__timeFilter(") {
+            let open = i + "$__timeFilter(".len();
+            let mut depth = 1;
+            let mut end = open;
+            for (j, ch) in sql[open..].char_indices() {
+                match ch {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = open + j;
+                    break;
+                }
+            }
+            let col = sql[open..end].to_string();
+            sql.replace_range(
+                i..=end,
+                &format!("{col} BETWEEN '2026-03-01T00:00:00Z' AND '2026-04-01T00:00:00Z'"),
+            );
+        }
+        let got = c.query(&sql, &[]).unwrap_or_else(|e| panic!("{q}: {e}"));
+        rows += got.len();
+    }
+    assert_eq!(queries.len(), 6);
+    assert!(
+        rows > 100,
+        "the queries read the stored reports: {rows} rows"
+    );
+}

@@ -100,6 +100,73 @@ const MIGRATIONS: &[&str] = &[
         campaign text NOT NULL
     );
     "#,
+    // 2: views for BI tools (docs/bi.md): stable names, timestamps, and
+    // sums that are null as soon as one summed row is (a privacy mode that
+    // does not count a figure must not read as 0).
+    r#"
+    CREATE FUNCTION footfall_whole(total numeric, counted bigint, rows bigint)
+        RETURNS numeric LANGUAGE sql IMMUTABLE
+        AS 'SELECT CASE WHEN counted = rows THEN total END';
+    CREATE VIEW footfall_windows_v AS
+        SELECT store_id, agent_id,
+               to_timestamp(window_start) AS window_start,
+               to_timestamp(window_end) AS window_end,
+               frames, frames_no_signal, detected, visits, visitors, visitors_new,
+               visitors_returning, visitors_randomized, passersby, residents,
+               dwell_sum_s, present_est, present_lo, present_hi, entries_est,
+               present_est * (window_end - window_start) / 3600.0 AS person_hours_est,
+               privacy_mode
+        FROM footfall_windows;
+    CREATE VIEW footfall_hours_v AS
+        SELECT store_id, date_trunc('hour', window_start) AS hour_start,
+               count(*) AS windows,
+               sum(frames) AS frames,
+               footfall_whole(sum(visits), count(visits), count(*)) AS visits,
+               footfall_whole(sum(visitors), count(visitors), count(*)) AS visitors,
+               footfall_whole(sum(passersby), count(passersby), count(*)) AS passersby,
+               footfall_whole(sum(detected), count(detected), count(*)) AS detected,
+               footfall_whole(sum(dwell_sum_s), count(dwell_sum_s), count(*)) AS dwell_sum_s,
+               footfall_whole(sum(person_hours_est)::numeric, count(person_hours_est), count(*)) AS person_hours_est,
+               footfall_whole(sum(entries_est)::numeric, count(entries_est), count(*)) AS entries_est,
+               footfall_whole(avg(present_est)::numeric, count(present_est), count(*)) AS present_est
+        FROM footfall_windows_v GROUP BY store_id, date_trunc('hour', window_start);
+    CREATE VIEW footfall_days_v AS
+        SELECT store_id, agent_id, date::date AS date, visits, unique_visitors,
+               visitors_new, visitors_returning, visitors_randomized, residents,
+               person_hours_est, entries_est, privacy_mode
+        FROM footfall_days;
+    CREATE VIEW footfall_weeks_v AS
+        SELECT store_id, date_trunc('week', date)::date AS week_start,
+               count(*) AS days,
+               footfall_whole(sum(visits), count(visits), count(*)) AS visits,
+               footfall_whole(sum(unique_visitors), count(unique_visitors), count(*)) AS unique_visitors_daysum,
+               footfall_whole(sum(person_hours_est)::numeric, count(person_hours_est), count(*)) AS person_hours_est,
+               footfall_whole(sum(entries_est)::numeric, count(entries_est), count(*)) AS entries_est
+        FROM footfall_days_v GROUP BY store_id, date_trunc('week', date);
+    CREATE VIEW footfall_chain_days_v AS
+        SELECT date, count(DISTINCT store_id) AS stores,
+               footfall_whole(sum(visits), count(visits), count(*)) AS visits,
+               footfall_whole(sum(person_hours_est)::numeric, count(person_hours_est), count(*)) AS person_hours_est,
+               footfall_whole(sum(entries_est)::numeric, count(entries_est), count(*)) AS entries_est
+        FROM footfall_days_v GROUP BY date;
+    CREATE VIEW footfall_chain_weeks_v AS
+        SELECT week_start, count(DISTINCT store_id) AS stores,
+               footfall_whole(sum(visits), count(visits), count(*)) AS visits,
+               footfall_whole(sum(person_hours_est), count(person_hours_est), count(*)) AS person_hours_est,
+               footfall_whole(sum(entries_est), count(entries_est), count(*)) AS entries_est
+        FROM footfall_weeks_v GROUP BY week_start;
+    CREATE VIEW footfall_campaigns_v AS
+        SELECT campaign_id,
+               campaign::jsonb ->> 'name' AS name,
+               campaign::jsonb ->> 'channel' AS channel,
+               campaign::jsonb -> 'start' AS start,
+               campaign::jsonb -> 'end' AS "end",
+               campaign::jsonb -> 'stores' AS stores,
+               (campaign::jsonb ->> 'impressions')::bigint AS impressions,
+               (campaign::jsonb ->> 'reach')::bigint AS reach,
+               (campaign::jsonb ->> 'spend')::double precision AS spend
+        FROM footfall_campaigns;
+    "#,
 ];
 
 const WINDOW_COLUMNS: &str = "store_id, agent_id, window_start, window_end, seq, frames, \
