@@ -7,6 +7,7 @@
 //! - `store`: the `ReportStore` trait and its engines (sled);
 //! - `calendar`: time zones, local days, ISO weeks, campaign bounds;
 //! - `retention`: what is past `[retention]`, and what `purge` deletes;
+//! - `migrate`: a sled store copied into PostgreSQL, and verified;
 //! - `validate`: the checks a payload must pass (SPEC §4-§6);
 //! - `accept`: the one place a payload is accepted (validate → store →
 //!   dead-letter → tally), for MQTT, HTTP and `ingest`;
@@ -33,6 +34,7 @@ pub mod config;
 #[cfg(test)]
 mod conformance;
 pub mod metrics;
+pub mod migrate;
 pub mod mqtt;
 pub mod query;
 pub mod render;

@@ -87,6 +87,16 @@ enum Command {
         #[arg(long)]
         before: Option<String>,
     },
+    /// Copy this gateway's sled store into PostgreSQL, then verify it per
+    /// store (counts and a checksum). Stop the gateway first; run it again
+    /// to resume.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        /// postgres://user:password@host:port/database
+        #[arg(long)]
+        to: String,
+    },
     /// Payloads the gateway refused to store, with the reason.
     DeadLetters {
         #[arg(long)]
@@ -218,6 +228,20 @@ fn run(command: Command) -> Result<()> {
             let config = Config::load(&config)?;
             let done = Client::open(&config)?.purge(store, before.as_deref())?;
             println!("purge: {done}");
+        }
+        Command::Migrate { config, to } => {
+            let config = Config::load(&config)?;
+            let footfall_gateway::config::Storage::Sled { path, cache_bytes } = &config.storage
+            else {
+                anyhow::bail!(
+                    "migrate copies a sled store: this config's [storage] is already a url"
+                );
+            };
+            let from = footfall_gateway::store::SledStore::open(path, *cache_bytes)
+                .map_err(|e| anyhow::anyhow!("{e}; stop the gateway that uses it, then migrate"))?;
+            let to = footfall_gateway::store::PgStore::open(&to)?;
+            print!("{}", footfall_gateway::migrate::migrate(&from, &to)?);
+            println!("now set [storage] url to the PostgreSQL URL (and remove path)");
         }
         Command::DeadLetters { config } => {
             let config = Config::load(&config)?;
