@@ -37,6 +37,36 @@ async function api(path) {
   return JSON.parse(text);
 }
 
+// The page's date range and store filter live in the hash, after the
+// view: #/store/A?from=2026-10-01&to=2026-10-07 (&q= on the overview), so
+// that a link says what it shows.
+function params() {
+  const i = location.hash.indexOf("?");
+  return new URLSearchParams(i < 0 ? "" : location.hash.slice(i + 1));
+}
+function setParam(k, v) {
+  const p = params();
+  if (v) p.set(k, v); else p.delete(k);
+  const base = location.hash.split("?")[0] || "#/";
+  const q = p.toString();
+  location.hash = base + (q ? "?" + q : "");
+}
+// An API path with the page's date range (UTC days for windows and hours,
+// local dates for days, as the API reads them).
+function ranged(path) {
+  const p = params();
+  const add = ["from", "to"].filter((k) => p.get(k)).map((k) => `${k}=${encodeURIComponent(p.get(k))}`);
+  return add.length ? path + (path.includes("?") ? "&" : "?") + add.join("&") : path;
+}
+// A CSV of what the page shows, as a download link.
+function csvLink(name, rows) {
+  if (!rows.length) return "";
+  const keys = Object.keys(rows[0]);
+  const cell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+  const text = [keys.join(","), ...rows.map((r) => keys.map((k) => cell(r[k])).join(","))].join("\n") + "\n";
+  return `<a id="csv" class="csv" download="${esc(name)}.csv" href="data:text/csv;charset=utf-8,${encodeURIComponent(text)}">Download CSV</a>`;
+}
+
 // Formatting
 const when = (w) => (w && w.Date) || (w && w.At !== undefined ? new Date(w.At * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC" : String(w));
 const nf = new Intl.NumberFormat("en");
@@ -113,7 +143,8 @@ function funnel(steps) {
 
 // Views
 async function overview() {
-  const [stores, days, campaigns] = await Promise.all([api("/api/v1/stores"), api("/api/v1/footfall?interval=day"), api("/api/v1/campaigns")]);
+  const [stores, days, campaigns] = await Promise.all([api("/api/v1/stores"), api(ranged("/api/v1/footfall?interval=day")), api("/api/v1/campaigns")]);
+  const find = (params().get("q") || "").toLowerCase();
   const dates = [...new Set(days.filter((d) => d.store_id !== "*").map((d) => d.date))].sort();
   const last = dates[dates.length - 1];
   const week = dates.slice(-7);
@@ -137,8 +168,11 @@ async function overview() {
   if (offline.length) h += `<div class="warn">Not online: ${offline.map((s) => esc(s.store_id + "/" + s.agent_id)).join(", ")}</div>`;
   const chainPeople = dates.slice(-28).map((dt) => (days.find((d) => d.store_id === "*" && d.date === dt) || {}).entries_est ?? null);
   h += `<div class="card"><h2>Visits per day, whole chain (devices), and people entering (estimate)</h2>${chart({ labels: dates.slice(-28).map((d) => d.slice(5)), series: [{ name: "visits (devices)", color: "var(--a)", values: chain }], lines: [{ name: "people entering (estimate)", color: "var(--c)", values: chainPeople }], every: 2 })}</div><br>`;
+  const shown = stores.filter((s) => !find || s.store_id.toLowerCase().includes(find));
+  h += `<p><input id="find" type="search" placeholder="Find a store" value="${esc(find)}"> <span class="muted" id="found" data-value="${shown.length}">${shown.length} of ${stores.length} stores</span> ` +
+    csvLink("stores", shown.map((s) => ({ store_id: s.store_id, agent_id: s.agent_id, state: s.state, privacy_mode: s.privacy_mode ?? null, visits_last_day: (byStore[s.store_id] || {}).last ?? 0, visits_7d: (byStore[s.store_id] || {}).week ?? 0 }))) + `</p>`;
   h += `<table id="stores"><tr><th>Store</th><th>Agent</th><th>State</th><th>Last seen</th><th>Windows received, last 7 UTC days</th><th>Visits ${last || ""} (devices)</th><th>Visits, 7 days (devices)</th></tr>`;
-  for (const s of stores) {
+  for (const s of shown) {
     const v = byStore[s.store_id] || { last: 0, week: 0 };
     const t = s.last_seen_unix_s || s.last_report_unix_s;
     const seen = t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "–";
@@ -152,7 +186,7 @@ async function overview() {
 }
 
 async function storePage(id) {
-  const [stores, allDays] = await Promise.all([api("/api/v1/stores"), api(`/api/v1/footfall?interval=day&store=${encodeURIComponent(id)}`)]);
+  const [stores, allDays] = await Promise.all([api("/api/v1/stores"), api(ranged("/api/v1/footfall?interval=day"))]);
   const tz = (stores.find((s) => s.store_id === id && s.timezone) || {}).timezone || "UTC";
   const mode = (stores.find((s) => s.store_id === id && s.privacy_mode) || {}).privacy_mode || null;
   const days = allDays.filter((d) => d.store_id === id);
@@ -162,8 +196,20 @@ async function storePage(id) {
   const [hours, windows, dwell] = await Promise.all([
     last7.length ? api(`/api/v1/footfall?interval=hour&store=${encodeURIComponent(id)}&from=${dayShift(last7[0], -1)}&to=${dayShift(last7[last7.length - 1], 1)}`) : [],
     lastDay.date ? api(`/api/v1/footfall?interval=window&store=${encodeURIComponent(id)}&from=${dayShift(lastDay.date, -1)}&to=${dayShift(lastDay.date, 1)}`) : [],
-    api(`/api/v1/dwell?store=${encodeURIComponent(id)}`),
+    api(ranged(`/api/v1/dwell?store=${encodeURIComponent(id)}`)),
   ]);
+  // The store against the chain: people entering over the range, against
+  // the average store's (the chain's sum over the stores reporting).
+  const chainDays = allDays.filter((d) => d.store_id !== "*" && dates.includes(d.date));
+  const sumEntries = (rows) => rows.reduce((a, d) => (a === null || d.entries_est === null || d.entries_est === undefined ? null : a + d.entries_est), 0);
+  const storeCount = new Set(chainDays.map((d) => d.store_id)).size || 1;
+  const mine = sumEntries(days), chainSum = sumEntries(chainDays);
+  const vsChain = mine === null || chainSum === null || chainSum === 0 ? null : mine / (chainSum / storeCount) - 1;
+  const avgPerDay = dates.map((dt) => {
+    const rows = chainDays.filter((d) => d.date === dt);
+    const s = sumEntries(rows);
+    return s === null || !rows.length ? null : s / rows.length;
+  });
   const inWeek = hours.filter((w) => last7.includes(dateIn(tz, w.hour_start)));
   const profile = Array(24).fill(0);
   for (const w of inWeek) profile[hourIn(tz, w.hour_start)] += w.visits;
@@ -173,18 +219,19 @@ async function storePage(id) {
   // A figure the store's privacy mode does not count is null: shown as "–",
   // never as 0 (docs/privacy.md).
   const modeNote = mode ? ` · privacy mode ${esc(mode)}${mode === "loyalty" ? "" : ": device figures it does not count show as –"}` : "";
-  let h = `<h1>Store ${esc(id)}</h1><p class="muted" id="store-mode">local time ${esc(tz)}${modeNote}</p><div class="tiles">` +
+  let h = `<h1>Store ${esc(id)}</h1><p class="muted" id="store-mode">local time ${esc(tz)}${modeNote} ${csvLink("store-" + id, days.map((d) => { const r = { ...d }; delete r.agent_id; return r; }))}</p><div class="tiles">` +
     tile("entries_last_day", `People entering ${lastDay.date || ""} (estimate)`, lastDay.entries_est ?? null, num1(lastDay.entries_est)) +
     tile("person_hours_last_day", "Person-hours that day (estimate)", lastDay.person_hours_est ?? null, num1(lastDay.person_hours_est)) +
     tile("visits_last_day", `Visits ${lastDay.date || ""} (devices)`, lastDay.visits ?? null, fmt(lastDay.visits)) +
     tile("unique_last_day", "Unique visitors that day (devices)", lastDay.unique_visitors ?? null, fmt(lastDay.unique_visitors)) +
     tile("returning_last_day", "Returning that day (devices)", lastDay.visitors_returning ?? null, fmt(lastDay.visitors_returning)) +
-    tile("mean_dwell_min", "Mean dwell (all time, devices)", dwell.mean_dwell_s === null ? null : dwell.mean_dwell_s / 60, dwell.mean_dwell_s === null ? "–" : (dwell.mean_dwell_s / 60).toFixed(1) + " min") +
+    tile("vs_chain", "People entering vs the average store", vsChain, pct(vsChain), `over ${dates.length} days, ${storeCount} stores`, vsChain === null ? "" : vsChain >= 0 ? "good" : "bad") +
+    tile("mean_dwell_min", `Mean dwell (${params().get("from") || params().get("to") ? "the dates chosen" : "all time"}, devices)`, dwell.mean_dwell_s === null ? null : dwell.mean_dwell_s / 60, dwell.mean_dwell_s === null ? "–" : (dwell.mean_dwell_s / 60).toFixed(1) + " min") +
     `</div><div class="grid">` +
     `<div class="card"><h2>People present ${esc(lastDay.date || "")} (estimate, band: 90 % interval)</h2>${chart({ labels: today.map((w) => clockIn(tz, w.window_start)), series: [], every: 8,
       lines: [{ name: "people present", color: "var(--a)", values: today.map((w) => w.present_est) }],
       bands: [{ name: "90 % interval", color: "var(--a)", lo: today.map((w) => w.present_lo), hi: today.map((w) => w.present_hi) }] })}</div>` +
-    `<div class="card"><h2>People entering per day (estimate)</h2>${chart({ labels, series: [{ name: "people entering", color: "var(--c)", values: recent.map((d) => d.entries_est) }], every: 2 })}</div>` +
+    `<div class="card"><h2>People entering per day (estimate), this store and the average store</h2>${chart({ labels, series: [{ name: "people entering", color: "var(--c)", values: recent.map((d) => d.entries_est) }], lines: [{ name: "average store", color: "var(--b)", values: avgPerDay.slice(-recent.length) }], every: 2 })}</div>` +
     `<div class="card"><h2>Visits per day (devices)</h2>${chart({ labels, series: [{ name: "visits", color: "var(--a)", values: recent.map((d) => d.visits) }], every: 2 })}</div>` +
     `<div class="card"><h2>Visits by hour of day (${esc(tz)}), last 7 days (devices)</h2>${chart({ labels: profile.map((_, i) => String(i)), series: [{ name: "visits", color: "var(--b)", values: profile }], every: 2 })}</div>` +
     `<div class="card"><h2>New vs returning visitors (devices)</h2>${chart({ labels, stacked: true, every: 2, series: [
@@ -207,8 +254,11 @@ async function storePage(id) {
 
 async function campaignPage(id) {
   const [r] = await api(`/api/v1/campaign-report?campaign=${encodeURIComponent(id)}`);
+  const p = params();
+  r.daily = r.daily.filter((d) => (!p.get("from") || d.date >= p.get("from")) && (!p.get("to") || d.date <= p.get("to")));
   const good = (v) => (v === null ? "" : v > 0 ? "good" : "bad");
-  let h = `<h1>Campaign: ${esc(r.name)}</h1><p class="muted">${esc(r.channel)} · ${esc(r.start)} → ${esc(r.end)} · stores ${r.stores.map((s) => esc(s.store_id)).join(", ")}</p>`;
+  const csvRows = r.stores.map((s) => ({ store_id: s.store_id, entries_est: s.entries_est, entries_lift: s.entries_lift, visits: s.visits, baseline_visits: s.baseline_visits, lift: s.lift, did_lift: s.did_lift, capture_rate: s.capture_rate }));
+  let h = `<h1>Campaign: ${esc(r.name)}</h1><p class="muted">${esc(r.channel)} · ${esc(r.start)} → ${esc(r.end)} · stores ${r.stores.map((s) => esc(s.store_id)).join(", ")} ${csvLink("campaign-" + id, csvRows)}</p>`;
   for (const w of r.warnings) h += `<div class="warn">${esc(w)}</div>`;
   h += `<div class="tiles">` +
     tile("entries_est", "People entering in the period (estimate)", r.entries_est, num1(r.entries_est)) +
@@ -243,7 +293,10 @@ async function campaignPage(id) {
 
 async function route() {
   const main = $("#main");
-  const [, view, arg] = location.hash.split("/");
+  const [, view, arg] = location.hash.split("?")[0].split("/");
+  const p = params();
+  $("#from").value = p.get("from") || "";
+  $("#to").value = p.get("to") || "";
   try {
     const html = view === "store" ? await storePage(decodeURIComponent(arg)) : view === "campaign" ? await campaignPage(decodeURIComponent(arg)) : await overview();
     main.innerHTML = html;
@@ -254,4 +307,8 @@ async function route() {
   }
 }
 window.addEventListener("hashchange", route);
+for (const k of ["from", "to"]) $("#" + k).addEventListener("change", (e) => setParam(k, e.target.value));
+document.addEventListener("change", (e) => {
+  if (e.target.id === "find") setParam("q", e.target.value);
+});
 route();

@@ -31,6 +31,29 @@ fn browse(chrome: &Path, profile: &Path, url: &str, extra: &[&str]) -> std::proc
         .unwrap()
 }
 
+/// The CSV a page offers (its `Download CSV` link's data URL), decoded.
+fn csv_of(dom: &str) -> String {
+    let href = dom
+        .split("id=\"csv\"")
+        .nth(1)
+        .and_then(|p| p.split("href=\"data:text/csv;charset=utf-8,").nth(1))
+        .and_then(|p| p.split('"').next())
+        .unwrap_or_default();
+    let bytes = href.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&href[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap().replace("&amp;", "&")
+}
+
 /// `data-field` → `data-value` of every number a page shows.
 fn shown_values(dom: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -176,7 +199,9 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
     );
     for (name, hash) in [
         ("overview", "#/"),
+        ("overview-find", "#/?q=b"),
         ("store-A", "#/store/A"),
+        ("store-A-week", "#/store/A?from=2026-10-05&to=2026-10-11"),
         ("campaign-fall", "#/campaign/fall"),
     ] {
         let url = format!("http://{http}/{hash}");
@@ -194,7 +219,66 @@ fn dashboard_pages_show_the_api_numbers_in_chromium() {
         assert!(!stderr.contains("Uncaught"), "{name}: {stderr}");
         let values = shown_values(&dom);
         assert!(values.len() >= 4, "{name}: {values:?}");
+        // Every page offers what it shows as CSV.
+        let csv = csv_of(&dom);
+        assert!(csv.lines().count() >= 2, "{name}: CSV {csv}");
         match name {
+            "overview-find" => {
+                let get = |f: &str| {
+                    dom.split(&format!("id=\"{f}\""))
+                        .nth(1)
+                        .unwrap()
+                        .to_string()
+                };
+                assert!(
+                    get("found").contains("data-value=\"1\""),
+                    "{name}: one store found"
+                );
+                assert!(dom.contains("data-store=\"B\"") && !dom.contains("data-store=\"A\""));
+                assert!(
+                    csv.starts_with("store_id,agent_id,state,privacy_mode"),
+                    "{csv}"
+                );
+                assert_eq!(csv.lines().count(), 2, "{csv}");
+                assert!(csv.lines().nth(1).unwrap().starts_with("B,"), "{csv}");
+            }
+            "store-A-week" => {
+                // The range: seven days, in the CSV and in the comparison
+                // with the average store (A had +50 % that week).
+                let dates: Vec<&str> = csv
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split(',').nth(1).unwrap())
+                    .collect();
+                assert_eq!(dates.first(), Some(&"2026-10-05"), "{csv}");
+                assert_eq!(dates.len(), 7, "{csv}");
+                let week: Vec<_> =
+                    api("/api/v1/footfall?interval=day&from=2026-10-05&to=2026-10-11")
+                        .into_iter()
+                        .filter(|r| r["store_id"] != "*")
+                        .collect();
+                let sum = |store: Option<&str>| -> f64 {
+                    week.iter()
+                        .filter(|r| store.is_none_or(|s| r["store_id"] == s))
+                        .map(|r| r["entries_est"].as_f64().unwrap())
+                        .sum()
+                };
+                let want = sum(Some("A")) / (sum(None) / 3.0) - 1.0;
+                let shown = values
+                    .iter()
+                    .find(|(k, _)| k == "vs_chain")
+                    .unwrap()
+                    .1
+                    .clone();
+                assert!(
+                    close(&shown, &serde_json::json!(want)),
+                    "vs_chain {shown}, want {want}"
+                );
+                assert!(
+                    want > 0.0,
+                    "A's campaign week is above the average store: {want}"
+                );
+            }
             "campaign-fall" => {
                 for (field, shown) in &values {
                     if let Some(f) = field.strip_prefix("funnel_") {
