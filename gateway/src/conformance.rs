@@ -291,6 +291,7 @@ fn postgres_views_sum_as_the_reports_do() {
         footfall_report::PrivacyMode::Ephemeral,
     );
     s.put(&Report::Day(e)).unwrap();
+    s.commit().unwrap();
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let hours: i64 = c
         .query_one("SELECT count(*) FROM footfall_hours_v", &[])

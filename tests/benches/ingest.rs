@@ -3,7 +3,10 @@
 //! acks them (SPEC §6); timed from the first publish to the last ack.
 //! Needs the gateway built in the same profile (`scripts/bench` does it).
 //!
-//!     cargo bench -p footfall-tests --bench ingest -- [--stores N] [--windows N]
+//!     cargo bench -p footfall-tests --bench ingest -- [--stores N] [--windows N] [--postgres] [--gateways N]
+//!
+//! `--postgres` keeps the reports in a throwaway PostgreSQL cluster, and
+//! `--gateways N` (with it) runs N gateways on one shared subscription.
 
 use std::time::Duration;
 
@@ -23,28 +26,48 @@ fn window(store: usize, i: u64) -> Report {
 fn main() {
     let stores = arg("--stores", 100) as usize;
     let windows = arg("--windows", 500);
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    let gateways = arg("--gateways", 1) as usize;
+    assert!(
+        gateways == 1 || postgres,
+        "several gateways share PostgreSQL: add --postgres"
+    );
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut broker = Broker::for_bursts(dir.path());
     broker.start();
-    std::fs::write(
-        dir.path().join("gateway.toml"),
-        format!(
-            "[storage]\npath = \"gateway-state\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-gateway\"\n[http]\nlisten = \"127.0.0.1:{}\"\n",
-            broker.url(),
-            free_port()
-        ),
-    )
-    .expect("write gateway.toml");
-    let mut gateway = Proc::spawn(
-        dir.path(),
-        "gateway",
-        &bin("footfall-gateway"),
-        &["serve", "--config", "gateway.toml"],
-    );
-    wait_until(Duration::from_secs(20), "the gateway subscribes", || {
-        std::fs::read_to_string(dir.path().join("gateway.log"))
-            .is_ok_and(|l| l.contains("subscribing"))
-    });
+    let pg = postgres.then(|| footfall_tests::postgres::Postgres::start().expect("PostgreSQL"));
+    let storage = match &pg {
+        Some(pg) => format!("url = \"{}\"", pg.database("bench")),
+        None => "path = \"gateway-state\"".into(),
+    };
+    let share = if gateways > 1 {
+        "share_group = \"bench\"\n"
+    } else {
+        ""
+    };
+    let mut procs = Vec::new();
+    for g in 0..gateways {
+        let name = format!("gateway{g}");
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            format!(
+                "[storage]\n{storage}\n[mqtt]\nurl = \"{}\"\nclient_id = \"bench-{name}\"\n{share}[http]\nlisten = \"127.0.0.1:{}\"\n",
+                broker.url(),
+                free_port()
+            ),
+        )
+        .expect("write the gateway's config");
+        procs.push(Proc::spawn(
+            dir.path(),
+            &name,
+            &bin("footfall-gateway"),
+            &["serve", "--config", &format!("{name}.toml")],
+        ));
+        wait_until(Duration::from_secs(20), "the gateway subscribes", || {
+            std::fs::read_to_string(dir.path().join(format!("{name}.log")))
+                .is_ok_and(|l| l.contains("subscribing"))
+        });
+    }
     let reports: Vec<Report> = (0..stores)
         .flat_map(|s| (0..windows).map(move |i| window(s, i)))
         .collect();
@@ -55,11 +78,15 @@ fn main() {
     // One connection per ten stores, as many store boxes would be.
     let secs =
         burst(broker.port, &reports, 10, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    gateway.term();
+    for mut p in procs {
+        p.term();
+    }
     broker.stop();
     println!(
-        "reports {} bytes {bytes} seconds {secs:.3} reports_per_s {:.0}",
+        "reports {} bytes {bytes} seconds {secs:.3} reports_per_s {:.0} gateways {gateways} storage {}",
         reports.len(),
-        reports.len() as f64 / secs
+        reports.len() as f64 / secs,
+        if postgres { "postgres" } else { "sled" }
     );
+    drop(pg);
 }

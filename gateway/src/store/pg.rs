@@ -11,9 +11,11 @@
 //! Invariants: the schema is versioned (`footfall_schema`) and migrated at
 //! open under an advisory lock, so gateways starting together migrate
 //! once. A report key is inserted at most once (`ON CONFLICT DO NOTHING`);
-//! a second with other counts is a conflict and the first is kept. Every
-//! statement commits before it returns, so `commit` has nothing left to
-//! make durable and an ack never names an uncommitted report.
+//! a second with other counts is a conflict and the first is kept. Writes
+//! go into one transaction that `commit` commits (one WAL flush a batch),
+//! and the gateway acks only after `commit`, so an ack never names an
+//! uncommitted report; a failed write rolls the transaction back, and the
+//! batch is stored again from its start.
 
 use std::sync::Mutex;
 
@@ -183,8 +185,16 @@ pub struct PgStore {
     name: String,
     /// To connect again after the connection is lost.
     url: String,
+    client: Mutex<Conn>,
+}
+
+/// The connection and whether a write transaction is open on it: writes
+/// go into one transaction until `commit`, one fsync for a batch instead
+/// of one per report.
+struct Conn {
     /// `None` only while dropping (see `Drop`).
-    client: Mutex<Option<Client>>,
+    client: Option<Client>,
+    in_tx: bool,
 }
 
 impl Drop for PgStore {
@@ -194,18 +204,20 @@ impl Drop for PgStore {
             .client
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
+            .client
             .take();
         blocking(move || drop(client));
     }
 }
 
 /// The connection, locked: one statement at a time on it.
-struct ClientGuard<'a>(std::sync::MutexGuard<'a, Option<Client>>);
+struct ClientGuard<'a>(std::sync::MutexGuard<'a, Conn>);
 
 impl std::ops::Deref for ClientGuard<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
         self.0
+            .client
             .as_ref()
             .expect("the connection lives as long as the store")
     }
@@ -214,6 +226,7 @@ impl std::ops::Deref for ClientGuard<'_> {
 impl std::ops::DerefMut for ClientGuard<'_> {
     fn deref_mut(&mut self) -> &mut Client {
         self.0
+            .client
             .as_mut()
             .expect("the connection lives as long as the store")
     }
@@ -249,7 +262,10 @@ impl PgStore {
         let store = PgStore {
             name,
             url: url.to_string(),
-            client: Mutex::new(Some(client)),
+            client: Mutex::new(Conn {
+                client: Some(client),
+                in_tx: false,
+            }),
         };
         store.migrate()?;
         Ok(store)
@@ -270,15 +286,50 @@ impl PgStore {
         // A panic while holding the lock leaves the connection as usable
         // as any: every statement commits on its own.
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(Client::is_closed) {
+        if guard.client.as_ref().is_none_or(Client::is_closed) {
             let c = Client::connect(&self.url, NoTls).map_err(|source| StoreError::Postgres {
                 what: format!("{}: cannot connect", self.name),
                 source,
             })?;
             tracing::info!(database = %self.name, "connected to the database again");
-            *guard = Some(c);
+            guard.client = Some(c);
+            // What the lost connection had not committed is gone with it.
+            guard.in_tx = false;
         }
         Ok(ClientGuard(guard))
+    }
+
+    /// Runs a write inside the open transaction, opening one if none is;
+    /// a failed write rolls it back (the caller retries the whole batch,
+    /// which is idempotent by key).
+    fn write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.client()?;
+        let result = (|| {
+            if !c.0.in_tx {
+                c.batch_execute("BEGIN")?;
+                c.0.in_tx = true;
+            }
+            f(&mut c)
+        })();
+        if result.is_err() && c.0.in_tx {
+            let _ = c.batch_execute("ROLLBACK");
+            c.0.in_tx = false;
+        }
+        result.map_err(self.err(what))
+    }
+
+    /// Commits the open transaction, if any.
+    fn finish(&self) -> Result<(), StoreError> {
+        let mut c = self.client()?;
+        if c.0.in_tx {
+            c.0.in_tx = false;
+            c.batch_execute("COMMIT").map_err(self.err("committing"))?;
+        }
+        Ok(())
     }
 
     /// Applies the migrations this database lacks, under an advisory lock.
@@ -390,7 +441,7 @@ impl PgStore {
         }
     }
 
-    fn insert_window(&self, c: &mut Client, w: &WindowReport) -> Result<u64, postgres::Error> {
+    fn insert_window(c: &mut Client, w: &WindowReport) -> Result<u64, postgres::Error> {
         let sketch = w
             .visitor_sketch
             .as_ref()
@@ -435,7 +486,7 @@ impl PgStore {
         )
     }
 
-    fn insert_day(&self, c: &mut Client, d: &DayReport) -> Result<u64, postgres::Error> {
+    fn insert_day(c: &mut Client, d: &DayReport) -> Result<u64, postgres::Error> {
         c.execute(
             &format!(
                 "INSERT INTO footfall_days ({DAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
@@ -511,17 +562,11 @@ impl PgStore {
 /// The engine's work, on the calling thread (see `blocking`).
 impl PgStore {
     fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
-        let mut c = self.client()?;
         let (inserted, existing) = match report {
             Report::Window(w) => {
-                if self
-                    .insert_window(&mut c, w)
-                    .map_err(self.err("storing a window"))?
-                    == 1
-                {
+                if self.write("storing a window", |c| PgStore::insert_window(c, w))? == 1 {
                     (true, None)
                 } else {
-                    drop(c);
                     let q = Query {
                         store_id: Some(w.store_id.clone()),
                         from_s: Some(w.window_start),
@@ -535,14 +580,11 @@ impl PgStore {
                 }
             }
             Report::Day(d) => {
-                if self
-                    .insert_day(&mut c, d)
-                    .map_err(self.err("storing a day"))?
-                    == 1
-                {
+                if self.write("storing a day", |c| PgStore::insert_day(c, d))? == 1 {
                     (true, None)
                 } else {
-                    let rows = c
+                    let rows = self
+                        .client()?
                         .query(
                             &format!(
                                 "SELECT {DAY_COLUMNS} FROM footfall_days \
@@ -568,8 +610,8 @@ impl PgStore {
     }
 
     fn dead_letter_now(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        self.client()?
-            .execute(
+        self.write("storing a dead letter", |c| {
+            c.execute(
                 "INSERT INTO footfall_dead_letters (received_unix_s, source, reason, payload) \
                  VALUES ($1, $2, $3, $4)",
                 &[
@@ -579,25 +621,24 @@ impl PgStore {
                     &no_nul(&letter.payload),
                 ],
             )
-            .map_err(self.err("storing a dead letter"))?;
+        })?;
         Ok(())
     }
 
     fn set_status_now(&self, info: &AgentInfo) -> Result<(), StoreError> {
         let text = serde_json::to_string(info).expect("statuses serialize");
-        self.client()?
-            .execute(
+        self.write("storing a status", |c| {
+            c.execute(
                 "INSERT INTO footfall_agents (store_id, agent_id, info) VALUES ($1, $2, $3) \
                  ON CONFLICT (store_id, agent_id) DO UPDATE SET info = EXCLUDED.info",
                 &[&info.store_id, &info.agent_id, &text],
             )
-            .map_err(self.err("storing a status"))?;
+        })?;
         Ok(())
     }
 
     fn commit_now(&self) -> Result<(), StoreError> {
-        // Each statement committed when it returned.
-        Ok(())
+        self.finish()
     }
 
     fn windows_now(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
@@ -695,6 +736,7 @@ impl PgStore {
     }
 
     fn put_campaigns_now(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
+        self.finish()?;
         let mut c = self.client()?;
         let e = self.err("storing campaigns");
         let mut t = c.transaction().map_err(&e)?;
@@ -742,6 +784,7 @@ impl PgStore {
     }
 
     fn purge_now(&self, p: &Purge) -> Result<Purged, StoreError> {
+        self.finish()?;
         let whole_store = p.store_id.is_some()
             && p.windows_before_s.is_none()
             && p.days_before.is_none()
