@@ -50,7 +50,35 @@ pub fn accept(
     max_payload: usize,
     tally: &mut Tally,
 ) -> Result<Option<(String, String, u64)>> {
-    let dead = |store: &dyn ReportStore, reason: String, tally: &mut Tally| -> Result<()> {
+    Ok(
+        accept_batch(store, &[(topic_name, payload)], max_payload, tally)?
+            .pop()
+            .flatten(),
+    )
+}
+
+/// What one message is, once read.
+enum Read {
+    Report(String, String, Box<footfall_report::Report>),
+    Status(String, String, Box<Status>),
+    Dead(String),
+}
+
+/// `accept` for many messages at once: the reports go to the store
+/// together (`put_many`: one statement for a batch on PostgreSQL). Returns
+/// what to ack for each message, in order.
+pub fn accept_batch(
+    store: &dyn ReportStore,
+    messages: &[(&str, &[u8])],
+    max_payload: usize,
+    tally: &mut Tally,
+) -> Result<Vec<Option<(String, String, u64)>>> {
+    let dead = |store: &dyn ReportStore,
+                topic_name: &str,
+                payload: &[u8],
+                reason: String,
+                tally: &mut Tally|
+     -> Result<()> {
         tally.dead += 1;
         warn!(topic = topic_name, %reason, "dead letter");
         store.dead_letter(&DeadLetter {
@@ -61,68 +89,74 @@ pub fn accept(
         })?;
         Ok(())
     };
-    match topic::parse(topic_name) {
-        Some((s, a, kind @ (Kind::Window | Kind::Day))) => {
-            match validate(payload, Some((s, a, kind)), max_payload) {
-                Ok(report) => {
-                    match store.put(&report)? {
-                        Put::Inserted => tally.inserted += 1,
-                        Put::Duplicate => tally.duplicates += 1,
-                        Put::Conflict => {
-                            tally.conflicts += 1;
-                            dead(
-                                store,
-                                format!(
-                                    "conflict: {:?} is stored with other counts; the first is kept",
-                                    report.key().period
-                                ),
-                                tally,
-                            )?;
-                        }
+    let read: Vec<Read> = messages
+        .iter()
+        .map(|(topic_name, payload)| match topic::parse(topic_name) {
+            Some((s, a, kind @ (Kind::Window | Kind::Day))) => {
+                match validate(payload, Some((s, a, kind)), max_payload) {
+                    Ok(report) => Read::Report(s.to_string(), a.to_string(), Box::new(report)),
+                    Err(reject) => Read::Dead(reject.to_string()),
+                }
+            }
+            Some((_, _, Kind::Status)) if payload.len() > max_payload => Read::Dead(format!(
+                "status of {} bytes is larger than max_payload_bytes = {max_payload}",
+                payload.len()
+            )),
+            Some((s, a, Kind::Status)) => match serde_json::from_slice::<Status>(payload) {
+                Ok(status) => Read::Status(s.to_string(), a.to_string(), Box::new(status)),
+                Err(e) => Read::Dead(format!("not a footfall status: {e}")),
+            },
+            _ => Read::Dead("not a footfall/v1/{store}/{agent}/{window|day|status} topic".into()),
+        })
+        .collect();
+    let reports: Vec<footfall_report::Report> = read
+        .iter()
+        .filter_map(|r| match r {
+            Read::Report(_, _, report) => Some((**report).clone()),
+            _ => None,
+        })
+        .collect();
+    let mut puts = store.put_many(&reports)?.into_iter();
+    let mut acks = Vec::with_capacity(messages.len());
+    for (r, (topic_name, payload)) in read.into_iter().zip(messages) {
+        acks.push(match r {
+            Read::Report(s, a, report) => {
+                match puts.next().expect("one result per report") {
+                    Put::Inserted => tally.inserted += 1,
+                    Put::Duplicate => tally.duplicates += 1,
+                    Put::Conflict => {
+                        tally.conflicts += 1;
+                        dead(
+                            store,
+                            topic_name,
+                            payload,
+                            format!(
+                                "conflict: {:?} is stored with other counts; the first is kept",
+                                report.key().period
+                            ),
+                            tally,
+                        )?;
                     }
-                    Ok(Some((s.to_string(), a.to_string(), report.seq())))
                 }
-                Err(reject) => {
-                    dead(store, reject.to_string(), tally)?;
-                    Ok(None)
-                }
+                Some((s, a, report.seq()))
             }
-        }
-        Some((_, _, Kind::Status)) if payload.len() > max_payload => {
-            dead(
-                store,
-                format!(
-                    "status of {} bytes is larger than max_payload_bytes = {max_payload}",
-                    payload.len()
-                ),
-                tally,
-            )?;
-            Ok(None)
-        }
-        Some((s, a, Kind::Status)) => {
-            match serde_json::from_slice::<Status>(payload) {
-                Ok(status) => {
-                    tally.statuses += 1;
-                    store.set_status(&AgentInfo {
-                        store_id: s.to_string(),
-                        agent_id: a.to_string(),
-                        last_seen_unix_s: now_s(),
-                        status,
-                    })?;
-                }
-                Err(e) => dead(store, format!("not a footfall status: {e}"), tally)?,
+            Read::Status(s, a, status) => {
+                tally.statuses += 1;
+                store.set_status(&AgentInfo {
+                    store_id: s,
+                    agent_id: a,
+                    last_seen_unix_s: now_s(),
+                    status: *status,
+                })?;
+                None
             }
-            Ok(None)
-        }
-        _ => {
-            dead(
-                store,
-                "not a footfall/v1/{store}/{agent}/{window|day|status} topic".into(),
-                tally,
-            )?;
-            Ok(None)
-        }
+            Read::Dead(reason) => {
+                dead(store, topic_name, payload, reason, tally)?;
+                None
+            }
+        });
     }
+    Ok(acks)
 }
 
 /// Report lines as agents' `--emit` writes them, each accepted like an

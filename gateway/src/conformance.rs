@@ -23,6 +23,7 @@ const DAY: i64 = 86_400;
 /// Every check, each on a fresh store from `fresh`.
 fn all(fresh: &mut dyn FnMut() -> Box<dyn ReportStore>) {
     each_key_once(fresh().as_ref());
+    many_at_once(fresh().as_ref());
     reads_by_store_and_time(fresh().as_ref());
     let s = fresh();
     four_days(s.as_ref());
@@ -80,6 +81,45 @@ fn each_key_once(s: &dyn ReportStore) {
         .unwrap();
     assert_eq!(got, vec![e]);
     s.commit().unwrap();
+}
+
+/// `put_many` answers as `put` would for each, in order, with a key sent
+/// twice in the same batch and one already stored with other counts.
+fn many_at_once(s: &dyn ReportStore) {
+    let w = |start: i64, n: u64| Report::Window(testing::window_of_visitors("s1", "a", start, n));
+    s.put(&w(0, 1)).unwrap();
+    let batch = [
+        w(900, 2),
+        w(0, 5),
+        w(1800, 3),
+        w(900, 2),
+        Report::Day(testing::day("s1", "a", "1970-01-01")),
+        w(0, 1),
+    ];
+    let got = s.put_many(&batch).unwrap();
+    assert_eq!(
+        got,
+        [
+            Put::Inserted,
+            Put::Conflict,
+            Put::Inserted,
+            Put::Duplicate,
+            Put::Inserted,
+            Put::Duplicate
+        ]
+    );
+    s.commit().unwrap();
+    let stored: Vec<Option<u64>> = s
+        .windows(&Query::default())
+        .unwrap()
+        .iter()
+        .map(|w| w.visits)
+        .collect();
+    assert_eq!(
+        stored,
+        [Some(1), Some(2), Some(3)],
+        "the first of each key is kept"
+    );
 }
 
 fn reads_by_store_and_time(s: &dyn ReportStore) {

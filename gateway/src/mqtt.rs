@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use tracing::{debug, error, info, warn};
 
-use crate::accept::{accept, Tally};
+use crate::accept::{accept_batch, Tally};
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::store::ReportStore;
@@ -225,13 +225,20 @@ fn process(
     let mut tally = Tally::default();
     let mut acks: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     let stored = (|| {
-        for p in batch.iter() {
-            let topic_name = String::from_utf8_lossy(&p.topic);
-            if let Some((s, a, seq)) =
-                accept(store, &topic_name, &p.payload, max_payload, &mut tally)?
-            {
-                acks.entry((s, a)).or_default().push(seq);
-            }
+        let topics: Vec<String> = batch
+            .iter()
+            .map(|p| String::from_utf8_lossy(&p.topic).into_owned())
+            .collect();
+        let messages: Vec<(&str, &[u8])> = topics
+            .iter()
+            .zip(batch.iter())
+            .map(|(t, p)| (t.as_str(), &p.payload[..]))
+            .collect();
+        for (s, a, seq) in accept_batch(store, &messages, max_payload, &mut tally)?
+            .into_iter()
+            .flatten()
+        {
+            acks.entry((s, a)).or_default().push(seq);
         }
         // Durable first, then acked: SPEC §6.
         store.commit()?;

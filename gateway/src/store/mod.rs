@@ -176,6 +176,11 @@ impl Query {
 
 pub trait ReportStore: Send + Sync {
     fn put(&self, report: &Report) -> Result<Put, StoreError>;
+    /// `put` for many reports, one result each, in order; an engine may do
+    /// it in fewer round trips.
+    fn put_many(&self, reports: &[Report]) -> Result<Vec<Put>, StoreError> {
+        reports.iter().map(|r| self.put(r)).collect()
+    }
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
     fn set_status(&self, info: &AgentInfo) -> Result<(), StoreError>;
     /// Makes everything before it durable. Implementations are shared

@@ -17,6 +17,7 @@
 //! uncommitted report; a failed write rolls the transaction back, and the
 //! batch is stored again from its start.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use footfall_report::{
@@ -441,7 +442,8 @@ impl PgStore {
         }
     }
 
-    fn insert_window(c: &mut Client, w: &WindowReport) -> Result<u64, postgres::Error> {
+    /// A window's column values, in `WINDOW_COLUMNS` order.
+    fn window_params(w: &WindowReport) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
         let sketch = w
             .visitor_sketch
             .as_ref()
@@ -450,40 +452,66 @@ impl PgStore {
             .dwell_counts
             .as_ref()
             .map(|d| d.iter().map(|x| *x as i64).collect());
-        c.execute(
+        vec![
+            Box::new(w.store_id.clone()),
+            Box::new(w.agent_id.clone()),
+            Box::new(w.window_start),
+            Box::new(w.window_end),
+            Box::new(w.seq as i64),
+            Box::new(w.frames as i64),
+            Box::new(w.frames_no_signal as i64),
+            Box::new(big(w.detected)),
+            Box::new(big(w.visits)),
+            Box::new(big(w.visitors)),
+            Box::new(big(w.visitors_new)),
+            Box::new(big(w.visitors_returning)),
+            Box::new(big(w.visitors_randomized)),
+            Box::new(big(w.passersby)),
+            Box::new(big(w.residents)),
+            Box::new(dwell),
+            Box::new(big(w.dwell_sum_s)),
+            Box::new(sketch),
+            Box::new(w.present_est),
+            Box::new(w.present_lo),
+            Box::new(w.present_hi),
+            Box::new(w.entries_est),
+            Box::new(w.privacy_mode.as_str().to_string()),
+            Box::new(w.agent_version.clone()),
+            Box::new(w.params_hash.clone()),
+        ]
+    }
+
+    /// Inserts windows that are not stored yet, in one statement; returns
+    /// the keys it inserted.
+    fn insert_windows(
+        c: &mut Client,
+        windows: &[&WindowReport],
+    ) -> Result<HashSet<(String, String, i64)>, postgres::Error> {
+        const COLUMNS: usize = 25;
+        let mut values = Vec::with_capacity(windows.len());
+        let mut params: Vec<Box<dyn postgres::types::ToSql + Sync>> =
+            Vec::with_capacity(windows.len() * COLUMNS);
+        for (i, w) in windows.iter().enumerate() {
+            let row: Vec<String> = (1..=COLUMNS)
+                .map(|k| format!("${}", i * COLUMNS + k))
+                .collect();
+            values.push(format!("({})", row.join(", ")));
+            params.extend(PgStore::window_params(w));
+        }
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = c.query(
             &format!(
-                "INSERT INTO footfall_windows ({WINDOW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-                 $23, $24, $25) ON CONFLICT DO NOTHING"
+                "INSERT INTO footfall_windows ({WINDOW_COLUMNS}) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING store_id, agent_id, window_start",
+                values.join(", ")
             ),
-            &[
-                &w.store_id,
-                &w.agent_id,
-                &w.window_start,
-                &w.window_end,
-                &(w.seq as i64),
-                &(w.frames as i64),
-                &(w.frames_no_signal as i64),
-                &big(w.detected),
-                &big(w.visits),
-                &big(w.visitors),
-                &big(w.visitors_new),
-                &big(w.visitors_returning),
-                &big(w.visitors_randomized),
-                &big(w.passersby),
-                &big(w.residents),
-                &dwell,
-                &big(w.dwell_sum_s),
-                &sketch,
-                &w.present_est,
-                &w.present_lo,
-                &w.present_hi,
-                &w.entries_est,
-                &w.privacy_mode.as_str(),
-                &w.agent_version,
-                &w.params_hash,
-            ],
-        )
+            &refs,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     fn insert_day(c: &mut Client, d: &DayReport) -> Result<u64, postgres::Error> {
@@ -564,7 +592,10 @@ impl PgStore {
     fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
         let (inserted, existing) = match report {
             Report::Window(w) => {
-                if self.write("storing a window", |c| PgStore::insert_window(c, w))? == 1 {
+                if !self
+                    .write("storing a window", |c| PgStore::insert_windows(c, &[w]))?
+                    .is_empty()
+                {
                     (true, None)
                 } else {
                     let q = Query {
@@ -607,6 +638,42 @@ impl PgStore {
             (false, Some(stored)) if same_counts(report, &stored) => Put::Duplicate,
             (false, _) => Put::Conflict,
         })
+    }
+
+    /// Windows go in statements of up to 500 rows (the round trips were
+    /// the cost of ingest); days, rarer, one by one.
+    fn put_many_now(&self, reports: &[Report]) -> Result<Vec<Put>, StoreError> {
+        let mut out: Vec<Option<Put>> = vec![None; reports.len()];
+        let windows: Vec<(usize, &WindowReport)> = reports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Report::Window(w) => Some((i, w)),
+                Report::Day(_) => None,
+            })
+            .collect();
+        for part in windows.chunks(500) {
+            let ws: Vec<&WindowReport> = part.iter().map(|(_, w)| *w).collect();
+            let mut inserted =
+                self.write("storing windows", |c| PgStore::insert_windows(c, &ws))?;
+            for (i, w) in part {
+                // The first of a key in the batch was inserted; a second
+                // (a resend in the same batch) compares like any other.
+                let key = (w.store_id.clone(), w.agent_id.clone(), w.window_start);
+                if inserted.remove(&key) {
+                    out[*i] = Some(Put::Inserted);
+                }
+            }
+        }
+        for (i, r) in reports.iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = Some(self.put_now(r)?);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|p| p.expect("every report has a result"))
+            .collect())
     }
 
     fn dead_letter_now(&self, letter: &DeadLetter) -> Result<(), StoreError> {
@@ -864,6 +931,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 impl ReportStore for PgStore {
     fn put(&self, report: &Report) -> Result<Put, StoreError> {
         blocking(|| self.put_now(report))
+    }
+
+    fn put_many(&self, reports: &[Report]) -> Result<Vec<Put>, StoreError> {
+        blocking(|| self.put_many_now(reports))
     }
 
     fn dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
