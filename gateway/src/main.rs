@@ -137,11 +137,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// The store for `serve`: a database that is not up yet (the gateway
+/// started first, or the database restarts) is waited for, saying so; a
+/// store that cannot be opened for another reason is an error at once.
+fn open_waiting(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn footfall_gateway::store::ReportStore>> {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match footfall_gateway::store::open(&config.storage) {
+            Err(e @ footfall_gateway::store::StoreError::Postgres { .. }) => {
+                tracing::warn!(error = %e, "the database is unavailable; waiting for it");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            let store = footfall_gateway::store::open(&config.storage)?;
+            let store = open_waiting(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -35,7 +35,7 @@ pub enum StoreError {
         source: ::sled::Error,
     },
     /// PostgreSQL refused or is unreachable: `what` says what was asked.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", pg_detail(source))]
     Postgres {
         what: String,
         source: postgres::Error,
@@ -209,6 +209,21 @@ pub(crate) fn same_counts(a: &Report, b: &Report) -> bool {
     let mut a = a.clone();
     a.set_seq(b.seq());
     &a == b
+}
+
+/// A driver error with its causes ("error connecting to server" says
+/// little; "Connection refused" or the server's own message says why).
+fn pg_detail(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 /// Opens the store the config names.
