@@ -225,3 +225,71 @@ fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
     gateway.term();
     c.assert_gateway_matches_reference("postgres_restarted_mid_stream");
 }
+
+/// The database turned read-only mid-stream (a full disk, a failover to a
+/// replica), then writable again: the gateway acks nothing meanwhile,
+/// says why, and carries on; nothing is lost or stored twice.
+#[test]
+fn a_read_only_database_withholds_acks_until_it_is_writable() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("ro");
+    let admin = || postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
+    // New sessions of `ro` get the setting; the gateway's is ended so that
+    // it connects again and gets it too.
+    let set_read_only = |on: bool| {
+        let mut c = admin();
+        c.batch_execute(&format!(
+            "ALTER DATABASE ro SET default_transaction_read_only = {}",
+            if on { "on" } else { "off" }
+        ))
+        .unwrap();
+        c.batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = 'ro' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    };
+    let c = Case::with_days("43", "3");
+    let d = c.d();
+    let http = footfall_tests::free_port();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+            c.broker.url()
+        ),
+    )
+    .unwrap();
+    let mut broker = c.broker;
+    broker.start();
+    let c = Case { broker, ..c };
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    wait_until(Duration::from_secs(60), "a first batch committed", || {
+        c.log("gateway").contains("batch committed")
+    });
+    set_read_only(true);
+    wait_until(
+        Duration::from_secs(60),
+        "the gateway says the store failed",
+        || c.log("gateway").contains("the store failed"),
+    );
+    // Still failing seconds later (its new session is read-only): statuses
+    // arrive every second and cannot be stored either.
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("footfall_gateway_store_up 0"), "{metrics}");
+    set_read_only(false);
+    c.wait_delivered();
+    assert!(c.log("gateway").contains("the store is back"));
+    agent.term();
+    gateway.term();
+    c.assert_gateway_matches_reference("a_read_only_database");
+}
