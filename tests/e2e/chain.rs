@@ -32,6 +32,30 @@ fn api(port: u16, path: &str) -> String {
         .unwrap()
 }
 
+/// A `Case` (capture, reference, agent config) whose gateway keeps its
+/// reports in the database at `url`, its broker started; and the
+/// gateway's HTTP port.
+fn case_on_postgres(url: &str, seed: &str) -> (Case, u16) {
+    let c = Case::with_days(seed, "3");
+    let http = footfall_tests::free_port();
+    std::fs::write(
+        c.d().join("gateway.toml"),
+        format!(
+            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+            c.broker.url()
+        ),
+    )
+    .unwrap();
+    let mut broker = c.broker;
+    broker.start();
+    (Case { broker, ..c }, http)
+}
+
+/// The gateway's `/metrics` on `port`.
+fn metrics(port: u16) -> String {
+    api(port, "/metrics")
+}
+
 #[test]
 fn two_gateways_share_the_stores_and_one_killed_loses_nothing() {
     let Some(pg) = Postgres::start() else {
@@ -181,20 +205,7 @@ fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
         return;
     };
     let url = pg.database("restart");
-    let c = Case::with_days("41", "3");
-    let d = c.d();
-    let http = footfall_tests::free_port();
-    std::fs::write(
-        d.join("gateway.toml"),
-        format!(
-            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
-            c.broker.url()
-        ),
-    )
-    .unwrap();
-    let mut broker = c.broker;
-    broker.start();
-    let c = Case { broker, ..c };
+    let (c, http) = case_on_postgres(&url, "41");
     let mut gateway = c.gateway();
     let mut agent = c.agent();
     wait_until(Duration::from_secs(60), "a first batch committed", || {
@@ -206,20 +217,12 @@ fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
         "the gateway says the store failed",
         || c.log("gateway").contains("the store failed"),
     );
-    let metrics = |path: &str| {
-        ureq::get(&format!("http://127.0.0.1:{http}{path}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
-    assert!(metrics("/metrics").contains("footfall_gateway_store_up 0"));
+    assert!(metrics(http).contains("footfall_gateway_store_up 0"));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(metrics("/healthz"), "ok\n", "the gateway is still up");
+    assert_eq!(api(http, "/healthz"), "ok\n", "the gateway is still up");
     pg.start_server();
     c.wait_delivered();
-    assert!(metrics("/metrics").contains("footfall_gateway_store_up 1"));
+    assert!(metrics(http).contains("footfall_gateway_store_up 1"));
     assert!(c.log("gateway").contains("the store is back"));
     agent.term();
     gateway.term();
@@ -251,20 +254,7 @@ fn a_read_only_database_withholds_acks_until_it_is_writable() {
         )
         .unwrap();
     };
-    let c = Case::with_days("43", "3");
-    let d = c.d();
-    let http = footfall_tests::free_port();
-    std::fs::write(
-        d.join("gateway.toml"),
-        format!(
-            "[storage]\nurl = \"{url}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
-            c.broker.url()
-        ),
-    )
-    .unwrap();
-    let mut broker = c.broker;
-    broker.start();
-    let c = Case { broker, ..c };
+    let (c, http) = case_on_postgres(&url, "43");
     let mut gateway = c.gateway();
     let mut agent = c.agent();
     wait_until(Duration::from_secs(60), "a first batch committed", || {
@@ -279,13 +269,8 @@ fn a_read_only_database_withholds_acks_until_it_is_writable() {
     // Still failing seconds later (its new session is read-only): statuses
     // arrive every second and cannot be stored either.
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = ureq::get(&format!("http://127.0.0.1:{http}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(metrics.contains("footfall_gateway_store_up 0"), "{metrics}");
+    let m = metrics(http);
+    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
     set_read_only(false);
     c.wait_delivered();
     assert!(c.log("gateway").contains("the store is back"));

@@ -62,6 +62,64 @@ fn simulate_with(dir: &Path, name: &str, days: &str, seed: &str, visitors: &str)
 }
 
 /// Emit file lines by report key; panics if a key has two contents.
+/// Runs `args` again and again, killing it with -9 after pseudo-random
+/// delays below `max_ms`, `kills_wanted` times, then lets a run finish
+/// (`tries` runs at most); `after` looks at what each run left behind.
+/// Returns the kills that landed mid-run and whether a run finished.
+pub fn kill_9_at_random(
+    dir: &Path,
+    args: &[&str],
+    (max_ms, kills_wanted, tries): (u64, u32, u32),
+    mut after: impl FnMut(),
+) -> (u32, bool) {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let (mut kills, mut finished) = (0, false);
+    for _ in 0..tries {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = if kills < kills_wanted {
+            seed % max_ms
+        } else {
+            600_000
+        };
+        let mut waited = 0;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if waited >= delay {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            waited += 5;
+        };
+        match status {
+            Some(s) => {
+                assert!(s.success(), "run failed after {kills} kills");
+                finished = true;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        after();
+        if finished {
+            break;
+        }
+    }
+    (kills, finished)
+}
+
 fn by_key(path: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut out = BTreeMap::new();
@@ -111,59 +169,23 @@ fn kill_9_at_random_points_changes_no_report() {
     assert!(reference.len() > 500);
 
     // Kill after pseudo-random delays until a run finishes on its own.
+    // A sixth of a run at most: a kill then lands before the end even when
+    // a resumed run starts near it (with a third, replay on two threads
+    // sometimes finished after four kills).
     let cfg = write_config(d, "crashy");
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let (mut kills, mut finished) = (0, false);
-    for _ in 0..40 {
-        let mut child = Command::new(BIN)
-            .args([
-                "replay",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--emit",
-                "crashy.jsonl",
-                capture.to_str().unwrap(),
-            ])
-            .current_dir(d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        // A sixth of a run at most: a kill then lands before the end even
-        // when a resumed run starts near it (with a third, replay on two
-        // threads sometimes finished after four kills).
-        let delay = if kills < 12 {
-            seed % (run_ms / 6 + 1)
-        } else {
-            600_000
-        };
-        let mut waited = 0;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if waited >= delay {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-            waited += 5;
-        };
-        match status {
-            Some(s) => {
-                assert!(s.success(), "replay failed after {kills} kills");
-                finished = true;
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let (kills, finished) = kill_9_at_random(
+        d,
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--emit",
+            "crashy.jsonl",
+            capture.to_str().unwrap(),
+        ],
+        (run_ms / 6 + 1, 12, 40),
+        || {},
+    );
     assert!(finished, "replay never finished");
     assert!(kills >= 5, "only {kills} kills landed mid-run");
     let crashy = by_key(&d.join("crashy.jsonl"));

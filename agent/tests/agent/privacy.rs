@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use footfall_agent::config::Config;
@@ -13,6 +13,7 @@ use footfall_agent::wire::ieee80211::Mac;
 use footfall_report::Report;
 
 use crate::audit::{files_under, find_bytes, find_mac, transmitters};
+use crate::cli::kill_9_at_random;
 
 const BIN: &str = env!("CARGO_BIN_EXE_footfall-agent");
 
@@ -217,65 +218,37 @@ fn ephemeral_keeps_no_device_on_disk_even_after_kill_9() {
     let cfg = config(d, "crashy", "ephemeral");
     let config = Config::load(&cfg).unwrap();
     let identity = Identity::new("shop-1", "door", &config.counting_hash());
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let (mut kills, mut finished) = (0, false);
-    for _ in 0..30 {
-        let mut child = Command::new(BIN)
-            .args(["replay", "--config", cfg.to_str().unwrap()])
-            .args(["--emit", "crashy.jsonl", capture.to_str().unwrap()])
-            .current_dir(d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = if kills < 6 {
-            seed % (run_ms / 4 + 1)
-        } else {
-            600_000
-        };
-        let mut waited = 0;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
+    let (kills, finished) = kill_9_at_random(
+        d,
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--emit",
+            "crashy.jsonl",
+            capture.to_str().unwrap(),
+        ],
+        (run_ms / 4 + 1, 6, 30),
+        || {
+            let store = Store::open(&config.storage_path, 1 << 20, &identity).unwrap();
+            if let Some(cp) = store.load_checkpoint().unwrap() {
+                assert_eq!(cp.counter.device_ids(), 0, "ids in the checkpoint");
             }
-            if waited >= delay {
-                break None;
+            assert_eq!(store.device_records().unwrap(), 0, "device histories");
+            drop(store);
+            let mut files = Vec::new();
+            files_under(d, &mut files);
+            for f in files
+                .iter()
+                .filter(|f| f.extension().is_none_or(|e| e != "pcap"))
+            {
+                let bytes = std::fs::read(f).unwrap();
+                assert_eq!(find_mac(&bytes, &macs), None, "a MAC in {}", f.display());
             }
-            std::thread::sleep(Duration::from_millis(5));
-            waited += 5;
-        };
-        if let Some(s) = status {
-            assert!(s.success(), "replay failed after {kills} kills");
-            finished = true;
-        } else {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        }
-        let store = Store::open(&config.storage_path, 1 << 20, &identity).unwrap();
-        if let Some(cp) = store.load_checkpoint().unwrap() {
-            assert_eq!(cp.counter.device_ids(), 0, "ids in the checkpoint");
-        }
-        assert_eq!(store.device_records().unwrap(), 0, "device histories");
-        drop(store);
-        let mut files = Vec::new();
-        files_under(d, &mut files);
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_none_or(|e| e != "pcap"))
-        {
-            let bytes = std::fs::read(f).unwrap();
-            assert_eq!(find_mac(&bytes, &macs), None, "a MAC in {}", f.display());
-        }
-        if finished {
-            break;
-        }
-        // sled's lock outlives the process by a moment.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            // sled's lock outlives the process by a moment.
+            std::thread::sleep(Duration::from_millis(50));
+        },
+    );
     assert!(finished, "replay never finished");
     assert!(kills >= 3, "only {kills} kills landed mid-run");
     let mut crashy = frames(&d.join("crashy.jsonl"));
