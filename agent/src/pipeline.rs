@@ -252,19 +252,25 @@ mod tests {
         panic!("the store stayed locked")
     }
 
+    /// A strong detection of the one device these tests follow, `t_s`
+    /// after T0, with its id made in key epoch `epoch`.
+    fn detection(t_s: i64, epoch: i64) -> Detection {
+        Detection {
+            t_us: T0 + t_s * 1_000_000,
+            device: DeviceId(7),
+            randomized: false,
+            strong: true,
+            no_signal: false,
+            seq: 0,
+            fingerprint: 0,
+            rssi_dbm: None,
+            epoch,
+        }
+    }
+
     fn feed(agent: &mut Agent, from_s: i64, to_s: i64) {
         for t in (from_s..to_s).step_by(60) {
-            let d = Detection {
-                t_us: T0 + t * 1_000_000,
-                device: DeviceId(7),
-                randomized: false,
-                strong: true,
-                no_signal: false,
-                seq: 0,
-                fingerprint: 0,
-                rssi_dbm: None,
-                epoch: 0,
-            };
+            let d = detection(t, 0);
             agent.counter.detection(&d, &mut agent.store).unwrap();
         }
     }
@@ -320,19 +326,8 @@ mod tests {
         let config = Config::parse(&path, text).unwrap();
         let day = |t_us: i64| t_us.div_euclid(86_400 * 1_000_000);
         let det = |t_s: i64, keys: &mut Keys| {
-            let t_us = T0 + t_s * 1_000_000;
-            let epoch = keys.advance(t_us).unwrap();
-            Detection {
-                t_us,
-                device: DeviceId(7),
-                randomized: false,
-                strong: true,
-                no_signal: false,
-                seq: 0,
-                fingerprint: 0,
-                rssi_dbm: None,
-                epoch,
-            }
+            let epoch = keys.advance(T0 + t_s * 1_000_000).unwrap();
+            detection(t_s, epoch)
         };
         {
             let (mut agent, _) = Agent::open(&config).unwrap();

@@ -362,14 +362,16 @@ pub fn suppress(rows: &mut [Map<String, Value>], min: Option<u64>) {
         if withheld.is_empty() && row.get("suppressed").is_some_and(|v| !v.is_null()) {
             continue;
         }
-        let note = (!withheld.is_empty()).then(|| {
-            format!(
-                "{} below {min}, withheld ([privacy] min_count)",
-                withheld.join(", ")
-            )
-        });
-        row.insert("suppressed".into(), json!(note));
+        row.insert("suppressed".into(), withheld_note(&withheld, min));
     }
+}
+
+/// The `suppressed` value: which figures were withheld and why, or `null`.
+fn withheld_note(withheld: &[String], min: u64) -> Value {
+    json!((!withheld.is_empty()).then(|| format!(
+        "{} below {min}, withheld ([privacy] min_count)",
+        withheld.join(", ")
+    )))
 }
 
 /// `suppress` for the dwell histogram: a bucket below `min` is `null`,
@@ -394,10 +396,7 @@ pub fn suppress_dwell(d: &Dwell, min: Option<u64>) -> Value {
             withheld.push(k.to_string());
         }
     }
-    v["suppressed"] = json!((!withheld.is_empty()).then(|| format!(
-        "{} below {min}, withheld ([privacy] min_count)",
-        withheld.join(", ")
-    )));
+    v["suppressed"] = withheld_note(&withheld, min);
     v
 }
 

@@ -58,9 +58,14 @@ impl PrivacyMode {
         self == PrivacyMode::Loyalty
     }
 
-    /// `value` when the mode allows the figure, else `None` (`null`).
-    pub fn gate<T>(allowed: bool, value: T) -> Option<T> {
-        allowed.then_some(value)
+    /// `value` when the mode counts visits, else `None` (`null`).
+    pub fn visit_figure<T>(self, value: T) -> Option<T> {
+        self.counts_visits().then_some(value)
+    }
+
+    /// `value` when the mode counts across days, else `None` (`null`).
+    pub fn across_days_figure<T>(self, value: T) -> Option<T> {
+        self.counts_across_days().then_some(value)
     }
 }
 

@@ -34,6 +34,17 @@ pub struct Privacy {
 }
 
 impl Privacy {
+    /// `mode` with its default rotation (what a config that names only
+    /// the mode gets).
+    pub fn of(mode: PrivacyMode) -> Privacy {
+        let rotation = match mode {
+            PrivacyMode::Ephemeral => Rotation::Seconds(MAX_ROTATE_S),
+            PrivacyMode::Daily => Rotation::Days(1),
+            PrivacyMode::Loyalty => Rotation::Never,
+        };
+        Privacy { mode, rotation }
+    }
+
     /// The mode and rotation that `raw` asks for, or each problem as
     /// (key, message).
     pub fn resolve(

@@ -13,8 +13,8 @@ impl Counter {
         while day <= last {
             let acc = self.state.days.remove(&day).unwrap_or_default();
             let mode = self.privacy.mode;
-            let v = |x: u64| mode.counts_visits().then_some(x);
-            let a = |x: u64| mode.counts_across_days().then_some(x);
+            let v = |x| mode.visit_figure(x);
+            let a = |x| mode.across_days_figure(x);
             self.out.push(Report::Day(DayReport {
                 schema: DAY_SCHEMA.into(),
                 store_id: self.meta.store_id.clone(),

@@ -140,8 +140,8 @@ impl Counter {
         }
         let people = self.people_estimate(&acc, nw, &resident_days);
         let mode = self.privacy.mode;
-        let v = |x: u64| mode.counts_visits().then_some(x);
-        let a = |x: u64| mode.counts_across_days().then_some(x);
+        let v = |x| mode.visit_figure(x);
+        let a = |x| mode.across_days_figure(x);
         self.out.push(Report::Window(WindowReport {
             schema: WINDOW_SCHEMA.into(),
             store_id: self.meta.store_id.clone(),
@@ -160,9 +160,9 @@ impl Counter {
             passersby: v(passersby),
             residents: a(residents),
             dwell_edges_s: DWELL_EDGES_S.to_vec(),
-            dwell_counts: mode.counts_visits().then_some(dwell_counts),
+            dwell_counts: mode.visit_figure(dwell_counts),
             dwell_sum_s: v(dwell_sum_s),
-            visitor_sketch: mode.counts_visits().then_some(sketch),
+            visitor_sketch: mode.visit_figure(sketch),
             present_est: people.map(|p| p.0),
             present_lo: people.map(|p| p.1),
             present_hi: people.map(|p| p.2),

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use footfall_agent::config::{Privacy, Rotation};
+use footfall_agent::config::Privacy;
 use footfall_agent::evaluate::{self, Evaluation};
 use footfall_agent::people::Calibration;
 use footfall_agent::simulate::{simulate, SimulateArgs};
@@ -34,20 +34,7 @@ fn held_out_lab_days_meet_the_accuracy_targets() {
     assert_eq!(captures.len(), 30, "the 30 lab captures");
     // Every privacy mode, each with its built-in calibration: ephemeral
     // keys link a phone for five minutes only, and must still count.
-    for privacy in [
-        Privacy {
-            mode: PrivacyMode::Ephemeral,
-            rotation: Rotation::Seconds(300),
-        },
-        Privacy {
-            mode: PrivacyMode::Daily,
-            rotation: Rotation::Days(1),
-        },
-        Privacy {
-            mode: PrivacyMode::Loyalty,
-            rotation: Rotation::Never,
-        },
-    ] {
+    for privacy in PrivacyMode::ALL.map(Privacy::of) {
         let mut config = lab_config(&data);
         config.privacy = privacy;
         meets_targets(&config, &captures);

@@ -617,14 +617,8 @@ fn counter_matches_reference_model_in_each_privacy_mode() {
     })
     .unwrap();
     let modes = [
-        Privacy {
-            mode: PrivacyMode::Ephemeral,
-            rotation: Rotation::Seconds(300),
-        },
-        Privacy {
-            mode: PrivacyMode::Daily,
-            rotation: Rotation::Days(1),
-        },
+        Privacy::of(PrivacyMode::Ephemeral),
+        Privacy::of(PrivacyMode::Daily),
         Privacy {
             mode: PrivacyMode::Loyalty,
             rotation: Rotation::Days(2),

@@ -590,58 +590,61 @@ impl PgStore {
 /// The engine's work, on the calling thread (see `blocking`).
 impl PgStore {
     fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
-        let (inserted, existing) = match report {
+        let inserted = match report {
+            Report::Window(w) => !self
+                .write("storing a window", |c| PgStore::insert_windows(c, &[w]))?
+                .is_empty(),
+            Report::Day(d) => self.write("storing a day", |c| PgStore::insert_day(c, d))? == 1,
+        };
+        if inserted {
+            Ok(Put::Inserted)
+        } else {
+            self.compare_stored(report)
+        }
+    }
+
+    /// A report whose key is stored already: the same counts
+    /// (`Duplicate`) or other ones (`Conflict`).
+    fn compare_stored(&self, report: &Report) -> Result<Put, StoreError> {
+        let stored = match report {
             Report::Window(w) => {
-                if !self
-                    .write("storing a window", |c| PgStore::insert_windows(c, &[w]))?
-                    .is_empty()
-                {
-                    (true, None)
-                } else {
-                    let q = Query {
-                        store_id: Some(w.store_id.clone()),
-                        from_s: Some(w.window_start),
-                        to_s: Some(w.window_start + 1),
-                    };
-                    let found = self
-                        .select_windows(&q)?
-                        .into_iter()
-                        .find(|x| x.agent_id == w.agent_id);
-                    (false, found.map(Report::Window))
-                }
+                let q = Query {
+                    store_id: Some(w.store_id.clone()),
+                    from_s: Some(w.window_start),
+                    to_s: Some(w.window_start + 1),
+                };
+                self.select_windows(&q)?
+                    .into_iter()
+                    .find(|x| x.agent_id == w.agent_id)
+                    .map(Report::Window)
             }
             Report::Day(d) => {
-                if self.write("storing a day", |c| PgStore::insert_day(c, d))? == 1 {
-                    (true, None)
-                } else {
-                    let rows = self
-                        .client()?
-                        .query(
-                            &format!(
-                                "SELECT {DAY_COLUMNS} FROM footfall_days \
-                                 WHERE store_id = $1 AND agent_id = $2 AND date = $3"
-                            ),
-                            &[&d.store_id, &d.agent_id, &d.date],
-                        )
-                        .map_err(self.err("reading a day"))?;
-                    let found = rows
-                        .first()
-                        .map(PgStore::day_of)
-                        .transpose()
-                        .map_err(|e| self.corrupt("footfall_days", e))?;
-                    (false, found.map(Report::Day))
-                }
+                let rows = self
+                    .client()?
+                    .query(
+                        &format!(
+                            "SELECT {DAY_COLUMNS} FROM footfall_days \
+                             WHERE store_id = $1 AND agent_id = $2 AND date = $3"
+                        ),
+                        &[&d.store_id, &d.agent_id, &d.date],
+                    )
+                    .map_err(self.err("reading a day"))?;
+                rows.first()
+                    .map(PgStore::day_of)
+                    .transpose()
+                    .map_err(|e| self.corrupt("footfall_days", e))?
+                    .map(Report::Day)
             }
         };
-        Ok(match (inserted, existing) {
-            (true, _) => Put::Inserted,
-            (false, Some(stored)) if same_counts(report, &stored) => Put::Duplicate,
-            (false, _) => Put::Conflict,
+        Ok(match stored {
+            Some(stored) if same_counts(report, &stored) => Put::Duplicate,
+            _ => Put::Conflict,
         })
     }
 
     /// Windows go in statements of up to 500 rows (the round trips were
-    /// the cost of ingest); days, rarer, one by one.
+    /// the cost of ingest); days, rarer, one by one. A window not inserted
+    /// is compared with the stored one, not inserted again.
     fn put_many_now(&self, reports: &[Report]) -> Result<Vec<Put>, StoreError> {
         let mut out: Vec<Option<Put>> = vec![None; reports.len()];
         let windows: Vec<(usize, &WindowReport)> = reports
@@ -660,9 +663,11 @@ impl PgStore {
                 // The first of a key in the batch was inserted; a second
                 // (a resend in the same batch) compares like any other.
                 let key = (w.store_id.clone(), w.agent_id.clone(), w.window_start);
-                if inserted.remove(&key) {
-                    out[*i] = Some(Put::Inserted);
-                }
+                out[*i] = Some(if inserted.remove(&key) {
+                    Put::Inserted
+                } else {
+                    self.compare_stored(&reports[*i])?
+                });
             }
         }
         for (i, r) in reports.iter().enumerate() {
