@@ -65,8 +65,14 @@ pub fn iso_week(date: &str) -> String {
 /// Each store's IANA time zone, from its agents' last status (UTC when a
 /// store has not said): local days and campaign dates are cut in it.
 pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, TimeZone>> {
+    Ok(timezones_of(&store.agents()?))
+}
+
+/// `store_timezones` of these statuses: a store with agents in two zones
+/// takes the last agent's (in key order).
+pub fn timezones_of(agents: &[crate::store::AgentInfo]) -> BTreeMap<String, TimeZone> {
     let mut out = BTreeMap::new();
-    for a in store.agents()? {
+    for a in agents {
         if let Some(tz) = a
             .status
             .health
@@ -76,7 +82,7 @@ pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, TimeZ
             out.insert(a.store_id.clone(), tz);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Whether the zone's offset is a whole number of hours at every instant
@@ -122,6 +128,15 @@ pub fn back(t: i64, days: i64, tz: &TimeZone) -> i64 {
         .map(|ts| ts.to_zoned_datetime(tz.clone()))
         .and_then(|z| z.checked_sub(Span::new().days(days)).ok())
         .map_or(t - days * 86_400, |z| z.timestamp().as_second())
+}
+
+/// The start of the local day `t` falls in, in `tz` (UTC's when the zone
+/// has no such instant).
+pub fn local_midnight(t: i64, tz: &TimeZone) -> i64 {
+    Timestamp::from_second(t)
+        .ok()
+        .and_then(|ts| ts.to_zoned_datetime(tz.clone()).start_of_day().ok())
+        .map_or(t.div_euclid(86_400) * 86_400, |z| z.timestamp().as_second())
 }
 
 /// The local date of an instant in `tz`, `YYYY-MM-DD`.

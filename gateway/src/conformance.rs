@@ -24,6 +24,7 @@ const DAY: i64 = 86_400;
 fn all(fresh: &mut dyn FnMut() -> Box<dyn ReportStore>) {
     each_key_once(fresh().as_ref());
     many_at_once(fresh().as_ref());
+    sums_are_the_windows_summed(fresh().as_ref());
     reads_by_store_and_time(fresh().as_ref());
     let s = fresh();
     four_days(s.as_ref());
@@ -167,6 +168,180 @@ fn reads_by_store_and_time(s: &dyn ReportStore) {
             a.to_string(),
             T + 8 * 900
         ))
+    );
+}
+
+/// `hour_sums`, `day_sums` and `sketches` are `windows` summed by hour
+/// or local day, as `Counts` sums them: over stores in three privacy
+/// modes, with people estimates, one zone a half hour from UTC (its days
+/// are left out: hours cannot cut them).
+fn sums_are_the_windows_summed(s: &dyn ReportStore) {
+    use footfall_report::{Counts, PrivacyMode, Sketch};
+    use std::collections::BTreeMap;
+    let modes = [
+        ("L", PrivacyMode::Loyalty, "Europe/Berlin"),
+        ("D", PrivacyMode::Daily, "UTC"),
+        ("E", PrivacyMode::Ephemeral, "Asia/Kolkata"),
+    ];
+    // L's zone is known before its windows come, D's never is (UTC): both
+    // are summed by local day at ingest in the zone they are read in.
+    s.set_status(&AgentInfo {
+        store_id: "L".into(),
+        agent_id: "a".into(),
+        last_seen_unix_s: T,
+        status: testing::online("L", "a", "Europe/Berlin"),
+    })
+    .unwrap();
+    for (store, mode, _) in modes {
+        for q in 0..3 * 96 {
+            let mut w = testing::window_of_visitors(store, "a", T + q * 900, (q % 5) as u64);
+            let mut sketch = Sketch::new();
+            for v in 0..q % 5 {
+                sketch.insert(u128::from((q / 8 * 3 + v) as u64) << 64);
+            }
+            w.visitor_sketch = Some(sketch);
+            // Binary fractions: any order of addition gives the same sum.
+            w.present_est = Some((q % 9) as f64 * 0.25);
+            w.present_lo = Some(0.0);
+            w.present_hi = Some((q % 9) as f64 * 0.5);
+            w.entries_est = (q % 3 != 0).then_some(0.5);
+            s.put(&Report::Window(testing::under(w, mode))).unwrap();
+        }
+    }
+    s.commit().unwrap();
+    let q = Query {
+        store_id: None,
+        from_s: Some(T + 3 * 3600),
+        to_s: Some(T + 2 * DAY + 5 * 3600),
+    };
+    let zones: BTreeMap<String, jiff::tz::TimeZone> = modes
+        .iter()
+        .map(|(s, _, z)| (s.to_string(), jiff::tz::TimeZone::get(z).unwrap()))
+        .collect();
+    type Sums = BTreeMap<(String, String, i64), Counts>;
+    let (mut by_hour, mut by_day): (Sums, Sums) = Default::default();
+    for w in s.windows(&q).unwrap() {
+        let hour = w.window_start.div_euclid(3600) * 3600;
+        let day = crate::calendar::local_midnight(w.window_start, &zones[&w.store_id]);
+        let c = Counts::of_window(&w);
+        let key = |t| (w.store_id.clone(), w.agent_id.clone(), t);
+        by_hour.entry(key(hour)).or_default().add(&c);
+        by_day.entry(key(day)).or_default().add(&c);
+    }
+    let bare = |mut c: Counts| {
+        c.visitor_sketch = Sketch::new();
+        c
+    };
+    let rows = |hours: Vec<crate::store::Hour>| -> Sums {
+        hours
+            .into_iter()
+            .map(|h| ((h.store_id, h.agent_id, h.hour_start), h.counts))
+            .collect()
+    };
+    let want: Sums = by_hour
+        .clone()
+        .into_iter()
+        .map(|(k, c)| (k, bare(c)))
+        .collect();
+    assert_eq!(rows(s.hour_sums(&q).unwrap()), want, "hour_sums");
+    // Local days of the zones whole hours from UTC (`day_sums`' contract).
+    let whole: BTreeMap<String, jiff::tz::TimeZone> = zones
+        .iter()
+        .filter(|(_, z)| crate::calendar::whole_hours(z, q.from_s, q.to_s))
+        .map(|(s, z)| (s.clone(), z.clone()))
+        .collect();
+    assert_eq!(whole.len(), 2);
+    let days_of_windows = |zones: &BTreeMap<String, jiff::tz::TimeZone>| -> Sums {
+        let mut out = Sums::new();
+        for w in s.windows(&crate::store::day_wide(&q)).unwrap() {
+            let Some(tz) = zones.get(&w.store_id) else {
+                continue;
+            };
+            let day = crate::calendar::local_midnight(w.window_start, tz);
+            if q.contains(day) {
+                out.entry((w.store_id.clone(), w.agent_id.clone(), day))
+                    .or_default()
+                    .add(&bare(Counts::of_window(&w)));
+            }
+        }
+        out
+    };
+    assert_eq!(
+        rows(s.day_sums(&q, &whole).unwrap()),
+        days_of_windows(&whole),
+        "day_sums"
+    );
+    // Read in another zone than they were summed in: from the windows.
+    let mut moved = whole.clone();
+    moved.insert(
+        "D".into(),
+        jiff::tz::TimeZone::get("America/New_York").unwrap(),
+    );
+    assert_eq!(
+        rows(s.day_sums(&q, &moved).unwrap()),
+        days_of_windows(&moved),
+        "moved"
+    );
+    assert_eq!(by_day.len(), 9, "three days of three stores");
+    // Hours carry the merged sketches; `sketches` the same, by hour.
+    let estimates = |it: Vec<(String, String, i64, &Sketch)>| -> Vec<(String, String, i64, u64)> {
+        it.into_iter()
+            .filter(|(.., k)| k.estimate() > 0.0)
+            .map(|(s, a, t, k)| (s, a, t, k.estimate().round() as u64))
+            .collect()
+    };
+    let want = estimates(
+        by_hour
+            .iter()
+            .map(|((s, a, t), c)| (s.clone(), a.clone(), *t, &c.visitor_sketch))
+            .collect(),
+    );
+    assert!(want.len() > 40, "the check has sketches to compare");
+    let hours = s.hours(&q).unwrap();
+    assert_eq!(
+        estimates(
+            hours
+                .iter()
+                .map(|h| (
+                    h.store_id.clone(),
+                    h.agent_id.clone(),
+                    h.hour_start,
+                    &h.counts.visitor_sketch
+                ))
+                .collect()
+        ),
+        want,
+        "hours' sketches"
+    );
+    let mut merged: BTreeMap<(String, String, i64), Sketch> = BTreeMap::new();
+    for p in s.sketches(&q).unwrap() {
+        merged
+            .entry((p.store_id, p.agent_id, p.start.div_euclid(3600) * 3600))
+            .or_default()
+            .merge(&p.sketch);
+    }
+    assert_eq!(
+        estimates(
+            merged
+                .iter()
+                .map(|((s, a, t), k)| (s.clone(), a.clone(), *t, k))
+                .collect()
+        ),
+        want,
+        "sketches"
+    );
+    // A purge that cuts a local day keeps that day's sums of the windows
+    // left, in either zone.
+    s.purge(&crate::store::Purge {
+        windows_before_s: Some(T + DAY + 5 * 3600),
+        ..Default::default()
+    })
+    .unwrap();
+    let left = days_of_windows(&whole);
+    assert_eq!(rows(s.day_sums(&q, &whole).unwrap()), left, "after a purge");
+    assert!(
+        left.values().any(|c| c.windows < 96 && c.windows > 40),
+        "a cut day"
     );
 }
 

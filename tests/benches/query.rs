@@ -4,15 +4,18 @@
 //! again, and of the footfall query behind `/api/v1/footfall` (by day,
 //! whole chain, one year).
 //! The store is kept between runs in `--dir` (default target/bench-chain).
+//! `--postgres` keeps it in a PostgreSQL cluster in that directory instead
+//! (1,000 stores × 365 days, 35 M windows, is issue 19's scale), and also
+//! prints the bytes on disk per window of either engine.
 //!
-//!     cargo bench -p footfall-tests --bench query -- [--stores N] [--days N] [--dir D]
+//!     cargo bench -p footfall-tests --bench query -- [--stores N] [--days N] [--dir D] [--postgres]
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use footfall_gateway::campaigns;
 use footfall_gateway::query::{self, By};
-use footfall_gateway::store::{Campaign, ReportStore, SledStore, When};
+use footfall_gateway::store::{Campaign, PgStore, ReportStore, SledStore, When};
 use footfall_report::{testing, DayReport, Report};
 use footfall_tests::{bench_arg, bench_window};
 
@@ -34,68 +37,108 @@ fn window(store: u64, i: u64, rng: &mut u64) -> Report {
     bench_window(format!("store-{store:03}"), i, DAY0, visits, ids)
 }
 
+/// Every window and day report of `stores` × `days`, in batches of a
+/// store-day as an agent's outbox would send them after an outage.
+fn fill(store: &dyn ReportStore, stores: u64, days: u64) {
+    let started = Instant::now();
+    for s in 0..stores {
+        let mut rng = s;
+        for d in 0..days {
+            let mut batch: Vec<Report> = (d * 96..(d + 1) * 96)
+                .map(|i| window(s, i, &mut rng))
+                .collect();
+            let visits = 100 + (s * 31 + d * 7) % 50;
+            batch.push(Report::Day(DayReport {
+                seq: 1_000_000 + d,
+                unique_visitors: Some(visits),
+                visits: Some(visits),
+                visitors_new: Some(visits / 2),
+                visitors_returning: Some(visits - visits / 2),
+                agent_version: "bench".into(),
+                params_hash: "bench".into(),
+                ..testing::day(&format!("store-{s:03}"), "a1", &date(d as i64))
+            }));
+            store.put_many(&batch).unwrap_or_else(|e| panic!("{e}"));
+            if d % 30 == 29 || d + 1 == days {
+                store.commit().unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        if s % 50 == 49 {
+            eprintln!(
+                "{} of {stores} stores in {:.0} s",
+                s + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!(
+        "filled {} windows in {:.1} s",
+        stores * days * 96,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn date(d: i64) -> String {
+    jiff::Timestamp::from_second(DAY0 + d * 86_400)
+        .expect("in range")
+        .strftime("%Y-%m-%d")
+        .to_string()
+}
+
+/// Bytes of a directory's files.
+fn du(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => du(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 fn main() {
     let stores: u64 = bench_arg("--stores").map_or(100, |v| v.parse().expect("--stores N"));
     let days: u64 = bench_arg("--days").map_or(365, |v| v.parse().expect("--days N"));
+    let postgres = std::env::args().any(|a| a == "--postgres");
     let dir = bench_arg("--dir").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-chain"),
         PathBuf::from,
     );
+    std::fs::create_dir_all(&dir).expect("the bench directory");
     // Named with the gateway's report format (postcard since JSON), so a
     // store filled by an older gateway is not measured by mistake.
-    let path = dir.join(format!("{stores}x{days}-postcard"));
-    let complete = path.join("complete");
-    let store = SledStore::open(&path, 64 << 20).unwrap_or_else(|e| panic!("{e}"));
-    if !complete.exists() {
-        let started = Instant::now();
-        for s in 0..stores {
-            let mut rng = s;
-            for i in 0..days * 96 {
-                store
-                    .put(&window(s, i, &mut rng))
-                    .unwrap_or_else(|e| panic!("{e}"));
+    let name = format!("{stores}x{days}-postcard");
+    let complete = dir.join(format!(
+        "{name}{}-complete",
+        if postgres { "-pg" } else { "" }
+    ));
+    let mut cluster = postgres
+        .then(|| footfall_tests::postgres::Postgres::keep_in(&dir.join("pg")).expect("PostgreSQL"));
+    let open = |cluster: &Option<footfall_tests::postgres::Postgres>| -> Box<dyn ReportStore> {
+        match cluster {
+            Some(pg) => {
+                let db = format!("chain_{stores}x{days}");
+                Box::new(PgStore::open(&pg.kept_database(&db)).unwrap_or_else(|e| panic!("{e}")))
             }
-            store.commit().unwrap_or_else(|e| panic!("{e}"));
+            None => Box::new(
+                SledStore::open(&dir.join(&name), 64 << 20).unwrap_or_else(|e| panic!("{e}")),
+            ),
         }
+    };
+    if !complete.exists() {
+        let store = open(&cluster);
+        fill(store.as_ref(), stores, days);
         std::fs::write(&complete, b"").expect("mark the store complete");
-        eprintln!(
-            "filled {} windows in {:.1} s",
-            stores * days * 96,
-            started.elapsed().as_secs_f64()
-        );
     }
+    let bytes = match &cluster {
+        Some(pg) => pg.database_bytes(&format!("chain_{stores}x{days}")),
+        None => du(&dir.join(&name)),
+    };
     let last = days as i64 - 1;
     // A two-week campaign in a tenth of the stores, ending a week before the last day.
-    let date = |d: i64| {
-        jiff::Timestamp::from_second(DAY0 + d * 86_400)
-            .expect("in range")
-            .strftime("%Y-%m-%d")
-            .to_string()
-    };
-    // Each agent's day reports too, as agents send them (footfall by day
-    // reads them); a separate mark, for stores filled before days were.
-    let days_complete = path.join("days-complete");
-    if !days_complete.exists() {
-        for s in 0..stores {
-            for d in 0..days {
-                let visits = 100 + (s * 31 + d * 7) % 50;
-                store
-                    .put(&Report::Day(DayReport {
-                        seq: 1_000_000 + d,
-                        unique_visitors: Some(visits),
-                        visits: Some(visits),
-                        visitors_new: Some(visits / 2),
-                        visitors_returning: Some(visits - visits / 2),
-                        agent_version: "bench".into(),
-                        params_hash: "bench".into(),
-                        ..testing::day(&format!("store-{s:03}"), "a1", &date(d as i64))
-                    }))
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-            store.commit().unwrap_or_else(|e| panic!("{e}"));
-        }
-        std::fs::write(&days_complete, b"").expect("mark the days complete");
-    }
     let campaign = Campaign {
         campaign_id: "bench".into(),
         name: "bench".into(),
@@ -111,16 +154,23 @@ fn main() {
         reach: 400_000,
         spend: 20_000.0,
     };
-    store
+    open(&cluster)
         .put_campaigns(&[campaign])
         .unwrap_or_else(|e| panic!("{e}"));
 
-    // Twice: the first report reads what the page cache lacks (a gateway
-    // just started, or a store pushed out by other work), the second is
-    // what a running gateway answers.
+    // A freshly started gateway on a cold machine: the database restarted
+    // and the page cache dropped (when this user may: root can). Then the
+    // same report again, as a running gateway answers it.
+    if let Some(pg) = &mut cluster {
+        pg.stop();
+        pg.start_server();
+    }
+    let dropped = drop_page_cache();
+    let store = open(&cluster);
     let report = || {
         let started = Instant::now();
-        let reports = campaigns::reports(&store, Some("bench")).unwrap_or_else(|e| panic!("{e:#}"));
+        let reports =
+            campaigns::reports(store.as_ref(), Some("bench")).unwrap_or_else(|e| panic!("{e:#}"));
         (started.elapsed().as_secs_f64(), reports)
     };
     let (campaign_first_s, _) = report();
@@ -132,11 +182,22 @@ fn main() {
 
     let q = query::query(None, Some(&date(0)), Some(&date(days as i64))).expect("a query");
     let started = Instant::now();
-    let rows = query::report_rows(&store, By::Day, &q).unwrap_or_else(|e| panic!("{e:#}"));
+    let rows = query::report_rows(store.as_ref(), By::Day, &q).unwrap_or_else(|e| panic!("{e:#}"));
     let footfall_s = started.elapsed().as_secs_f64();
+    let windows = stores * days * 96;
     println!(
-        "windows {} campaign_report_first_s {campaign_first_s:.3} campaign_report_s {campaign_s:.3} lift {lift} footfall_by_day_s {footfall_s:.3} rows {}",
-        stores * days * 96,
+        "engine {} windows {windows} bytes_per_window {} page_cache_dropped {dropped} campaign_report_first_s {campaign_first_s:.3} campaign_report_s {campaign_s:.3} lift {lift} footfall_by_day_s {footfall_s:.3} rows {}",
+        if postgres { "postgres" } else { "sled" },
+        bytes / windows,
         rows.len()
     );
+}
+
+/// Empties the kernel's page cache, so the next reads come from disk;
+/// `false` when this user may not.
+fn drop_page_cache() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
 }

@@ -14,10 +14,14 @@ use super::require::skip;
 
 pub struct Postgres {
     pub port: u16,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// A test's cluster, deleted when dropped; `None` for a kept one.
+    _temp: Option<tempfile::TempDir>,
     bin: PathBuf,
     as_postgres: bool,
     running: bool,
+    /// A kept cluster syncs to disk, as a real one does; a test's does not.
+    durable: bool,
 }
 
 /// The directory of Debian's PostgreSQL server binaries, newest first.
@@ -42,6 +46,19 @@ impl Postgres {
     /// A new cluster, started; `None` (after printing why) when this
     /// machine has no PostgreSQL.
     pub fn start() -> Option<Postgres> {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        Postgres::start_at(dir, Some(temp))
+    }
+
+    /// The cluster kept in `dir` (created there the first time), started,
+    /// with fsync on: for benchmarks whose data outlives a run.
+    pub fn keep_in(dir: &Path) -> Option<Postgres> {
+        std::fs::create_dir_all(dir).unwrap();
+        Postgres::start_at(dir.canonicalize().unwrap(), None)
+    }
+
+    fn start_at(dir: PathBuf, temp: Option<tempfile::TempDir>) -> Option<Postgres> {
         let Some(bin) = server_bin() else {
             skip(
                 "postgres",
@@ -49,12 +66,11 @@ impl Postgres {
             );
             return None;
         };
-        let dir = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
         if as_postgres {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
+                .arg(&dir)
                 .status()
                 .unwrap()
                 .success();
@@ -64,34 +80,39 @@ impl Postgres {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        let durable = temp.is_none();
         let mut pg = Postgres {
             port,
             dir,
+            _temp: temp,
             bin,
             as_postgres,
             running: false,
+            durable,
         };
         let data = pg.data();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        );
+        if !Path::new(&data).join("PG_VERSION").is_file() {
+            pg.run(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+            );
+        }
         pg.start_server();
         Some(pg)
     }
 
     fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
+        self.dir.join("data").display().to_string()
     }
 
     /// A server tool, run as the cluster's owner.
@@ -110,7 +131,7 @@ impl Postgres {
         let out = self
             .command(tool)
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("{tool}: {e}"));
@@ -125,11 +146,12 @@ impl Postgres {
     /// Starts the server (again, after `stop`) and waits until it answers.
     pub fn start_server(&mut self) {
         let data = self.data();
-        let log = self.dir.path().join("server.log").display().to_string();
+        let log = self.dir.join("server.log").display().to_string();
+        let fsync = if self.durable { "on" } else { "off" };
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync}",
             self.port,
-            self.dir.path().display()
+            self.dir.display()
         );
         self.run(
             "pg_ctl",
@@ -161,13 +183,37 @@ impl Postgres {
         self.url(name)
     }
 
+    /// The database `name`, created when missing; its URL.
+    pub fn kept_database(&self, name: &str) -> String {
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        let exists = c
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap()
+            .is_some();
+        if !exists {
+            c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .unwrap();
+        }
+        self.url(name)
+    }
+
+    /// Bytes on disk of a database: tables, indexes and TOAST.
+    pub fn database_bytes(&self, name: &str) -> u64 {
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        let n: i64 = c
+            .query_one("SELECT pg_database_size($1)", &[&name])
+            .unwrap()
+            .get(0);
+        n as u64
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The cluster's directory (its log is `server.log`).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
@@ -175,9 +221,11 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
             let data = self.data();
+            // A kept cluster shuts down cleanly: no recovery on its next start.
+            let mode = if self.durable { "fast" } else { "immediate" };
             let _ = self
                 .command("pg_ctl")
-                .args(["-D", &data, "-m", "immediate", "stop"])
+                .args(["-D", &data, "-m", mode, "-w", "stop"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

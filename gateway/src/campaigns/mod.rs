@@ -118,6 +118,7 @@ fn span(campaigns: &[Campaign]) -> Query {
 
 #[cfg(test)]
 mod tests {
+    use super::data::Grain;
     use super::*;
     use crate::store::{AgentInfo, SledStore};
     use footfall_report::{Report, Sketch};
@@ -366,7 +367,8 @@ mod tests {
         );
     }
 
-    /// Hours stand for windows only where every cut falls on a UTC hour;
+    /// Hours stand for windows only where every cut falls on a UTC hour,
+    /// local days for hours only where every cut is a local midnight;
     /// either way the report is the one the windows give. Stores in UTC,
     /// in Berlin (its summer time starts 2026-03-29, inside the baseline)
     /// and in Kolkata (UTC+05:30), with 15-minute windows; campaigns on
@@ -411,22 +413,40 @@ mod tests {
             end,
             ..campaign(Some(vec!["berlin".into()]))
         });
-        for (c, hours_for) in
+        let both = &["berlin", "utc"][..];
+        for ((c, hours_for), days_for) in
             campaigns
                 .iter()
-                .zip([&["berlin", "utc"][..], &["berlin", "utc"][..], &[][..]])
+                .zip([both, both, &[][..]])
+                .zip([both, &[][..], &[][..]])
         {
             let one = std::slice::from_ref(c);
-            let by_hour = Data::load_by(&s, one, true).unwrap();
-            let by_window = Data::load_by(&s, one, false).unwrap();
+            let by_day = Data::load_by(&s, one, Grain::Day).unwrap();
+            let by_hour = Data::load_by(&s, one, Grain::Hour).unwrap();
+            let by_window = Data::load_by(&s, one, Grain::Window).unwrap();
             for (store, data) in &by_hour.stores {
                 let windows = by_window.stores[store].pieces.len();
                 let pieces = data.pieces.len();
                 let hours = hours_for.contains(&store.as_str());
                 assert_eq!(pieces * if hours { 4 } else { 1 }, windows, "{store}");
             }
+            for (store, data) in &by_day.stores {
+                let hourly = &by_hour.stores[store];
+                let want = if days_for.contains(&store.as_str()) {
+                    let days: BTreeSet<i64> = hourly
+                        .pieces
+                        .iter()
+                        .map(|p| crate::calendar::local_midnight(p.start, &hourly.tz))
+                        .collect();
+                    days.len()
+                } else {
+                    hourly.pieces.len()
+                };
+                assert_eq!(data.pieces.len(), want, "{store}");
+            }
             let (a, b) = (by_hour.campaign_report(c), by_window.campaign_report(c));
             assert_eq!(a, b, "{:?}", c.start);
+            assert_eq!(by_day.campaign_report(c), a, "{:?}", c.start);
             assert!(a.figures.baseline_weeks_used >= 3, "{a:?}");
             assert!(a.figures.did_lift.is_some(), "{a:?}");
         }

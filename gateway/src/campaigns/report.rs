@@ -200,6 +200,7 @@ impl Data {
             for p in s.in_range(r) {
                 out.add(&p.counts);
             }
+            s.merge_sketches(r, &mut out.visitor_sketch);
         }
         out
     }

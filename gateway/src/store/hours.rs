@@ -1,31 +1,65 @@
-//! The `hours` tree's value: one agent's windows that start in one UTC
-//! hour, summed at ingest, and which windows those are, so that a window
-//! sent again is added once (see `sled`'s module doc for the crash story).
+//! The values of the `hours` and `hour_sketches` trees: one agent's
+//! windows that start in one UTC hour, summed at ingest (counts in one,
+//! visitor sketches in the other, so that what only adds counts reads no
+//! sketch), each with which windows it holds, so that a window sent again
+//! is added once to each (see `sled`'s module doc for the crash story).
 
-use footfall_report::{Counts, WindowReport};
+use footfall_report::{Counts, Sketch, WindowReport};
 use serde::{Deserialize, Serialize};
 
 use super::keys::HOUR;
 
-impl StoredHour {
-    /// Adds the window unless the hour has it; says whether it did.
-    pub(super) fn add(&mut self, w: &WindowReport) -> bool {
-        let at = u16::try_from(w.window_start.rem_euclid(HOUR)).expect("under an hour");
-        match self.starts.binary_search(&at) {
-            Ok(_) => false,
-            Err(i) => {
-                self.starts.insert(i, at);
-                self.counts.add(&Counts::of_window(w));
-                true
-            }
+/// Marks the window in `starts` unless it is there; says whether it was not.
+fn mark(starts: &mut Vec<u16>, w: &WindowReport) -> bool {
+    let at = u16::try_from(w.window_start.rem_euclid(HOUR)).expect("under an hour");
+    match starts.binary_search(&at) {
+        Ok(_) => false,
+        Err(i) => {
+            starts.insert(i, at);
+            true
         }
     }
 }
 
-/// An hour as stored: which windows it holds (seconds after the hour they
-/// start at, sorted), so a window sent again is added once.
+impl StoredHour {
+    /// Adds the window's counts, not its sketch, unless the hour has it;
+    /// says whether it did.
+    pub(super) fn add(&mut self, w: &WindowReport) -> bool {
+        let added = mark(&mut self.starts, w);
+        if added {
+            let mut c = Counts::of_window(w);
+            c.visitor_sketch = Sketch::new();
+            self.counts.add(&c);
+        }
+        added
+    }
+}
+
+impl StoredHourSketch {
+    /// Merges the window's sketch unless the hour has it; says whether it did.
+    pub(super) fn add(&mut self, w: &WindowReport) -> bool {
+        let added = mark(&mut self.starts, w);
+        if added {
+            if let Some(k) = &w.visitor_sketch {
+                self.sketch.merge(k);
+            }
+        }
+        added
+    }
+}
+
+/// An hour's counts as stored (its sketch empty): which windows it holds
+/// (seconds after the hour they start at, sorted), so a window sent again
+/// is added once.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct StoredHour {
     pub(super) starts: Vec<u16>,
     pub(super) counts: Counts,
+}
+
+/// An hour's windows' visitor sketches merged, and which windows they are.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct StoredHourSketch {
+    pub(super) starts: Vec<u16>,
+    pub(super) sketch: Sketch,
 }

@@ -8,8 +8,9 @@ pub(super) fn time_key(t: i64) -> [u8; 8] {
 }
 
 pub(super) const HOUR: i64 = 3_600;
-/// Set in the default tree once `hours` holds every stored window.
-pub(super) const HOURS_BUILT: &[u8] = b"hours-built";
+/// Set in the default tree once `hours` and `hour_sketches` hold every
+/// stored window (`hours-built` marked hours that held their sketches).
+pub(super) const HOURS_BUILT: &[u8] = b"hours-built-2";
 
 /// The `hours` key of a `windows` key: the same store and agent, the hour.
 pub(super) fn hour_key(window_key: &[u8], window_start: i64) -> Vec<u8> {

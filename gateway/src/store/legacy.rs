@@ -378,6 +378,9 @@ impl Stored for StoredHour {
     }
 }
 
+// Postcard since it was first stored: no older layout.
+impl Stored for super::hours::StoredHourSketch {}
+
 // Stored as JSON only: no layout to upgrade.
 impl Stored for super::AgentInfo {}
 impl Stored for super::DeadLetter {}

@@ -16,7 +16,10 @@ mod sled;
 
 use std::path::PathBuf;
 
-use footfall_report::{Counts, DayReport, Report, Status, WindowReport};
+use std::collections::BTreeMap;
+
+use footfall_report::{Counts, DayReport, Report, Sketch, Status, WindowReport};
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 pub use self::pg::PgStore;
@@ -115,6 +118,15 @@ pub struct Hour {
     pub counts: Counts,
 }
 
+/// Visitor sketches of windows that start in one UTC hour (`sketches`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SketchPiece {
+    pub store_id: String,
+    pub agent_id: String,
+    pub start: i64,
+    pub sketch: Sketch,
+}
+
 /// What `purge` deletes (issue 18): a store that closed, and what is past
 /// retention. `None` leaves that kind alone; a store without times
 /// deletes everything of it.
@@ -191,6 +203,43 @@ pub trait ReportStore: Send + Sync {
     /// agent's windows that start in it: what `windows` would give, summed
     /// by hour, in a quarter of the reads or fewer.
     fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError>;
+    /// `hours` with their visitor sketches left empty: what a report that
+    /// only adds counts reads (a campaign's weeks, its control stores), in
+    /// a fraction of the bytes on an engine that keeps sketches apart.
+    fn hour_sums(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        let mut hours = self.hours(q)?;
+        for h in &mut hours {
+            h.counts.visitor_sketch = Sketch::new();
+        }
+        Ok(hours)
+    }
+    /// Sums without sketches per store, agent and local day: each local day
+    /// of a store in `zones` whose midnight (in the store's zone) is in
+    /// `q`, whole, starting at that midnight. Only for zones a whole number
+    /// of hours from UTC over the range (`calendar::whole_hours`): this
+    /// default adds up `hour_sums`.
+    fn day_sums(
+        &self,
+        q: &Query,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<Vec<Hour>, StoreError> {
+        Ok(days_of_hours(self.hour_sums(&day_wide(q))?, q, zones))
+    }
+    /// The visitor sketches of the windows that start in `q`: what `hours`
+    /// holds beyond `hour_sums`. Each piece covers windows that start in
+    /// the UTC hour of its `start` (one window, or the whole hour).
+    fn sketches(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
+        Ok(self
+            .hours(q)?
+            .into_iter()
+            .map(|h| SketchPiece {
+                store_id: h.store_id,
+                agent_id: h.agent_id,
+                start: h.hour_start,
+                sketch: h.counts.visitor_sketch,
+            })
+            .collect())
+    }
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
     fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
@@ -202,6 +251,45 @@ pub trait ReportStore: Send + Sync {
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
     /// Deletes what `p` names, durably, and says how much.
     fn purge(&self, p: &Purge) -> Result<Purged, StoreError>;
+}
+
+/// `q` a day wider each side: local days start up to 14 hours either side
+/// of UTC midnight.
+pub(crate) fn day_wide(q: &Query) -> Query {
+    Query {
+        store_id: q.store_id.clone(),
+        from_s: q.from_s.map(|f| f - 86_400),
+        to_s: q.to_s.map(|t| t + 86_400),
+    }
+}
+
+/// Hours (of `day_wide(q)`) added up by local day in their stores' zones:
+/// the days of `zones`' stores whose midnight is in `q`.
+pub(crate) fn days_of_hours(
+    hours: Vec<Hour>,
+    q: &Query,
+    zones: &BTreeMap<String, TimeZone>,
+) -> Vec<Hour> {
+    let mut days: BTreeMap<(String, String, i64), Counts> = BTreeMap::new();
+    for h in hours {
+        let Some(tz) = zones.get(&h.store_id) else {
+            continue;
+        };
+        let day = crate::calendar::local_midnight(h.hour_start, tz);
+        if q.contains(day) {
+            days.entry((h.store_id, h.agent_id, day))
+                .or_default()
+                .add(&h.counts);
+        }
+    }
+    days.into_iter()
+        .map(|((store_id, agent_id, hour_start), counts)| Hour {
+            store_id,
+            agent_id,
+            hour_start,
+            counts,
+        })
+        .collect()
 }
 
 /// Equal counts: everything but `seq`, which a recounting agent may change.

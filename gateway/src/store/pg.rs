@@ -17,17 +17,19 @@
 //! uncommitted report; a failed write rolls the transaction back, and the
 //! batch is stored again from its start.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use footfall_report::{
-    DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S, WINDOW_SCHEMA,
+    Counts, DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S,
+    WINDOW_SCHEMA,
 };
+use jiff::tz::TimeZone;
 use postgres::{Client, NoTls, Row};
 
 use super::{
     same_counts, AgentInfo, Campaign, DeadLetter, Hour, Purge, Purged, Put, Query, ReportStore,
-    StoreError,
+    SketchPiece, StoreError,
 };
 
 /// Held while migrating: the same number for every footfall gateway.
@@ -172,6 +174,67 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Every step: the fixed ones, then those whose text is built from the
+/// code's own lists (privacy modes, dwell edges).
+fn migrations() -> Vec<String> {
+    let mut steps: Vec<String> = MIGRATIONS.iter().map(|s| s.to_string()).collect();
+    // 3: each store's windows summed by local day (a campaign report over
+    // a thousand stores reads these, not millions of windows), built from
+    // the windows stored so far in each store's zone as its statuses say.
+    steps.push(format!(
+        r#"
+    CREATE TABLE footfall_local_days (
+        store_id text COLLATE "C" NOT NULL,
+        agent_id text COLLATE "C" NOT NULL,
+        day_start bigint NOT NULL,
+        tz text NOT NULL,
+        windows bigint NOT NULL, window_s bigint NOT NULL, frames bigint NOT NULL,
+        frames_no_signal bigint NOT NULL, detected bigint NOT NULL, visits bigint NOT NULL,
+        visitors bigint NOT NULL, visitors_new bigint NOT NULL,
+        visitors_returning bigint NOT NULL, visitors_randomized bigint NOT NULL,
+        passersby bigint NOT NULL, residents bigint NOT NULL,
+        dwell_1 bigint NOT NULL, dwell_2 bigint NOT NULL, dwell_3 bigint NOT NULL,
+        dwell_4 bigint NOT NULL, dwell_5 bigint NOT NULL, dwell_6 bigint NOT NULL,
+        dwell_sum_s bigint NOT NULL, people_windows bigint NOT NULL,
+        present_sum double precision NOT NULL, present_lo_sum double precision NOT NULL,
+        present_hi_sum double precision NOT NULL, entries_sum double precision NOT NULL,
+        visit_windows bigint NOT NULL, across_day_windows bigint NOT NULL,
+        day_scoped_windows bigint NOT NULL,
+        PRIMARY KEY (store_id, agent_id, day_start)
+    );
+    INSERT INTO footfall_local_days ({LOCAL_DAY_COLUMNS})
+        SELECT store_id, agent_id,
+               extract(epoch FROM date_trunc('day', to_timestamp(window_start), z.tz))::bigint AS start,
+               z.tz, {sums}
+        FROM footfall_windows
+        JOIN (SELECT s.store_id, coalesce(
+                  (SELECT a.info::jsonb #>> '{{status,health,timezone}}' FROM footfall_agents a
+                   WHERE a.store_id = s.store_id
+                     AND a.info::jsonb #>> '{{status,health,timezone}}' IN (SELECT name FROM pg_timezone_names)
+                   ORDER BY a.agent_id DESC LIMIT 1), 'UTC') AS tz
+              FROM (SELECT DISTINCT store_id FROM footfall_windows) s) z USING (store_id)
+        GROUP BY store_id, agent_id, start, z.tz;
+    "#,
+        sums = PgStore::sums_columns()
+    ));
+    steps
+}
+
+/// A local day: store, agent, its midnight (Unix seconds).
+type DayKey = (String, String, i64);
+/// Windows summed by local day, with the zone they were cut in.
+type DayDeltas = BTreeMap<DayKey, (String, Counts)>;
+
+/// The columns of `footfall_local_days`, in `counts_of` order after the
+/// key and zone.
+const LOCAL_DAY_COLUMNS: &str = "store_id, agent_id, day_start, tz, windows, window_s, frames, \
+    frames_no_signal, detected, visits, visitors, visitors_new, visitors_returning, \
+    visitors_randomized, passersby, residents, dwell_1, dwell_2, dwell_3, dwell_4, dwell_5, \
+    dwell_6, dwell_sum_s, people_windows, present_sum, present_lo_sum, present_hi_sum, \
+    entries_sum, visit_windows, across_day_windows, day_scoped_windows";
+// `footfall_local_days` has a column per dwell bucket.
+const _: () = assert!(DWELL_EDGES_S.len() == 6);
+
 const WINDOW_COLUMNS: &str = "store_id, agent_id, window_start, window_end, seq, frames, \
     frames_no_signal, detected, visits, visitors, visitors_new, visitors_returning, \
     visitors_randomized, passersby, residents, dwell_counts, dwell_sum_s, visitor_sketch, \
@@ -182,6 +245,9 @@ const DAY_COLUMNS: &str = "store_id, agent_id, date, seq, visits, unique_visitor
     entries_est, privacy_mode, agent_version, params_hash";
 
 pub struct PgStore {
+    /// Each store's zone as its statuses say (`calendar::timezones_of`):
+    /// the local day a window is summed into at ingest.
+    zones: Mutex<BTreeMap<String, TimeZone>>,
     /// The URL without its password, for error messages.
     name: String,
     /// To connect again after the connection is lost.
@@ -261,6 +327,7 @@ impl PgStore {
             source,
         })?;
         let store = PgStore {
+            zones: Mutex::new(BTreeMap::new()),
             name,
             url: url.to_string(),
             client: Mutex::new(Conn {
@@ -269,6 +336,8 @@ impl PgStore {
             }),
         };
         store.migrate()?;
+        let zones = crate::calendar::timezones_of(&store.agents_now()?);
+        *store.zones.lock().unwrap_or_else(|p| p.into_inner()) = zones;
         Ok(store)
     }
 
@@ -347,7 +416,7 @@ impl PgStore {
                 .query_opt("SELECT max(version) FROM footfall_schema", &[])?
                 .and_then(|r| r.get::<_, Option<i32>>(0))
                 .unwrap_or(0);
-            for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            for (i, step) in migrations().iter().enumerate().skip(version as usize) {
                 let mut t = c.transaction()?;
                 t.batch_execute(step)?;
                 t.execute(
@@ -361,12 +430,12 @@ impl PgStore {
         c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .map_err(&e)?;
         let found = result.map_err(&e)?;
-        if found as usize > MIGRATIONS.len() {
+        if found as usize > migrations().len() {
             return Err(StoreError::Schema {
                 what: format!(
                     "{}: schema version {found} is newer than this gateway's {}; run the newer gateway",
                     self.name,
-                    MIGRATIONS.len()
+                    migrations().len()
                 ),
             });
         }
@@ -442,76 +511,203 @@ impl PgStore {
         }
     }
 
-    /// A window's column values, in `WINDOW_COLUMNS` order.
-    fn window_params(w: &WindowReport) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
-        let sketch = w
-            .visitor_sketch
-            .as_ref()
-            .map(|s| postcard::to_stdvec(s).expect("sketches serialize"));
-        let dwell: Option<Vec<i64>> = w
-            .dwell_counts
-            .as_ref()
-            .map(|d| d.iter().map(|x| *x as i64).collect());
-        vec![
-            Box::new(w.store_id.clone()),
-            Box::new(w.agent_id.clone()),
-            Box::new(w.window_start),
-            Box::new(w.window_end),
-            Box::new(w.seq as i64),
-            Box::new(w.frames as i64),
-            Box::new(w.frames_no_signal as i64),
-            Box::new(big(w.detected)),
-            Box::new(big(w.visits)),
-            Box::new(big(w.visitors)),
-            Box::new(big(w.visitors_new)),
-            Box::new(big(w.visitors_returning)),
-            Box::new(big(w.visitors_randomized)),
-            Box::new(big(w.passersby)),
-            Box::new(big(w.residents)),
-            Box::new(dwell),
-            Box::new(big(w.dwell_sum_s)),
-            Box::new(sketch),
-            Box::new(w.present_est),
-            Box::new(w.present_lo),
-            Box::new(w.present_hi),
-            Box::new(w.entries_est),
-            Box::new(w.privacy_mode.as_str().to_string()),
-            Box::new(w.agent_version.clone()),
-            Box::new(w.params_hash.clone()),
-        ]
-    }
-
-    /// Inserts windows that are not stored yet, in one statement; returns
-    /// the keys it inserted.
+    /// Inserts windows that are not stored yet, in one statement of one
+    /// array per column (`unnest`): the statement's text is the same for
+    /// any number of rows and short to parse, and a batch of any size
+    /// goes in one statement; returns the keys it inserted.
     fn insert_windows(
         c: &mut Client,
         windows: &[&WindowReport],
     ) -> Result<HashSet<(String, String, i64)>, postgres::Error> {
-        const COLUMNS: usize = 25;
-        let mut values = Vec::with_capacity(windows.len());
-        let mut params: Vec<Box<dyn postgres::types::ToSql + Sync>> =
-            Vec::with_capacity(windows.len() * COLUMNS);
-        for (i, w) in windows.iter().enumerate() {
-            let row: Vec<String> = (1..=COLUMNS)
-                .map(|k| format!("${}", i * COLUMNS + k))
-                .collect();
-            values.push(format!("({})", row.join(", ")));
-            params.extend(PgStore::window_params(w));
-        }
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p.as_ref()).collect();
+        let text = |f: &dyn Fn(&WindowReport) -> String| -> Vec<String> {
+            windows.iter().map(|w| f(w)).collect()
+        };
+        let int = |f: &dyn Fn(&WindowReport) -> i64| -> Vec<i64> {
+            windows.iter().map(|w| f(w)).collect()
+        };
+        let count = |f: &dyn Fn(&WindowReport) -> Option<u64>| -> Vec<Option<i64>> {
+            windows.iter().map(|w| big(f(w))).collect()
+        };
+        let real = |f: &dyn Fn(&WindowReport) -> Option<f64>| -> Vec<Option<f64>> {
+            windows.iter().map(|w| f(w)).collect()
+        };
+        // A column of arrays does not unnest (a 2-D array flattens): the
+        // histogram goes as its text, cast back to bigint[] by the server.
+        let dwell: Vec<Option<String>> = windows
+            .iter()
+            .map(|w| {
+                w.dwell_counts.as_ref().map(|d| {
+                    let items: Vec<String> = d.iter().map(u64::to_string).collect();
+                    format!("{{{}}}", items.join(","))
+                })
+            })
+            .collect();
+        let sketch: Vec<Option<Vec<u8>>> = windows
+            .iter()
+            .map(|w| {
+                w.visitor_sketch
+                    .as_ref()
+                    .map(|s| postcard::to_stdvec(s).expect("sketches serialize"))
+            })
+            .collect();
+        let statement = format!(
+            "INSERT INTO footfall_windows ({WINDOW_COLUMNS}) \
+             SELECT s, a, ws, we, seq, fr, fns, det, vis, vtr, vnew, vret, vrnd, pas, res, \
+                    dw::bigint[], dws, sk, pe, pl, ph, ee, pm, av, ph2 \
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+                         $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], \
+                         $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
+                         $16::text[], $17::int8[], $18::bytea[], $19::float8[], $20::float8[], \
+                         $21::float8[], $22::float8[], $23::text[], $24::text[], $25::text[]) \
+                  AS u(s, a, ws, we, seq, fr, fns, det, vis, vtr, vnew, vret, vrnd, pas, res, \
+                       dw, dws, sk, pe, pl, ph, ee, pm, av, ph2) \
+             ON CONFLICT DO NOTHING RETURNING store_id, agent_id, window_start"
+        );
         let rows = c.query(
-            &format!(
-                "INSERT INTO footfall_windows ({WINDOW_COLUMNS}) VALUES {} \
-                 ON CONFLICT DO NOTHING RETURNING store_id, agent_id, window_start",
-                values.join(", ")
-            ),
-            &refs,
+            &statement,
+            &[
+                &text(&|w| w.store_id.clone()),
+                &text(&|w| w.agent_id.clone()),
+                &int(&|w| w.window_start),
+                &int(&|w| w.window_end),
+                &int(&|w| w.seq as i64),
+                &int(&|w| w.frames as i64),
+                &int(&|w| w.frames_no_signal as i64),
+                &count(&|w| w.detected),
+                &count(&|w| w.visits),
+                &count(&|w| w.visitors),
+                &count(&|w| w.visitors_new),
+                &count(&|w| w.visitors_returning),
+                &count(&|w| w.visitors_randomized),
+                &count(&|w| w.passersby),
+                &count(&|w| w.residents),
+                &dwell,
+                &count(&|w| w.dwell_sum_s),
+                &sketch,
+                &real(&|w| w.present_est),
+                &real(&|w| w.present_lo),
+                &real(&|w| w.present_hi),
+                &real(&|w| w.entries_est),
+                &text(&|w| w.privacy_mode.as_str().to_string()),
+                &text(&|w| w.agent_version.clone()),
+                &text(&|w| w.params_hash.clone()),
+            ],
         )?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    /// Windows summed by store, agent and local day in each store's zone,
+    /// with the zone's name: what `upsert_local_days` adds.
+    fn local_day_deltas(&self, windows: &[&WindowReport]) -> DayDeltas {
+        let zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = DayDeltas::new();
+        let utc = TimeZone::UTC;
+        for w in windows {
+            let tz = zones.get(&w.store_id).unwrap_or(&utc);
+            let day = crate::calendar::local_midnight(w.window_start, tz);
+            let (_, counts) = out
+                .entry((w.store_id.clone(), w.agent_id.clone(), day))
+                .or_insert_with(|| {
+                    (
+                        tz.iana_name().unwrap_or("UTC").to_string(),
+                        Counts::default(),
+                    )
+                });
+            counts.add(&Counts::of_window(w));
+        }
+        out
+    }
+
+    /// Adds sums to their local days, in key order (two gateways adding to
+    /// the same days lock them in the same order, so neither deadlocks). A
+    /// day summed in two zones (a store's zone changed) keeps the zone ""
+    /// and is read from its windows instead.
+    fn upsert_local_days(
+        c: &mut impl postgres::GenericClient,
+        deltas: &DayDeltas,
+    ) -> Result<(), postgres::Error> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        type Row<'a> = (&'a DayKey, &'a (String, Counts));
+        let rows: Vec<Row> = deltas.iter().collect();
+        let text = |f: &dyn Fn(&DayKey, &(String, Counts)) -> String| -> Vec<String> {
+            rows.iter().map(|(k, v)| f(k, v)).collect()
+        };
+        let int = |f: &dyn Fn(&Counts) -> u64| -> Vec<i64> {
+            rows.iter().map(|(_, (_, c))| f(c) as i64).collect()
+        };
+        let real = |f: &dyn Fn(&Counts) -> f64| -> Vec<f64> {
+            rows.iter().map(|(_, (_, c))| f(c)).collect()
+        };
+        let columns: Vec<&str> = LOCAL_DAY_COLUMNS.split(", ").map(str::trim).collect();
+        let types = [
+            "text", "text", "int8", "text", "int8", "int8", "int8", "int8", "int8", "int8", "int8",
+            "int8", "int8", "int8", "int8", "int8", "int8", "int8", "int8", "int8", "int8", "int8",
+            "int8", "int8", "float8", "float8", "float8", "float8", "int8", "int8", "int8",
+        ];
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}[]", i + 1))
+            .collect();
+        let adds: Vec<String> = columns[4..]
+            .iter()
+            .filter(|c| **c != "window_s")
+            .map(|c| format!("{c} = d.{c} + excluded.{c}"))
+            .collect();
+        let statement = format!(
+            "INSERT INTO footfall_local_days AS d ({LOCAL_DAY_COLUMNS}) \
+             SELECT * FROM unnest({}) \
+             ON CONFLICT (store_id, agent_id, day_start) DO UPDATE SET \
+             tz = CASE WHEN d.tz = excluded.tz THEN d.tz ELSE '' END, {}",
+            arrays.join(", "),
+            adds.join(", ")
+        );
+        let dwell = |i: usize| int(&move |c: &Counts| c.dwell_counts[i]);
+        c.execute(
+            &statement,
+            &[
+                &text(&|k, _| k.0.clone()),
+                &text(&|k, _| k.1.clone()),
+                &rows.iter().map(|(k, _)| k.2).collect::<Vec<i64>>(),
+                &text(&|_, v| v.0.clone()),
+                &int(&|c| c.windows),
+                &rows
+                    .iter()
+                    .map(|(_, (_, c))| c.window_s)
+                    .collect::<Vec<i64>>(),
+                &int(&|c| c.frames),
+                &int(&|c| c.frames_no_signal),
+                &int(&|c| c.detected),
+                &int(&|c| c.visits),
+                &int(&|c| c.visitors),
+                &int(&|c| c.visitors_new),
+                &int(&|c| c.visitors_returning),
+                &int(&|c| c.visitors_randomized),
+                &int(&|c| c.passersby),
+                &int(&|c| c.residents),
+                &dwell(0),
+                &dwell(1),
+                &dwell(2),
+                &dwell(3),
+                &dwell(4),
+                &dwell(5),
+                &int(&|c| c.dwell_sum_s),
+                &int(&|c| c.people_windows),
+                &real(&|c| c.present_sum),
+                &real(&|c| c.present_lo_sum),
+                &real(&|c| c.present_hi_sum),
+                &real(&|c| c.entries_sum),
+                &int(&|c| c.visit_windows),
+                &int(&|c| c.across_day_windows),
+                &int(&|c| c.day_scoped_windows),
+            ],
+        )?;
+        Ok(())
     }
 
     fn insert_day(c: &mut Client, d: &DayReport) -> Result<u64, postgres::Error> {
@@ -567,6 +763,240 @@ impl PgStore {
         (sql, params)
     }
 
+    /// The select list of `Counts` summed over a group of windows (as
+    /// `Counts::of_window` and `Counts::add` sum them, but for the sketch),
+    /// after `store_id, agent_id, <start>`; read back by `counts_of`.
+    fn sums_columns() -> String {
+        let dwell: Vec<String> = (1..=DWELL_EDGES_S.len())
+            .map(|i| format!("sum(coalesce(dwell_counts[{i}], 0))::bigint"))
+            .collect();
+        let day_scoped: Vec<String> = PrivacyMode::ALL
+            .iter()
+            .filter(|m| m.counts_visits() && !m.sketches_merge_across_days())
+            .map(|m| format!("'{}'", m.as_str()))
+            .collect();
+        format!(
+            "count(*), min(window_end - window_start), sum(frames)::bigint, \
+             sum(frames_no_signal)::bigint, sum(coalesce(detected, 0))::bigint, \
+             sum(coalesce(visits, 0))::bigint, sum(coalesce(visitors, 0))::bigint, \
+             sum(coalesce(visitors_new, 0))::bigint, sum(coalesce(visitors_returning, 0))::bigint, \
+             sum(coalesce(visitors_randomized, 0))::bigint, sum(coalesce(passersby, 0))::bigint, \
+             sum(coalesce(residents, 0))::bigint, {}, sum(coalesce(dwell_sum_s, 0))::bigint, \
+             count(present_est), coalesce(sum(present_est), 0), coalesce(sum(present_lo), 0), \
+             coalesce(sum(present_hi), 0), coalesce(sum(entries_est), 0), count(visits), \
+             count(residents), count(*) FILTER (WHERE privacy_mode IN ({}))",
+            dwell.join(", "),
+            if day_scoped.is_empty() {
+                "NULL".to_string()
+            } else {
+                day_scoped.join(", ")
+            }
+        )
+    }
+
+    /// A row of `sums_columns` (or of `footfall_local_days`) from column
+    /// `at` on, as `Counts` with an empty sketch.
+    fn counts_of(row: &Row, at: usize) -> Counts {
+        let n = |i: usize| row.get::<_, i64>(at + i).max(0) as u64;
+        let mut dwell_counts = [0; DWELL_EDGES_S.len()];
+        for (k, d) in dwell_counts.iter_mut().enumerate() {
+            *d = n(12 + k);
+        }
+        let e = at + 12 + DWELL_EDGES_S.len();
+        let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+        Counts {
+            windows: n(at),
+            window_s: row.get(at + 1),
+            frames: n(at + 2),
+            frames_no_signal: n(at + 3),
+            detected: n(at + 4),
+            visits: n(at + 5),
+            visitors: n(at + 6),
+            visitors_new: n(at + 7),
+            visitors_returning: n(at + 8),
+            visitors_randomized: n(at + 9),
+            passersby: n(at + 10),
+            residents: n(at + 11),
+            dwell_counts,
+            dwell_sum_s: n(e),
+            visitor_sketch: Sketch::new(),
+            people_windows: n(e + 1),
+            present_sum: row.get(e + 2),
+            present_lo_sum: row.get(e + 3),
+            present_hi_sum: row.get(e + 4),
+            entries_sum: row.get(e + 5),
+            visit_windows: n(e + 6),
+            across_day_windows: n(e + 7),
+            day_scoped_windows: n(e + 8),
+        }
+    }
+
+    /// Windows in `q` summed in the database by store, agent and `start`
+    /// (an SQL expression over the windows and `extra`'s columns).
+    fn sums(
+        &self,
+        q: &Query,
+        start: &str,
+        extra: &str,
+        extra_params: Vec<Box<dyn postgres::types::ToSql + Sync>>,
+    ) -> Result<Vec<Hour>, StoreError> {
+        let (filter, mut params) = PgStore::filter(q, "window_start");
+        let first = params.len();
+        params.extend(extra_params);
+        let extra = (1..=params.len() - first).fold(extra.to_string(), |sql, k| {
+            sql.replace(&format!("${{{k}}}"), &format!("${}", first + k))
+        });
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = self
+            .client()?
+            .query(
+                &format!(
+                    "SELECT store_id, agent_id, {start} AS start, {} \
+                     FROM footfall_windows{extra}{filter} \
+                     GROUP BY store_id, agent_id, start ORDER BY store_id, agent_id, start",
+                    PgStore::sums_columns()
+                ),
+                &refs,
+            )
+            .map_err(self.err("summing windows"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Hour {
+                store_id: r.get(0),
+                agent_id: r.get(1),
+                hour_start: r.get(2),
+                counts: PgStore::counts_of(r, 3),
+            })
+            .collect())
+    }
+
+    fn hour_sums_now(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        self.sums(
+            &PgStore::hour_query(q),
+            "window_start / 3600 * 3600",
+            "",
+            Vec::new(),
+        )
+        .map(|hours| {
+            hours
+                .into_iter()
+                .filter(|h| q.contains(h.hour_start))
+                .collect()
+        })
+    }
+
+    /// The local days summed at ingest; a store whose days were summed in
+    /// another zone than `zones` gives (a zone changed, or windows came
+    /// before the first status) is summed from its windows instead.
+    fn day_sums_now(
+        &self,
+        q: &Query,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<Vec<Hour>, StoreError> {
+        let stores: Vec<String> = zones
+            .keys()
+            .filter(|s| q.store_id.as_ref().is_none_or(|one| one == *s))
+            .cloned()
+            .collect();
+        let rows = self
+            .client()?
+            .query(
+                &format!(
+                    "SELECT {LOCAL_DAY_COLUMNS} FROM footfall_local_days \
+                     WHERE store_id = ANY($1) AND day_start >= $2 AND day_start < $3 \
+                     ORDER BY store_id, agent_id, day_start"
+                ),
+                &[
+                    &stores,
+                    &q.from_s.unwrap_or(i64::MIN),
+                    &q.to_s.unwrap_or(i64::MAX),
+                ],
+            )
+            .map_err(self.err("reading local days"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut elsewhere: BTreeMap<String, TimeZone> = BTreeMap::new();
+        for r in &rows {
+            let store_id: String = r.get(0);
+            let tz = &zones[&store_id];
+            if r.get::<_, &str>(3) != tz.iana_name().unwrap_or("UTC") {
+                elsewhere.insert(store_id, tz.clone());
+                continue;
+            }
+            out.push(Hour {
+                store_id,
+                agent_id: r.get(1),
+                hour_start: r.get(2),
+                counts: PgStore::counts_of(r, 4),
+            });
+        }
+        out.retain(|d| !elsewhere.contains_key(&d.store_id));
+        for store_id in elsewhere.keys() {
+            let one = Query {
+                store_id: Some(store_id.clone()),
+                ..super::day_wide(q)
+            };
+            let one_q = Query {
+                store_id: Some(store_id.clone()),
+                ..q.clone()
+            };
+            out.extend(super::days_of_hours(
+                self.hour_sums_now(&one)?,
+                &one_q,
+                &elsewhere,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn sketches_now(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
+        let (filter, params) = PgStore::filter(q, "window_start");
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p.as_ref()).collect();
+        let rows = self
+            .client()?
+            .query(
+                &format!(
+                    "SELECT store_id, agent_id, window_start, visitor_sketch \
+                     FROM footfall_windows{filter} \
+                     ORDER BY store_id, agent_id, window_start"
+                ),
+                &refs,
+            )
+            .map_err(self.err("reading sketches"))?;
+        let mut out: Vec<SketchPiece> = Vec::new();
+        for r in &rows {
+            let Some(bytes) = r.get::<_, Option<&[u8]>>(3) else {
+                continue;
+            };
+            let sketch = postcard::from_bytes::<Sketch>(bytes)
+                .map_err(|e| self.corrupt("footfall_windows", e.to_string()))?;
+            let (store_id, agent_id): (&str, &str) = (r.get(0), r.get(1));
+            let start = r.get::<_, i64>(2).div_euclid(3600) * 3600;
+            match out.last_mut() {
+                Some(p) if p.start == start && p.agent_id == agent_id && p.store_id == store_id => {
+                    p.sketch.merge(&sketch)
+                }
+                _ => out.push(SketchPiece {
+                    store_id: store_id.to_string(),
+                    agent_id: agent_id.to_string(),
+                    start,
+                    sketch,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `q` widened to whole UTC hours (its hours are cut after).
+    fn hour_query(q: &Query) -> Query {
+        Query {
+            store_id: q.store_id.clone(),
+            from_s: q.from_s.map(|f| f.div_euclid(3600) * 3600),
+            to_s: q.to_s.map(|t| (t + 3599).div_euclid(3600) * 3600),
+        }
+    }
+
     fn select_windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
         let (filter, params) = PgStore::filter(q, "window_start");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -591,9 +1021,7 @@ impl PgStore {
 impl PgStore {
     fn put_now(&self, report: &Report) -> Result<Put, StoreError> {
         let inserted = match report {
-            Report::Window(w) => !self
-                .write("storing a window", |c| PgStore::insert_windows(c, &[w]))?
-                .is_empty(),
+            Report::Window(w) => !self.insert_windows_and_days(&[w])?.is_empty(),
             Report::Day(d) => self.write("storing a day", |c| PgStore::insert_day(c, d))? == 1,
         };
         if inserted {
@@ -601,6 +1029,26 @@ impl PgStore {
         } else {
             self.compare_stored(report)
         }
+    }
+
+    /// Stores the windows not stored yet and adds those to their local
+    /// days, in the open transaction; the keys it inserted.
+    fn insert_windows_and_days(
+        &self,
+        windows: &[&WindowReport],
+    ) -> Result<HashSet<(String, String, i64)>, StoreError> {
+        self.write("storing windows", |c| {
+            let inserted = PgStore::insert_windows(c, windows)?;
+            let new: Vec<&WindowReport> = windows
+                .iter()
+                .filter(|w| {
+                    inserted.contains(&(w.store_id.clone(), w.agent_id.clone(), w.window_start))
+                })
+                .copied()
+                .collect();
+            PgStore::upsert_local_days(c, &self.local_day_deltas(&new))?;
+            Ok(inserted)
+        })
     }
 
     /// A report whose key is stored already: the same counts
@@ -642,7 +1090,7 @@ impl PgStore {
         })
     }
 
-    /// Windows go in statements of up to 500 rows (the round trips were
+    /// Windows go in statements of up to 5000 rows (the round trips were
     /// the cost of ingest); days, rarer, one by one. A window not inserted
     /// is compared with the stored one, not inserted again.
     fn put_many_now(&self, reports: &[Report]) -> Result<Vec<Put>, StoreError> {
@@ -655,10 +1103,9 @@ impl PgStore {
                 Report::Day(_) => None,
             })
             .collect();
-        for part in windows.chunks(500) {
+        for part in windows.chunks(5000) {
             let ws: Vec<&WindowReport> = part.iter().map(|(_, w)| *w).collect();
-            let mut inserted =
-                self.write("storing windows", |c| PgStore::insert_windows(c, &ws))?;
+            let mut inserted = self.insert_windows_and_days(&ws)?;
             for (i, w) in part {
                 // The first of a key in the batch was inserted; a second
                 // (a resend in the same batch) compares like any other.
@@ -706,6 +1153,13 @@ impl PgStore {
                 &[&info.store_id, &info.agent_id, &text],
             )
         })?;
+        let zones = crate::calendar::timezones_of(std::slice::from_ref(info));
+        if let Some(tz) = zones.get(&info.store_id) {
+            self.zones
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(info.store_id.clone(), tz.clone());
+        }
         Ok(())
     }
 
@@ -717,37 +1171,21 @@ impl PgStore {
         self.select_windows(q)
     }
 
+    /// The hours' sums from the database, their sketches merged here.
     fn hours_now(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
-        // Windows summed by (store, agent, UTC hour), as sled keeps them.
-        let hour_q = Query {
-            store_id: q.store_id.clone(),
-            from_s: q.from_s.map(|f| f.div_euclid(3600) * 3600),
-            to_s: q.to_s.map(|t| (t + 3599).div_euclid(3600) * 3600),
-        };
-        let mut out: Vec<Hour> = Vec::new();
-        for w in self.select_windows(&hour_q)? {
-            let hour_start = w.window_start.div_euclid(3600) * 3600;
-            if !q.contains(hour_start) {
-                continue;
-            }
-            let c = footfall_report::Counts::of_window(&w);
-            match out.last_mut() {
-                Some(h)
-                    if h.store_id == w.store_id
-                        && h.agent_id == w.agent_id
-                        && h.hour_start == hour_start =>
-                {
-                    h.counts.add(&c)
+        let mut hours = self.hour_sums_now(q)?;
+        let mut sketches = self.sketches_now(q)?.into_iter().peekable();
+        for h in &mut hours {
+            let key = (h.store_id.as_str(), h.agent_id.as_str(), h.hour_start);
+            while let Some(p) =
+                sketches.next_if(|p| (p.store_id.as_str(), p.agent_id.as_str(), p.start) <= key)
+            {
+                if (p.store_id.as_str(), p.agent_id.as_str(), p.start) == key {
+                    h.counts.visitor_sketch = p.sketch;
                 }
-                _ => out.push(Hour {
-                    store_id: w.store_id,
-                    agent_id: w.agent_id,
-                    hour_start,
-                    counts: c,
-                }),
             }
         }
-        Ok(out)
+        Ok(hours)
     }
 
     fn days_now(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
@@ -828,8 +1266,23 @@ impl PgStore {
         let rows = self
             .client()?
             .query(
-                "SELECT store_id, agent_id, max(window_end) FROM footfall_windows \
-                 GROUP BY store_id, agent_id ORDER BY store_id, agent_id",
+                // Each (store, agent) found by one step down the primary
+                // key from the last, and its newest window by one more: a
+                // few thousand index reads, where GROUP BY read every
+                // window (35 M in a chain's year).
+                "WITH RECURSIVE k AS ( \
+                     (SELECT store_id, agent_id FROM footfall_windows \
+                      ORDER BY store_id, agent_id LIMIT 1) \
+                     UNION ALL \
+                     SELECT n.store_id, n.agent_id FROM k CROSS JOIN LATERAL ( \
+                         SELECT w.store_id, w.agent_id FROM footfall_windows w \
+                         WHERE (w.store_id, w.agent_id) > (k.store_id, k.agent_id) \
+                         ORDER BY w.store_id, w.agent_id LIMIT 1) n) \
+                 SELECT k.store_id, k.agent_id, \
+                     (SELECT w.window_end FROM footfall_windows w \
+                      WHERE w.store_id = k.store_id AND w.agent_id = k.agent_id \
+                      ORDER BY w.window_start DESC LIMIT 1) \
+                 FROM k ORDER BY k.store_id, k.agent_id",
                 &[],
             )
             .map_err(self.err("reading agents"))?;
@@ -888,6 +1341,34 @@ impl PgStore {
                     &[&store, &cut],
                 )
                 .map_err(&e)?;
+            // The local days before the cut go; the one the cut falls in is
+            // summed again from the windows it keeps.
+            t.execute(
+                "DELETE FROM footfall_local_days WHERE ($1::text IS NULL OR store_id = $1) \
+                 AND day_start < $2",
+                &[&store, &cut],
+            )
+            .map_err(&e)?;
+            if !whole_store {
+                let rows = t
+                    .query(
+                        &format!(
+                            "SELECT {WINDOW_COLUMNS} FROM footfall_windows \
+                             WHERE ($1::text IS NULL OR store_id = $1) \
+                             AND window_start >= $2 AND window_start < $3"
+                        ),
+                        &[&store, &cut, &cut.saturating_add(2 * 86_400)],
+                    )
+                    .map_err(&e)?;
+                let kept = rows
+                    .iter()
+                    .map(PgStore::window_of)
+                    .collect::<Result<Vec<WindowReport>, String>>()
+                    .map_err(|w| self.corrupt("footfall_windows", w))?;
+                let mut deltas = self.local_day_deltas(&kept.iter().collect::<Vec<_>>());
+                deltas.retain(|(_, _, day), _| *day < cut);
+                PgStore::upsert_local_days(&mut t, &deltas).map_err(&e)?;
+            }
         }
         if whole_store || p.days_before.is_some() {
             let cut = p.days_before.clone().unwrap_or_else(|| "9999".into());
@@ -960,6 +1441,22 @@ impl ReportStore for PgStore {
 
     fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
         blocking(|| self.hours_now(q))
+    }
+
+    fn hour_sums(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        blocking(|| self.hour_sums_now(q))
+    }
+
+    fn day_sums(
+        &self,
+        q: &Query,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<Vec<Hour>, StoreError> {
+        blocking(|| self.day_sums_now(q, zones))
+    }
+
+    fn sketches(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
+        blocking(|| self.sketches_now(q))
     }
 
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {

@@ -44,6 +44,9 @@ impl SledStore {
         purged.hours = self.delete_where(&self.hours, &pre, |k, _| {
             split_key(k).is_some_and(|(_, _, t)| timed(t, hour_cut))
         })?;
+        self.delete_where(&self.hour_sketches, &pre, |k, _| {
+            split_key(k).is_some_and(|(_, _, t)| timed(t, hour_cut))
+        })?;
         purged.day_reports = self.delete_where(&self.days, &pre, |k, _| {
             let date = k.rsplit(|b| *b == 0).next().unwrap_or_default();
             match &p.days_before {
