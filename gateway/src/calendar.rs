@@ -130,6 +130,32 @@ pub fn back(t: i64, days: i64, tz: &TimeZone) -> i64 {
         .map_or(t - days * 86_400, |z| z.timestamp().as_second())
 }
 
+/// The query of dates `from` to `to` (`YYYY-MM-DD`, both included) as
+/// `query::query` makes it: UTC midnight of `from` to the one after `to`.
+pub fn dates_query(from: &str, to: &str) -> Query {
+    Query {
+        store_id: None,
+        from_s: day_start(from, "from").ok(),
+        to_s: day_start(to, "to").ok().map(|t| t + 86_400),
+    }
+}
+
+/// A hash of every store's zone: a cached figure cut in other zones is
+/// out of date.
+pub fn zones_hash(zones: &BTreeMap<String, TimeZone>) -> u64 {
+    // FNV-1a: the same on every run and build, for a value kept in the
+    // store (std's hashers promise neither).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (store, tz) in zones {
+        for part in [store.as_str(), tz.iana_name().unwrap_or("")] {
+            for b in part.bytes().chain([0]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    h
+}
+
 /// The start of the local day `t` falls in, in `tz` (UTC's when the zone
 /// has no such instant).
 pub fn local_midnight(t: i64, tz: &TimeZone) -> i64 {

@@ -25,6 +25,7 @@ fn all(fresh: &mut dyn FnMut() -> Box<dyn ReportStore>) {
     each_key_once(fresh().as_ref());
     many_at_once(fresh().as_ref());
     sums_are_the_windows_summed(fresh().as_ref());
+    the_chain_by_day_is_every_store_summed(fresh().as_ref());
     reads_by_store_and_time(fresh().as_ref());
     let s = fresh();
     four_days(s.as_ref());
@@ -343,6 +344,69 @@ fn sums_are_the_windows_summed(s: &dyn ReportStore) {
         left.values().any(|c| c.windows < 96 && c.windows > 40),
         "a cut day"
     );
+}
+
+/// `store=*` by day (day totals from the engine, distinct visitors kept
+/// per date) gives the chain's rows of the every-store query, before and
+/// after a late window changes a date it kept.
+fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
+    let id = |n: u64| u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    s.set_status(&AgentInfo {
+        store_id: "A".into(),
+        agent_id: "a".into(),
+        last_seen_unix_s: T,
+        status: testing::online("A", "a", "Europe/Berlin"),
+    })
+    .unwrap();
+    for (k, store) in ["A", "B"].into_iter().enumerate() {
+        for q in 0..3 * 96 {
+            let mut w = testing::window_of_visitors(store, "a", T + q * 900, (q % 4) as u64);
+            let mut sketch = footfall_report::Sketch::new();
+            for v in 0..q % 4 {
+                // Some visitors come back later, some go to both stores.
+                sketch.insert(id((q as u64 / 16) * 10 + v as u64 + k as u64 * (q as u64 % 2)));
+            }
+            w.visitor_sketch = Some(sketch);
+            s.put(&Report::Window(w)).unwrap();
+        }
+        for d in 0..3 {
+            let mut day = testing::day(store, "a", &format!("2026-03-0{}", 2 + d));
+            day.visits = Some(10 + d as u64);
+            day.person_hours_est = Some(1.25);
+            s.put(&Report::Day(day)).unwrap();
+        }
+    }
+    s.commit().unwrap();
+    let q = crate::query::query(None, Some("2026-03-01"), Some("2026-03-05")).unwrap();
+    let chain = Query {
+        store_id: Some(crate::query::CHAIN.into()),
+        ..q.clone()
+    };
+    let of_every_store = || {
+        let mut rows = report_rows(s, By::Day, &q).unwrap();
+        rows.retain(|r| r["store_id"] == crate::query::CHAIN);
+        rows
+    };
+    let want = of_every_store();
+    assert_eq!(want.len(), 3);
+    assert!(want.iter().all(|r| r["unique_visitors_est"].as_u64() > Some(5)), "{want:?}");
+    assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want);
+    assert_eq!(s.chain_days("2026-03-01", "2026-03-05").unwrap().len(), 3);
+    assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want, "kept");
+    // A late window with new visitors: its date is worked out again.
+    let mut late = testing::window_of_visitors("B", "a", T + DAY + 3 * 96 * 900, 30);
+    let mut sketch = footfall_report::Sketch::new();
+    for v in 0..30 {
+        sketch.insert(id(10_000 + v));
+    }
+    late.window_start = T + DAY + 12 * 3600 + 450;
+    late.window_end = late.window_start + 900;
+    late.visitor_sketch = Some(sketch);
+    assert_eq!(s.put(&Report::Window(late)).unwrap(), Put::Inserted);
+    s.commit().unwrap();
+    let now = of_every_store();
+    assert_ne!(now[1]["unique_visitors_est"], want[1]["unique_visitors_est"]);
+    assert_eq!(report_rows(s, By::Day, &chain).unwrap(), now, "after a late window");
 }
 
 /// Two stores, four days of windows every 15 minutes, a day report a

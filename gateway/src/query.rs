@@ -119,7 +119,23 @@ pub fn people_fields(counts: &Counts) -> Map<String, Value> {
     }
 }
 
+/// The store id that asks for the chain as a whole: its rows only.
+pub const CHAIN: &str = "*";
+
 fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
+    if q.store_id.as_deref() == Some(CHAIN) {
+        if by == By::Day {
+            return chain_day_rows(store, q);
+        }
+        // Weeks of the chain: every store's, of which the chain's rows.
+        let all = Query {
+            store_id: None,
+            ..q.clone()
+        };
+        let mut rows = day_rows(store, by, &all)?;
+        rows.retain(|r| r["store_id"] == CHAIN);
+        return Ok(rows);
+    }
     let mut groups: BTreeMap<(String, String, String), DayCounts> = BTreeMap::new();
     for d in store.days(q)? {
         if !calendar::date_in_range(&d.date, q) {
@@ -185,6 +201,87 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
         }
     }
     Ok(rows)
+}
+
+/// The chain by day (`store=*`): every store's day reports summed by the
+/// database, and distinct visitors merged across the chain as last worked
+/// out (`ChainDay`), worked out again only for the dates whose windows or
+/// zones changed since: a year of a thousand stores is 365 cached sketches,
+/// not millions of merges.
+fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, Value>>> {
+    let utc_date = |t: i64| {
+        calendar::local_date(t, &jiff::tz::TimeZone::UTC).map_or_else(String::new, |d| d.to_string())
+    };
+    let from = q.from_s.map_or_else(|| "0000-01-01".to_string(), utc_date);
+    let to = q
+        .to_s
+        .map_or_else(|| "9999-12-31".to_string(), |t| utc_date(t - 86_400));
+    let totals = store.day_totals(&from, &to)?;
+    let zones = calendar::store_timezones(store)?;
+    let stamp = calendar::zones_hash(&zones);
+    let windows = store.date_windows(&from, &to, &zones)?;
+    let mut known: BTreeMap<String, crate::store::ChainDay> = store
+        .chain_days(&from, &to)?
+        .into_iter()
+        .map(|d| (d.date.clone(), d))
+        .collect();
+    let stale: Vec<&String> = totals
+        .iter()
+        .map(|(date, _)| date)
+        .filter(|date| {
+            let n = windows.get(*date).copied().unwrap_or(0);
+            known
+                .get(*date)
+                .is_none_or(|k| k.windows != n || k.zones != stamp)
+        })
+        .collect();
+    // A week at a time: each run holds every store's sketches of its days.
+    let mut fresh = Vec::new();
+    for run in stale.chunks(7) {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            continue;
+        };
+        let mut within = calendar::dates_query(first, last);
+        within.store_id = None;
+        let merged = distinct_visitors(store, By::Day, &within)?;
+        for date in run {
+            let distinct = match merged.get(&(CHAIN.into(), CHAIN.into(), date.to_string())) {
+                Some(Distinct::Sketch(k)) => Ok(k.clone()),
+                Some(Distinct::Unknown(why)) => Err(why.to_string()),
+                None => Ok(Sketch::new()),
+            };
+            fresh.push(crate::store::ChainDay {
+                date: date.to_string(),
+                windows: windows.get(*date).copied().unwrap_or(0),
+                zones: stamp,
+                distinct,
+            });
+        }
+    }
+    store.put_chain_days(&fresh)?;
+    known.extend(fresh.into_iter().map(|d| (d.date.clone(), d)));
+    let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
+    Ok(totals
+        .into_iter()
+        .map(|(date, sums)| {
+            let mut row = Map::new();
+            row.insert("store_id".into(), json!(CHAIN));
+            row.insert("agent_id".into(), json!(CHAIN));
+            row.insert("date".into(), json!(date));
+            row.insert("visits".into(), json!(sums.visits));
+            row.insert("person_hours_est".into(), json!(sums.person_hours_est));
+            row.insert("entries_est".into(), json!(sums.entries_est));
+            let (est, note) = match known.get(&date).map(|d| &d.distinct) {
+                Some(Ok(k)) => (json!(k.estimate().round() as u64), Value::Null),
+                Some(Err(why)) => (Value::Null, json!(why)),
+                None => (json!(0), Value::Null),
+            };
+            row.insert("unique_visitors_est".into(), est);
+            row.insert("unique_visitors_rel_error".into(), json!(error));
+            row.insert("unique_visitors_note".into(), note);
+            row
+        })
+        .collect())
 }
 
 /// Distinct visitors of a period, or why they are not known.

@@ -3,7 +3,8 @@
 //! Mosquitto. One is killed with -9 mid-stream, or the broker is restarted;
 //! every store's reports are stored once and equal its agent's `replay`,
 //! and either gateway answers the API alike. Then the database's own
-//! faults: restarted, or read-only for a while.
+//! faults: restarted, read-only, refusing the gateway's password, or out
+//! of disk, for a while.
 
 use super::*;
 use footfall_tests::postgres::Postgres;
@@ -309,4 +310,133 @@ fn a_read_only_database_withholds_acks_until_it_is_writable() {
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference("a_read_only_database");
+}
+
+/// The database refusing the gateway's password mid-stream (its password
+/// was changed, the gateway's config not yet), then taking it again: the
+/// gateway acks nothing meanwhile, says why without printing the password,
+/// and carries on; nothing is lost or stored twice.
+#[test]
+fn a_refused_password_withholds_acks_until_it_is_taken() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let mut admin = pg.admin();
+    admin
+        .batch_execute("CREATE ROLE hq LOGIN PASSWORD 'right-one'")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE pw OWNER hq").unwrap();
+    pg.hba_first("host all hq 127.0.0.1/32 scram-sha-256");
+    let url = format!("postgres://hq:right-one@127.0.0.1:{}/pw", pg.port);
+    let (c, http) = case_on_postgres(&url, "44");
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    wait_until(Duration::from_secs(60), "a first batch committed", || {
+        c.log("gateway").contains("batch committed")
+    });
+    let set_password = |admin: &mut postgres::Client, p: &str| {
+        admin
+            .batch_execute(&format!(
+                "ALTER ROLE hq PASSWORD '{p}'; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'hq'"
+            ))
+            .unwrap();
+    };
+    set_password(&mut admin, "changed");
+    wait_until(
+        Duration::from_secs(60),
+        "the gateway says the store failed",
+        || c.log("gateway").contains("the store failed"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let m = metrics(http);
+    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
+    let log = c.log("gateway");
+    assert!(log.contains("password authentication failed"), "{log}");
+    assert!(!log.contains("right-one"), "the password is never logged");
+    set_password(&mut admin, "right-one");
+    c.wait_delivered();
+    assert!(c.log("gateway").contains("the store is back"));
+    agent.term();
+    gateway.term();
+    c.assert_gateway_matches_reference("a_refused_password");
+}
+
+/// The database's disk full mid-stream (its tablespace on a small tmpfs,
+/// filled up by another file), then freed: the gateway acks nothing
+/// meanwhile, says why, and carries on; nothing is lost or stored twice.
+#[test]
+fn a_full_disk_withholds_acks_until_there_is_room() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        footfall_tests::require::skip(
+            "postgres",
+            "cannot mount a tmpfs for a full disk (needs root)",
+        );
+        return;
+    }
+    // Unmounted however the test ends.
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.path());
+    let space = disk.path().join("pg");
+    std::fs::create_dir(&space).unwrap();
+    let owned = std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&space)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(owned, "chown of the tablespace to postgres");
+    let mut admin = pg.admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLESPACE small LOCATION '{}'",
+            space.display()
+        ))
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE fulldisk TABLESPACE small")
+        .unwrap();
+    let url = pg.url("fulldisk");
+    let (c, http) = case_on_postgres(&url, "45");
+    let mut gateway = c.gateway();
+    let mut agent = c.agent();
+    wait_until(Duration::from_secs(60), "a first batch committed", || {
+        c.log("gateway").contains("batch committed")
+    });
+    // Everything left on the tmpfs taken by a file of its own.
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the gateway says the store failed",
+        || c.log("gateway").contains("the store failed"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let m = metrics(http);
+    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
+    assert!(c.log("gateway").contains("No space left on device"));
+    std::fs::remove_file(&filler).unwrap();
+    c.wait_delivered();
+    assert!(c.log("gateway").contains("the store is back"));
+    agent.term();
+    gateway.term();
+    c.assert_gateway_matches_reference("a_full_disk");
 }

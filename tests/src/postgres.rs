@@ -183,6 +183,20 @@ impl Postgres {
         self.url(name)
     }
 
+    /// A superuser's connection to the `postgres` database.
+    pub fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap()
+    }
+
+    /// Puts `line` first in pg_hba.conf (the first matching line decides
+    /// how a client authenticates) and has the server read it again.
+    pub fn hba_first(&self, line: &str) {
+        let hba = self.dir.join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("{line}\n{old}")).unwrap();
+        self.admin().batch_execute("SELECT pg_reload_conf()").unwrap();
+    }
+
     /// The database `name`, created when missing; its URL.
     pub fn kept_database(&self, name: &str) -> String {
         let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();

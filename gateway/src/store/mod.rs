@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use std::collections::BTreeMap;
 
-use footfall_report::{Counts, DayReport, Report, Sketch, Status, WindowReport};
+use footfall_report::{Counts, DayCounts, DayReport, Report, Sketch, Status, WindowReport};
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,20 @@ pub struct Hour {
     pub counts: Counts,
 }
 
+/// The chain's distinct visitors of one local date, worked out from every
+/// store's sketches, kept so that a year by day does not merge millions of
+/// sketches again: used while the date's windows (`date_windows`) and the
+/// stores' zones are still what they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainDay {
+    pub date: String,
+    pub windows: u64,
+    /// `calendar::zones_hash` of the zones it was cut in.
+    pub zones: u64,
+    /// The merged sketch, or why distinct visitors are not known.
+    pub distinct: Result<Sketch, String>,
+}
+
 /// Visitor sketches of windows that start in one UTC hour (`sketches`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SketchPiece {
@@ -141,6 +155,19 @@ pub struct Purge {
     pub days_before: Option<String>,
     /// Dead letters received before this, Unix seconds.
     pub dead_letters_before_s: Option<i64>,
+}
+
+impl Purge {
+    /// The first date whose cached `ChainDay` the purge leaves: none of a
+    /// closed store's chain, the dates a retention cut reaches into.
+    pub(crate) fn chain_cut(&self) -> Option<String> {
+        if self.store_id.is_some() && self.windows_before_s.is_none() {
+            return self.days_before.is_none().then(|| "9999".into());
+        }
+        let cut = self.windows_before_s?;
+        // A date's sketch holds windows up to 14 hours past its UTC end.
+        crate::calendar::local_date(cut + 86_400, &TimeZone::UTC).map(|d| d.to_string())
+    }
 }
 
 /// What a purge deleted.
@@ -241,6 +268,52 @@ pub trait ReportStore: Send + Sync {
             .collect())
     }
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
+    /// The day reports of every store summed by date, for dates `from` to
+    /// `to` (`YYYY-MM-DD`, both included), in date order.
+    fn day_totals(&self, from: &str, to: &str) -> Result<Vec<(String, DayCounts)>, StoreError> {
+        let mut out: BTreeMap<String, DayCounts> = BTreeMap::new();
+        for d in self.days(&Query::default())? {
+            if d.date.as_str() >= from && d.date.as_str() <= to {
+                out.entry(d.date.clone())
+                    .or_default()
+                    .add(&DayCounts::of_day(&d));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+    /// How many windows the chain has of each local date from `from` to
+    /// `to` (both included), each store's cut in its zone in `zones` (UTC
+    /// if absent): what tells a cached `ChainDay` is out of date. A window
+    /// whose date is uncertain (summed before its store's zone was known)
+    /// may count for the dates either side too.
+    fn date_windows(
+        &self,
+        from: &str,
+        to: &str,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let q = crate::calendar::dates_query(from, to);
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        let utc = TimeZone::UTC;
+        for h in self.hour_sums(&day_wide(&q))? {
+            let tz = zones.get(&h.store_id).unwrap_or(&utc);
+            if let Some(date) = crate::calendar::local_date(h.hour_start, tz) {
+                let date = date.to_string();
+                if date.as_str() >= from && date.as_str() <= to {
+                    *out.entry(date).or_default() += h.counts.windows;
+                }
+            }
+        }
+        Ok(out)
+    }
+    /// The chain's distinct visitors of dates `from` to `to` as last
+    /// worked out (`put_chain_days`); an engine may keep none.
+    fn chain_days(&self, _from: &str, _to: &str) -> Result<Vec<ChainDay>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn put_chain_days(&self, _days: &[ChainDay]) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
     /// Inserts or replaces campaigns by id, all or none.

@@ -21,15 +21,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use footfall_report::{
-    Counts, DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S,
+    Counts, DayCounts, DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S,
     WINDOW_SCHEMA,
 };
 use jiff::tz::TimeZone;
 use postgres::{Client, NoTls, Row};
 
 use super::{
-    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Purge, Purged, Put, Query, ReportStore,
-    SketchPiece, StoreError,
+    same_counts, AgentInfo, Campaign, ChainDay, DeadLetter, Hour, Purge, Purged, Put, Query,
+    ReportStore, SketchPiece, StoreError,
 };
 
 /// Held while migrating: the same number for every footfall gateway.
@@ -217,6 +217,20 @@ fn migrations() -> Vec<String> {
     "#,
         sums = PgStore::sums_columns()
     ));
+    // 4: the chain's distinct visitors by local date, as last worked out
+    // (`ChainDay`).
+    steps.push(
+        r#"
+    CREATE TABLE footfall_chain_days (
+        date text COLLATE "C" PRIMARY KEY,
+        windows bigint NOT NULL,
+        zones bigint NOT NULL,
+        sketch bytea,
+        note text
+    );
+    "#
+        .to_string(),
+    );
     steps
 }
 
@@ -949,6 +963,138 @@ impl PgStore {
         Ok(out)
     }
 
+    fn day_totals_now(&self, from: &str, to: &str) -> Result<Vec<(String, DayCounts)>, StoreError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT date, count(*), \
+                     count(visits), sum(visits)::bigint, \
+                     count(unique_visitors), sum(unique_visitors)::bigint, \
+                     count(visitors_new), sum(visitors_new)::bigint, \
+                     count(visitors_returning), sum(visitors_returning)::bigint, \
+                     count(visitors_randomized), sum(visitors_randomized)::bigint, \
+                     count(residents), sum(residents)::bigint, \
+                     count(person_hours_est), sum(person_hours_est), \
+                     count(entries_est), sum(entries_est) \
+                 FROM footfall_days WHERE date >= $1 AND date <= $2 \
+                 GROUP BY date ORDER BY date",
+                &[&from, &to],
+            )
+            .map_err(self.err("summing days"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let all: i64 = r.get(1);
+                // A sum is known when every day of the date has the figure.
+                let n = |i: usize| {
+                    (r.get::<_, i64>(i) == all).then(|| r.get::<_, Option<i64>>(i + 1).unwrap_or(0).max(0) as u64)
+                };
+                let x = |i: usize| {
+                    (r.get::<_, i64>(i) == all)
+                        .then(|| r.get::<_, Option<f64>>(i + 1).unwrap_or(0.0))
+                };
+                // Added to nothing, as the days would be: sums rounded alike.
+                let mut sums = DayCounts::default();
+                sums.add(&DayCounts {
+                        visits: n(2),
+                        unique_visitors: n(4),
+                        visitors_new: n(6),
+                        visitors_returning: n(8),
+                        visitors_randomized: n(10),
+                        residents: n(12),
+                    person_hours_est: x(14),
+                    entries_est: x(16),
+                });
+                (r.get(0), sums)
+            })
+            .collect())
+    }
+
+    /// From the local days summed at ingest: a day summed in another zone
+    /// than its store's counts for the dates either side too.
+    fn date_windows_now(
+        &self,
+        from: &str,
+        to: &str,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let q = super::day_wide(&crate::calendar::dates_query(from, to));
+        let rows = self
+            .client()?
+            .query(
+                "SELECT store_id, day_start, tz, sum(windows)::bigint FROM footfall_local_days \
+                 WHERE day_start >= $1 AND day_start < $2 GROUP BY store_id, day_start, tz",
+                &[&q.from_s.unwrap_or(i64::MIN), &q.to_s.unwrap_or(i64::MAX)],
+            )
+            .map_err(self.err("counting windows by date"))?;
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        let utc = TimeZone::UTC;
+        for r in &rows {
+            let (store, day, tz, n): (&str, i64, &str, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let zone = zones.get(store).unwrap_or(&utc);
+            let sure = zone.iana_name().unwrap_or("UTC") == tz;
+            let noon = day + 12 * 3600;
+            let around: &[i64] = if sure { &[0] } else { &[-1, 0, 1] };
+            for k in around {
+                if let Some(date) = crate::calendar::local_date(noon + k * 86_400, zone) {
+                    let date = date.to_string();
+                    if date.as_str() >= from && date.as_str() <= to {
+                        *out.entry(date).or_default() += n.max(0) as u64;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn chain_days_now(&self, from: &str, to: &str) -> Result<Vec<ChainDay>, StoreError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT date, windows, zones, sketch, note FROM footfall_chain_days \
+                 WHERE date >= $1 AND date <= $2 ORDER BY date",
+                &[&from, &to],
+            )
+            .map_err(self.err("reading the chain's days"))?;
+        rows.iter()
+            .map(|r| {
+                let distinct = match (r.get::<_, Option<&[u8]>>(3), r.get::<_, Option<String>>(4)) {
+                    (Some(b), _) => Ok(postcard::from_bytes::<Sketch>(b)
+                        .map_err(|e| self.corrupt("footfall_chain_days", e.to_string()))?),
+                    (None, note) => Err(note.unwrap_or_default()),
+                };
+                Ok(ChainDay {
+                    date: r.get(0),
+                    windows: r.get::<_, i64>(1).max(0) as u64,
+                    zones: r.get::<_, i64>(2) as u64,
+                    distinct,
+                })
+            })
+            .collect()
+    }
+
+    /// Kept in a transaction of its own: a cache, written by a read.
+    fn put_chain_days_now(&self, days: &[ChainDay]) -> Result<(), StoreError> {
+        let mut c = self.client()?;
+        let e = self.err("keeping the chain's days");
+        let mut t = c.transaction().map_err(&e)?;
+        for d in days {
+            let (sketch, note) = match &d.distinct {
+                Ok(k) => (Some(postcard::to_stdvec(k).expect("sketches serialize")), None),
+                Err(why) => (None, Some(why.as_str())),
+            };
+            t.execute(
+                "INSERT INTO footfall_chain_days (date, windows, zones, sketch, note) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (date) DO UPDATE SET \
+                 windows = excluded.windows, zones = excluded.zones, \
+                 sketch = excluded.sketch, note = excluded.note",
+                &[&d.date, &(d.windows as i64), &(d.zones as i64), &sketch, &note],
+            )
+            .map_err(&e)?;
+        }
+        t.commit().map_err(&e)
+    }
+
     fn sketches_now(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
         let (filter, params) = PgStore::filter(q, "window_start");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -1370,6 +1516,10 @@ impl PgStore {
                 PgStore::upsert_local_days(&mut t, &deltas).map_err(&e)?;
             }
         }
+        if let Some(cut) = p.chain_cut() {
+            t.execute("DELETE FROM footfall_chain_days WHERE date < $1", &[&cut])
+                .map_err(&e)?;
+        }
         if whole_store || p.days_before.is_some() {
             let cut = p.days_before.clone().unwrap_or_else(|| "9999".into());
             purged.day_reports = t
@@ -1457,6 +1607,27 @@ impl ReportStore for PgStore {
 
     fn sketches(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
         blocking(|| self.sketches_now(q))
+    }
+
+    fn day_totals(&self, from: &str, to: &str) -> Result<Vec<(String, DayCounts)>, StoreError> {
+        blocking(|| self.day_totals_now(from, to))
+    }
+
+    fn date_windows(
+        &self,
+        from: &str,
+        to: &str,
+        zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        blocking(|| self.date_windows_now(from, to, zones))
+    }
+
+    fn chain_days(&self, from: &str, to: &str) -> Result<Vec<ChainDay>, StoreError> {
+        blocking(|| self.chain_days_now(from, to))
+    }
+
+    fn put_chain_days(&self, days: &[ChainDay]) -> Result<(), StoreError> {
+        blocking(|| self.put_chain_days_now(days))
     }
 
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {

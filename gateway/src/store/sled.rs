@@ -38,8 +38,8 @@ use super::hours::{StoredHour, StoredHourSketch};
 use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
 use super::legacy::Stored;
 use super::{
-    same_counts, AgentInfo, Campaign, DeadLetter, Hour, Purge, Purged, Put, Query, ReportStore,
-    SketchPiece, StoreError,
+    same_counts, AgentInfo, Campaign, ChainDay, DeadLetter, Hour, Purge, Purged, Put, Query,
+    ReportStore, SketchPiece, StoreError,
 };
 
 mod purge;
@@ -62,6 +62,8 @@ pub struct SledStore {
     agents: sled::Tree,
     dead: sled::Tree,
     campaigns: sled::Tree,
+    /// date → `ChainDay`: the chain's distinct visitors as last worked out.
+    chain_days: sled::Tree,
     /// `store \0 agent` → newest window end (8 bytes BE): the stores list
     /// without scanning every window.
     seen: sled::Tree,
@@ -99,6 +101,7 @@ impl SledStore {
             agents: tree("agents")?,
             dead: tree("dead")?,
             campaigns: tree("campaigns")?,
+            chain_days: tree("chain_days")?,
             seen: tree("seen")?,
             db,
         };
@@ -467,6 +470,24 @@ impl ReportStore for SledStore {
 
     fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
         self.scan(&self.campaigns, "campaigns", b"")
+    }
+
+    fn chain_days(&self, from: &str, to: &str) -> Result<Vec<ChainDay>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.chain_days.range(from.as_bytes()..=to.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            out.push(self.decode("chain_days", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Not flushed here: a cache lost in a crash is worked out again.
+    fn put_chain_days(&self, days: &[ChainDay]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for d in days {
+            batch.insert(d.date.as_bytes(), seal_postcard(d));
+        }
+        self.chain_days.apply_batch(batch).map_err(|e| self.err(e))
     }
 
     fn purge(&self, p: &Purge) -> Result<Purged, StoreError> {

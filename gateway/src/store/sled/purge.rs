@@ -47,6 +47,11 @@ impl SledStore {
         self.delete_where(&self.hour_sketches, &pre, |k, _| {
             split_key(k).is_some_and(|(_, _, t)| timed(t, hour_cut))
         })?;
+        // The chain's distinct visitors merged what goes: worked out again
+        // from what stays when next asked for.
+        if let Some(cut) = p.chain_cut() {
+            self.delete_where(&self.chain_days, b"", |k, _| k < cut.as_bytes())?;
+        }
         purged.day_reports = self.delete_where(&self.days, &pre, |k, _| {
             let date = k.rsplit(|b| *b == 0).next().unwrap_or_default();
             match &p.days_before {
