@@ -161,7 +161,9 @@ async fn report(State(s): State<AppState>, Params(p): Params<ReportParams>) -> R
         Ok(by) => by,
         Err(e) => return bad_request(e),
     };
-    let q = match query::query(p.store, p.from.as_deref(), p.to.as_deref()) {
+    let q = match query::query(p.store, p.from.as_deref(), p.to.as_deref())
+        .and_then(|q| query::check(by, &q).map(|()| q))
+    {
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
@@ -240,7 +242,13 @@ async fn campaigns_import(State(s): State<AppState>, body: Bytes) -> Response {
         Err(_) => return bad_request("the CSV is not UTF-8"),
     };
     match tokio::task::spawn_blocking(move || {
-        crate::campaigns::import(s.store.as_ref(), &text, "http")
+        let n = crate::campaigns::import(s.store.as_ref(), &text, "http")?;
+        // SQL tools see the new campaigns' reports now, not at the next
+        // refresh; a failure here leaves them to it.
+        if let Err(e) = crate::campaigns::publish(s.store.as_ref(), s.min_count) {
+            tracing::warn!(error = %format!("{e:#}"), "campaign reports for SQL tools not kept; kept at the next refresh");
+        }
+        anyhow::Ok(n)
     })
     .await
     {
@@ -348,6 +356,14 @@ mod tests {
         assert_eq!(
             status(&app, "/api/v1/footfall?interval=hour&from=yesterday", None).await,
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(&app, "/api/v1/footfall?interval=hour&store=*", None).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(&app, "/api/v1/footfall?interval=day&store=*", None).await,
+            StatusCode::OK
         );
         assert_eq!(
             status(&app, "/api/v1/campaign-report?campaign=nope", None).await,

@@ -364,7 +364,9 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
             let mut sketch = footfall_report::Sketch::new();
             for v in 0..q % 4 {
                 // Some visitors come back later, some go to both stores.
-                sketch.insert(id((q as u64 / 16) * 10 + v as u64 + k as u64 * (q as u64 % 2)));
+                sketch.insert(id((q as u64 / 16) * 10
+                    + v as u64
+                    + k as u64 * (q as u64 % 2)));
             }
             w.visitor_sketch = Some(sketch);
             s.put(&Report::Window(w)).unwrap();
@@ -389,7 +391,11 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
     };
     let want = of_every_store();
     assert_eq!(want.len(), 3);
-    assert!(want.iter().all(|r| r["unique_visitors_est"].as_u64() > Some(5)), "{want:?}");
+    assert!(
+        want.iter()
+            .all(|r| r["unique_visitors_est"].as_u64() > Some(5)),
+        "{want:?}"
+    );
     assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want);
     assert_eq!(s.chain_days("2026-03-01", "2026-03-05").unwrap().len(), 3);
     assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want, "kept");
@@ -405,8 +411,15 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
     assert_eq!(s.put(&Report::Window(late)).unwrap(), Put::Inserted);
     s.commit().unwrap();
     let now = of_every_store();
-    assert_ne!(now[1]["unique_visitors_est"], want[1]["unique_visitors_est"]);
-    assert_eq!(report_rows(s, By::Day, &chain).unwrap(), now, "after a late window");
+    assert_ne!(
+        now[1]["unique_visitors_est"],
+        want[1]["unique_visitors_est"]
+    );
+    assert_eq!(
+        report_rows(s, By::Day, &chain).unwrap(),
+        now,
+        "after a late window"
+    );
 }
 
 /// Two stores, four days of windows every 15 minutes, a day report a
@@ -615,6 +628,81 @@ fn postgres_views_sum_as_the_reports_do() {
         [Some(0), None, Some(0), Some(0)],
         "the day with E is null"
     );
+}
+
+/// The campaign views give the campaign reports the API gives, figure by
+/// figure, for the campaign, its stores and its days, small counts
+/// withheld as `[privacy] min_count` says.
+#[test]
+fn postgres_campaign_views_are_the_campaign_reports() {
+    let Some(pg) = testpg::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("campaign_views");
+    let s = PgStore::open(&url).unwrap();
+    four_days(&s);
+    crate::campaigns::import(
+        &s,
+        "campaign_id,name,channel,start,end,stores,impressions,reach,spend\n\
+         spring,Spring,social,2026-03-03,2026-03-05,A,1000,500,99.5\n",
+        "test",
+    )
+    .unwrap();
+    assert_eq!(crate::campaigns::publish(&s, None).unwrap(), 1);
+    let want = crate::campaigns::reports(&s, None).unwrap().remove(0);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let row = c
+        .query_one(
+            "SELECT name, visits, lift, did_lift, person_hours_est, unique_visitors_est, \
+             baseline_weeks_used FROM footfall_campaign_reports_v WHERE campaign_id = 'spring'",
+            &[],
+        )
+        .unwrap();
+    let f = &want.figures;
+    assert_eq!(row.get::<_, String>(0), "Spring");
+    assert_eq!(row.get::<_, Option<i64>>(1), f.visits.map(|v| v as i64));
+    assert!(f.visits.is_some_and(|v| v > 0), "{f:?}");
+    assert_eq!(row.get::<_, Option<f64>>(2), f.lift);
+    assert_eq!(row.get::<_, Option<f64>>(3), f.did_lift);
+    assert_eq!(row.get::<_, Option<f64>>(4), f.person_hours_est);
+    assert_eq!(
+        row.get::<_, Option<i64>>(5),
+        f.unique_visitors_est.map(|v| v as i64)
+    );
+    assert_eq!(row.get::<_, i64>(6), f.baseline_weeks_used as i64);
+    let stores: Vec<(String, Option<i64>)> = c
+        .query(
+            "SELECT store_id, visits FROM footfall_campaign_store_reports_v ORDER BY store_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stores, [("A".to_string(), f.visits.map(|v| v as i64))]);
+    let days: Vec<Option<i64>> = c
+        .query(
+            "SELECT visits FROM footfall_campaign_days_v ORDER BY day",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want_days: Vec<Option<i64>> = want
+        .daily
+        .iter()
+        .map(|d| d.visits.map(|v| v as i64))
+        .collect();
+    assert_eq!(days, want_days);
+    assert_eq!(days.len(), 2);
+    // Small counts withheld: what the API would withhold.
+    crate::campaigns::publish(&s, Some(1_000_000)).unwrap();
+    let withheld: Option<i64> = c
+        .query_one("SELECT visits FROM footfall_campaign_reports_v", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(withheld, None);
 }
 
 /// The provisioned Grafana dashboard (gateway/deploy/grafana) reads the

@@ -65,9 +65,22 @@ pub fn query(store_id: Option<String>, from: Option<&str>, to: Option<&str>) -> 
     })
 }
 
+/// Whether `report_rows` can answer: the chain as a whole has days and
+/// weeks only.
+pub fn check(by: By, q: &Query) -> Result<()> {
+    if matches!(by, By::Window | By::Hour) && q.store_id.as_deref() == Some(CHAIN) {
+        anyhow::bail!(
+            "store {CHAIN} (the chain as a whole) is for days and weeks; leave the store out for every store's {}s",
+            by.name()
+        );
+    }
+    Ok(())
+}
+
 /// Rows of a report: each a JSON object with `store_id`, `agent_id`, the
 /// period, and counts.
 pub fn report_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String, Value>>> {
+    check(by, q)?;
     match by {
         By::Window | By::Hour => window_rows(store, by, q),
         By::Day | By::Week => day_rows(store, by, q),
@@ -210,7 +223,8 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
 /// not millions of merges.
 fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, Value>>> {
     let utc_date = |t: i64| {
-        calendar::local_date(t, &jiff::tz::TimeZone::UTC).map_or_else(String::new, |d| d.to_string())
+        calendar::local_date(t, &jiff::tz::TimeZone::UTC)
+            .map_or_else(String::new, |d| d.to_string())
     };
     let from = q.from_s.map_or_else(|| "0000-01-01".to_string(), utc_date);
     let to = q

@@ -45,6 +45,7 @@ pub async fn serve(
         },
     );
     let sweeper = tokio::spawn(sweep(config.retention, store.clone(), counters.clone()));
+    let publisher = tokio::spawn(publish(store.clone(), config.min_count));
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -55,6 +56,7 @@ pub async fn serve(
     });
     let result = crate::mqtt::run(&config, store.clone(), counters, shutdown).await;
     sweeper.abort();
+    publisher.abort();
     let _ = http_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     store.commit()?;
@@ -86,6 +88,36 @@ async fn sweep(retention: Retention, store: Arc<dyn ReportStore>, counters: Arc<
                 warn!(error = %e, "retention: the sweep failed; it runs again in an hour")
             }
             Err(e) => warn!(error = %e, "retention: the sweep failed; it runs again in an hour"),
+        }
+    }
+}
+
+/// How often campaign reports are worked out again for SQL tools.
+const PUBLISH_EVERY: Duration = Duration::from_secs(600);
+
+/// Keeps campaign reports where SQL tools read them (`campaigns::publish`),
+/// at start and then every ten minutes, on an engine that has them.
+async fn publish(store: Arc<dyn ReportStore>, min_count: Option<u64>) {
+    if !store.keeps_campaign_reports() {
+        return;
+    }
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || {
+            crate::campaigns::publish(store.as_ref(), min_count)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(
+                error = %format!("{e:#}"),
+                "campaign reports for SQL tools not kept; tried again in ten minutes"
+            ),
+            Err(e) => {
+                warn!(error = %e, "campaign reports for SQL tools not kept; tried again in ten minutes")
+            }
         }
     }
 }

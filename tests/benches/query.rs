@@ -198,15 +198,12 @@ fn main() {
     // The chain as a whole by day for the year (`store=*`): the first
     // works out and keeps each date's distinct visitors, the second reads
     // them kept, as a running gateway does but for the day in progress.
-    let q = query::query(
-        Some(query::CHAIN.into()),
-        Some(&date(0)),
-        Some(&date(last)),
-    )
-    .expect("a query");
+    let q = query::query(Some(query::CHAIN.into()), Some(&date(0)), Some(&date(last)))
+        .expect("a query");
     let chain = || {
         let started = Instant::now();
-        let rows = query::report_rows(store.as_ref(), By::Day, &q).unwrap_or_else(|e| panic!("{e:#}"));
+        let rows =
+            query::report_rows(store.as_ref(), By::Day, &q).unwrap_or_else(|e| panic!("{e:#}"));
         (started.elapsed().as_secs_f64(), rows.len())
     };
     let (chain_first_s, _) = chain();

@@ -194,7 +194,9 @@ impl Postgres {
         let hba = self.dir.join("data").join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba).unwrap();
         std::fs::write(&hba, format!("{line}\n{old}")).unwrap();
-        self.admin().batch_execute("SELECT pg_reload_conf()").unwrap();
+        self.admin()
+            .batch_execute("SELECT pg_reload_conf()")
+            .unwrap();
     }
 
     /// The database `name`, created when missing; its URL.

@@ -53,7 +53,6 @@ pub fn import(store: &dyn ReportStore, text: &str, file: &str) -> Result<usize> 
     Ok(campaigns.len())
 }
 
-/// Campaign reports, one per campaign (or the one asked for).
 /// `[privacy] min_count` on campaign reports: each count below `min`, of
 /// the campaign, of each store and of each day, is withheld as in report
 /// rows (`query::suppress`); twice is the same as once.
@@ -83,6 +82,20 @@ pub fn suppress(reports: &mut [CampaignReport], min: Option<u64>) {
     }
 }
 
+/// Keeps every campaign's report, its small counts withheld, where SQL
+/// tools read it (`footfall_campaign_*` views), on an engine that has them;
+/// how many it kept.
+pub fn publish(store: &dyn ReportStore, min_count: Option<u64>) -> Result<usize> {
+    if !store.keeps_campaign_reports() {
+        return Ok(0);
+    }
+    let mut all = reports(store, None)?;
+    suppress(&mut all, min_count);
+    store.put_campaign_reports(&all)?;
+    Ok(all.len())
+}
+
+/// Campaign reports, one per campaign (or the one asked for).
 pub fn reports(store: &dyn ReportStore, only: Option<&str>) -> Result<Vec<CampaignReport>> {
     let campaigns: Vec<Campaign> = store
         .campaigns()?

@@ -314,6 +314,19 @@ pub trait ReportStore: Send + Sync {
     fn put_chain_days(&self, _days: &[ChainDay]) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether `put_campaign_reports` keeps anything.
+    fn keeps_campaign_reports(&self) -> bool {
+        false
+    }
+    /// Keeps the campaign reports for SQL tools (the `footfall_campaign_*`
+    /// views), replacing the ones kept before; an engine without SQL keeps
+    /// none.
+    fn put_campaign_reports(
+        &self,
+        _reports: &[footfall_report::campaign::CampaignReport],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn agents(&self) -> Result<Vec<AgentInfo>, StoreError>;
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
     /// Inserts or replaces campaigns by id, all or none.

@@ -20,9 +20,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
+use footfall_report::campaign::CampaignReport;
 use footfall_report::{
-    Counts, DayCounts, DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA, DWELL_EDGES_S,
-    WINDOW_SCHEMA,
+    Counts, DayCounts, DayReport, PrivacyMode, Report, Sketch, WindowReport, DAY_SCHEMA,
+    DWELL_EDGES_S, WINDOW_SCHEMA,
 };
 use jiff::tz::TimeZone;
 use postgres::{Client, NoTls, Row};
@@ -231,8 +232,84 @@ fn migrations() -> Vec<String> {
     "#
         .to_string(),
     );
+    // 5: campaign reports as the gateway last worked them out (SPEC §7,
+    // small counts withheld as `[privacy] min_count` says), for SQL tools:
+    // the whole report as JSON, and its figures as columns.
+    steps.push(
+        r#"
+    CREATE TABLE footfall_campaign_reports (
+        campaign_id text COLLATE "C" PRIMARY KEY,
+        computed_at timestamptz NOT NULL,
+        report jsonb NOT NULL
+    );
+    CREATE FUNCTION footfall_campaign_figures(r jsonb) RETURNS TABLE (
+        FIGURES_DECL
+    ) LANGUAGE sql IMMUTABLE AS $$
+        SELECT FIGURES_COLS
+    $$;
+    CREATE VIEW footfall_campaign_reports_v AS
+        SELECT c.campaign_id, c.report ->> 'name' AS name, c.report ->> 'channel' AS channel,
+               c.report ->> 'start' AS start, c.report ->> 'end' AS "end",
+               (c.report ->> 'impressions')::bigint AS impressions,
+               (c.report ->> 'reach')::bigint AS reach,
+               (c.report ->> 'spend')::double precision AS spend,
+               f.*, c.report -> 'control_stores' AS control_stores,
+               c.report -> 'warnings' AS warnings, c.computed_at
+        FROM footfall_campaign_reports c, footfall_campaign_figures(c.report) f;
+    CREATE VIEW footfall_campaign_store_reports_v AS
+        SELECT c.campaign_id, s ->> 'store_id' AS store_id, f.*, c.computed_at
+        FROM footfall_campaign_reports c,
+             jsonb_array_elements(c.report -> 'stores') s,
+             footfall_campaign_figures(s) f;
+    CREATE VIEW footfall_campaign_days_v AS
+        SELECT c.campaign_id, (d ->> 'day')::int AS day, (d ->> 'date')::date AS date,
+               (d ->> 'visits')::bigint AS visits,
+               (d ->> 'baseline_visits')::double precision AS baseline_visits, c.computed_at
+        FROM footfall_campaign_reports c, jsonb_array_elements(c.report -> 'daily') d;
+    "#
+        .replace(
+            "FIGURES_DECL",
+            &FIGURES
+                .iter()
+                .map(|(n, t)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .replace(
+            "FIGURES_COLS",
+            &FIGURES
+                .iter()
+                .map(|(n, t)| format!("(r ->> '{n}')::{t}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    );
     steps
 }
+
+/// The figures of a campaign report (and of each of its stores) that the
+/// campaign views give as columns, with their SQL types.
+const FIGURES: &[(&str, &str)] = &[
+    ("visits", "bigint"),
+    ("visitors", "bigint"),
+    ("passersby", "bigint"),
+    ("baseline_visits", "double precision"),
+    ("baseline_weeks_used", "bigint"),
+    ("lift", "double precision"),
+    ("incremental_visits", "double precision"),
+    ("visits_per_1k_impressions", "double precision"),
+    ("cost_per_incremental_visit", "double precision"),
+    ("capture_rate", "double precision"),
+    ("did_lift", "double precision"),
+    ("entries_est", "double precision"),
+    ("baseline_entries_est", "double precision"),
+    ("entries_lift", "double precision"),
+    ("incremental_entries_est", "double precision"),
+    ("entries_did_lift", "double precision"),
+    ("person_hours_est", "double precision"),
+    ("unique_visitors_est", "bigint"),
+    ("dwell_sum_s", "bigint"),
+];
 
 /// A local day: store, agent, its midnight (Unix seconds).
 type DayKey = (String, String, i64);
@@ -987,7 +1064,8 @@ impl PgStore {
                 let all: i64 = r.get(1);
                 // A sum is known when every day of the date has the figure.
                 let n = |i: usize| {
-                    (r.get::<_, i64>(i) == all).then(|| r.get::<_, Option<i64>>(i + 1).unwrap_or(0).max(0) as u64)
+                    (r.get::<_, i64>(i) == all)
+                        .then(|| r.get::<_, Option<i64>>(i + 1).unwrap_or(0).max(0) as u64)
                 };
                 let x = |i: usize| {
                     (r.get::<_, i64>(i) == all)
@@ -996,12 +1074,12 @@ impl PgStore {
                 // Added to nothing, as the days would be: sums rounded alike.
                 let mut sums = DayCounts::default();
                 sums.add(&DayCounts {
-                        visits: n(2),
-                        unique_visitors: n(4),
-                        visitors_new: n(6),
-                        visitors_returning: n(8),
-                        visitors_randomized: n(10),
-                        residents: n(12),
+                    visits: n(2),
+                    unique_visitors: n(4),
+                    visitors_new: n(6),
+                    visitors_returning: n(8),
+                    visitors_randomized: n(10),
+                    residents: n(12),
                     person_hours_est: x(14),
                     entries_est: x(16),
                 });
@@ -1030,7 +1108,8 @@ impl PgStore {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         let utc = TimeZone::UTC;
         for r in &rows {
-            let (store, day, tz, n): (&str, i64, &str, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (store, day, tz, n): (&str, i64, &str, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
             let zone = zones.get(store).unwrap_or(&utc);
             let sure = zone.iana_name().unwrap_or("UTC") == tz;
             let noon = day + 12 * 3600;
@@ -1073,6 +1152,31 @@ impl PgStore {
             .collect()
     }
 
+    /// Replaces every kept report, in a transaction of its own: a campaign
+    /// no longer asked about (its CSV row gone) goes too.
+    fn put_campaign_reports_now(&self, reports: &[CampaignReport]) -> Result<(), StoreError> {
+        let mut c = self.client()?;
+        let e = self.err("keeping campaign reports");
+        let mut t = c.transaction().map_err(&e)?;
+        let ids: Vec<&str> = reports.iter().map(|r| r.campaign_id.as_str()).collect();
+        t.execute(
+            "DELETE FROM footfall_campaign_reports WHERE campaign_id <> ALL($1)",
+            &[&ids],
+        )
+        .map_err(&e)?;
+        for r in reports {
+            let json = serde_json::to_string(r).expect("reports serialize");
+            t.execute(
+                "INSERT INTO footfall_campaign_reports (campaign_id, computed_at, report) \
+                 VALUES ($1, now(), $2::text::jsonb) ON CONFLICT (campaign_id) DO UPDATE SET \
+                 computed_at = excluded.computed_at, report = excluded.report",
+                &[&r.campaign_id, &no_nul(&json)],
+            )
+            .map_err(&e)?;
+        }
+        t.commit().map_err(&e)
+    }
+
     /// Kept in a transaction of its own: a cache, written by a read.
     fn put_chain_days_now(&self, days: &[ChainDay]) -> Result<(), StoreError> {
         let mut c = self.client()?;
@@ -1080,7 +1184,10 @@ impl PgStore {
         let mut t = c.transaction().map_err(&e)?;
         for d in days {
             let (sketch, note) = match &d.distinct {
-                Ok(k) => (Some(postcard::to_stdvec(k).expect("sketches serialize")), None),
+                Ok(k) => (
+                    Some(postcard::to_stdvec(k).expect("sketches serialize")),
+                    None,
+                ),
                 Err(why) => (None, Some(why.as_str())),
             };
             t.execute(
@@ -1088,7 +1195,13 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (date) DO UPDATE SET \
                  windows = excluded.windows, zones = excluded.zones, \
                  sketch = excluded.sketch, note = excluded.note",
-                &[&d.date, &(d.windows as i64), &(d.zones as i64), &sketch, &note],
+                &[
+                    &d.date,
+                    &(d.windows as i64),
+                    &(d.zones as i64),
+                    &sketch,
+                    &note,
+                ],
             )
             .map_err(&e)?;
         }
@@ -1628,6 +1741,14 @@ impl ReportStore for PgStore {
 
     fn put_chain_days(&self, days: &[ChainDay]) -> Result<(), StoreError> {
         blocking(|| self.put_chain_days_now(days))
+    }
+
+    fn keeps_campaign_reports(&self) -> bool {
+        true
+    }
+
+    fn put_campaign_reports(&self, reports: &[CampaignReport]) -> Result<(), StoreError> {
+        blocking(|| self.put_campaign_reports_now(reports))
     }
 
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
