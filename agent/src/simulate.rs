@@ -18,7 +18,16 @@
 //! phone knows (an SSID, which must never reach an output). `--truth`
 //! writes the customers present over time, the occupancy log `evaluate`
 //! scores against.
+//!
+//! `--crowd N` (issue 20) puts N phones in the store together for
+//! `--crowd-hours` from opening, as a food court, a concourse or a station
+//! has them, instead of the day's customers; `--randomized-share` of them
+//! change MACs as their models do. Its frames are written as they are
+//! made, in time order, so a crowd of any size takes memory for its phones
+//! only, not for its frames.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -76,6 +85,13 @@ pub struct SimulateArgs {
     /// Beacon interval of the store's access point, seconds (0: none).
     #[arg(long, default_value_t = 10.0)]
     pub beacon_interval_s: f64,
+    /// Phones present together every day (0: customers as above): they
+    /// arrive in the half hour after 09:00 and stay `--crowd-hours`.
+    #[arg(long, default_value_t = 0)]
+    pub crowd: u32,
+    /// How long the crowd stays, hours.
+    #[arg(long, default_value_t = 6.0)]
+    pub crowd_hours: f64,
     /// Also write the customers in the store over time, as an occupancy
     /// log (`unix_us<TAB>occupancy`) for `evaluate` and `calibrate`.
     #[arg(long)]
@@ -402,6 +418,118 @@ impl Gen {
     }
 }
 
+/// A phone of the crowd while it is in the store.
+struct Member {
+    phone: Phone,
+    randomized: bool,
+    leave: i64,
+    signal: i8,
+    /// Probes left in the burst it is sending.
+    burst_left: u8,
+    /// Whether the burst's last probe names the phone's network.
+    directed: bool,
+    rotate_at: i64,
+}
+
+/// The crowd's day, written in time order with the day's other frames
+/// (`rest`, sorted): each phone's next probe waits in a heap, so memory
+/// holds the phones, not their frames.
+fn crowd_day(
+    g: &mut Gen,
+    args: &SimulateArgs,
+    open: i64,
+    regulars: &[Phone],
+    rest: Vec<(i64, Vec<u8>, u32)>,
+    presence: &mut Vec<(i64, i32)>,
+    out: &mut Sink,
+) {
+    let stay = (args.crowd_hours * 3600.0 * S as f64) as i64;
+    let mut members: Vec<Member> = Vec::with_capacity(args.crowd as usize);
+    let mut heap: BinaryHeap<Reverse<(i64, u32)>> = BinaryHeap::with_capacity(args.crowd as usize);
+    for i in 0..args.crowd {
+        let arrive = open + g.rng.random_range(0..1800 * S);
+        let leave = arrive + stay + g.rng.random_range(0..600 * S);
+        presence.push((arrive, 1));
+        presence.push((leave, -1));
+        let randomized = g.rng.random_bool(args.randomized_share);
+        let phone = if !randomized && g.rng.random_bool(args.returning_share) {
+            let r = &regulars[g.rng.random_range(0..regulars.len())];
+            Phone {
+                mac: r.mac,
+                layout: r.layout,
+                model: r.model,
+                seq: g.rng.random_range(0..4096u16),
+                ssid: r.ssid.clone(),
+            }
+        } else {
+            g.phone(randomized)
+        };
+        members.push(Member {
+            phone,
+            randomized,
+            leave,
+            signal: g.rng.random_range(-66..-45i8),
+            burst_left: 0,
+            directed: false,
+            rotate_at: arrive,
+        });
+        heap.push(Reverse((arrive, i)));
+    }
+    out.summary.customers += u64::from(args.crowd);
+    let mut rest = rest.into_iter().peekable();
+    while let Some(Reverse((t, i))) = heap.pop() {
+        while let Some(f) = rest.next_if(|f| f.0 <= t) {
+            out.write(f);
+        }
+        let m = &mut members[i as usize];
+        if m.burst_left == 0 {
+            // A new scan: a rotating phone may have a new MAC for it.
+            if m.randomized && t >= m.rotate_at {
+                if t > m.rotate_at {
+                    g.rotate(&mut m.phone);
+                }
+                m.rotate_at = match MODELS[m.phone.model].rotation {
+                    Rotation::EveryScan => t + 1,
+                    Rotation::Every(a, b) => t + g.rng.random_range(a..b) * S,
+                };
+            }
+            m.burst_left = g.rng.random_range(1..=3);
+            m.directed = g.rng.random_bool(0.2);
+        }
+        m.burst_left -= 1;
+        let jitter: i8 = g.rng.random_range(-2..=2);
+        let directed = m.directed && m.burst_left == 0;
+        g.probe(t, &mut m.phone, m.signal.saturating_add(jitter), directed);
+        for f in g.frames.drain(..) {
+            out.write(f);
+        }
+        let next = if m.burst_left > 0 {
+            t + 20_000
+        } else {
+            t + g.rng.random_range(20..150) * S + g.rng.random_range(0..S)
+        };
+        if next < m.leave {
+            heap.push(Reverse((next, i)));
+        }
+    }
+    for f in rest {
+        out.write(f);
+    }
+}
+
+/// Where frames go, counted.
+struct Sink {
+    writer: PcapWriter,
+    summary: Summary,
+}
+
+impl Sink {
+    fn write(&mut self, (t, b, len): (i64, Vec<u8>, u32)) {
+        self.writer.write(t, &b, len);
+        self.summary.frames += 1;
+    }
+}
+
 /// Relative arrival weight of each local hour, 09:00-20:59.
 const HOURLY: [f64; 12] = [0.4, 0.6, 0.8, 1.3, 1.4, 1.0, 0.8, 0.9, 1.1, 1.4, 1.3, 0.8];
 
@@ -429,20 +557,26 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
         "--returning-share must be 0..1"
     );
     anyhow::ensure!(args.uplift > -1.0, "--uplift must be above -1");
+    anyhow::ensure!(
+        args.crowd_hours > 0.0 && args.crowd_hours <= 14.0,
+        "--crowd-hours must be above 0 and at most 14 (from 09:00, within the day)"
+    );
 
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(args.seed),
         frames: Vec::new(),
     };
-    let regulars: Vec<Phone> = (0..(args.visitors_per_day as usize * 2).max(10))
+    let regulars: Vec<Phone> = (0..((args.visitors_per_day.max(args.crowd)) as usize * 2).max(10))
         .map(|_| g.phone(false))
         .collect();
     let mut staff: Vec<Phone> = (0..args.staff).map(|_| g.phone(false)).collect();
     let mut fixed: Vec<Phone> = (0..args.fixed).map(|_| g.phone(false)).collect();
     // Customers in the store: +1 at an arrival, -1 at a departure.
     let mut presence: Vec<(i64, i32)> = Vec::new();
-    let mut writer = PcapWriter::create(&args.out, 127)?;
-    let mut summary = Summary::default();
+    let mut out = Sink {
+        writer: PcapWriter::create(&args.out, 127)?,
+        summary: Summary::default(),
+    };
     let hour_total: f64 = HOURLY.iter().sum();
 
     for day in first..first + args.days as i32 {
@@ -454,9 +588,13 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
             factor *= 1.0 + args.uplift;
         }
 
-        // Customers.
-        let n = g.poisson_like(f64::from(args.visitors_per_day) * factor);
-        summary.customers += u64::from(n);
+        // Customers, unless a crowd stands in for them.
+        let n = if args.crowd > 0 {
+            0
+        } else {
+            g.poisson_like(f64::from(args.visitors_per_day) * factor)
+        };
+        out.summary.customers += u64::from(n);
         for _ in 0..n {
             let mut pick = g.rng.random_range(0.0..hour_total);
             let mut hour = 0;
@@ -573,18 +711,29 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
         }
 
         g.frames.sort_by_key(|f| f.0);
-        for (t, b, len) in g.frames.drain(..) {
-            writer.write(t, &b, len);
-            summary.frames += 1;
+        if args.crowd > 0 {
+            let rest = std::mem::take(&mut g.frames);
+            crowd_day(
+                &mut g,
+                args,
+                at(9.0),
+                &regulars,
+                rest,
+                &mut presence,
+                &mut out,
+            );
+        }
+        for f in g.frames.drain(..) {
+            out.write(f);
         }
     }
-    writer.finish()?;
+    out.writer.finish()?;
     if let Some(path) = &args.truth {
         let (from, _) = days.bounds(first);
         let (_, to) = days.bounds(first + args.days as i32 - 1);
         write_truth(path, from, to, &mut presence)?;
     }
-    Ok(summary)
+    Ok(out.summary)
 }
 
 /// The occupancy log of `evaluate`: customers present at every change,
@@ -613,4 +762,76 @@ fn write_truth(
     }
     let _ = writeln!(out, "{to}\t{occupancy}");
     std::fs::write(path, out).with_context(|| format!("{}: cannot write the truth", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::pcapfile::CaptureFile;
+    use crate::wire::radiotap;
+    use std::collections::HashSet;
+
+    fn args(dir: &std::path::Path, crowd: u32) -> SimulateArgs {
+        SimulateArgs {
+            out: dir.join("crowd.pcap"),
+            days: 1,
+            seed: 5,
+            start: "2026-03-02".into(),
+            timezone: "UTC".into(),
+            visitors_per_day: 300,
+            passersby_per_day: 100,
+            staff: 2,
+            fixed: 1,
+            randomized_share: 0.3,
+            returning_share: 0.0,
+            uplift: 0.0,
+            uplift_from: None,
+            uplift_to: None,
+            beacon_interval_s: 10.0,
+            crowd,
+            crowd_hours: 2.0,
+            truth: Some(dir.join("crowd.tsv")),
+        }
+    }
+
+    /// A crowd is there together (the truth peaks at its size), its frames
+    /// are in time order with the day's others, and its rotating phones
+    /// show many MACs.
+    #[test]
+    fn a_crowd_is_present_together_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = args(dir.path(), 2000);
+        let summary = simulate(&a).unwrap();
+        assert_eq!(summary.customers, 2000);
+        let mut cap = CaptureFile::open(&a.out).unwrap();
+        let (mut last, mut macs, mut frames) = (i64::MIN, HashSet::new(), 0u64);
+        while let Some(r) = cap.next_record() {
+            let r = r.unwrap();
+            assert!(r.ts_us >= last, "frames in time order");
+            last = r.ts_us;
+            frames += 1;
+            if let Ok(h) = radiotap::Header::new_checked(r.data) {
+                let f = &r.data[h.len()..];
+                // Probe requests (subtype 4) only: their transmitters.
+                if f.first() == Some(&0x40) {
+                    if let Some(mac) = f.get(10..16) {
+                        macs.insert(<[u8; 6]>::try_from(mac).unwrap());
+                    }
+                }
+            }
+        }
+        assert_eq!(frames, summary.frames);
+        // Two hours of 2000 phones at a burst a minute or so: well over
+        // 100 k frames; the rotating 30 % alone make far more MACs than
+        // the phones.
+        assert!(frames > 100_000, "{frames}");
+        assert!(macs.len() > 2000 * 3, "{} MACs", macs.len());
+        let truth = std::fs::read_to_string(dir.path().join("crowd.tsv")).unwrap();
+        let peak = truth
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').nth(1)?.parse::<i32>().ok())
+            .max();
+        assert_eq!(peak, Some(2000));
+    }
 }

@@ -5,7 +5,8 @@
 //!
 //!     cargo bench -p footfall-tests --bench ingest -- [--stores N] [--windows N] [--postgres] [--gateways N]
 //!
-//! `--postgres` keeps the reports in a throwaway PostgreSQL cluster, and
+//! `--postgres` keeps the reports in a PostgreSQL cluster that syncs to
+//! disk (kept in target/bench/pg-ingest, a new database each run), and
 //! `--gateways N` (with it) runs N gateways on one shared subscription.
 
 use std::time::Duration;
@@ -35,9 +36,17 @@ fn main() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut broker = Broker::for_bursts(dir.path());
     broker.start();
-    let pg = postgres.then(|| footfall_tests::postgres::Postgres::start().expect("PostgreSQL"));
+    // A cluster that syncs to disk as a real one does (a test's does not),
+    // kept between runs; a new database each run.
+    let pg = postgres.then(|| {
+        footfall_tests::postgres::Postgres::keep_in(
+            &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/pg-ingest"),
+        )
+        .expect("PostgreSQL")
+    });
+    let db = format!("ingest_{}", std::process::id());
     let storage = match &pg {
-        Some(pg) => format!("url = \"{}\"", pg.database("bench")),
+        Some(pg) => format!("url = \"{}\"", pg.kept_database(&db)),
         None => "path = \"gateway-state\"".into(),
     };
     let share = if gateways > 1 {
@@ -88,5 +97,9 @@ fn main() {
         reports.len() as f64 / secs,
         if postgres { "postgres" } else { "sled" }
     );
-    drop(pg);
+    if let Some(pg) = pg {
+        pg.admin()
+            .batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)"))
+            .expect("drop the bench's database");
+    }
 }
