@@ -57,30 +57,36 @@ pub fn migrate(from: &dyn ReportStore, to: &dyn ReportStore) -> Result<Migrated>
                 .map(|d| d.store_id),
         )
         .collect();
+    // Statuses first: they name each store's zone, which the database's
+    // local days are cut in as windows arrive.
+    for a in from.agents()? {
+        to.set_status(&a)?;
+        m.statuses += 1;
+    }
+    to.commit()?;
     for store in &stores {
         let q = Query {
             store_id: Some(store.clone()),
             ..Query::default()
         };
-        for w in from.windows(&q)? {
-            match to.put(&footfall_report::Report::Window(w))? {
-                Put::Inserted => m.windows += 1,
-                Put::Duplicate => m.already += 1,
-                Put::Conflict => m.conflicts += 1,
-            }
-        }
-        for d in from.days(&q)? {
-            match to.put(&footfall_report::Report::Day(d))? {
-                Put::Inserted => m.days += 1,
-                Put::Duplicate => m.already += 1,
-                Put::Conflict => m.conflicts += 1,
+        let reports: Vec<footfall_report::Report> = from
+            .windows(&q)?
+            .into_iter()
+            .map(footfall_report::Report::Window)
+            .chain(from.days(&q)?.into_iter().map(footfall_report::Report::Day))
+            .collect();
+        // In batches, as the MQTT loop stores them: one statement each.
+        for part in reports.chunks(5000) {
+            for (put, r) in to.put_many(part)?.into_iter().zip(part) {
+                match (put, r) {
+                    (Put::Inserted, footfall_report::Report::Window(_)) => m.windows += 1,
+                    (Put::Inserted, footfall_report::Report::Day(_)) => m.days += 1,
+                    (Put::Duplicate, _) => m.already += 1,
+                    (Put::Conflict, _) => m.conflicts += 1,
+                }
             }
         }
         to.commit()?;
-    }
-    for a in from.agents()? {
-        to.set_status(&a)?;
-        m.statuses += 1;
     }
     let campaigns = from.campaigns()?;
     to.put_campaigns(&campaigns)?;
