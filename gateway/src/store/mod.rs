@@ -14,9 +14,8 @@ mod legacy;
 pub mod pg;
 mod sled;
 
-use std::path::PathBuf;
-
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use footfall_report::{Counts, DayCounts, DayReport, Report, Sketch, Status, WindowReport};
 use jiff::tz::TimeZone;
