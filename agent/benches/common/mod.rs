@@ -79,6 +79,8 @@ pub fn simulated_day(dir: &Path, days: u32, visitors: u32, passersby: u32) -> Pa
         uplift_from: None,
         uplift_to: None,
         beacon_interval_s: 10.0,
+        crowd: 0,
+        crowd_hours: 6.0,
         truth: None,
     })
     .expect("simulate writes the capture");
