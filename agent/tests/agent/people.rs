@@ -141,6 +141,8 @@ fn simulated(dir: &std::path::Path, name: &str, seed: u64) -> PathBuf {
         uplift_from: None,
         uplift_to: None,
         beacon_interval_s: 10.0,
+        crowd: 0,
+        crowd_hours: 6.0,
         truth: Some(dir.join(format!("{name}.occupancy.tsv"))),
     })
     .unwrap();

@@ -554,6 +554,8 @@ fn counter_matches_reference_model_on_simulated_store() {
         uplift_from: None,
         uplift_to: None,
         beacon_interval_s: 60.0,
+        crowd: 0,
+        crowd_hours: 6.0,
         truth: None,
     };
     simulate(&args).unwrap();
@@ -613,6 +615,8 @@ fn counter_matches_reference_model_in_each_privacy_mode() {
         uplift_from: None,
         uplift_to: None,
         beacon_interval_s: 60.0,
+        crowd: 0,
+        crowd_hours: 6.0,
         truth: None,
     })
     .unwrap();
