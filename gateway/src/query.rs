@@ -541,19 +541,20 @@ pub fn stores_rows(store: &dyn ReportStore) -> Result<Vec<Map<String, Value>>> {
         row.timezone = a.status.health.as_ref().map(|h| h.timezone.clone());
         row.privacy_mode = a.status.health.as_ref().and_then(|h| h.privacy_mode);
     }
-    let windows = store.windows(&Query {
+    // Counted from hours, not windows: a chain's week is a million windows.
+    let hours = store.hour_sums(&Query {
         from_s: Some((today - 6) * 86_400),
         ..Query::default()
     })?;
     let mut per_day: BTreeMap<(String, String), [u64; 7]> = BTreeMap::new();
     let mut window_len: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for w in &windows {
-        let key = (w.store_id.clone(), w.agent_id.clone());
-        let day = w.window_start.div_euclid(86_400) - (today - 6);
+    for h in &hours {
+        let key = (h.store_id.clone(), h.agent_id.clone());
+        let day = h.hour_start.div_euclid(86_400) - (today - 6);
         if (0..7).contains(&day) {
-            per_day.entry(key.clone()).or_default()[day as usize] += 1;
+            per_day.entry(key.clone()).or_default()[day as usize] += h.counts.windows;
         }
-        window_len.insert(key.clone(), w.window_end - w.window_start);
+        window_len.insert(key.clone(), h.counts.window_s);
         seen.entry(key).or_default();
     }
     let mut rows = Vec::new();

@@ -52,10 +52,21 @@ function setParam(k, v) {
   location.hash = base + (q ? "?" + q : "");
 }
 // An API path with the page's date range (UTC days for windows and hours,
-// local dates for days, as the API reads them).
-function ranged(path) {
+// local dates for days, as the API reads them). Without one in the link,
+// the five weeks up to the newest report of `stores`: a chain's whole
+// history is millions of rows.
+const DEFAULT_DAYS = 35;
+function ranged(path, stores) {
   const p = params();
-  const add = ["from", "to"].filter((k) => p.get(k)).map((k) => `${k}=${encodeURIComponent(p.get(k))}`);
+  const range = { from: p.get("from"), to: p.get("to") };
+  if (!range.from && !range.to && stores) {
+    const newest = Math.max(0, ...stores.map((s) => s.last_report_unix_s || 0));
+    if (newest > 0) {
+      range.to = new Date(newest * 1000).toISOString().slice(0, 10);
+      range.from = dayShift(range.to, 1 - DEFAULT_DAYS);
+    }
+  }
+  const add = ["from", "to"].filter((k) => range[k]).map((k) => `${k}=${encodeURIComponent(range[k])}`);
   return add.length ? path + (path.includes("?") ? "&" : "?") + add.join("&") : path;
 }
 // A CSV of what the page shows, as a download link.
@@ -143,7 +154,8 @@ function funnel(steps) {
 
 // Views
 async function overview() {
-  const [stores, days, campaigns] = await Promise.all([api("/api/v1/stores"), api(ranged("/api/v1/footfall?interval=day")), api("/api/v1/campaigns")]);
+  const stores = await api("/api/v1/stores");
+  const [days, campaigns] = await Promise.all([api(ranged("/api/v1/footfall?interval=day", stores)), api("/api/v1/campaigns")]);
   const find = (params().get("q") || "").toLowerCase();
   const dates = [...new Set(days.filter((d) => d.store_id !== "*").map((d) => d.date))].sort();
   const last = dates[dates.length - 1];
@@ -186,7 +198,8 @@ async function overview() {
 }
 
 async function storePage(id) {
-  const [stores, allDays] = await Promise.all([api("/api/v1/stores"), api(ranged("/api/v1/footfall?interval=day"))]);
+  const stores = await api("/api/v1/stores");
+  const allDays = await api(ranged("/api/v1/footfall?interval=day", stores));
   const tz = (stores.find((s) => s.store_id === id && s.timezone) || {}).timezone || "UTC";
   const mode = (stores.find((s) => s.store_id === id && s.privacy_mode) || {}).privacy_mode || null;
   const days = allDays.filter((d) => d.store_id === id);
@@ -196,7 +209,7 @@ async function storePage(id) {
   const [hours, windows, dwell] = await Promise.all([
     last7.length ? api(`/api/v1/footfall?interval=hour&store=${encodeURIComponent(id)}&from=${dayShift(last7[0], -1)}&to=${dayShift(last7[last7.length - 1], 1)}`) : [],
     lastDay.date ? api(`/api/v1/footfall?interval=window&store=${encodeURIComponent(id)}&from=${dayShift(lastDay.date, -1)}&to=${dayShift(lastDay.date, 1)}`) : [],
-    api(ranged(`/api/v1/dwell?store=${encodeURIComponent(id)}`)),
+    api(ranged(`/api/v1/dwell?store=${encodeURIComponent(id)}`, stores)),
   ]);
   // The store against the chain: people entering over the range, against
   // the average store's (the chain's sum over the stores reporting).
