@@ -198,7 +198,8 @@ fn sums_are_the_windows_summed(s: &dyn ReportStore) {
             let mut w = testing::window_of_visitors(store, "a", T + q * 900, (q % 5) as u64);
             let mut sketch = Sketch::new();
             for v in 0..q % 5 {
-                sketch.insert(u128::from((q / 8 * 3 + v) as u64) << 64);
+                let id = u128::from((q / 8 * 3 + v) as u64);
+                sketch.insert(id.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
             }
             w.visitor_sketch = Some(sketch);
             // Binary fractions: any order of addition gives the same sum.
@@ -330,6 +331,78 @@ fn sums_are_the_windows_summed(s: &dyn ReportStore) {
         ),
         want,
         "sketches"
+    );
+    // Several ranges at once: each range's sketches, no more.
+    let ranges = [
+        ("L".to_string(), T + 3 * 3600, T + 9 * 3600),
+        ("D".to_string(), T + DAY, T + DAY + 2 * 3600),
+    ];
+    let one_by_one: Vec<crate::store::SketchPiece> = ranges
+        .iter()
+        .flat_map(|(st, a, b)| {
+            s.sketches(&Query {
+                store_id: Some(st.clone()),
+                from_s: Some(*a),
+                to_s: Some(*b),
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut at_once = s.sketches_of(&ranges).unwrap();
+    at_once.sort_by(|x, y| {
+        (&x.store_id, x.start)
+            .cmp(&(&y.store_id, y.start))
+            .reverse()
+    });
+    let mut one_by_one = one_by_one;
+    one_by_one.sort_by(|x, y| {
+        (&x.store_id, x.start)
+            .cmp(&(&y.store_id, y.start))
+            .reverse()
+    });
+    assert_eq!(at_once.len(), 6 + 2);
+    assert_eq!(at_once, one_by_one, "sketches_of");
+    // A range of whole local days (L's zone, Berlin), asked twice (the
+    // second may be kept), then again after a late window: each time the
+    // merge of the hours' sketches.
+    let berlin = &zones["L"];
+    let day = crate::calendar::local_midnight(T + DAY + 12 * 3600, berlin);
+    let one_day = [("L".to_string(), day, crate::calendar::back(day, -1, berlin))];
+    let merged = |pieces: Vec<crate::store::SketchPiece>| {
+        let mut k = Sketch::new();
+        for p in pieces {
+            k.merge(&p.sketch);
+        }
+        k.estimate().round() as u64
+    };
+    let by_hours = || {
+        merged(
+            s.sketches(&Query {
+                store_id: Some("L".into()),
+                from_s: Some(one_day[0].1),
+                to_s: Some(one_day[0].2),
+            })
+            .unwrap(),
+        )
+    };
+    let before = by_hours();
+    assert!(before > 20, "{before}");
+    assert_eq!(merged(s.sketches_of(&one_day).unwrap()), before);
+    assert_eq!(merged(s.sketches_of(&one_day).unwrap()), before, "kept");
+    let mut late = testing::window_of_visitors("L", "a", day + 3600 + 450, 40);
+    let mut k = Sketch::new();
+    for v in 0..40u128 {
+        k.insert((v + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    }
+    late.visitor_sketch = Some(k);
+    assert_eq!(s.put(&Report::Window(late)).unwrap(), Put::Inserted);
+    s.commit().unwrap();
+    let after = by_hours();
+    assert!(after > before + 20, "{before} → {after}");
+    assert_eq!(
+        merged(s.sketches_of(&one_day).unwrap()),
+        after,
+        "after a late window"
     );
     // A purge that cuts a local day keeps that day's sums of the windows
     // left, in either zone.

@@ -229,6 +229,7 @@ impl Data {
                 }
             }
         }
+        let mut wanted: Vec<(String, i64, i64)> = Vec::new();
         for (id, mut ranges) in periods {
             ranges.sort();
             let mut merged: Vec<(i64, i64)> = Vec::new();
@@ -238,18 +239,11 @@ impl Data {
                     _ => merged.push((a, b)),
                 }
             }
-            let Some(s) = stores.get_mut(id) else {
-                continue;
-            };
-            for (a, b) in merged {
-                let one = Query {
-                    store_id: Some(id.clone()),
-                    from_s: Some(a),
-                    to_s: Some(b),
-                };
-                for k in store.sketches(&one)? {
-                    s.sketches.push((k.start, k.sketch));
-                }
+            wanted.extend(merged.into_iter().map(|(a, b)| (id.clone(), a, b)));
+        }
+        for k in store.sketches_of(&wanted)? {
+            if let Some(s) = stores.get_mut(&k.store_id) {
+                s.sketches.push((k.start, k.sketch));
             }
         }
         for s in stores.values_mut() {

@@ -266,6 +266,20 @@ pub trait ReportStore: Send + Sync {
             })
             .collect())
     }
+    /// `sketches` of several (store, from, to) ranges, in one read where
+    /// the engine can; a piece may also cover a whole local day of a
+    /// range whose bounds are local midnights.
+    fn sketches_of(&self, ranges: &[(String, i64, i64)]) -> Result<Vec<SketchPiece>, StoreError> {
+        let mut out = Vec::new();
+        for (store, from, to) in ranges {
+            out.extend(self.sketches(&Query {
+                store_id: Some(store.clone()),
+                from_s: Some(*from),
+                to_s: Some(*to),
+            })?);
+        }
+        Ok(out)
+    }
     fn days(&self, q: &Query) -> Result<Vec<DayReport>, StoreError>;
     /// The day reports of every store summed by date, for dates `from` to
     /// `to` (`YYYY-MM-DD`, both included), in date order.
