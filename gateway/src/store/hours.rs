@@ -63,3 +63,24 @@ pub(super) struct StoredHourSketch {
     pub(super) starts: Vec<u16>,
     pub(super) sketch: Sketch,
 }
+
+/// A `day_windows` value: which windows of one agent start in one UTC day
+/// (seconds after midnight, sorted), so a window sent again counts once.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct StoredDayWindows {
+    pub(super) starts: Vec<u32>,
+}
+
+impl StoredDayWindows {
+    /// Marks the window unless the day has it; says whether it did.
+    pub(super) fn add(&mut self, w: &WindowReport) -> bool {
+        let at = u32::try_from(w.window_start.rem_euclid(86_400)).expect("under a day");
+        match self.starts.binary_search(&at) {
+            Ok(_) => false,
+            Err(i) => {
+                self.starts.insert(i, at);
+                true
+            }
+        }
+    }
+}

@@ -8,9 +8,18 @@ pub(super) fn time_key(t: i64) -> [u8; 8] {
 }
 
 pub(super) const HOUR: i64 = 3_600;
-/// Set in the default tree once `hours` and `hour_sketches` hold every
-/// stored window (`hours-built` marked hours that held their sketches).
-pub(super) const HOURS_BUILT: &[u8] = b"hours-built-2";
+/// Set in the default tree once `hours`, `hour_sketches` and `day_windows`
+/// hold every stored window (`hours-built` marked hours that held their
+/// sketches, `hours-built-2` hours without `day_windows`).
+pub(super) const HOURS_BUILT: &[u8] = b"hours-built-3";
+
+/// The `day_windows` key of a `windows` key: the same store and agent, the
+/// UTC day.
+pub(super) fn day_key(window_key: &[u8], window_start: i64) -> Vec<u8> {
+    let mut k = window_key[..window_key.len() - 8].to_vec();
+    k.extend_from_slice(&time_key(window_start.div_euclid(86_400) * 86_400));
+    k
+}
 
 /// The `hours` key of a `windows` key: the same store and agent, the hour.
 pub(super) fn hour_key(window_key: &[u8], window_start: i64) -> Vec<u8> {

@@ -13,8 +13,11 @@
 //! is stored, and again whenever it is sent again, which adds it only where
 //! it is missing: after a crash between the writes, the agent's resend
 //! (nothing uncommitted was acked) mends them. (A sled transaction over the
-//! trees cut ingest fourfold; so did a batch.) Both are rebuilt from
-//! windows on open when the `hours-built-2` mark is missing.
+//! trees cut ingest fourfold; so did a batch.) `day_windows` (the same key
+//! with the UTC day → which windows of it are stored) tells whether a
+//! kept `ChainDay` is out of date in one read per store-day instead of 24.
+//! All three are rebuilt from windows on open when the `hours-built-3`
+//! mark is missing.
 //! `days` (`store \0 agent \0 YYYY-MM-DD`), `agents` (`store \0 agent` → last status),
 //! `dead` (8-byte sequence → dead letter). Values are sealed with
 //! `footfall_report::codec` (version + CRC-32); the version says the
@@ -34,8 +37,8 @@ use std::path::{Path, PathBuf};
 use footfall_report::{codec, DayReport, Report, WindowReport};
 use serde::Serialize;
 
-use super::hours::{StoredHour, StoredHourSketch};
-use super::keys::{hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
+use super::hours::{StoredDayWindows, StoredHour, StoredHourSketch};
+use super::keys::{day_key, hour_key, prefix, split_key, store_prefix, time_key, HOURS_BUILT};
 use super::legacy::Stored;
 use super::{
     same_counts, AgentInfo, Campaign, ChainDay, DeadLetter, Hour, Purge, Purged, Put, Query,
@@ -58,6 +61,7 @@ pub struct SledStore {
     windows: sled::Tree,
     hours: sled::Tree,
     hour_sketches: sled::Tree,
+    day_windows: sled::Tree,
     days: sled::Tree,
     agents: sled::Tree,
     dead: sled::Tree,
@@ -97,6 +101,7 @@ impl SledStore {
             windows: tree("windows")?,
             hours: tree("hours")?,
             hour_sketches: tree("hour_sketches")?,
+            day_windows: tree("day_windows")?,
             days: tree("days")?,
             agents: tree("agents")?,
             dead: tree("dead")?,
@@ -146,6 +151,9 @@ impl SledStore {
         }
         self.hours.clear().map_err(|e| self.err(e))?;
         self.hour_sketches.clear().map_err(|e| self.err(e))?;
+        self.day_windows.clear().map_err(|e| self.err(e))?;
+        let mut day: Option<(Vec<u8>, StoredDayWindows)> = None;
+        let mut day_batch = sled::Batch::default();
         // Keys sort by store, agent, then time: an hour's windows are
         // neighbours, so one hour is summed at a time.
         let mut current: Option<(Vec<u8>, StoredHour, StoredHourSketch)> = None;
@@ -168,6 +176,15 @@ impl SledStore {
                 hour.add(&w);
                 sketch.add(&w);
             }
+            let dk = day_key(&k, w.window_start);
+            if day.as_ref().is_none_or(|(key, _)| *key != dk) {
+                if let Some((key, d)) = day.replace((dk, StoredDayWindows::default())) {
+                    day_batch.insert(key, seal_postcard(&d));
+                }
+            }
+            if let Some((_, d)) = &mut day {
+                d.add(&w);
+            }
             if pending == 4096 {
                 self.hours
                     .apply_batch(std::mem::take(&mut batch))
@@ -185,6 +202,12 @@ impl SledStore {
         self.hours.apply_batch(batch).map_err(|e| self.err(e))?;
         self.hour_sketches
             .apply_batch(sketches)
+            .map_err(|e| self.err(e))?;
+        if let Some((key, d)) = day {
+            day_batch.insert(key, seal_postcard(&d));
+        }
+        self.day_windows
+            .apply_batch(day_batch)
             .map_err(|e| self.err(e))?;
         self.db
             .insert(HOURS_BUILT, &[1u8][..])
@@ -270,6 +293,16 @@ impl SledStore {
         if k.add(stored) {
             self.hour_sketches
                 .insert(hour, seal_postcard(&k))
+                .map_err(|e| self.err(e))?;
+        }
+        let dk = day_key(key, stored.window_start);
+        let mut d = match self.day_windows.get(&dk).map_err(|e| self.err(e))? {
+            Some(v) => self.decode::<StoredDayWindows>("day_windows", &dk, &v)?,
+            None => StoredDayWindows::default(),
+        };
+        if d.add(stored) {
+            self.day_windows
+                .insert(dk, seal_postcard(&d))
                 .map_err(|e| self.err(e))?;
         }
         self.seen
@@ -477,6 +510,43 @@ impl ReportStore for SledStore {
         for kv in self.chain_days.range(from.as_bytes()..=to.as_bytes()) {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             out.push(self.decode("chain_days", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// From `day_windows`: each UTC day's windows count for every local
+    /// date of its store's zone that the day overlaps (one or two).
+    fn date_windows(
+        &self,
+        from: &str,
+        to: &str,
+        zones: &std::collections::BTreeMap<String, jiff::tz::TimeZone>,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let q = super::day_wide(&crate::calendar::dates_query(from, to));
+        let mut out = std::collections::BTreeMap::new();
+        let utc = jiff::tz::TimeZone::UTC;
+        let days: Vec<(String, i64, usize)> = self.ranged(
+            &self.day_windows,
+            "day_windows",
+            &q,
+            |k, d: StoredDayWindows| {
+                let (store, _, day) = split_key(k).unwrap_or_default();
+                (day, (store, day, d.starts.len()))
+            },
+        )?;
+        for (store, day, n) in days {
+            let tz = zones.get(&store).unwrap_or(&utc);
+            let first = crate::calendar::local_date(day, tz);
+            let last = crate::calendar::local_date(day + 86_399, tz);
+            for date in [first, last.filter(|l| Some(*l) != first)]
+                .into_iter()
+                .flatten()
+            {
+                let date = date.to_string();
+                if date.as_str() >= from && date.as_str() <= to {
+                    *out.entry(date).or_default() += n as u64;
+                }
+            }
         }
         Ok(out)
     }
@@ -743,6 +813,7 @@ mod tests {
 
         s.hours.clear().unwrap();
         s.hour_sketches.clear().unwrap();
+        s.day_windows.clear().unwrap();
         s.db.remove(HOURS_BUILT).unwrap();
         s.commit().unwrap();
         drop(s);

@@ -47,6 +47,11 @@ impl SledStore {
         self.delete_where(&self.hour_sketches, &pre, |k, _| {
             split_key(k).is_some_and(|(_, _, t)| timed(t, hour_cut))
         })?;
+        // A UTC day's window list goes with its last window.
+        let day_cut = p.windows_before_s.map(|c| c.div_euclid(86_400) * 86_400);
+        self.delete_where(&self.day_windows, &pre, |k, _| {
+            split_key(k).is_some_and(|(_, _, t)| timed(t, day_cut))
+        })?;
         // The chain's distinct visitors merged what goes: worked out again
         // from what stays when next asked for.
         if let Some(cut) = p.chain_cut() {
