@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use jiff::tz::TimeZone;
-use jiff::{Span, Timestamp};
+use jiff::Timestamp;
 
 use crate::store::{Query, ReportStore, When};
+// The instant arithmetic the store's engines need too lives with them
+// (modules import downward only).
+pub use crate::store::time::{back, local_date, local_midnight, timezones_of};
 
 /// Unix seconds now.
 pub fn now_s() -> i64 {
@@ -68,23 +71,6 @@ pub fn store_timezones(store: &dyn ReportStore) -> Result<BTreeMap<String, TimeZ
     Ok(timezones_of(&store.agents()?))
 }
 
-/// `store_timezones` of these statuses: a store with agents in two zones
-/// takes the last agent's (in key order).
-pub fn timezones_of(agents: &[crate::store::AgentInfo]) -> BTreeMap<String, TimeZone> {
-    let mut out = BTreeMap::new();
-    for a in agents {
-        if let Some(tz) = a
-            .status
-            .health
-            .as_ref()
-            .and_then(|h| TimeZone::get(&h.timezone).ok())
-        {
-            out.insert(a.store_id.clone(), tz);
-        }
-    }
-    out
-}
-
 /// Whether the zone's offset is a whole number of hours at every instant
 /// of [from, to) (no bound: 1970 to 2100): then every local midnight is a
 /// whole UTC hour, and a store's hours can stand for its windows when a
@@ -121,25 +107,6 @@ pub fn resolve(w: &When, tz: &TimeZone) -> Option<i64> {
     }
 }
 
-/// `t` moved back by `days` local days in `tz` (forward when negative).
-pub fn back(t: i64, days: i64, tz: &TimeZone) -> i64 {
-    Timestamp::from_second(t)
-        .ok()
-        .map(|ts| ts.to_zoned_datetime(tz.clone()))
-        .and_then(|z| z.checked_sub(Span::new().days(days)).ok())
-        .map_or(t - days * 86_400, |z| z.timestamp().as_second())
-}
-
-/// The query of dates `from` to `to` (`YYYY-MM-DD`, both included) as
-/// `query::query` makes it: UTC midnight of `from` to the one after `to`.
-pub fn dates_query(from: &str, to: &str) -> Query {
-    Query {
-        store_id: None,
-        from_s: day_start(from, "from").ok(),
-        to_s: day_start(to, "to").ok().map(|t| t + 86_400),
-    }
-}
-
 /// A hash of every store's zone: a cached figure cut in other zones is
 /// out of date.
 pub fn zones_hash(zones: &BTreeMap<String, TimeZone>) -> u64 {
@@ -154,20 +121,4 @@ pub fn zones_hash(zones: &BTreeMap<String, TimeZone>) -> u64 {
         }
     }
     h
-}
-
-/// The start of the local day `t` falls in, in `tz` (UTC's when the zone
-/// has no such instant).
-pub fn local_midnight(t: i64, tz: &TimeZone) -> i64 {
-    Timestamp::from_second(t)
-        .ok()
-        .and_then(|ts| ts.to_zoned_datetime(tz.clone()).start_of_day().ok())
-        .map_or(t.div_euclid(86_400) * 86_400, |z| z.timestamp().as_second())
-}
-
-/// The local date of an instant in `tz`, `YYYY-MM-DD`.
-pub fn local_date(t: i64, tz: &TimeZone) -> Option<jiff::civil::Date> {
-    Timestamp::from_second(t)
-        .ok()
-        .map(|ts| ts.to_zoned_datetime(tz.clone()).date())
 }

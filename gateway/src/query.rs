@@ -255,7 +255,7 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             continue;
         };
-        let mut within = calendar::dates_query(first, last);
+        let mut within = crate::store::time::dates_query(first, last);
         within.store_id = None;
         let merged = distinct_visitors(store, By::Day, &within)?;
         for date in run {

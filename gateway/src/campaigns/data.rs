@@ -229,7 +229,7 @@ impl Data {
                 }
             }
         }
-        let mut wanted: Vec<(String, i64, i64)> = Vec::new();
+        let mut wanted: Vec<crate::store::StoreRange> = Vec::new();
         for (id, mut ranges) in periods {
             ranges.sort();
             let mut merged: Vec<(i64, i64)> = Vec::new();

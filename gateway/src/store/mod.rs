@@ -13,6 +13,7 @@ mod keys;
 mod legacy;
 pub mod pg;
 mod sled;
+pub mod time;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -131,6 +132,10 @@ pub struct ChainDay {
     pub distinct: Result<Sketch, String>,
 }
 
+/// A store and a time range of it (Unix seconds, from inclusive, to
+/// exclusive): what `sketches_of` reads.
+pub type StoreRange = (String, i64, i64);
+
 /// Visitor sketches of windows that start in one UTC hour (`sketches`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SketchPiece {
@@ -165,7 +170,7 @@ impl Purge {
         }
         let cut = self.windows_before_s?;
         // A date's sketch holds windows up to 14 hours past its UTC end.
-        crate::calendar::local_date(cut + 86_400, &TimeZone::UTC).map(|d| d.to_string())
+        crate::store::time::local_date(cut + 86_400, &TimeZone::UTC).map(|d| d.to_string())
     }
 }
 
@@ -269,7 +274,7 @@ pub trait ReportStore: Send + Sync {
     /// `sketches` of several (store, from, to) ranges, in one read where
     /// the engine can; a piece may also cover a whole local day of a
     /// range whose bounds are local midnights.
-    fn sketches_of(&self, ranges: &[(String, i64, i64)]) -> Result<Vec<SketchPiece>, StoreError> {
+    fn sketches_of(&self, ranges: &[StoreRange]) -> Result<Vec<SketchPiece>, StoreError> {
         let mut out = Vec::new();
         for (store, from, to) in ranges {
             out.extend(self.sketches(&Query {
@@ -305,12 +310,12 @@ pub trait ReportStore: Send + Sync {
         to: &str,
         zones: &BTreeMap<String, TimeZone>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let q = crate::calendar::dates_query(from, to);
+        let q = crate::store::time::dates_query(from, to);
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         let utc = TimeZone::UTC;
         for h in self.hour_sums(&day_wide(&q))? {
             let tz = zones.get(&h.store_id).unwrap_or(&utc);
-            if let Some(date) = crate::calendar::local_date(h.hour_start, tz) {
+            if let Some(date) = crate::store::time::local_date(h.hour_start, tz) {
                 let date = date.to_string();
                 if date.as_str() >= from && date.as_str() <= to {
                     *out.entry(date).or_default() += h.counts.windows;
@@ -374,7 +379,7 @@ pub(crate) fn days_of_hours(
         let Some(tz) = zones.get(&h.store_id) else {
             continue;
         };
-        let day = crate::calendar::local_midnight(h.hour_start, tz);
+        let day = crate::store::time::local_midnight(h.hour_start, tz);
         if q.contains(day) {
             days.entry((h.store_id, h.agent_id, day))
                 .or_default()

@@ -30,7 +30,7 @@ use postgres::{Client, NoTls, Row};
 
 use super::{
     same_counts, AgentInfo, Campaign, ChainDay, DeadLetter, Hour, Purge, Purged, Put, Query,
-    ReportStore, SketchPiece, StoreError,
+    ReportStore, SketchPiece, StoreError, StoreRange,
 };
 
 /// Held while migrating: the same number for every footfall gateway.
@@ -443,7 +443,7 @@ impl PgStore {
             }),
         };
         store.migrate()?;
-        let zones = crate::calendar::timezones_of(&store.agents_now()?);
+        let zones = crate::store::time::timezones_of(&store.agents_now()?);
         *store.zones.lock().unwrap_or_else(|p| p.into_inner()) = zones;
         Ok(store)
     }
@@ -714,7 +714,7 @@ impl PgStore {
         let utc = TimeZone::UTC;
         for w in windows {
             let tz = zones.get(&w.store_id).unwrap_or(&utc);
-            let day = crate::calendar::local_midnight(w.window_start, tz);
+            let day = crate::store::time::local_midnight(w.window_start, tz);
             let (_, counts) = out
                 .entry((w.store_id.clone(), w.agent_id.clone(), day))
                 .or_insert_with(|| {
@@ -1114,7 +1114,7 @@ impl PgStore {
         to: &str,
         zones: &BTreeMap<String, TimeZone>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let q = super::day_wide(&crate::calendar::dates_query(from, to));
+        let q = super::day_wide(&crate::store::time::dates_query(from, to));
         let (stores, names): (Vec<&str>, Vec<&str>) = zones
             .iter()
             .map(|(s, tz)| (s.as_str(), tz.iana_name().unwrap_or("UTC")))
@@ -1145,7 +1145,7 @@ impl PgStore {
             let noon = day + 12 * 3600;
             let around: &[i64] = if sure { &[0] } else { &[-1, 0, 1] };
             for k in around {
-                if let Some(date) = crate::calendar::local_date(noon + k * 86_400, &zone) {
+                if let Some(date) = crate::store::time::local_date(noon + k * 86_400, &zone) {
                     let date = date.to_string();
                     if date.as_str() >= from && date.as_str() <= to {
                         *out.entry(date).or_default() += n.max(0) as u64;
@@ -1262,18 +1262,15 @@ impl PgStore {
     /// window count changed) from the windows; other ranges read windows.
     /// A campaign's hundred stores over two weeks are then 1,400 kept
     /// sketches, not 134,000 windows scattered over the table.
-    fn sketches_of_now(
-        &self,
-        ranges: &[(String, i64, i64)],
-    ) -> Result<Vec<SketchPiece>, StoreError> {
+    fn sketches_of_now(&self, ranges: &[StoreRange]) -> Result<Vec<SketchPiece>, StoreError> {
         let zones = self.zones.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let zone = |s: &str| zones.get(s).cloned().unwrap_or(TimeZone::UTC);
-        let whole_days = |(s, a, b): &&(String, i64, i64)| {
+        let whole_days = |(s, a, b): &&StoreRange| {
             let z = zone(s);
-            crate::calendar::local_midnight(*a, &z) == *a
-                && crate::calendar::local_midnight(*b, &z) == *b
+            crate::store::time::local_midnight(*a, &z) == *a
+                && crate::store::time::local_midnight(*b, &z) == *b
         };
-        let (by_day, mut by_window): (Vec<&(String, i64, i64)>, Vec<&(String, i64, i64)>) =
+        let (by_day, mut by_window): (Vec<&StoreRange>, Vec<&StoreRange>) =
             ranges.iter().partition(whole_days);
         let mut days = Vec::new();
         if !by_day.is_empty() {
@@ -1333,14 +1330,20 @@ impl PgStore {
         stale: &[(String, String, i64, i64)],
         zone: &dyn Fn(&str) -> TimeZone,
     ) -> Result<Vec<SketchPiece>, StoreError> {
-        let day_ranges: Vec<(String, i64, i64)> = stale
+        let day_ranges: Vec<StoreRange> = stale
             .iter()
-            .map(|(s, _, day, _)| (s.clone(), *day, crate::calendar::back(*day, -1, &zone(s))))
+            .map(|(s, _, day, _)| {
+                (
+                    s.clone(),
+                    *day,
+                    crate::store::time::back(*day, -1, &zone(s)),
+                )
+            })
             .collect();
-        let refs: Vec<&(String, i64, i64)> = day_ranges.iter().collect();
+        let refs: Vec<&StoreRange> = day_ranges.iter().collect();
         let mut merged: BTreeMap<(String, String, i64), Sketch> = BTreeMap::new();
         for p in self.window_sketches(&refs)? {
-            let day = crate::calendar::local_midnight(p.start, &zone(&p.store_id));
+            let day = crate::store::time::local_midnight(p.start, &zone(&p.store_id));
             merged
                 .entry((p.store_id, p.agent_id, day))
                 .or_default()
@@ -1380,10 +1383,7 @@ impl PgStore {
 
     /// The windows' sketches of these ranges, in one statement, as pieces
     /// of a UTC hour each.
-    fn window_sketches(
-        &self,
-        ranges: &[&(String, i64, i64)],
-    ) -> Result<Vec<SketchPiece>, StoreError> {
+    fn window_sketches(&self, ranges: &[&StoreRange]) -> Result<Vec<SketchPiece>, StoreError> {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
@@ -1596,7 +1596,7 @@ impl PgStore {
                 &[&info.store_id, &info.agent_id, &text],
             )
         })?;
-        let zones = crate::calendar::timezones_of(std::slice::from_ref(info));
+        let zones = crate::store::time::timezones_of(std::slice::from_ref(info));
         if let Some(tz) = zones.get(&info.store_id) {
             self.zones
                 .lock()
@@ -1914,7 +1914,7 @@ impl ReportStore for PgStore {
         blocking(|| self.sketches_now(q))
     }
 
-    fn sketches_of(&self, ranges: &[(String, i64, i64)]) -> Result<Vec<SketchPiece>, StoreError> {
+    fn sketches_of(&self, ranges: &[StoreRange]) -> Result<Vec<SketchPiece>, StoreError> {
         blocking(|| self.sketches_of_now(ranges))
     }
 

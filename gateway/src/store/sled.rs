@@ -522,7 +522,7 @@ impl ReportStore for SledStore {
         to: &str,
         zones: &std::collections::BTreeMap<String, jiff::tz::TimeZone>,
     ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        let q = super::day_wide(&crate::calendar::dates_query(from, to));
+        let q = super::day_wide(&crate::store::time::dates_query(from, to));
         let mut out = std::collections::BTreeMap::new();
         let utc = jiff::tz::TimeZone::UTC;
         let days: Vec<(String, i64, usize)> = self.ranged(
@@ -536,8 +536,8 @@ impl ReportStore for SledStore {
         )?;
         for (store, day, n) in days {
             let tz = zones.get(&store).unwrap_or(&utc);
-            let first = crate::calendar::local_date(day, tz);
-            let last = crate::calendar::local_date(day + 86_399, tz);
+            let first = crate::store::time::local_date(day, tz);
+            let last = crate::store::time::local_date(day + 86_399, tz);
             for date in [first, last.filter(|l| Some(*l) != first)]
                 .into_iter()
                 .flatten()
