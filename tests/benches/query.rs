@@ -1,12 +1,14 @@
 //! The gateway's reads at chain scale: a sled store holding `--stores`
-//! stores × `--days` days of 15-minute windows (100 × 365 by default: 3.5 M
-//! windows), then the time of the campaign report (SPEC §7) from a freshly
-//! started gateway and again, and of the chain by day for a year
-//! (`/api/v1/footfall?interval=day&store=*`), first and kept.
+//! stores (in four time zones) × `--days` days of 15-minute windows and
+//! day reports (100 × 365 by default: 3.5 M windows), then the time of the
+//! campaign report (SPEC §7) with the database restarted and the page
+//! cache dropped, from a freshly started gateway, and again; then the chain
+//! by day for a year (`/api/v1/footfall?interval=day&store=*`), first and
+//! kept; and the bytes on disk per window.
 //! The store is kept between runs in `--dir` (default target/bench-chain).
-//! `--postgres` keeps it in a PostgreSQL cluster in that directory instead
-//! (1,000 stores × 365 days, 35 M windows, is issue 19's scale), and also
-//! prints the bytes on disk per window of either engine.
+//! `--postgres` keeps it in a PostgreSQL cluster that syncs to disk in that
+//! directory instead (1,000 stores × 365 days, 35 M windows, is issue 19's
+//! scale).
 //!
 //!     cargo bench -p footfall-tests --bench query -- [--stores N] [--days N] [--dir D] [--postgres]
 
