@@ -272,7 +272,11 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
             });
         }
     }
-    store.put_chain_days(&fresh)?;
+    // A cache: a database that takes no writes (read-only, full) still
+    // answers, working the dates out again next time.
+    if let Err(e) = store.put_chain_days(&fresh) {
+        tracing::warn!(error = %e, "the chain's distinct visitors not kept; worked out again next time");
+    }
     known.extend(fresh.into_iter().map(|d| (d.date.clone(), d)));
     let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
     Ok(totals

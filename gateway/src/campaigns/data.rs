@@ -53,8 +53,9 @@ pub(super) struct StoreData {
     /// All agents' pieces, sorted by start: a range is a slice. Their
     /// sketches are empty, but for pieces that are windows.
     pub(super) pieces: Vec<Piece>,
-    /// Visitor sketches by start (an hour or a window), sorted, over the
-    /// periods of the campaigns the store is in.
+    /// Visitor sketches by start (a window, an hour, or a local day an
+    /// engine keeps the sketch of), sorted, over the periods of the
+    /// campaigns the store is in.
     pub(super) sketches: Vec<(i64, Sketch)>,
     pub(super) agents: Vec<String>,
     window_s: i64,

@@ -1324,7 +1324,7 @@ impl PgStore {
     }
 
     /// The sketches of these local days from their windows, kept for the
-    /// next report (in a transaction of its own: a cache, written by a read).
+    /// next report.
     fn work_out_day_sketches(
         &self,
         stale: &[(String, String, i64, i64)],
@@ -1349,14 +1349,35 @@ impl PgStore {
                 .or_default()
                 .merge(&p.sketch);
         }
-        let mut out = Vec::with_capacity(stale.len());
+        let out: Vec<SketchPiece> = stale
+            .iter()
+            .map(|(store_id, agent_id, day_start, _)| SketchPiece {
+                store_id: store_id.clone(),
+                agent_id: agent_id.clone(),
+                start: *day_start,
+                sketch: merged
+                    .remove(&(store_id.clone(), agent_id.clone(), *day_start))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        // A cache: a database that takes no writes (read-only, full) still
+        // answers, working the sketches out again next time.
+        if let Err(e) = self.keep_day_sketches(stale, &out) {
+            tracing::warn!(error = %e, "day sketches not kept; worked out again next time");
+        }
+        Ok(out)
+    }
+
+    /// In a transaction of its own: a cache, written by a read.
+    fn keep_day_sketches(
+        &self,
+        stale: &[(String, String, i64, i64)],
+        pieces: &[SketchPiece],
+    ) -> Result<(), StoreError> {
         let mut c = self.client()?;
         let e = self.err("keeping day sketches");
         let mut t = c.transaction().map_err(&e)?;
-        for (store_id, agent_id, day_start, windows) in stale {
-            let sketch = merged
-                .remove(&(store_id.clone(), agent_id.clone(), *day_start))
-                .unwrap_or_default();
+        for ((store_id, agent_id, day_start, windows), p) in stale.iter().zip(pieces) {
             t.execute(
                 "INSERT INTO footfall_day_sketches (store_id, agent_id, day_start, windows, sketch) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, agent_id, day_start) \
@@ -1366,19 +1387,12 @@ impl PgStore {
                     agent_id,
                     day_start,
                     windows,
-                    &postcard::to_stdvec(&sketch).expect("sketches serialize"),
+                    &postcard::to_stdvec(&p.sketch).expect("sketches serialize"),
                 ],
             )
             .map_err(&e)?;
-            out.push(SketchPiece {
-                store_id: store_id.clone(),
-                agent_id: agent_id.clone(),
-                start: *day_start,
-                sketch,
-            });
         }
-        t.commit().map_err(&e)?;
-        Ok(out)
+        t.commit().map_err(&e)
     }
 
     /// The windows' sketches of these ranges, in one statement, as pieces
