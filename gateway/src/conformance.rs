@@ -122,6 +122,20 @@ fn many_at_once(s: &dyn ReportStore) {
         [Some(1), Some(2), Some(3)],
         "the first of each key is kept"
     );
+    // And summed once, a resend in the same batch included.
+    let zones = [("s1".to_string(), jiff::tz::TimeZone::UTC)].into();
+    let day = Query {
+        store_id: None,
+        from_s: Some(0),
+        to_s: Some(86_400),
+    };
+    let days = s.day_sums(&day, &zones).unwrap();
+    assert_eq!(
+        days.iter()
+            .map(|d| (d.counts.windows, d.counts.visits))
+            .collect::<Vec<_>>(),
+        [(3, 6)]
+    );
 }
 
 fn reads_by_store_and_time(s: &dyn ReportStore) {

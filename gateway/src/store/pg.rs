@@ -1496,11 +1496,12 @@ impl PgStore {
     ) -> Result<HashSet<(String, String, i64)>, StoreError> {
         self.write("storing windows", |c| {
             let inserted = PgStore::insert_windows(c, windows)?;
+            // The first of a key in the batch is the one inserted; a resend
+            // in the same batch is not added to its day again.
+            let mut first = inserted.clone();
             let new: Vec<&WindowReport> = windows
                 .iter()
-                .filter(|w| {
-                    inserted.contains(&(w.store_id.clone(), w.agent_id.clone(), w.window_start))
-                })
+                .filter(|w| first.remove(&(w.store_id.clone(), w.agent_id.clone(), w.window_start)))
                 .copied()
                 .collect();
             PgStore::upsert_local_days(c, &self.local_day_deltas(&new))?;
