@@ -293,6 +293,27 @@ impl Gen {
         }
     }
 
+    /// A customer's phone: a new one, or (fixed MACs only, by
+    /// `returning_share`) one of the regulars', with a fresh sequence.
+    fn customer_phone(
+        &mut self,
+        randomized: bool,
+        returning_share: f64,
+        regulars: &[Phone],
+    ) -> Phone {
+        if randomized || !self.rng.random_bool(returning_share) {
+            return self.phone(randomized);
+        }
+        let r = &regulars[self.rng.random_range(0..regulars.len())];
+        Phone {
+            mac: r.mac,
+            layout: r.layout,
+            model: r.model,
+            seq: self.rng.random_range(0..4096u16),
+            ssid: r.ssid.clone(),
+        }
+    }
+
     /// A randomizing phone's next MAC: its model says whether the
     /// sequence numbers go on or start afresh.
     fn rotate(&mut self, p: &mut Phone) {
@@ -452,18 +473,7 @@ fn crowd_day(
         presence.push((arrive, 1));
         presence.push((leave, -1));
         let randomized = g.rng.random_bool(args.randomized_share);
-        let phone = if !randomized && g.rng.random_bool(args.returning_share) {
-            let r = &regulars[g.rng.random_range(0..regulars.len())];
-            Phone {
-                mac: r.mac,
-                layout: r.layout,
-                model: r.model,
-                seq: g.rng.random_range(0..4096u16),
-                ssid: r.ssid.clone(),
-            }
-        } else {
-            g.phone(randomized)
-        };
+        let phone = g.customer_phone(randomized, args.returning_share, regulars);
         members.push(Member {
             phone,
             randomized,
@@ -608,21 +618,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<Summary> {
             presence.push((arrive, 1));
             presence.push((leave, -1));
             let randomized = g.rng.random_bool(args.randomized_share);
-            let mut phone = if randomized {
-                g.phone(true)
-            } else if g.rng.random_bool(args.returning_share) {
-                let i = g.rng.random_range(0..regulars.len());
-                let r = &regulars[i];
-                Phone {
-                    mac: r.mac,
-                    layout: r.layout,
-                    model: r.model,
-                    seq: g.rng.random_range(0..4096u16),
-                    ssid: r.ssid.clone(),
-                }
-            } else {
-                g.phone(false)
-            };
+            let mut phone = g.customer_phone(randomized, args.returning_share, &regulars);
             let base_signal = g.rng.random_range(-66..-45i8);
             let next_rotation =
                 |g: &mut Gen, phone: &Phone, t: i64| match MODELS[phone.model].rotation {

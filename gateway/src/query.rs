@@ -170,7 +170,6 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
     for ((_, _, p), counts) in &groups {
         chain.entry(p.clone()).or_default().add(counts);
     }
-    let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
     let mut rows = Vec::new();
     let mut push = |s: &str, a: &str, p: &str, counts: Map<String, Value>| {
         let mut row = Map::new();
@@ -178,14 +177,12 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
         row.insert("agent_id".into(), json!(a));
         row.insert(if by == By::Day { "date" } else { "week" }.into(), json!(p));
         row.extend(counts);
-        let (est, note) = match sketches.get(&(s.to_string(), a.to_string(), p.to_string())) {
-            None => (json!(0), Value::Null),
-            Some(Distinct::Sketch(k)) => (json!(k.estimate().round() as u64), Value::Null),
-            Some(Distinct::Unknown(why)) => (Value::Null, json!(why)),
+        let distinct = match sketches.get(&(s.to_string(), a.to_string(), p.to_string())) {
+            None => None,
+            Some(Distinct::Sketch(k)) => Some(Ok(k)),
+            Some(Distinct::Unknown(why)) => Some(Err(*why)),
         };
-        row.insert("unique_visitors_est".into(), est);
-        row.insert("unique_visitors_rel_error".into(), json!(error));
-        row.insert("unique_visitors_note".into(), note);
+        insert_distinct(&mut row, distinct);
         rows.push(row);
     };
     for ((s, a, p), counts) in groups {
@@ -278,7 +275,6 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
         tracing::warn!(error = %e, "the chain's distinct visitors not kept; worked out again next time");
     }
     known.extend(fresh.into_iter().map(|d| (d.date.clone(), d)));
-    let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
     Ok(totals
         .into_iter()
         .map(|(date, sums)| {
@@ -289,17 +285,28 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
             row.insert("visits".into(), json!(sums.visits));
             row.insert("person_hours_est".into(), json!(sums.person_hours_est));
             row.insert("entries_est".into(), json!(sums.entries_est));
-            let (est, note) = match known.get(&date).map(|d| &d.distinct) {
-                Some(Ok(k)) => (json!(k.estimate().round() as u64), Value::Null),
-                Some(Err(why)) => (Value::Null, json!(why)),
-                None => (json!(0), Value::Null),
-            };
-            row.insert("unique_visitors_est".into(), est);
-            row.insert("unique_visitors_rel_error".into(), json!(error));
-            row.insert("unique_visitors_note".into(), note);
+            let distinct = known
+                .get(&date)
+                .map(|d| d.distinct.as_ref().map_err(String::as_str));
+            insert_distinct(&mut row, distinct);
             row
         })
         .collect())
+}
+
+/// A row's `unique_visitors_est`, its relative error, and its note: the
+/// merged sketch's estimate, or `null` and why not (`Err`); 0 for a period
+/// without sketches (`None`).
+fn insert_distinct(row: &mut Map<String, Value>, distinct: Option<Result<&Sketch, &str>>) {
+    let error = (footfall_report::sketch::standard_error() * 10_000.0).round() / 10_000.0;
+    let (est, note) = match distinct {
+        None => (json!(0), Value::Null),
+        Some(Ok(k)) => (json!(k.estimate().round() as u64), Value::Null),
+        Some(Err(why)) => (Value::Null, json!(why)),
+    };
+    row.insert("unique_visitors_est".into(), est);
+    row.insert("unique_visitors_rel_error".into(), json!(error));
+    row.insert("unique_visitors_note".into(), note);
 }
 
 /// Distinct visitors of a period, or why they are not known.

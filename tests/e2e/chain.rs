@@ -238,28 +238,57 @@ fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
         return;
     };
     let url = pg.database("restart");
-    let (c, http) = case_on_postgres(&url, "41");
+    through_a_database_fault(
+        &url,
+        ("41", "postgres_restarted_mid_stream"),
+        |down| {
+            if down {
+                pg.stop()
+            } else {
+                pg.start_server()
+            }
+        },
+        |_| {},
+    );
+}
+
+/// A database fault mid-stream, on (`fault(true)`) once the gateway has
+/// committed a first batch and off again (`fault(false)`) once it has said
+/// the store failed: meanwhile it stays up and shows `store_up 0`, and its
+/// log passes `meanwhile`; after, every report arrives, stored once, equal
+/// to the agent's replay.
+fn through_a_database_fault(
+    url: &str,
+    (seed, name): (&str, &str),
+    mut fault: impl FnMut(bool),
+    meanwhile: impl FnOnce(&str),
+) {
+    let (c, http) = case_on_postgres(url, seed);
     let mut gateway = c.gateway();
     let mut agent = c.agent();
     wait_until(Duration::from_secs(60), "a first batch committed", || {
         c.log("gateway").contains("batch committed")
     });
-    pg.stop();
+    fault(true);
     wait_until(
         Duration::from_secs(60),
         "the gateway says the store failed",
         || c.log("gateway").contains("the store failed"),
     );
-    assert!(metrics(http).contains("footfall_gateway_store_up 0"));
-    std::thread::sleep(Duration::from_secs(2));
+    // Still failing seconds later: statuses arrive every second and cannot
+    // be stored either.
+    std::thread::sleep(Duration::from_secs(3));
+    let m = metrics(http);
+    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
     assert_eq!(api(http, "/healthz"), "ok\n", "the gateway is still up");
-    pg.start_server();
+    meanwhile(&c.log("gateway"));
+    fault(false);
     c.wait_delivered();
     assert!(metrics(http).contains("footfall_gateway_store_up 1"));
     assert!(c.log("gateway").contains("the store is back"));
     agent.term();
     gateway.term();
-    c.assert_gateway_matches_reference("postgres_restarted_mid_stream");
+    c.assert_gateway_matches_reference(name);
 }
 
 /// The database turned read-only mid-stream (a full disk, a failover to a
@@ -271,11 +300,10 @@ fn a_read_only_database_withholds_acks_until_it_is_writable() {
         return;
     };
     let url = pg.database("ro");
-    let admin = || postgres::Client::connect(&pg.url("postgres"), postgres::NoTls).unwrap();
     // New sessions of `ro` get the setting; the gateway's is ended so that
     // it connects again and gets it too.
     let set_read_only = |on: bool| {
-        let mut c = admin();
+        let mut c = pg.admin();
         c.batch_execute(&format!(
             "ALTER DATABASE ro SET default_transaction_read_only = {}",
             if on { "on" } else { "off" }
@@ -287,29 +315,7 @@ fn a_read_only_database_withholds_acks_until_it_is_writable() {
         )
         .unwrap();
     };
-    let (c, http) = case_on_postgres(&url, "43");
-    let mut gateway = c.gateway();
-    let mut agent = c.agent();
-    wait_until(Duration::from_secs(60), "a first batch committed", || {
-        c.log("gateway").contains("batch committed")
-    });
-    set_read_only(true);
-    wait_until(
-        Duration::from_secs(60),
-        "the gateway says the store failed",
-        || c.log("gateway").contains("the store failed"),
-    );
-    // Still failing seconds later (its new session is read-only): statuses
-    // arrive every second and cannot be stored either.
-    std::thread::sleep(Duration::from_secs(3));
-    let m = metrics(http);
-    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
-    set_read_only(false);
-    c.wait_delivered();
-    assert!(c.log("gateway").contains("the store is back"));
-    agent.term();
-    gateway.term();
-    c.assert_gateway_matches_reference("a_read_only_database");
+    through_a_database_fault(&url, ("43", "a_read_only_database"), set_read_only, |_| {});
 }
 
 /// The database refusing the gateway's password mid-stream (its password
@@ -328,13 +334,10 @@ fn a_refused_password_withholds_acks_until_it_is_taken() {
     admin.batch_execute("CREATE DATABASE pw OWNER hq").unwrap();
     pg.hba_first("host all hq 127.0.0.1/32 scram-sha-256");
     let url = format!("postgres://hq:right-one@127.0.0.1:{}/pw", pg.port);
-    let (c, http) = case_on_postgres(&url, "44");
-    let mut gateway = c.gateway();
-    let mut agent = c.agent();
-    wait_until(Duration::from_secs(60), "a first batch committed", || {
-        c.log("gateway").contains("batch committed")
-    });
-    let set_password = |admin: &mut postgres::Client, p: &str| {
+    // The password changed, then back; the gateway's sessions ended so
+    // that it logs in again.
+    let set_password = |changed: bool| {
+        let p = if changed { "changed" } else { "right-one" };
         admin
             .batch_execute(&format!(
                 "ALTER ROLE hq PASSWORD '{p}'; \
@@ -342,24 +345,10 @@ fn a_refused_password_withholds_acks_until_it_is_taken() {
             ))
             .unwrap();
     };
-    set_password(&mut admin, "changed");
-    wait_until(
-        Duration::from_secs(60),
-        "the gateway says the store failed",
-        || c.log("gateway").contains("the store failed"),
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    let m = metrics(http);
-    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
-    let log = c.log("gateway");
-    assert!(log.contains("password authentication failed"), "{log}");
-    assert!(!log.contains("right-one"), "the password is never logged");
-    set_password(&mut admin, "right-one");
-    c.wait_delivered();
-    assert!(c.log("gateway").contains("the store is back"));
-    agent.term();
-    gateway.term();
-    c.assert_gateway_matches_reference("a_refused_password");
+    through_a_database_fault(&url, ("44", "a_refused_password"), set_password, |log| {
+        assert!(log.contains("password authentication failed"), "{log}");
+        assert!(!log.contains("right-one"), "the password is never logged");
+    });
 }
 
 /// The database's disk full mid-stream (its tablespace on a small tmpfs,
@@ -412,33 +401,19 @@ fn a_full_disk_withholds_acks_until_there_is_room() {
         .batch_execute("CREATE DATABASE fulldisk TABLESPACE small")
         .unwrap();
     let url = pg.url("fulldisk");
-    let (c, http) = case_on_postgres(&url, "45");
-    let mut gateway = c.gateway();
-    let mut agent = c.agent();
-    wait_until(Duration::from_secs(60), "a first batch committed", || {
-        c.log("gateway").contains("batch committed")
-    });
-    // Everything left on the tmpfs taken by a file of its own.
+    // Everything left on the tmpfs taken by a file of its own, then freed.
     let filler = disk.path().join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 64 << 10];
-        while f.write_all(&block).is_ok() {}
-    }
-    wait_until(
-        Duration::from_secs(60),
-        "the gateway says the store failed",
-        || c.log("gateway").contains("the store failed"),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let m = metrics(http);
-    assert!(m.contains("footfall_gateway_store_up 0"), "{m}");
-    assert!(c.log("gateway").contains("No space left on device"));
-    std::fs::remove_file(&filler).unwrap();
-    c.wait_delivered();
-    assert!(c.log("gateway").contains("the store is back"));
-    agent.term();
-    gateway.term();
-    c.assert_gateway_matches_reference("a_full_disk");
+    let fill = |full: bool| {
+        if full {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = vec![0u8; 64 << 10];
+            while f.write_all(&block).is_ok() {}
+        } else {
+            std::fs::remove_file(&filler).unwrap();
+        }
+    };
+    through_a_database_fault(&url, ("45", "a_full_disk"), fill, |log| {
+        assert!(log.contains("No space left on device"), "{log}");
+    });
 }

@@ -176,8 +176,7 @@ impl Postgres {
 
     /// A new empty database; its URL.
     pub fn database(&self, name: &str) -> String {
-        let admin = self.url("postgres");
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        let mut c = self.admin();
         c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .unwrap();
         self.url(name)
@@ -201,7 +200,7 @@ impl Postgres {
 
     /// The database `name`, created when missing; its URL.
     pub fn kept_database(&self, name: &str) -> String {
-        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        let mut c = self.admin();
         let exists = c
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .unwrap()
@@ -215,7 +214,7 @@ impl Postgres {
 
     /// Bytes on disk of a database: tables, indexes and TOAST.
     pub fn database_bytes(&self, name: &str) -> u64 {
-        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
+        let mut c = self.admin();
         let n: i64 = c
             .query_one("SELECT pg_database_size($1)", &[&name])
             .unwrap()

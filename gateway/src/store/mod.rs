@@ -170,7 +170,7 @@ impl Purge {
         }
         let cut = self.windows_before_s?;
         // A date's sketch holds windows up to 14 hours past its UTC end.
-        crate::store::time::local_date(cut + 86_400, &TimeZone::UTC).map(|d| d.to_string())
+        time::local_date(cut + 86_400, &TimeZone::UTC).map(|d| d.to_string())
     }
 }
 
@@ -310,17 +310,17 @@ pub trait ReportStore: Send + Sync {
         to: &str,
         zones: &BTreeMap<String, TimeZone>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
-        let q = crate::store::time::dates_query(from, to);
+        let q = time::dates_query(from, to);
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         let utc = TimeZone::UTC;
         for h in self.hour_sums(&day_wide(&q))? {
             let tz = zones.get(&h.store_id).unwrap_or(&utc);
-            if let Some(date) = crate::store::time::local_date(h.hour_start, tz) {
-                let date = date.to_string();
-                if date.as_str() >= from && date.as_str() <= to {
-                    *out.entry(date).or_default() += h.counts.windows;
-                }
-            }
+            count_date(
+                &mut out,
+                time::local_date(h.hour_start, tz),
+                (from, to),
+                h.counts.windows,
+            );
         }
         Ok(out)
     }
@@ -357,6 +357,38 @@ pub trait ReportStore: Send + Sync {
     fn purge(&self, p: &Purge) -> Result<Purged, StoreError>;
 }
 
+/// Adds `n` windows to `date` in `out` (`date_windows`) when the date is
+/// from `from` to `to`, both included.
+pub(crate) fn count_date(
+    out: &mut BTreeMap<String, u64>,
+    date: Option<jiff::civil::Date>,
+    (from, to): (&str, &str),
+    n: u64,
+) {
+    if let Some(date) = date.map(|d| d.to_string()) {
+        if date.as_str() >= from && date.as_str() <= to {
+            *out.entry(date).or_default() += n;
+        }
+    }
+}
+
+/// `hours` of `hour_sums` with the `sketches` of the same range: both in
+/// key order (store, agent, hour), each sketch put on its hour.
+pub(crate) fn with_sketches(mut hours: Vec<Hour>, sketches: Vec<SketchPiece>) -> Vec<Hour> {
+    let mut sketches = sketches.into_iter().peekable();
+    for h in &mut hours {
+        let key = (h.store_id.as_str(), h.agent_id.as_str(), h.hour_start);
+        while let Some(p) =
+            sketches.next_if(|p| (p.store_id.as_str(), p.agent_id.as_str(), p.start) <= key)
+        {
+            if (p.store_id.as_str(), p.agent_id.as_str(), p.start) == key {
+                h.counts.visitor_sketch = p.sketch;
+            }
+        }
+    }
+    hours
+}
+
 /// `q` a day wider each side: local days start up to 14 hours either side
 /// of UTC midnight.
 pub(crate) fn day_wide(q: &Query) -> Query {
@@ -379,7 +411,7 @@ pub(crate) fn days_of_hours(
         let Some(tz) = zones.get(&h.store_id) else {
             continue;
         };
-        let day = crate::store::time::local_midnight(h.hour_start, tz);
+        let day = time::local_midnight(h.hour_start, tz);
         if q.contains(day) {
             days.entry((h.store_id, h.agent_id, day))
                 .or_default()

@@ -1145,12 +1145,12 @@ impl PgStore {
             let noon = day + 12 * 3600;
             let around: &[i64] = if sure { &[0] } else { &[-1, 0, 1] };
             for k in around {
-                if let Some(date) = crate::store::time::local_date(noon + k * 86_400, &zone) {
-                    let date = date.to_string();
-                    if date.as_str() >= from && date.as_str() <= to {
-                        *out.entry(date).or_default() += n.max(0) as u64;
-                    }
-                }
+                super::count_date(
+                    &mut out,
+                    crate::store::time::local_date(noon + k * 86_400, &zone),
+                    (from, to),
+                    n.max(0) as u64,
+                );
             }
         }
         Ok(out)
@@ -1182,77 +1182,78 @@ impl PgStore {
             .collect()
     }
 
-    /// Replaces every kept report, in a transaction of its own: a campaign
-    /// no longer asked about (its CSV row gone) goes too.
+    /// Replaces every kept report: a campaign no longer asked about (its
+    /// CSV row gone) goes too.
     fn put_campaign_reports_now(&self, reports: &[CampaignReport]) -> Result<(), StoreError> {
-        let mut c = self.client()?;
-        let e = self.err("keeping campaign reports");
-        let mut t = c.transaction().map_err(&e)?;
-        let ids: Vec<&str> = reports.iter().map(|r| r.campaign_id.as_str()).collect();
-        t.execute(
-            "DELETE FROM footfall_campaign_reports WHERE campaign_id <> ALL($1)",
-            &[&ids],
-        )
-        .map_err(&e)?;
-        for r in reports {
-            let json = serde_json::to_string(r).expect("reports serialize");
+        self.in_transaction("keeping campaign reports", |t| {
+            let ids: Vec<&str> = reports.iter().map(|r| r.campaign_id.as_str()).collect();
             t.execute(
-                "INSERT INTO footfall_campaign_reports (campaign_id, computed_at, report) \
-                 VALUES ($1, now(), $2::text::jsonb) ON CONFLICT (campaign_id) DO UPDATE SET \
-                 computed_at = excluded.computed_at, report = excluded.report",
-                &[&r.campaign_id, &no_nul(&json)],
-            )
-            .map_err(&e)?;
-        }
-        t.commit().map_err(&e)
+                "DELETE FROM footfall_campaign_reports WHERE campaign_id <> ALL($1)",
+                &[&ids],
+            )?;
+            for r in reports {
+                let json = serde_json::to_string(r).expect("reports serialize");
+                t.execute(
+                    "INSERT INTO footfall_campaign_reports (campaign_id, computed_at, report) \
+                     VALUES ($1, now(), $2::text::jsonb) ON CONFLICT (campaign_id) DO UPDATE SET \
+                     computed_at = excluded.computed_at, report = excluded.report",
+                    &[&r.campaign_id, &no_nul(&json)],
+                )?;
+            }
+            Ok(())
+        })
     }
 
-    /// Kept in a transaction of its own: a cache, written by a read.
-    fn put_chain_days_now(&self, days: &[ChainDay]) -> Result<(), StoreError> {
+    /// Runs `f` in a transaction of its own (not the batch's open one),
+    /// committed when it returns `Ok`.
+    fn in_transaction<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
         let mut c = self.client()?;
-        let e = self.err("keeping the chain's days");
+        let e = self.err(what);
         let mut t = c.transaction().map_err(&e)?;
-        for d in days {
-            let (sketch, note) = match &d.distinct {
-                Ok(k) => (
-                    Some(postcard::to_stdvec(k).expect("sketches serialize")),
-                    None,
-                ),
-                Err(why) => (None, Some(why.as_str())),
-            };
-            t.execute(
-                "INSERT INTO footfall_chain_days (date, windows, zones, sketch, note) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (date) DO UPDATE SET \
-                 windows = excluded.windows, zones = excluded.zones, \
-                 sketch = excluded.sketch, note = excluded.note",
-                &[
-                    &d.date,
-                    &(d.windows as i64),
-                    &(d.zones as i64),
-                    &sketch,
-                    &note,
-                ],
-            )
-            .map_err(&e)?;
-        }
-        t.commit().map_err(&e)
+        let out = f(&mut t).map_err(&e)?;
+        t.commit().map_err(&e)?;
+        Ok(out)
+    }
+
+    /// A cache, written by a read: its own transaction.
+    fn put_chain_days_now(&self, days: &[ChainDay]) -> Result<(), StoreError> {
+        self.in_transaction("keeping the chain's days", |t| {
+            for d in days {
+                let (sketch, note) = match &d.distinct {
+                    Ok(k) => (
+                        Some(postcard::to_stdvec(k).expect("sketches serialize")),
+                        None,
+                    ),
+                    Err(why) => (None, Some(why.as_str())),
+                };
+                t.execute(
+                    "INSERT INTO footfall_chain_days (date, windows, zones, sketch, note) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (date) DO UPDATE SET \
+                     windows = excluded.windows, zones = excluded.zones, \
+                     sketch = excluded.sketch, note = excluded.note",
+                    &[
+                        &d.date,
+                        &(d.windows as i64),
+                        &(d.zones as i64),
+                        &sketch,
+                        &note,
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn sketches_now(&self, q: &Query) -> Result<Vec<SketchPiece>, StoreError> {
-        let (filter, params) = PgStore::filter(q, "window_start");
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p.as_ref()).collect();
-        let rows = self
-            .client()?
-            .query(
-                &format!(
-                    "SELECT store_id, agent_id, window_start, visitor_sketch \
-                     FROM footfall_windows{filter} \
-                     ORDER BY store_id, agent_id, window_start"
-                ),
-                &refs,
-            )
-            .map_err(self.err("reading sketches"))?;
+        let rows = self.window_rows(
+            "store_id, agent_id, window_start, visitor_sketch",
+            q,
+            "reading sketches",
+        )?;
         self.sketch_pieces(&rows)
     }
 
@@ -1368,31 +1369,29 @@ impl PgStore {
         Ok(out)
     }
 
-    /// In a transaction of its own: a cache, written by a read.
+    /// A cache, written by a read: its own transaction.
     fn keep_day_sketches(
         &self,
         stale: &[(String, String, i64, i64)],
         pieces: &[SketchPiece],
     ) -> Result<(), StoreError> {
-        let mut c = self.client()?;
-        let e = self.err("keeping day sketches");
-        let mut t = c.transaction().map_err(&e)?;
-        for ((store_id, agent_id, day_start, windows), p) in stale.iter().zip(pieces) {
-            t.execute(
-                "INSERT INTO footfall_day_sketches (store_id, agent_id, day_start, windows, sketch) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, agent_id, day_start) \
-                 DO UPDATE SET windows = excluded.windows, sketch = excluded.sketch",
-                &[
-                    store_id,
-                    agent_id,
-                    day_start,
-                    windows,
-                    &postcard::to_stdvec(&p.sketch).expect("sketches serialize"),
-                ],
-            )
-            .map_err(&e)?;
-        }
-        t.commit().map_err(&e)
+        self.in_transaction("keeping day sketches", |t| {
+            for ((store_id, agent_id, day_start, windows), p) in stale.iter().zip(pieces) {
+                t.execute(
+                    "INSERT INTO footfall_day_sketches (store_id, agent_id, day_start, windows, sketch) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, agent_id, day_start) \
+                     DO UPDATE SET windows = excluded.windows, sketch = excluded.sketch",
+                    &[
+                        store_id,
+                        agent_id,
+                        day_start,
+                        windows,
+                        &postcard::to_stdvec(&p.sketch).expect("sketches serialize"),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The windows' sketches of these ranges, in one statement, as pieces
@@ -1454,20 +1453,24 @@ impl PgStore {
         }
     }
 
-    fn select_windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+    /// `columns` of the windows in `q`, in key order.
+    fn window_rows(&self, columns: &str, q: &Query, what: &str) -> Result<Vec<Row>, StoreError> {
         let (filter, params) = PgStore::filter(q, "window_start");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p.as_ref()).collect();
-        let rows = self
-            .client()?
+        self.client()?
             .query(
                 &format!(
-                    "SELECT {WINDOW_COLUMNS} FROM footfall_windows{filter} \
+                    "SELECT {columns} FROM footfall_windows{filter} \
                      ORDER BY store_id, agent_id, window_start"
                 ),
                 &refs,
             )
-            .map_err(self.err("reading windows"))?;
+            .map_err(self.err(what))
+    }
+
+    fn select_windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
+        let rows = self.window_rows(WINDOW_COLUMNS, q, "reading windows")?;
         rows.iter()
             .map(|r| PgStore::window_of(r).map_err(|e| self.corrupt("footfall_windows", e)))
             .collect()
@@ -1631,19 +1634,10 @@ impl PgStore {
 
     /// The hours' sums from the database, their sketches merged here.
     fn hours_now(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
-        let mut hours = self.hour_sums_now(q)?;
-        let mut sketches = self.sketches_now(q)?.into_iter().peekable();
-        for h in &mut hours {
-            let key = (h.store_id.as_str(), h.agent_id.as_str(), h.hour_start);
-            while let Some(p) =
-                sketches.next_if(|p| (p.store_id.as_str(), p.agent_id.as_str(), p.start) <= key)
-            {
-                if (p.store_id.as_str(), p.agent_id.as_str(), p.start) == key {
-                    h.counts.visitor_sketch = p.sketch;
-                }
-            }
-        }
-        Ok(hours)
+        Ok(super::with_sketches(
+            self.hour_sums_now(q)?,
+            self.sketches_now(q)?,
+        ))
     }
 
     fn days_now(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
@@ -1705,19 +1699,17 @@ impl PgStore {
 
     fn put_campaigns_now(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
         self.finish()?;
-        let mut c = self.client()?;
-        let e = self.err("storing campaigns");
-        let mut t = c.transaction().map_err(&e)?;
-        for k in campaigns {
-            let text = serde_json::to_string(k).expect("campaigns serialize");
-            t.execute(
-                "INSERT INTO footfall_campaigns (campaign_id, campaign) VALUES ($1, $2) \
-                 ON CONFLICT (campaign_id) DO UPDATE SET campaign = EXCLUDED.campaign",
-                &[&k.campaign_id, &text],
-            )
-            .map_err(&e)?;
-        }
-        t.commit().map_err(&e)
+        self.in_transaction("storing campaigns", |t| {
+            for k in campaigns {
+                let text = serde_json::to_string(k).expect("campaigns serialize");
+                t.execute(
+                    "INSERT INTO footfall_campaigns (campaign_id, campaign) VALUES ($1, $2) \
+                     ON CONFLICT (campaign_id) DO UPDATE SET campaign = EXCLUDED.campaign",
+                    &[&k.campaign_id, &text],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn reporting_agents_now(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

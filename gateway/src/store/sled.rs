@@ -428,20 +428,8 @@ impl ReportStore for SledStore {
     }
 
     fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
-        let mut hours = self.hour_sums(q)?;
         // Both trees hold the same keys, in the same order.
-        let mut sketches = self.sketches(q)?.into_iter().peekable();
-        for h in &mut hours {
-            let key = (h.store_id.as_str(), h.agent_id.as_str(), h.hour_start);
-            while let Some(p) =
-                sketches.next_if(|p| (p.store_id.as_str(), p.agent_id.as_str(), p.start) <= key)
-            {
-                if (p.store_id.as_str(), p.agent_id.as_str(), p.start) == key {
-                    h.counts.visitor_sketch = p.sketch;
-                }
-            }
-        }
-        Ok(hours)
+        Ok(super::with_sketches(self.hour_sums(q)?, self.sketches(q)?))
     }
 
     fn hour_sums(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
@@ -538,14 +526,8 @@ impl ReportStore for SledStore {
             let tz = zones.get(&store).unwrap_or(&utc);
             let first = crate::store::time::local_date(day, tz);
             let last = crate::store::time::local_date(day + 86_399, tz);
-            for date in [first, last.filter(|l| Some(*l) != first)]
-                .into_iter()
-                .flatten()
-            {
-                let date = date.to_string();
-                if date.as_str() >= from && date.as_str() <= to {
-                    *out.entry(date).or_default() += n as u64;
-                }
+            for date in [first, last.filter(|l| Some(*l) != first)] {
+                super::count_date(&mut out, date, (from, to), n as u64);
             }
         }
         Ok(out)
