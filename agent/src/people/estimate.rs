@@ -132,6 +132,17 @@ impl Observations {
         }
     }
 
+    /// The observations by device, taken out (the checkpoint writes them
+    /// in parts); `unavailable` stays.
+    pub fn take_devices(&mut self) -> IdMap<Obs> {
+        std::mem::take(&mut self.devices)
+    }
+
+    /// Puts back what `take_devices` took, or a part of it.
+    pub fn extend_devices(&mut self, devices: impl IntoIterator<Item = (DeviceId, Obs)>) {
+        self.devices.extend(devices);
+    }
+
     /// Devices observed (each with its fingerprint).
     pub fn devices(&self) -> usize {
         self.devices.len()
@@ -158,37 +169,66 @@ impl Observations {
         // their last one is in: a new MAC looks in the (at most two) blocks
         // just before its first number, so linking stays linear when
         // thousands of phones share a model (a list per model was
-        // quadratic). An entry is stale once its phone's last_seq moved
-        // on; each is checked.
-        let mut ends: std::collections::HashMap<u128, Vec<(usize, u16)>, IdBuildHasher> =
-            Default::default();
+        // quadratic). Each phone has one entry, in the block of its
+        // current last_seq, holding what linking compares (so the lists
+        // are scanned without touching `phones`): it moves when the phone
+        // links, and goes once the phone's last frame is more than
+        // LINK_GAP_US before a new MAC's first, since MACs come in time
+        // order and no later one can link to it. With every phone of the
+        // epoch left in the lists, linking was a third of a crowd's replay
+        // (issue 20).
+        #[derive(Clone, Copy)]
+        struct End {
+            phone: usize,
+            last_us: i64,
+            last_seq: u16,
+            last_rssi: i8,
+        }
+        impl End {
+            fn of(phone: usize, o: &Obs) -> End {
+                End {
+                    phone,
+                    last_us: o.last_us,
+                    last_seq: o.last_seq,
+                    last_rssi: o.last_rssi,
+                }
+            }
+        }
+        let mut ends: std::collections::HashMap<u128, Vec<End>, IdBuildHasher> = Default::default();
         let block = |fingerprint: u64, seq: u16| {
             u128::from(fingerprint) << 16 | u128::from((seq & 0x0fff) / LINK_SEQ)
         };
         let mut links = 0;
         for (_, o) in obs {
-            let (near, far) = (
-                o.first_seq.wrapping_sub(1),
-                o.first_seq.wrapping_sub(LINK_SEQ),
-            );
-            let mut best: Option<(u16, usize)> = None;
-            for key in [block(o.fingerprint, near), block(o.fingerprint, far)] {
-                for &(i, seq) in ends.get(&key).into_iter().flatten() {
-                    if phones[i].last_seq != seq {
-                        continue;
-                    }
-                    if let Some(step) = link_step(&phones[i], &o) {
-                        if best.is_none_or(|b| (step, i) < b) {
-                            best = Some((step, i));
+            let keys = [
+                block(o.fingerprint, o.first_seq.wrapping_sub(1)),
+                block(o.fingerprint, o.first_seq.wrapping_sub(LINK_SEQ)),
+            ];
+            let distinct = if keys[0] == keys[1] { 1 } else { 2 };
+            // (step, phone) decides; then where its entry is.
+            let mut best: Option<(u16, usize, u128)> = None;
+            for &key in &keys[..distinct] {
+                let Some(list) = ends.get_mut(&key) else {
+                    continue;
+                };
+                list.retain(|e| o.first_us - e.last_us <= LINK_GAP_US);
+                if list.is_empty() {
+                    ends.remove(&key);
+                    continue;
+                }
+                for e in list.iter() {
+                    if let Some(step) = link_step(e.last_us, e.last_seq, e.last_rssi, &o) {
+                        if best.is_none_or(|(s, i, _)| (step, e.phone) < (s, i)) {
+                            best = Some((step, e.phone, key));
                         }
                     }
                 }
-                if block(o.fingerprint, near) == block(o.fingerprint, far) {
-                    break;
-                }
             }
-            match best {
-                Some((_, i)) => {
+            let i = match best {
+                Some((_, i, key)) => {
+                    let list = ends.get_mut(&key).expect("found in it above");
+                    let at = list.iter().position(|e| e.phone == i).expect("found");
+                    list.swap_remove(at);
                     let p = &mut phones[i];
                     // A MAC change within one burst does not start another.
                     let same_burst = o.first_us - p.last_us <= BURST_GAP_US;
@@ -197,17 +237,16 @@ impl Observations {
                     p.last_seq = o.last_seq;
                     p.last_rssi = o.last_rssi;
                     links += 1;
-                    ends.entry(block(o.fingerprint, o.last_seq))
-                        .or_default()
-                        .push((i, o.last_seq));
+                    i
                 }
                 None => {
-                    ends.entry(block(o.fingerprint, o.last_seq))
-                        .or_default()
-                        .push((phones.len(), o.last_seq));
                     phones.push(o);
+                    phones.len() - 1
                 }
-            }
+            };
+            ends.entry(block(o.fingerprint, o.last_seq))
+                .or_default()
+                .push(End::of(i, &phones[i]));
         }
         let mut persistent = 0.0;
         let mut single: Vec<u64> = Vec::new();
@@ -229,12 +268,13 @@ impl Observations {
     }
 }
 
-/// Whether `next` (a new MAC) continues `phone`, and how close the
+/// Whether `next` (a new MAC) continues the phone whose last frame was
+/// (`last_us`, `last_seq`, `last_rssi`), and how close the
 /// sequence numbers are (the smallest step wins when several could).
-fn link_step(phone: &Obs, next: &Obs) -> Option<u16> {
-    let gap = next.first_us - phone.last_us;
-    let step = next.first_seq.wrapping_sub(phone.last_seq) & 0x0fff;
-    let rssi = (i16::from(next.first_rssi) - i16::from(phone.last_rssi)).abs();
+fn link_step(last_us: i64, last_seq: u16, last_rssi: i8, next: &Obs) -> Option<u16> {
+    let gap = next.first_us - last_us;
+    let step = next.first_seq.wrapping_sub(last_seq) & 0x0fff;
+    let rssi = (i16::from(next.first_rssi) - i16::from(last_rssi)).abs();
     (gap > 0 && gap <= LINK_GAP_US && step > 0 && step <= LINK_SEQ && rssi <= LINK_RSSI_DB)
         .then_some(step)
 }
