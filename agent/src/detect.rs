@@ -6,7 +6,7 @@
 //! `classify` is the hot path: it parses in place, allocates nothing and
 //! never panics; each rejected frame gets one `DropReason`.
 
-use crate::privacy::fingerprint::fingerprint;
+use crate::privacy::fingerprint::FingerprintCache;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -206,6 +206,7 @@ impl FrameStats {
 /// MACs never reach a disk (the service unit also disables core dumps).
 struct IdCache {
     slots: Box<[Option<(Mac, DeviceId, u64)>]>,
+    fingerprints: FingerprintCache,
 }
 
 impl IdCache {
@@ -214,12 +215,14 @@ impl IdCache {
     fn new() -> IdCache {
         IdCache {
             slots: vec![None; Self::SLOTS].into_boxed_slice(),
+            fingerprints: FingerprintCache::new(),
         }
     }
 
     /// Forgets every MAC: after a key rotation its ids are of the old key.
     fn clear(&mut self) {
         self.slots.fill(None);
+        self.fingerprints.clear();
     }
 
     fn id(&mut self, keyer: &Keyer, probe: &Probe) -> (DeviceId, u64) {
@@ -232,7 +235,7 @@ impl IdCache {
             Some((m, id, fp)) if m == mac => (*id, *fp),
             _ => {
                 let id = keyer.id(mac);
-                let fp = fingerprint(keyer, probe.frame.elements());
+                let fp = self.fingerprints.get(keyer, probe.frame.elements());
                 self.slots[slot] = Some((*mac, id, fp));
                 (id, fp)
             }

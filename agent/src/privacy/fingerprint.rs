@@ -28,6 +28,12 @@ const MAX: usize = 512;
 /// The keyed fingerprint of a probe's elements.
 pub fn fingerprint<'a>(keyer: &Keyer, elements: impl Iterator<Item = (u8, &'a [u8])>) -> u64 {
     let mut buf = [0u8; MAX];
+    let len = structure(elements, &mut buf);
+    keyer.fingerprint(&buf[..len])
+}
+
+/// Writes the structure that is hashed into `buf`; returns its length.
+fn structure<'a>(elements: impl Iterator<Item = (u8, &'a [u8])>, buf: &mut [u8; MAX]) -> usize {
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
         let n = bytes.len().min(MAX - len);
@@ -50,7 +56,65 @@ pub fn fingerprint<'a>(keyer: &Keyer, elements: impl Iterator<Item = (u8, &'a [u
             _ => put(&[id]),
         }
     }
-    keyer.fingerprint(&buf[..len])
+    len
+}
+
+/// Fingerprints of the structures seen lately. A crowd's phones are a few
+/// dozen models, and a phone that takes a new MAC every scan made keying
+/// its structure (four SHA-256 blocks) a tenth of a crowd's replay (issue
+/// 20). Direct-mapped like the detector's id cache: a slot holds the last
+/// structure that hashed to it, compared byte for byte, so the cache never
+/// changes a fingerprint. Memory only; the structure holds no SSID.
+pub struct FingerprintCache {
+    slots: Box<[Option<Slot>]>,
+}
+
+/// A structure and its fingerprint.
+type Slot = (Box<[u8]>, u64);
+
+impl FingerprintCache {
+    const SLOTS: usize = 256;
+
+    pub fn new() -> FingerprintCache {
+        FingerprintCache {
+            slots: vec![None; Self::SLOTS].into_boxed_slice(),
+        }
+    }
+
+    /// Forgets every fingerprint: after a key rotation they are the old key's.
+    pub fn clear(&mut self) {
+        self.slots.fill(None);
+    }
+
+    /// `fingerprint(keyer, elements)`, from the cache when it holds it.
+    pub fn get<'a>(
+        &mut self,
+        keyer: &Keyer,
+        elements: impl Iterator<Item = (u8, &'a [u8])>,
+    ) -> u64 {
+        let mut buf = [0u8; MAX];
+        let len = structure(elements, &mut buf);
+        let bytes = &buf[..len];
+        // FNV-1a: only spreads structures over slots; equality decides.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let slot = &mut self.slots[(hash >> 56) as usize % Self::SLOTS];
+        match slot {
+            Some((s, fp)) if **s == *bytes => *fp,
+            _ => {
+                let fp = keyer.fingerprint(bytes);
+                *slot = Some((bytes.into(), fp));
+                fp
+            }
+        }
+    }
+}
+
+impl Default for FingerprintCache {
+    fn default() -> Self {
+        FingerprintCache::new()
+    }
 }
 
 #[cfg(test)]
@@ -74,6 +138,34 @@ mod tests {
         assert_eq!(fp(b), fp(d), "the channel's place does not matter");
         let reordered: &[(u8, &[u8])] = &[(45, &[1, 2]), (1, &[2, 4])];
         assert_ne!(fp(b), fp(reordered), "the order of elements does");
+    }
+
+    #[test]
+    fn the_cache_gives_what_keying_gives() {
+        let (k, other) = (keyer(), Keyer::new(&[8; 32]));
+        let mut cache = FingerprintCache::new();
+        let structures: Vec<Vec<(u8, Vec<u8>)>> = (0..600u32)
+            .map(|i| vec![(1, vec![2, 4]), (45, i.to_le_bytes().to_vec())])
+            .collect();
+        fn elements(e: &[(u8, Vec<u8>)]) -> Vec<(u8, &[u8])> {
+            e.iter().map(|(id, b)| (*id, b.as_slice())).collect()
+        }
+        for round in 0..2 {
+            for e in &structures {
+                let e = elements(e);
+                assert_eq!(
+                    cache.get(&k, e.iter().copied()),
+                    fingerprint(&k, e.iter().copied()),
+                    "round {round}"
+                );
+            }
+        }
+        cache.clear();
+        let e = elements(&structures[0]);
+        assert_eq!(
+            cache.get(&other, e.iter().copied()),
+            fingerprint(&other, e.iter().copied())
+        );
     }
 
     #[test]
