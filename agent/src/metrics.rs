@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub reports_acked: u64,
     pub publish_refused: u64,
     pub devices_in_memory: u64,
+    pub window_entries: u64,
+    pub people_observations: u64,
+    pub checkpoint_bulk_bytes: u64,
     pub connected: bool,
 }
 
@@ -91,6 +94,24 @@ pub fn render(s: &Snapshot) -> String {
         &[(String::new(), s.devices_in_memory)],
     );
     metric(
+        "footfall_window_entries",
+        "gauge",
+        "Device entries the pending windows hold (one per device and window).",
+        &[(String::new(), s.window_entries)],
+    );
+    metric(
+        "footfall_people_observations",
+        "gauge",
+        "Devices observed for the people estimate, over the pending windows.",
+        &[(String::new(), s.people_observations)],
+    );
+    metric(
+        "footfall_checkpoint_bulk_bytes",
+        "gauge",
+        "Bytes of the last checkpoint's parts (devices, entries, observations).",
+        &[(String::new(), s.checkpoint_bulk_bytes)],
+    );
+    metric(
         "footfall_broker_connected",
         "gauge",
         "1 while connected to the broker.",
@@ -135,6 +156,7 @@ mod tests {
         let mut s = Snapshot {
             outbox_pending: 7,
             outbox_full: true,
+            window_entries: 290_000,
             ..Snapshot::default()
         };
         s.frames.detections = 3;
@@ -144,5 +166,6 @@ mod tests {
         assert!(text.contains("footfall_frames_total{result=\"bad_fcs\"} 0\n"));
         assert!(text.contains("footfall_outbox_pending 7\n"));
         assert!(text.contains("footfall_outbox_full 1\n"));
+        assert!(text.contains("# TYPE footfall_window_entries gauge\nfootfall_window_entries 290000\n"));
     }
 }

@@ -178,12 +178,12 @@ impl Agent {
                 self.store.seal_under(sealer);
             }
         }
-        let cp = Checkpoint {
+        let mut cp = Checkpoint {
             counter: std::mem::take(&mut self.counter.state),
             files: self.files.clone(),
             next_seq: self.next_seq,
         };
-        let result = self.store.commit(&cp, &reports);
+        let result = self.store.commit(&mut cp, &reports);
         self.counter.state = cp.counter;
         result?;
         if let Some(e) = epoch {
@@ -391,5 +391,97 @@ mod tests {
             .collect();
         assert_eq!(agent.store.outbox_seqs(), left);
         assert_eq!(agent.store.outbox_size().0, left.len());
+    }
+
+    /// A crowd: 10,000 devices detected over the first ten minutes, so that
+    /// the state's bulk (devices, entries, observations) is several parts.
+    fn crowd(agent: &mut Agent) {
+        for t in (0..600).step_by(120) {
+            for dev in 0..10_000u128 {
+                let d = Detection {
+                    device: DeviceId(1000 + dev),
+                    seq: (dev as u16).wrapping_mul(7).wrapping_add(t as u16),
+                    fingerprint: (dev % 13) as u64,
+                    rssi_dbm: Some(-60),
+                    ..detection(t, 0)
+                };
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+        }
+    }
+
+    /// issue 20: the bulk is written in parts beside the checkpoint. A
+    /// restart in the middle of a crowd counts what an uninterrupted run
+    /// counts, report for report.
+    #[test]
+    fn a_crowd_checkpointed_in_parts_restarts_where_it_was() {
+        let run = |restart: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path());
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            crowd(&mut agent);
+            let mut reports = agent.checkpoint().unwrap();
+            assert!(agent.counter.devices_in_memory() == 10_000);
+            if restart {
+                let file = agent.store.bulk_dir().join("1.parts");
+                assert!(
+                    std::fs::metadata(file).unwrap().len() > 500_000,
+                    "the bulk is in its file"
+                );
+                drop(agent);
+                agent = reopen(&config);
+                assert!(agent.counter.devices_in_memory() == 10_000);
+            }
+            feed(&mut agent, 600, 3 * 3600);
+            agent.counter.finish(&mut agent.store);
+            reports.extend(agent.checkpoint().unwrap());
+            reports
+        };
+        let (straight, restarted) = (run(false), run(true));
+        assert!(straight.len() > 8);
+        assert_eq!(straight, restarted);
+    }
+
+    /// A file of parts cut short is an error naming it; the file a crash
+    /// left of an unfinished commit is ignored and removed.
+    #[test]
+    fn a_short_file_of_parts_is_an_error_and_a_crashed_commits_parts_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (mut agent, _) = Agent::open(&config).unwrap();
+        crowd(&mut agent);
+        agent.checkpoint().unwrap();
+        let bulk = agent.store.bulk_dir().to_path_buf();
+        let files = |d: &Path| -> Vec<PathBuf> {
+            let mut f: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            f.sort();
+            f
+        };
+        let committed = files(&bulk);
+        assert_eq!(committed.len(), 1, "{committed:?}");
+        // An unfinished commit of the next generation.
+        let orphan = bulk.join("2.parts");
+        std::fs::write(&orphan, b"torn").unwrap();
+        drop(agent);
+        let agent = reopen(&config);
+        assert_eq!(agent.counter.devices_in_memory(), 10_000);
+        assert_eq!(files(&bulk), committed, "the orphan is removed");
+        drop(agent);
+        let bytes = std::fs::read(&committed[0]).unwrap();
+        std::fs::write(&committed[0], &bytes[..bytes.len() - 100]).unwrap();
+        let err = loop {
+            match Agent::open(&config) {
+                Err(e) if format!("{e:#}").contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => break format!("{e:#}"),
+                Ok(_) => panic!("a state with its parts cut short opened"),
+            }
+        };
+        assert!(err.contains("bulk/1.parts"), "{err}");
+        assert!(err.contains("the state is damaged"), "{err}");
     }
 }

@@ -213,6 +213,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     last_metrics = Instant::now();
                     let Ok(mut m) = metrics.lock() else { continue };
                     let (pending, bytes) = agent.store.outbox_size();
+                    let (entries, observed) = agent.counter.held_per_device();
                     *m = crate::metrics::Snapshot {
                         frames: health.stats.clone(),
                         late_frames: agent.counter.state.late_frames,
@@ -222,6 +223,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         reports_acked: acked_total,
                         publish_refused: health.publish_refused,
                         devices_in_memory: agent.counter.devices_in_memory() as u64,
+                        window_entries: entries as u64,
+                        people_observations: observed as u64,
+                        checkpoint_bulk_bytes: agent.store.bulk_bytes(),
                         connected,
                     };
                 }

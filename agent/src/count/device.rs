@@ -6,10 +6,12 @@
 //! `visit` was decided when it closed, with every earlier session known.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::history::History;
 use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
 use crate::days::LocalDays;
+use crate::privacy::IdMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Session {
@@ -27,11 +29,17 @@ impl Session {
     }
 }
 
+/// The devices in memory. Boxed: a crowd holds hundreds of thousands,
+/// and a map of devices held in place doubled them all at each resize
+/// (issue 20); boxed, a resize moves pointers. Stored as if unboxed.
+pub(super) type Devices = IdMap<Box<Device>>;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Device {
     /// Sessions still needed by a window that is not final, oldest first;
-    /// only the last can be open.
-    pub(super) sessions: Vec<Session>,
+    /// only the last can be open. Nearly every device has one, so it is
+    /// held in place (stored as a list all the same).
+    pub(super) sessions: SmallVec<[Session; 1]>,
     /// (window, day) of the last entry pushed, to skip the obvious repeats.
     pub(super) last_entry: (i64, i32),
     /// The newest window with a detection of this device.

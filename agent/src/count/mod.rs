@@ -33,6 +33,7 @@ mod state;
 mod window;
 
 use footfall_report::Report;
+use smallvec::SmallVec;
 
 use footfall_report::PrivacyMode;
 
@@ -45,7 +46,7 @@ use epoch::EpochObs;
 use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
 use state::WindowAcc;
-pub use state::{State, StateV2, StateV3, StateV4};
+pub use state::{Bulk, BulkPart, State, StateV2, StateV3, StateV4};
 
 const US_PER_S: i64 = 1_000_000;
 /// SPEC §3: residents are judged on the seven days before.
@@ -195,6 +196,18 @@ impl Counter {
         self.state.devices.len()
     }
 
+    /// What the counter holds per device besides the device map, for the
+    /// metrics of memory (issue 20): window entries and people
+    /// observations of every pending window (and, under `ephemeral`, of
+    /// the key epoch in progress).
+    pub fn held_per_device(&self) -> (usize, usize) {
+        let windows = &self.state.windows;
+        let entries = windows.iter().map(|w| w.entries.len()).sum();
+        let observed = windows.iter().map(|w| w.people.devices()).sum::<usize>()
+            + self.epoch_obs.as_ref().map_or(0, |e| e.obs.devices());
+        (entries, observed)
+    }
+
     /// Devices in the store now: those with a strong session still open
     /// (for the `live` topic; not a SPEC count).
     pub fn present_devices(&self) -> usize {
@@ -301,18 +314,21 @@ impl Counter {
                         None => (History::default(), false),
                     }
                 };
-                self.state.devices.entry(d.device).or_insert(Device {
-                    sessions: Vec::new(),
-                    last_entry: (i64::MIN, NO_DAY),
-                    last_window: w,
-                    hist,
-                    stored,
-                    mark: Mark::default(),
-                })
+                self.state
+                    .devices
+                    .entry(d.device)
+                    .or_insert(Box::new(Device {
+                        sessions: SmallVec::new(),
+                        last_entry: (i64::MIN, NO_DAY),
+                        last_window: w,
+                        hist,
+                        stored,
+                        mark: Mark::default(),
+                    }))
             }
         };
         if dev.last_entry != (w, day) {
-            acc.entries.push((d.device, day));
+            acc.entries.push(d.device, day);
             dev.last_entry = (w, day);
         }
         dev.last_window = dev.last_window.max(w);

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::device::Device;
+use super::device::{Device, Devices};
 use super::history::{History, NO_DAY};
-use crate::people::{Features, Observations};
+use crate::people::{Features, Obs, Observations};
 use crate::privacy::{DeviceId, IdMap, IdSet};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -16,12 +16,83 @@ pub(super) struct WindowAcc {
     pub(super) frames: u64,
     pub(super) frames_no_signal: u64,
     /// (device, local day of the detection), with repeats.
-    pub(super) entries: Vec<(DeviceId, i32)>,
+    pub(super) entries: Entries,
     /// SPEC §8: the window's strong devices, for the people estimate.
     pub(super) people: Observations,
     /// `ephemeral`: the people features of the window's ended key epochs
     /// (sums; see `epoch`), in place of `people`, which stays empty.
     pub(super) epochs: Features,
+}
+
+/// A window's entries: (device, local day of the detection), with
+/// repeats. A window lies in one local day unless local midnight cuts it
+/// (zones whose offset is not whole quarters of an hour), so the ids of
+/// its first day are kept without their day: half the bytes of pairs,
+/// which a crowd's hundreds of thousands of entries a window made worth it
+/// (issue 20). Stored as the list of pairs it always was.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Entries {
+    /// The entries on `day`, in detection order.
+    ids: Vec<DeviceId>,
+    day: i32,
+    /// The entries on any other day, in detection order.
+    others: Vec<(DeviceId, i32)>,
+}
+
+impl Entries {
+    pub(super) fn push(&mut self, id: DeviceId, day: i32) {
+        if self.is_empty() {
+            self.day = day;
+        }
+        if day == self.day {
+            self.ids.push(id);
+        } else {
+            self.others.push((id, day));
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ids.len() + self.others.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.others.is_empty()
+    }
+
+    /// The `i`th entry, those of the first day first: finalizing a window
+    /// counts the same in any order.
+    pub(super) fn get(&self, i: usize) -> (DeviceId, i32) {
+        match self.ids.get(i) {
+            Some(&id) => (id, self.day),
+            None => self.others[i - self.ids.len()],
+        }
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = (DeviceId, i32)> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl From<Vec<(DeviceId, i32)>> for Entries {
+    fn from(pairs: Vec<(DeviceId, i32)>) -> Entries {
+        let mut e = Entries::default();
+        for (id, day) in pairs {
+            e.push(id, day);
+        }
+        e
+    }
+}
+
+impl Serialize for Entries {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        Vec::<(DeviceId, i32)>::deserialize(d).map(Entries::from)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -52,7 +123,7 @@ pub struct State {
     /// The oldest local day not yet reported.
     pub(super) next_day: Option<i32>,
     pub(super) days: BTreeMap<i32, DayAcc>,
-    pub(super) devices: IdMap<Device>,
+    pub(super) devices: Devices,
     /// Randomized devices gone from memory that were counted in a day not
     /// yet reported, by that day: all a randomized device's past can
     /// change (SPEC §3: never returning nor resident), so it stays here
@@ -66,6 +137,151 @@ pub struct State {
     pub(super) people_before: Option<(i64, f64)>,
 }
 
+/// What a state holds per device (the device map, each pending window's
+/// entries and people observations): all but a few bytes of a crowd's
+/// state. The checkpoint writes it in parts, apart from the rest, so that
+/// no copy of it all is ever made (issue 20).
+#[derive(Default)]
+pub struct Bulk {
+    devices: Devices,
+    entries: Vec<Entries>,
+    people: Vec<IdMap<Obs>>,
+}
+
+/// One part of a `Bulk`, as stored.
+#[derive(Serialize, Deserialize)]
+pub struct BulkPart(Part);
+
+#[derive(Serialize, Deserialize)]
+enum Part {
+    Devices(Vec<(DeviceId, Device)>),
+    /// Of the pending window at this index.
+    Entries(u32, Vec<(DeviceId, i32)>),
+    People(u32, Vec<(DeviceId, Obs)>),
+}
+
+/// `Part` as written, borrowing from the state (the same bytes).
+#[derive(Serialize)]
+enum PartRef<'a> {
+    Devices(&'a [(&'a DeviceId, &'a Device)]),
+    Entries(u32, &'a [(DeviceId, i32)]),
+    People(u32, &'a [(&'a DeviceId, &'a Obs)]),
+}
+
+impl Bulk {
+    /// Devices, entries or observations a part holds at most.
+    const PART_ITEMS: usize = 4096;
+
+    /// Whether it has no part at all (always, under `ephemeral`).
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+            && self.entries.iter().all(Entries::is_empty)
+            && self.people.iter().all(|p| p.is_empty())
+    }
+
+    /// Hands each part to `put`, in order, as the postcard bytes of a
+    /// `BulkPart`.
+    pub fn write_parts<E>(&self, mut put: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let encode =
+            |part: &PartRef<'_>| postcard::to_stdvec(part).expect("in-memory structs serialize");
+        let mut devices = Vec::with_capacity(Self::PART_ITEMS);
+        for (id, device) in &self.devices {
+            devices.push((id, &**device));
+            if devices.len() == Self::PART_ITEMS {
+                put(encode(&PartRef::Devices(&devices)))?;
+                devices.clear();
+            }
+        }
+        if !devices.is_empty() {
+            put(encode(&PartRef::Devices(&devices)))?;
+        }
+        drop(devices);
+        let mut pairs = Vec::with_capacity(Self::PART_ITEMS);
+        for (w, entries) in self.entries.iter().enumerate() {
+            for pair in entries.iter() {
+                pairs.push(pair);
+                if pairs.len() == Self::PART_ITEMS {
+                    put(encode(&PartRef::Entries(w as u32, &pairs)))?;
+                    pairs.clear();
+                }
+            }
+            if !pairs.is_empty() {
+                put(encode(&PartRef::Entries(w as u32, &pairs)))?;
+                pairs.clear();
+            }
+        }
+        drop(pairs);
+        let mut obs = Vec::with_capacity(Self::PART_ITEMS);
+        for (w, people) in self.people.iter().enumerate() {
+            for item in people {
+                obs.push(item);
+                if obs.len() == Self::PART_ITEMS {
+                    put(encode(&PartRef::People(w as u32, &obs)))?;
+                    obs.clear();
+                }
+            }
+            if !obs.is_empty() {
+                put(encode(&PartRef::People(w as u32, &obs)))?;
+                obs.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Takes the bulk out, leaving the rest (what the checkpoint writes in
+    /// one value).
+    pub fn take_bulk(&mut self) -> Bulk {
+        Bulk {
+            devices: std::mem::take(&mut self.devices),
+            entries: self
+                .windows
+                .iter_mut()
+                .map(|w| std::mem::take(&mut w.entries))
+                .collect(),
+            people: self
+                .windows
+                .iter_mut()
+                .map(|w| w.people.take_devices())
+                .collect(),
+        }
+    }
+
+    /// Puts back what `take_bulk` took.
+    pub fn put_bulk(&mut self, bulk: Bulk) {
+        self.devices = bulk.devices;
+        for ((w, entries), people) in self.windows.iter_mut().zip(bulk.entries).zip(bulk.people) {
+            w.entries = entries;
+            w.people.extend_devices(people);
+        }
+    }
+
+    /// Adds a stored part; an error says what does not fit.
+    pub fn put_part(&mut self, part: BulkPart) -> Result<(), String> {
+        let pending = self.windows.len();
+        let window = |w: u32| {
+            let at = w as usize;
+            (at < pending)
+                .then_some(at)
+                .ok_or_else(|| format!("a part of pending window {w}, but {pending} are pending"))
+        };
+        match part.0 {
+            Part::Devices(devices) => self
+                .devices
+                .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d)))),
+            Part::Entries(w, pairs) => {
+                let acc = &mut self.windows[window(w)?];
+                for (id, day) in pairs {
+                    acc.entries.push(id, day);
+                }
+            }
+            Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
+        }
+        Ok(())
+    }
+}
+
 /// `State` as state format v2 wrote it, before `randomized_visitors`: the
 /// store upgrades a v2 state through it (postcard is positional, so the
 /// old layout must be spelled out).
@@ -76,7 +292,7 @@ pub struct StateV2 {
     pub(super) windows: VecDeque<WindowAcc>,
     pub(super) next_day: Option<i32>,
     pub(super) days: BTreeMap<i32, DayAcc>,
-    pub(super) devices: IdMap<Device>,
+    pub(super) devices: Devices,
     pub(super) late_frames: u64,
 }
 
@@ -115,7 +331,7 @@ pub struct StateV3 {
     windows: VecDeque<WindowAccV3>,
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAccV3>,
-    devices: IdMap<Device>,
+    devices: Devices,
     randomized_visitors: BTreeMap<i32, IdSet>,
     late_frames: u64,
 }
@@ -151,7 +367,7 @@ impl StateV3 {
                 .map(|w| WindowAcc {
                     frames: w.frames,
                     frames_no_signal: w.frames_no_signal,
-                    entries: w.entries,
+                    entries: w.entries.into(),
                     people: Observations::unavailable(),
                     epochs: Features::default(),
                 })
@@ -191,7 +407,7 @@ pub struct StateV4 {
     windows: VecDeque<WindowAccV4>,
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAcc>,
-    devices: IdMap<Device>,
+    devices: Devices,
     randomized_visitors: BTreeMap<i32, IdSet>,
     late_frames: u64,
     people_before: Option<(i64, f64)>,
@@ -218,7 +434,7 @@ impl StateV4 {
                 .map(|w| WindowAcc {
                     frames: w.frames,
                     frames_no_signal: w.frames_no_signal,
-                    entries: w.entries,
+                    entries: w.entries.into(),
                     people: w.people,
                     epochs: Features::default(),
                 })

@@ -39,7 +39,7 @@ impl Counter {
         let mut dwell_counts = vec![0u64; DWELL_EDGES_S.len()];
         let mut dwell_sum_s = 0u64;
         for i in 0..acc.entries.len() {
-            let (id, day) = acc.entries[i];
+            let (id, day) = acc.entries.get(i);
             let dev = self
                 .state
                 .devices

@@ -44,4 +44,4 @@ pub mod calibration;
 pub mod estimate;
 
 pub use calibration::{Calibration, CalibrationError};
-pub use estimate::{Estimate, Features, Observations};
+pub use estimate::{Estimate, Features, Obs, Observations};

@@ -2,11 +2,25 @@
 //! together, and the one transaction that commits it with the outbox and
 //! the histories saved since the last one.
 
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
 use footfall_report::Report;
 use serde::{Deserialize, Serialize};
 
-use super::{encode, Store, StoreError, CHECKPOINT_KEY, CHECKPOINT_V3_KEY, CHECKPOINT_V4_KEY};
-use crate::count;
+use super::{
+    encode, framed, Store, StoreError, CHECKPOINT_KEY, CHECKPOINT_V3_KEY, CHECKPOINT_V4_KEY,
+    PARTS_KEY,
+};
+use crate::count::{self, BulkPart};
+
+/// Which parts hold the bulk of the checkpoint beside it (`count::Bulk`):
+/// the file `bulk/{generation}.parts`, `parts` of them.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartsHead {
+    generation: u64,
+    parts: u32,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileProgress {
@@ -43,10 +57,20 @@ impl Store {
     /// or before privacy modes (`checkpoint-4`) is read in its own layout
     /// and upgraded; the next commit writes the
     /// current one and removes the old key in the same transaction.
-    pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+    pub fn load_checkpoint(&mut self) -> Result<Option<Checkpoint>, StoreError> {
         let get = |key| self.state.get(key).map_err(|e| self.sled_err(e));
         if let Some(v) = get(CHECKPOINT_KEY)? {
-            return Ok(Some(self.decode("state", "checkpoint-5", &v)?));
+            let mut cp: Checkpoint = self.decode("state", "checkpoint-5", &v)?;
+            let head = match get(PARTS_KEY)? {
+                Some(h) => Some(self.decode::<PartsHead>("state", "checkpoint-parts", &h)?),
+                None => None,
+            };
+            self.generation = head.as_ref().map_or(0, |h| h.generation);
+            if let Some(head) = head {
+                self.load_parts(&head, &mut cp.counter)?;
+            }
+            self.drop_parts_but(self.generation)?;
+            return Ok(Some(cp));
         }
         if let Some(v) = get(CHECKPOINT_V4_KEY)? {
             let old: CheckpointV4 = self.decode("state", "checkpoint-4", &v)?;
@@ -69,10 +93,146 @@ impl Store {
         }
     }
 
-    /// Commits a checkpoint and its new reports in one transaction, then
-    /// flushes: after this returns, a crash loses none of it.
-    pub fn commit(&mut self, cp: &Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
-        let cp_bytes = self.sealed(encode(cp));
+    fn parts_file(&self, generation: u64) -> PathBuf {
+        self.bulk_dir.join(format!("{generation}.parts"))
+    }
+
+    /// Adds the parts `head` names to `state`; a file missing, short or
+    /// with a part that does not fit is an error naming it.
+    fn load_parts(&self, head: &PartsHead, state: &mut count::State) -> Result<(), StoreError> {
+        if head.parts == 0 {
+            return Ok(());
+        }
+        let path = self.parts_file(head.generation);
+        let corrupt = |what: String| StoreError::CorruptFile {
+            path: path.clone(),
+            what,
+        };
+        let mut file = std::fs::File::open(&path)
+            .map(BufReader::new)
+            .map_err(|e| corrupt(format!("cannot read the checkpoint's parts: {e}")))?;
+        for n in 0..head.parts {
+            let mut len = [0u8; 4];
+            let mut value = Vec::new();
+            file.read_exact(&mut len)
+                .and_then(|()| {
+                    value.resize(u32::from_le_bytes(len) as usize, 0);
+                    file.read_exact(&mut value)
+                })
+                .map_err(|e| {
+                    corrupt(format!(
+                        "part {n} of the {} the checkpoint names: {e}",
+                        head.parts
+                    ))
+                })?;
+            let part: BulkPart = self
+                .decode("bulk", &format!("part {n}"), &value)
+                .map_err(|e| corrupt(e.to_string()))?;
+            state
+                .put_part(part)
+                .map_err(|w| corrupt(format!("part {n}: {w}")))?;
+        }
+        if file.fill_buf().map_or(true, |rest| !rest.is_empty()) {
+            return Err(corrupt(format!(
+                "more than the {} parts the checkpoint names",
+                head.parts
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the parts the last commit wrote (a metric).
+    pub fn bulk_bytes(&self) -> u64 {
+        self.bulk_bytes
+    }
+
+    /// Writes `bulk` as the parts of `generation`, synced; returns how many.
+    /// No file for no parts: `ephemeral` has none, and a checkpoint a
+    /// second should not cost it two syncs.
+    fn write_parts(&mut self, generation: u64, bulk: &count::Bulk) -> Result<u32, StoreError> {
+        self.bulk_bytes = 0;
+        if bulk.is_empty() {
+            return Ok(0);
+        }
+        let path = self.parts_file(generation);
+        let err = |source| StoreError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.bulk_dir).map_err(err)?;
+        let mut file = BufWriter::new(std::fs::File::create(&path).map_err(err)?);
+        let (mut parts, mut bytes) = (0u32, 0u64);
+        bulk.write_parts(|payload| {
+            let value = self.sealed(framed(payload));
+            parts += 1;
+            bytes += 4 + value.len() as u64;
+            file.write_all(&(value.len() as u32).to_le_bytes())?;
+            file.write_all(&value)
+        })
+        .map_err(err)?;
+        let file = file.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)?;
+        // The new name too, before the head that names it is committed.
+        std::fs::File::open(&self.bulk_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        self.bulk_bytes = bytes;
+        Ok(parts)
+    }
+
+    /// Removes the parts of every generation but `keep`: those the last
+    /// commit replaced, and those of a commit a crash interrupted.
+    fn drop_parts_but(&self, keep: u64) -> Result<(), StoreError> {
+        let err = |source| StoreError::Write {
+            path: self.bulk_dir.clone(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&self.bulk_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        let kept = self.parts_file(keep);
+        for entry in entries {
+            let path = entry.map_err(err)?.path();
+            if path != kept {
+                std::fs::remove_file(&path).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the checkpoint's parts are, for tests that damage them.
+    #[cfg(test)]
+    pub(crate) fn bulk_dir(&self) -> &std::path::Path {
+        &self.bulk_dir
+    }
+
+    /// Commits a checkpoint and its new reports, then flushes: after this
+    /// returns, a crash loses none of it.
+    ///
+    /// The counter's bulk (devices, entries, observations: nearly all of a
+    /// crowd's state) is written first, in parts to a file of a new
+    /// generation, synced, one part in memory at a time; the transaction
+    /// then commits the rest with the head that names that generation,
+    /// the outbox and the histories. A crash before the transaction
+    /// leaves the last commit and its file as they were (the new file is
+    /// removed at the next load); the old file goes once the new head is
+    /// flushed. One value for all of it made three copies of a crowd's
+    /// state at every checkpoint, and parts in a sled tree still left
+    /// sled's nodes holding them (issue 20, massif).
+    pub fn commit(&mut self, cp: &mut Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
+        let generation = self.generation + 1;
+        // Parts a crash left of an interrupted commit would mix with these.
+        self.drop_parts_but(self.generation)?;
+        let bulk = cp.counter.take_bulk();
+        let written = self.write_parts(generation, &bulk);
+        // Made the value sled stores before the transaction, so that the
+        // encoded bytes are not held twice while it runs.
+        let cp_value = sled::IVec::from(self.sealed(encode(cp)));
+        cp.counter.put_bulk(bulk);
+        let parts = written?;
+        let head = self.sealed(encode(&PartsHead { generation, parts }));
         let report_values: Vec<([u8; 8], Vec<u8>)> = reports
             .iter()
             .map(|r| {
@@ -81,9 +241,10 @@ impl Store {
             })
             .collect();
         let buckets = self.updated_buckets(self.overlay.iter().map(|(&id, &h)| (id, h)))?;
-        self.transact(Some(&cp_bytes), &buckets, &report_values)?;
+        self.transact(Some((&cp_value, Some(&head))), &buckets, &report_values)?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         self.overlay.clear();
-        Ok(())
+        self.generation = generation;
+        self.drop_parts_but(generation)
     }
 }

@@ -84,7 +84,8 @@ impl Store {
                 outbox.push((k, codec::seal(VALUE_VERSION, body)));
             }
         }
-        self.transact(checkpoint.as_deref(), &[], &outbox)?;
+        let checkpoint = checkpoint.map(sled::IVec::from);
+        self.transact(checkpoint.as_ref().map(|c| (c, None)), &[], &outbox)?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         for part in resealed.chunks(PART) {
             let mut batch = sled::Batch::default();

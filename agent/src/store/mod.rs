@@ -15,6 +15,11 @@
 //!   sorted by id. Format 3 kept one key per device in `devices`; see
 //!   `Bucket` for why no more, and `bucket_devices` for the move.
 //! - `outbox`: 8-byte big-endian `seq` → one report, JSON.
+//! - `state`: `checkpoint-parts` → the generation and number of the parts
+//!   that hold the checkpoint's bulk (devices, window entries, people
+//!   observations), in the file `bulk/{generation}.parts` beside sled's:
+//!   each part a little-endian u32 length, then a value as below. Written
+//!   and synced before the transaction that names it (`checkpoint`).
 //!
 //! Every value is `[format version][postcard or JSON payload][CRC-32 LE]`;
 //! a value that fails its checksum or version is an error naming its tree
@@ -27,7 +32,8 @@
 //! written and synced; over MQTT, the gateway's ack, SPEC §6).
 //!
 //! After kill -9: sled recovers to its last flushed transaction, so the
-//! state is the last checkpoint, whole. The counter resumes there and the
+//! state is the last checkpoint, whole (its parts were synced before it,
+//! and are removed only after the next one is flushed). The counter resumes there and the
 //! replay re-reads the frames after the recorded position; counting is a
 //! function of the frames, so the reports it makes again are the same
 //! reports, with the same `seq`. Reports still in the outbox are sent again.
@@ -62,6 +68,8 @@ pub(super) const IDENTITY_KEY: &[u8] = b"identity";
 pub(super) const CHECKPOINT_KEY: &[u8] = b"checkpoint-5";
 pub(super) const CHECKPOINT_V4_KEY: &[u8] = b"checkpoint-4";
 pub(super) const CHECKPOINT_V3_KEY: &[u8] = b"checkpoint";
+/// Which file of parts in `bulk/` holds the checkpoint's bulk.
+pub(super) const PARTS_KEY: &[u8] = b"checkpoint-parts";
 const FORMAT: &str = "footfall-agent-state";
 /// Histories written in one sled batch or transaction at most.
 pub(super) const PART: usize = 1024;
@@ -78,6 +86,13 @@ pub enum StoreError {
         tree: &'static str,
         key: String,
         what: String,
+    },
+    #[error("{path}: {what}; the state is damaged: restore it from a backup or move it away to start over")]
+    CorruptFile { path: PathBuf, what: String },
+    #[error("{path}: cannot write the checkpoint's parts")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("{path}: this state belongs to {found}, but the config says {expected}; point [storage] path elsewhere or fix the config")]
     Foreign {
@@ -124,6 +139,12 @@ pub struct Store {
     pub(super) devices: sled::Tree,
     pub(super) histories: sled::Tree,
     pub(super) outbox: sled::Tree,
+    /// Where the checkpoint's bulk is written, in parts (`checkpoint`).
+    pub(super) bulk_dir: PathBuf,
+    /// The generation of the parts the committed checkpoint names.
+    pub(super) generation: u64,
+    /// Bytes of the parts the last commit wrote.
+    pub(super) bulk_bytes: u64,
     /// Device histories saved or removed since the last commit.
     pub(super) overlay: IdMap<Option<History>>,
     /// Day-rotating privacy modes: the checkpoint and histories are sealed
@@ -132,10 +153,17 @@ pub struct Store {
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    codec::seal(
-        VALUE_VERSION,
-        &postcard::to_stdvec(v).expect("in-memory structs serialize"),
-    )
+    framed(postcard::to_stdvec(v).expect("in-memory structs serialize"))
+}
+
+/// `codec::seal`'s bytes, made in the payload's own buffer.
+pub(super) fn framed(payload: Vec<u8>) -> Vec<u8> {
+    let mut out = payload;
+    out.reserve_exact(5);
+    out.insert(0, VALUE_VERSION);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 pub(super) fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
@@ -182,6 +210,9 @@ impl Store {
             devices,
             histories,
             outbox,
+            bulk_dir: path.join("bulk"),
+            generation: 0,
+            bulk_bytes: 0,
             overlay: IdMap::default(),
             sealer: None,
         };
@@ -291,15 +322,19 @@ impl Store {
     /// flushed): a bucket value of `None` is a delete.
     pub(super) fn transact<K: AsRef<[u8]>>(
         &self,
-        checkpoint: Option<&[u8]>,
+        checkpoint: Option<(&sled::IVec, Option<&[u8]>)>,
         buckets: &[BucketValue],
         outbox: &[(K, Vec<u8>)],
     ) -> Result<(), StoreError> {
         use sled::transaction::{ConflictableTransactionError, Transactional};
         (&self.state, &self.histories, &self.outbox)
             .transaction(|(state, hist, out)| {
-                if let Some(cp) = checkpoint {
-                    state.insert(CHECKPOINT_KEY, cp)?;
+                if let Some((cp, parts)) = checkpoint {
+                    state.insert(CHECKPOINT_KEY, cp.clone())?;
+                    match parts {
+                        Some(head) => state.insert(PARTS_KEY, head)?,
+                        None => state.remove(PARTS_KEY)?,
+                    };
                     state.remove(CHECKPOINT_V3_KEY)?;
                     state.remove(CHECKPOINT_V4_KEY)?;
                 }

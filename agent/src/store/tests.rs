@@ -34,12 +34,12 @@ fn checkpoint_round_trips_and_survives_reopen() {
     let path = dir.path().join("state");
     {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
-        let cp = Checkpoint {
+        let mut cp = Checkpoint {
             next_seq: 42,
             ..Checkpoint::default()
         };
         s.save(DeviceId(7), &History::default());
-        s.commit(&cp, &[]).unwrap();
+        s.commit(&mut cp, &[]).unwrap();
     }
     let mut s = reopen(&path, &ident()).unwrap();
     assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 42);
@@ -70,14 +70,14 @@ fn damaged_value_is_an_error_naming_tree_and_key() {
     let path = dir.path().join("state");
     {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
-        s.commit(&Checkpoint::default(), &[]).unwrap();
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
         // Flip one payload byte behind the store's back.
         let mut v = s.state.get(CHECKPOINT_KEY).unwrap().unwrap().to_vec();
         v[1] ^= 0xff;
         s.state.insert(CHECKPOINT_KEY, v).unwrap();
         s.flush().unwrap();
     }
-    let s = reopen(&path, &ident()).unwrap();
+    let mut s = reopen(&path, &ident()).unwrap();
     let err = s.load_checkpoint().unwrap_err().to_string();
     assert!(
         err.contains("tree `state`, key checkpoint-5: checksum mismatch"),
@@ -103,9 +103,9 @@ fn a_checkpoint_from_before_people_estimates_is_upgraded() {
         s.flush().unwrap();
     }
     let mut s = reopen(&path, &ident()).unwrap();
-    let cp = s.load_checkpoint().unwrap().unwrap();
+    let mut cp = s.load_checkpoint().unwrap().unwrap();
     assert_eq!(cp.next_seq, 41);
-    s.commit(&cp, &[]).unwrap();
+    s.commit(&mut cp, &[]).unwrap();
     assert!(s.state.get(CHECKPOINT_V3_KEY).unwrap().is_none());
     assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 41);
 }
@@ -125,7 +125,7 @@ fn prune_keeps_only_histories_that_can_change_a_count() {
     s.save(DeviceId(2), &at(60, false)); // older than the horizon: pruned
     s.save(DeviceId(3), &at(99, true)); // randomized, its day reported: pruned
     s.save(DeviceId(4), &at(101, true)); // randomized, its day pending: kept
-    s.commit(&Checkpoint::default(), &[]).unwrap();
+    s.commit(&mut Checkpoint::default(), &[]).unwrap();
     let horizon = Horizon {
         next_day: 101,
         keep_from: 71,
@@ -229,7 +229,7 @@ fn per_device_histories_move_into_buckets() {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
         let (moved, left) = devices.split_at(1);
         s.save(DeviceId(moved[0].0), &history(moved[0].1));
-        s.commit(&Checkpoint::default(), &[]).unwrap();
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
         for &(id, day) in left {
             s.devices
                 .insert(id.to_be_bytes(), encode(&history(day)))
@@ -245,7 +245,7 @@ fn per_device_histories_move_into_buckets() {
         assert_eq!(s.load(DeviceId(id)).unwrap(), Some(history(day)));
     }
     s.remove(DeviceId(devices[0].0));
-    s.commit(&Checkpoint::default(), &[]).unwrap();
+    s.commit(&mut Checkpoint::default(), &[]).unwrap();
     assert_eq!(s.load(DeviceId(devices[0].0)).unwrap(), None);
     assert_eq!(s.load(DeviceId(devices[1].0)).unwrap(), Some(history(11)));
     assert_eq!(s.device_records().unwrap(), 3);
