@@ -166,6 +166,8 @@ mod tests {
         assert!(text.contains("footfall_frames_total{result=\"bad_fcs\"} 0\n"));
         assert!(text.contains("footfall_outbox_pending 7\n"));
         assert!(text.contains("footfall_outbox_full 1\n"));
-        assert!(text.contains("# TYPE footfall_window_entries gauge\nfootfall_window_entries 290000\n"));
+        assert!(
+            text.contains("# TYPE footfall_window_entries gauge\nfootfall_window_entries 290000\n")
+        );
     }
 }

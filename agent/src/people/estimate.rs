@@ -309,6 +309,77 @@ mod tests {
     const T0: i64 = 1_772_409_600 * US_PER_S;
     const WINDOW: i64 = 900 * US_PER_S;
 
+    /// Linking as SPEC §8's method states it, with nothing to make it fast:
+    /// each MAC, in time order, continues the phone of its model with the
+    /// smallest step (then the first found) that `link_step` accepts.
+    fn features_by_definition(o: &Observations) -> Features {
+        let mut obs: Vec<(DeviceId, Obs)> = o.devices.iter().map(|(i, o)| (*i, *o)).collect();
+        obs.sort_unstable_by_key(|(id, o)| (o.first_us, *id));
+        let mut phones: Vec<Obs> = Vec::new();
+        let mut links = 0;
+        for (_, o) in obs {
+            let best = (0..phones.len())
+                .filter(|&i| phones[i].fingerprint == o.fingerprint)
+                .filter_map(|i| {
+                    let p = &phones[i];
+                    link_step(p.last_us, p.last_seq, p.last_rssi, &o).map(|s| (s, i))
+                })
+                .min();
+            match best {
+                Some((_, i)) => {
+                    let p = &mut phones[i];
+                    let same_burst = o.first_us - p.last_us <= BURST_GAP_US;
+                    p.bursts += o.bursts - u32::from(same_burst);
+                    p.last_us = o.last_us;
+                    p.last_seq = o.last_seq;
+                    p.last_rssi = o.last_rssi;
+                    links += 1;
+                }
+                None => phones.push(o),
+            }
+        }
+        let mut persistent = 0.0;
+        let mut single: Vec<u64> = Vec::new();
+        for p in &phones {
+            if p.bursts >= 2 && p.last_us - p.first_us >= PERSISTENT_SPAN_US {
+                persistent += ((p.last_us - p.first_us) as f64 / WINDOW as f64).min(1.0);
+            } else {
+                single.push(p.fingerprint);
+            }
+        }
+        single.sort_unstable();
+        single.dedup();
+        Features {
+            persistent,
+            fingerprints: single.len() as f64,
+            phones: phones.len() as u64,
+            links,
+        }
+    }
+
+    proptest::proptest! {
+        /// The indexed linking (blocks of sequence numbers, entries that
+        /// move and expire) links exactly as the definition does, on
+        /// crowds of few models whose sequence numbers collide and wrap.
+        #[test]
+        fn linking_is_the_definition(
+            dets in proptest::collection::vec(
+                (0u32..600_000, 0u128..400, 0u16..120, 0u64..3, -80i8..-40),
+                1..1500,
+            )
+        ) {
+            let mut obs = Observations::default();
+            for (t_ms, dev, seq, fp, rssi) in dets {
+                obs.observe(&Detection {
+                    rssi_dbm: Some(rssi),
+                    // Around 4095 -> 0, where sequence numbers wrap.
+                    ..det(f64::from(t_ms) / 1000.0, dev, (seq + 4030) % 4096, fp)
+                });
+            }
+            proptest::prop_assert_eq!(obs.features(WINDOW, |_| false), features_by_definition(&obs));
+        }
+    }
+
     fn det(t_s: f64, dev: u128, seq: u16, fp: u64) -> Detection {
         Detection {
             t_us: T0 + (t_s * 1e6) as i64,
