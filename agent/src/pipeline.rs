@@ -471,17 +471,24 @@ mod tests {
         assert_eq!(files(&bulk), committed, "the orphan is removed");
         drop(agent);
         let bytes = std::fs::read(&committed[0]).unwrap();
-        std::fs::write(&committed[0], &bytes[..bytes.len() - 100]).unwrap();
-        let err = loop {
+        let refused = |what: &str| loop {
             match Agent::open(&config) {
                 Err(e) if format!("{e:#}").contains("could not acquire lock") => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(e) => break format!("{e:#}"),
-                Ok(_) => panic!("a state with its parts cut short opened"),
+                Ok(_) => panic!("a state with its parts {what} opened"),
             }
         };
+        std::fs::write(&committed[0], &bytes[..bytes.len() - 100]).unwrap();
+        let err = refused("cut short");
         assert!(err.contains("bulk/1.parts"), "{err}");
         assert!(err.contains("the state is damaged"), "{err}");
+        // A length no part can have is an error, not an allocation.
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&committed[0], &huge).unwrap();
+        let err = refused("of 4 GB");
+        assert!(err.contains("more than a part can be"), "{err}");
     }
 }

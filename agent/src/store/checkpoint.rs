@@ -14,6 +14,10 @@ use super::{
 };
 use crate::count::{self, BulkPart};
 
+/// A part is 4,096 items of at most a few hundred bytes: a length beyond
+/// this is damage, not a part to allocate for.
+const MAX_PART_BYTES: usize = 64 << 20;
+
 /// Which parts hold the bulk of the checkpoint beside it (`count::Bulk`):
 /// the file `bulk/{generation}.parts`, `parts` of them.
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,7 +73,7 @@ impl Store {
             if let Some(head) = head {
                 self.load_parts(&head, &mut cp.counter)?;
             }
-            self.drop_parts_but(self.generation)?;
+            self.drop_parts_but(self.generation);
             return Ok(Some(cp));
         }
         if let Some(v) = get(CHECKPOINT_V4_KEY)? {
@@ -116,7 +120,13 @@ impl Store {
             let mut value = Vec::new();
             file.read_exact(&mut len)
                 .and_then(|()| {
-                    value.resize(u32::from_le_bytes(len) as usize, 0);
+                    let len = u32::from_le_bytes(len) as usize;
+                    if len > MAX_PART_BYTES {
+                        return Err(std::io::Error::other(format!(
+                            "it says it is {len} bytes, more than a part can be"
+                        )));
+                    }
+                    value.resize(len, 0);
                     file.read_exact(&mut value)
                 })
                 .map_err(|e| {
@@ -181,25 +191,26 @@ impl Store {
     }
 
     /// Removes the parts of every generation but `keep`: those the last
-    /// commit replaced, and those of a commit a crash interrupted.
-    fn drop_parts_but(&self, keep: u64) -> Result<(), StoreError> {
-        let err = |source| StoreError::Write {
-            path: self.bulk_dir.clone(),
-            source,
-        };
+    /// commit replaced, and those of a commit a crash interrupted. Only
+    /// tidying (no head names them, and a file is truncated before it is
+    /// written again), so a failure is logged, never an error.
+    fn drop_parts_but(&self, keep: u64) {
+        let kept = self.parts_file(keep);
         let entries = match std::fs::read_dir(&self.bulk_dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(err(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %self.bulk_dir.display(), "cannot list the checkpoint's old parts: {e}");
+                return;
+            }
         };
-        let kept = self.parts_file(keep);
-        for entry in entries {
-            let path = entry.map_err(err)?.path();
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
             if path != kept {
-                std::fs::remove_file(&path).map_err(err)?;
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), "cannot remove old checkpoint parts: {e}");
+                }
             }
         }
-        Ok(())
     }
 
     /// Where the checkpoint's parts are, for tests that damage them.
@@ -223,8 +234,8 @@ impl Store {
     /// sled's nodes holding them (issue 20, massif).
     pub fn commit(&mut self, cp: &mut Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
         let generation = self.generation + 1;
-        // Parts a crash left of an interrupted commit would mix with these.
-        self.drop_parts_but(self.generation)?;
+        // What a crash or a failed commit left beside the committed parts.
+        self.drop_parts_but(self.generation);
         let bulk = cp.counter.take_bulk();
         let written = self.write_parts(generation, &bulk);
         // Made the value sled stores before the transaction, so that the
@@ -242,9 +253,12 @@ impl Store {
             .collect();
         let buckets = self.updated_buckets(self.overlay.iter().map(|(&id, &h)| (id, h)))?;
         self.transact(Some((&cp_value, Some(&head))), &buckets, &report_values)?;
+        // From here the head may name this generation (even if the flush
+        // fails): its file is never removed before a later one is named.
+        self.generation = generation;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         self.overlay.clear();
-        self.generation = generation;
-        self.drop_parts_but(generation)
+        self.drop_parts_but(generation);
+        Ok(())
     }
 }
