@@ -184,49 +184,43 @@ impl Bulk {
     pub fn write_parts<E>(&self, mut put: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         let encode =
             |part: &PartRef<'_>| postcard::to_stdvec(part).expect("in-memory structs serialize");
-        let mut devices = Vec::with_capacity(Self::PART_ITEMS);
-        for (id, device) in &self.devices {
-            devices.push((id, &**device));
-            if devices.len() == Self::PART_ITEMS {
-                put(encode(&PartRef::Devices(&devices)))?;
-                devices.clear();
-            }
-        }
-        if !devices.is_empty() {
-            put(encode(&PartRef::Devices(&devices)))?;
-        }
-        drop(devices);
-        let mut pairs = Vec::with_capacity(Self::PART_ITEMS);
+        let devices = self.devices.iter().map(|(id, d)| (id, &**d));
+        in_parts(devices, |c| encode(&PartRef::Devices(c)), &mut put)?;
         for (w, entries) in self.entries.iter().enumerate() {
-            for pair in entries.iter() {
-                pairs.push(pair);
-                if pairs.len() == Self::PART_ITEMS {
-                    put(encode(&PartRef::Entries(w as u32, &pairs)))?;
-                    pairs.clear();
-                }
-            }
-            if !pairs.is_empty() {
-                put(encode(&PartRef::Entries(w as u32, &pairs)))?;
-                pairs.clear();
-            }
+            let w = w as u32;
+            in_parts(
+                entries.iter(),
+                |c| encode(&PartRef::Entries(w, c)),
+                &mut put,
+            )?;
         }
-        drop(pairs);
-        let mut obs = Vec::with_capacity(Self::PART_ITEMS);
         for (w, people) in self.people.iter().enumerate() {
-            for item in people {
-                obs.push(item);
-                if obs.len() == Self::PART_ITEMS {
-                    put(encode(&PartRef::People(w as u32, &obs)))?;
-                    obs.clear();
-                }
-            }
-            if !obs.is_empty() {
-                put(encode(&PartRef::People(w as u32, &obs)))?;
-                obs.clear();
-            }
+            let w = w as u32;
+            in_parts(people.iter(), |c| encode(&PartRef::People(w, c)), &mut put)?;
         }
         Ok(())
     }
+}
+
+/// Hands `items` to `put` in parts of `Bulk::PART_ITEMS`, each made by
+/// `part`: one part in memory at a time.
+fn in_parts<T, E>(
+    items: impl Iterator<Item = T>,
+    part: impl Fn(&[T]) -> Vec<u8>,
+    put: &mut impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut chunk = Vec::with_capacity(Bulk::PART_ITEMS);
+    for item in items {
+        chunk.push(item);
+        if chunk.len() == Bulk::PART_ITEMS {
+            put(part(&chunk))?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        put(part(&chunk))?;
+    }
+    Ok(())
 }
 
 impl State {

@@ -229,13 +229,7 @@ impl Observations {
                     let list = ends.get_mut(&key).expect("found in it above");
                     let at = list.iter().position(|e| e.phone == i).expect("found");
                     list.swap_remove(at);
-                    let p = &mut phones[i];
-                    // A MAC change within one burst does not start another.
-                    let same_burst = o.first_us - p.last_us <= BURST_GAP_US;
-                    p.bursts += o.bursts - u32::from(same_burst);
-                    p.last_us = o.last_us;
-                    p.last_seq = o.last_seq;
-                    p.last_rssi = o.last_rssi;
+                    phones[i].continue_with(&o);
                     links += 1;
                     i
                 }
@@ -248,9 +242,28 @@ impl Observations {
                 .or_default()
                 .push(End::of(i, &phones[i]));
         }
+        Features::of_phones(&phones, links, window_us)
+    }
+}
+
+impl Obs {
+    /// The phone after `next`, a new MAC linked to it.
+    fn continue_with(&mut self, next: &Obs) {
+        // A MAC change within one burst does not start another.
+        let same_burst = next.first_us - self.last_us <= BURST_GAP_US;
+        self.bursts += next.bursts - u32::from(same_burst);
+        self.last_us = next.last_us;
+        self.last_seq = next.last_seq;
+        self.last_rssi = next.last_rssi;
+    }
+}
+
+impl Features {
+    /// The features of a window's phones, linked (`links` MAC changes).
+    fn of_phones(phones: &[Obs], links: u64, window_us: i64) -> Features {
         let mut persistent = 0.0;
         let mut single: Vec<u64> = Vec::new();
-        for p in &phones {
+        for p in phones {
             if p.bursts >= 2 && p.last_us - p.first_us >= PERSISTENT_SPAN_US {
                 persistent += ((p.last_us - p.first_us) as f64 / window_us as f64).min(1.0);
             } else {
@@ -327,34 +340,13 @@ mod tests {
                 .min();
             match best {
                 Some((_, i)) => {
-                    let p = &mut phones[i];
-                    let same_burst = o.first_us - p.last_us <= BURST_GAP_US;
-                    p.bursts += o.bursts - u32::from(same_burst);
-                    p.last_us = o.last_us;
-                    p.last_seq = o.last_seq;
-                    p.last_rssi = o.last_rssi;
+                    phones[i].continue_with(&o);
                     links += 1;
                 }
                 None => phones.push(o),
             }
         }
-        let mut persistent = 0.0;
-        let mut single: Vec<u64> = Vec::new();
-        for p in &phones {
-            if p.bursts >= 2 && p.last_us - p.first_us >= PERSISTENT_SPAN_US {
-                persistent += ((p.last_us - p.first_us) as f64 / WINDOW as f64).min(1.0);
-            } else {
-                single.push(p.fingerprint);
-            }
-        }
-        single.sort_unstable();
-        single.dedup();
-        Features {
-            persistent,
-            fingerprints: single.len() as f64,
-            phones: phones.len() as u64,
-            links,
-        }
+        Features::of_phones(&phones, links, WINDOW)
     }
 
     proptest::proptest! {
