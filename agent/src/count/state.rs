@@ -73,12 +73,18 @@ impl Entries {
     }
 }
 
+impl Extend<(DeviceId, i32)> for Entries {
+    fn extend<I: IntoIterator<Item = (DeviceId, i32)>>(&mut self, pairs: I) {
+        for (id, day) in pairs {
+            self.push(id, day);
+        }
+    }
+}
+
 impl From<Vec<(DeviceId, i32)>> for Entries {
     fn from(pairs: Vec<(DeviceId, i32)>) -> Entries {
         let mut e = Entries::default();
-        for (id, day) in pairs {
-            e.push(id, day);
-        }
+        e.extend(pairs);
         e
     }
 }
@@ -247,7 +253,7 @@ impl State {
         self.devices = bulk.devices;
         for ((w, entries), people) in self.windows.iter_mut().zip(bulk.entries).zip(bulk.people) {
             w.entries = entries;
-            w.people.extend_devices(people);
+            w.people.put_devices(people);
         }
     }
 
@@ -264,12 +270,7 @@ impl State {
             Part::Devices(devices) => self
                 .devices
                 .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d)))),
-            Part::Entries(w, pairs) => {
-                let acc = &mut self.windows[window(w)?];
-                for (id, day) in pairs {
-                    acc.entries.push(id, day);
-                }
-            }
+            Part::Entries(w, pairs) => self.windows[window(w)?].entries.extend(pairs),
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
         }
         Ok(())

@@ -138,7 +138,13 @@ impl Observations {
         std::mem::take(&mut self.devices)
     }
 
-    /// Puts back what `take_devices` took, or a part of it.
+    /// Puts back what `take_devices` took, as it was (not rehashed).
+    pub fn put_devices(&mut self, devices: IdMap<Obs>) {
+        debug_assert!(self.devices.is_empty(), "put back over observations");
+        self.devices = devices;
+    }
+
+    /// Adds a part of what `take_devices` took (a stored checkpoint's).
     pub fn extend_devices(&mut self, devices: impl IntoIterator<Item = (DeviceId, Obs)>) {
         self.devices.extend(devices);
     }

@@ -7,7 +7,9 @@
 //! Privacy (SPEC §2): the SSID (element 0) is never read, and the channel
 //! (element 3) is left out because it follows the channel hopper, not the
 //! phone. The structure is gathered on the stack and keyed-hashed like a
-//! device id (`Keyer::fingerprint`); no element byte outlives the frame.
+//! device id (`Keyer::fingerprint`). Only the structure outlives the
+//! frame, in memory, in `FingerprintCache` (never written anywhere, and
+//! dropped at each key rotation); no other element byte does.
 //! It lives here, with the keyer, because it is the other keyed thing a
 //! frame leaves the door as (`detect`).
 
@@ -25,7 +27,9 @@ const VENDOR: u8 = 221;
 /// for every frame, so fingerprints stay comparable).
 const MAX: usize = 512;
 
-/// The keyed fingerprint of a probe's elements.
+/// The keyed fingerprint of a probe's elements, uncached: what
+/// `FingerprintCache::get` must give, which its tests compare with.
+#[cfg(test)]
 pub fn fingerprint<'a>(keyer: &Keyer, elements: impl Iterator<Item = (u8, &'a [u8])>) -> u64 {
     let mut buf = [0u8; MAX];
     let len = structure(elements, &mut buf);
