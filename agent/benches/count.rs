@@ -26,7 +26,7 @@ fn count(c: &mut Criterion) {
                 for det in &detections {
                     counter.detection(det, &mut h).expect("in memory");
                 }
-                counter.finish(&mut h);
+                counter.finish(&mut h).unwrap();
                 counter.drain_reports().len()
             },
             BatchSize::LargeInput,

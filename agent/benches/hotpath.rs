@@ -68,7 +68,7 @@ fn run(frames: &common::Frames, people: bool) -> (u64, usize) {
             reports += counter.drain_reports().len();
         }
     }
-    counter.finish(&mut histories);
+    counter.finish(&mut histories).unwrap();
     reports += counter.drain_reports().len();
     (detector.stats.detections, reports)
 }

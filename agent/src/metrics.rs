@@ -17,10 +17,7 @@ pub struct Snapshot {
     pub outbox_full: bool,
     pub reports_acked: u64,
     pub publish_refused: u64,
-    pub devices_in_memory: u64,
-    pub window_entries: u64,
-    pub people_observations: u64,
-    pub checkpoint_bulk_bytes: u64,
+    pub memory: footfall_report::Memory,
     pub connected: bool,
 }
 
@@ -87,30 +84,18 @@ pub fn render(s: &Snapshot) -> String {
         "Publishes the broker refused.",
         &[(String::new(), s.publish_refused)],
     );
-    metric(
-        "footfall_devices_in_memory",
-        "gauge",
-        "Devices the counter holds in memory.",
-        &[(String::new(), s.devices_in_memory)],
-    );
-    metric(
-        "footfall_window_entries",
-        "gauge",
-        "Device entries the pending windows hold (one per device and window).",
-        &[(String::new(), s.window_entries)],
-    );
-    metric(
-        "footfall_people_observations",
-        "gauge",
-        "Devices observed for the people estimate, over the pending windows.",
-        &[(String::new(), s.people_observations)],
-    );
-    metric(
-        "footfall_checkpoint_bulk_bytes",
-        "gauge",
-        "Bytes of the last checkpoint's parts (devices, entries, observations).",
-        &[(String::new(), s.checkpoint_bulk_bytes)],
-    );
+    let m = &s.memory;
+    for (name, help, v) in [
+        ("footfall_devices_in_memory", "Devices the counter holds in memory.", m.devices_in_memory),
+        ("footfall_device_budget", "Devices the counter holds in memory at most ([memory] devices); beyond, the coldest are spilled.", m.device_budget),
+        ("footfall_devices_spilled", "Devices over the budget, spilled to a scratch file beside the state.", m.devices_spilled),
+        ("footfall_spill_bytes", "Bytes of the spilled devices' scratch file.", m.spill_bytes),
+        ("footfall_window_entries", "Device entries the pending windows hold (one per device and window).", m.window_entries),
+        ("footfall_people_observations", "Devices observed for the people estimate, over the pending windows.", m.people_observations),
+        ("footfall_checkpoint_bulk_bytes", "Bytes of the last checkpoint's parts (devices, entries, observations).", m.checkpoint_bulk_bytes),
+    ] {
+        metric(name, "gauge", help, &[(String::new(), v)]);
+    }
     metric(
         "footfall_broker_connected",
         "gauge",
@@ -156,7 +141,11 @@ mod tests {
         let mut s = Snapshot {
             outbox_pending: 7,
             outbox_full: true,
-            window_entries: 290_000,
+            memory: footfall_report::Memory {
+                window_entries: 290_000,
+                devices_spilled: 12,
+                ..Default::default()
+            },
             ..Snapshot::default()
         };
         s.frames.detections = 3;
@@ -169,5 +158,6 @@ mod tests {
         assert!(
             text.contains("# TYPE footfall_window_entries gauge\nfootfall_window_entries 290000\n")
         );
+        assert!(text.contains("footfall_devices_spilled 12\n"));
     }
 }

@@ -91,6 +91,21 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// What it holds per device against its budgets, for `/metrics` and
+    /// the retained status.
+    pub fn memory(&self) -> footfall_report::Memory {
+        let (entries, observed) = self.counter.held_per_device();
+        footfall_report::Memory {
+            devices_in_memory: self.counter.devices_in_memory() as u64,
+            device_budget: self.counter.device_budget() as u64,
+            devices_spilled: crate::count::HistoryStore::spilled(&self.store) as u64,
+            spill_bytes: self.store.spill_bytes(),
+            window_entries: entries as u64,
+            people_observations: observed as u64,
+            checkpoint_bulk_bytes: self.store.bulk_bytes(),
+        }
+    }
+
     /// Opens the state and makes the detector (key and opt-out loaded).
     pub fn open(config: &Config) -> Result<(Agent, Detector)> {
         let mut detector = detector(config, keys(config)?)?;
@@ -104,7 +119,9 @@ impl Agent {
         if let (Some(path), Some(epoch)) = (&sealed_by, store.checkpoint_epoch()?) {
             store.seal_under(Some(sealer(path, epoch)?));
         }
-        let cp = store.load_checkpoint()?.unwrap_or_default();
+        let cp = store
+            .load_checkpoint(config.device_budget)?
+            .unwrap_or_default();
         if let Some(e) = store.sealed_epoch() {
             // The state is of epoch `e`: a key older than that, kept for a
             // crash before the rotation was committed, is not needed.
@@ -119,7 +136,8 @@ impl Agent {
         };
         let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter)
             .with_people(config.people.clone())
-            .with_privacy(config.privacy);
+            .with_privacy(config.privacy)
+            .with_device_budget(config.device_budget);
         let agent = Agent {
             store,
             counter,
@@ -299,7 +317,7 @@ mod tests {
         // The open session survived: detections an hour on extend it, and
         // the window they close reports one visit, not a new device's.
         feed(&mut agent, 3 * 3600, 4 * 3600);
-        agent.counter.finish(&mut agent.store);
+        agent.counter.finish(&mut agent.store).unwrap();
         let more = agent.checkpoint().unwrap();
         assert_eq!(more[0].seq(), first.len() as u64);
         let visits: u64 = first
@@ -342,7 +360,8 @@ mod tests {
             // The next day, by the wall clock only.
             agent
                 .counter
-                .advance(T0 + (86_400 + 60) * 1_000_000, &mut agent.store);
+                .advance(T0 + (86_400 + 60) * 1_000_000, &mut agent.store)
+                .unwrap();
             let reports = agent.checkpoint().unwrap();
             assert!(reports.iter().any(|r| matches!(r, Report::Day(_))));
             assert_eq!(agent.counter.state.device_ids(), 0);
@@ -365,7 +384,7 @@ mod tests {
         let all = {
             let (mut agent, _) = Agent::open(&config).unwrap();
             feed(&mut agent, 0, 3600);
-            agent.counter.finish(&mut agent.store);
+            agent.counter.finish(&mut agent.store).unwrap();
             let all: Vec<u64> = agent
                 .checkpoint()
                 .unwrap()
@@ -433,13 +452,57 @@ mod tests {
                 assert!(agent.counter.devices_in_memory() == 10_000);
             }
             feed(&mut agent, 600, 3 * 3600);
-            agent.counter.finish(&mut agent.store);
+            agent.counter.finish(&mut agent.store).unwrap();
             reports.extend(agent.checkpoint().unwrap());
             reports
         };
         let (straight, restarted) = (run(false), run(true));
         assert!(straight.len() > 8);
         assert_eq!(straight, restarted);
+    }
+
+    /// issue 20: with a device budget below the crowd, the coldest devices
+    /// are spilled, memory stays within the budget, a restart spills what
+    /// the checkpoint holds beyond it, and every report is the one an
+    /// unbounded run makes.
+    #[test]
+    fn a_crowd_over_the_device_budget_spills_and_counts_the_same() {
+        let run = |budget: Option<usize>, restart: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(dir.path());
+            if let Some(b) = budget {
+                config.device_budget = b;
+            }
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            crowd(&mut agent);
+            let mut reports = agent.checkpoint().unwrap();
+            let memory = agent.memory();
+            if let Some(b) = budget {
+                assert!(memory.devices_in_memory <= b as u64, "{memory:?}");
+                assert!(memory.devices_spilled >= 8_000, "{memory:?}");
+                assert!(memory.spill_bytes > 100_000, "{memory:?}");
+                assert_eq!(memory.device_budget, b as u64);
+            }
+            if restart {
+                drop(agent);
+                agent = reopen(&config);
+                let again = agent.memory();
+                assert_eq!(
+                    again.devices_in_memory + again.devices_spilled,
+                    memory.devices_in_memory + memory.devices_spilled
+                );
+                assert!(again.devices_in_memory <= budget.unwrap_or(usize::MAX) as u64);
+            }
+            feed(&mut agent, 600, 3 * 3600);
+            agent.counter.finish(&mut agent.store).unwrap();
+            reports.extend(agent.checkpoint().unwrap());
+            assert_eq!(agent.memory().devices_spilled, 0, "every device came back");
+            reports
+        };
+        let unbounded = run(None, false);
+        assert!(unbounded.len() > 8);
+        assert_eq!(run(Some(1500), false), unbounded);
+        assert_eq!(run(Some(1500), true), unbounded);
     }
 
     /// A file of parts cut short is an error naming it; the file a crash

@@ -57,7 +57,7 @@ pub fn replay(config: &Config, inputs: &[PathBuf], emit_path: &Path) -> Result<(
     }
     progress.finish_and_clear();
     if failure.is_none() {
-        agent.counter.finish(&mut agent.store);
+        agent.counter.finish(&mut agent.store)?;
     }
     let reports = agent.checkpoint()?;
     deliver(&mut agent, &mut emit, &reports)?;

@@ -84,7 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             config.path.display()
         ),
     };
-    if live_clock && agent.counter.skip_gap(unix_now_us(), &mut agent.store) {
+    if live_clock && agent.counter.skip_gap(unix_now_us(), &mut agent.store)? {
         warn!("the agent was down: the windows it missed are not reported (not zeros), so HQ sees the gap");
         commit(&mut agent, &mut VecDeque::new())?;
     }
@@ -144,7 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         agent.files[*idx].done = true;
                         info!(file = %path.display(), frames = position, "capture file read to its end; every session closed");
                     }
-                    agent.counter.finish(&mut agent.store);
+                    agent.counter.finish(&mut agent.store)?;
                     commit(&mut agent, &mut transport.queue)?;
                     health.capture_finished = true;
                 }
@@ -186,7 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             _ = tick.tick() => {
                 if live_clock {
-                    agent.counter.advance(unix_now_us(), &mut agent.store);
+                    agent.counter.advance(unix_now_us(), &mut agent.store)?;
                 }
                 // Checkpoint what became final, and at least once a window
                 // so open sessions survive a crash.
@@ -213,7 +213,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     last_metrics = Instant::now();
                     let Ok(mut m) = metrics.lock() else { continue };
                     let (pending, bytes) = agent.store.outbox_size();
-                    let (entries, observed) = agent.counter.held_per_device();
                     *m = crate::metrics::Snapshot {
                         frames: health.stats.clone(),
                         late_frames: agent.counter.state.late_frames,
@@ -222,10 +221,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         outbox_full: bytes > mqtt.max_outbox_bytes,
                         reports_acked: acked_total,
                         publish_refused: health.publish_refused,
-                        devices_in_memory: agent.counter.devices_in_memory() as u64,
-                        window_entries: entries as u64,
-                        people_observations: observed as u64,
-                        checkpoint_bulk_bytes: agent.store.bulk_bytes(),
+                        memory: agent.memory(),
                         connected,
                     };
                 }

@@ -35,7 +35,7 @@ pub use campaign::CampaignReport;
 pub use counts::{Counts, DayCounts, People, WindowSums};
 pub use privacy::PrivacyMode;
 pub use sketch::{Sketch, SketchError};
-pub use status::{Live, State, Status};
+pub use status::{Live, Memory, State, Status};
 
 /// SPEC §6: `schema` of a window report.
 pub const WINDOW_SCHEMA: &str = "footfall.window.v1";

@@ -51,6 +51,27 @@ pub struct Health {
     pub privacy_mode: Option<crate::PrivacyMode>,
     #[serde(default)]
     pub params_hash: Option<String>,
+    /// What the agent holds per device against its budgets (issue 20).
+    /// Absent from agents before them.
+    #[serde(default)]
+    pub memory: Option<Memory>,
+}
+
+/// How close an agent is to its memory budgets: each figure beside the
+/// budget it is held to, where it has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Devices the counter holds in memory, and at most (`[memory] devices`).
+    pub devices_in_memory: u64,
+    pub device_budget: u64,
+    /// Devices over the budget, spilled to a scratch file, and its bytes.
+    pub devices_spilled: u64,
+    pub spill_bytes: u64,
+    /// Entries and people observations of the pending windows.
+    pub window_entries: u64,
+    pub people_observations: u64,
+    /// Bytes of the last checkpoint's parts (written one part at a time).
+    pub checkpoint_bulk_bytes: u64,
 }
 
 impl Status {

@@ -136,6 +136,7 @@ pub fn online(store: &str, agent: &str, timezone: &str) -> Status {
             capture_finished: false,
             privacy_mode: Some(PrivacyMode::Loyalty),
             params_hash: Some("test".into()),
+            memory: None,
         }),
     }
 }

@@ -55,6 +55,16 @@ pub struct RawStorage {
     pub cache_bytes: Option<u64>,
 }
 
+/// `[memory]`: budgets of what the agent holds per device (issue 20).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemory {
+    /// Devices held in memory at most; beyond, the coldest are spilled to
+    /// a scratch file beside the state and read back when needed (counts
+    /// stay exact; only speed pays). Default `DEFAULT_DEVICE_BUDGET`.
+    pub devices: Option<u64>,
+}
+
 /// `[people]`: SPEC §8 estimates.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,9 +138,15 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub people: RawPeople,
+    #[serde(default)]
+    pub memory: RawMemory,
 }
 
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
+/// About 180 bytes each with the map: some 18 MiB of a store box's
+/// memory, more than a busy store has at once (a mall day peaks near
+/// 10,000); a crowd goes beyond, and spills.
+pub const DEFAULT_DEVICE_BUDGET: u64 = 100_000;
 pub const DEFAULT_SNAPLEN: u32 = 256;
 
 /// A validated config: what the agent runs with.
@@ -153,6 +169,8 @@ pub struct Config {
     pub opt_out_file: Option<PathBuf>,
     pub storage_path: PathBuf,
     pub cache_bytes: u64,
+    /// `[memory] devices`.
+    pub device_budget: usize,
     pub mqtt: Option<Mqtt>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// SPEC §8: how people are estimated; `None`: they are not.
@@ -311,6 +329,14 @@ impl RawConfig {
                 format!("cache_bytes = {cache_bytes}: must be 1 MiB..4 GiB"),
             );
         }
+        let device_budget = self.memory.devices.unwrap_or(DEFAULT_DEVICE_BUDGET);
+        if !(1000..=1 << 32).contains(&device_budget) {
+            at(
+                "memory",
+                "devices",
+                format!("devices = {device_budget}: must be 1000..4294967296"),
+            );
+        }
         let key_file = match &self.privacy.key_file {
             Some(p) => resolve(p),
             None => storage_path.with_file_name("footfall.key"),
@@ -423,6 +449,7 @@ impl RawConfig {
             opt_out_file,
             storage_path,
             cache_bytes,
+            device_budget: device_budget as usize,
             mqtt,
             metrics_listen,
             people,
@@ -524,13 +551,15 @@ mod tests {
 
     #[test]
     fn every_range_problem_is_listed_with_its_line() {
-        let text = format!("{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n");
+        let text =
+            format!("{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n[memory]\ndevices = 10\n");
         let err = Config::parse(Path::new("agent.toml"), &text).unwrap_err();
         assert_eq!(
             err.problems,
             vec![
                 "agent.toml:10: rssi_floor_dbm = 20: must be -120..0".to_string(),
                 "agent.toml:11: window_s = 5: must be 60..86400".to_string(),
+                "agent.toml:13: devices = 10: must be 1000..4294967296".to_string(),
             ]
         );
     }

@@ -19,7 +19,7 @@ use crate::config::Rotation;
 use crate::people::{Features, Observations};
 use crate::privacy::keys::{epoch_of, epoch_start_us};
 
-use super::{Counter, HistoryStore};
+use super::{Counter, HistoryError, HistoryStore};
 
 /// The current epoch's observations (`ephemeral` only): memory only.
 #[derive(Debug, Default)]
@@ -51,22 +51,26 @@ impl Counter {
     }
 
     /// Ends the current epoch when `next` is newer; then `next` is current.
-    pub(super) fn rotate_to(&mut self, next: i64, store: &mut dyn HistoryStore) {
+    pub(super) fn rotate_to(
+        &mut self,
+        next: i64,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), HistoryError> {
         if self.privacy.rotation == Rotation::Never {
-            return;
+            return Ok(());
         }
         let Some(current) = self.current_epoch() else {
             self.epoch = Some(next);
-            return;
+            return Ok(());
         };
         if next <= current {
-            return;
+            return Ok(());
         }
         match self.privacy.rotation {
             Rotation::Seconds(_) => self.end_ephemeral_epoch(),
             Rotation::Days(_) => {
                 let boundary = epoch_start_us(self.privacy.rotation, &self.days, current + 1);
-                self.close_everything_through(boundary - 1);
+                self.close_everything_through(boundary - 1, store)?;
                 self.state.devices.clear();
                 self.state.randomized_visitors.clear();
                 store.key_rotated();
@@ -74,6 +78,7 @@ impl Counter {
             Rotation::Never => {}
         }
         self.epoch = Some(next);
+        Ok(())
     }
 
     /// Reduces the ephemeral epoch's observations to its window's people

@@ -21,6 +21,15 @@ pub trait HistoryStore {
     /// of it is written after the rotation; what is written falls out of
     /// the horizon and is pruned.
     fn key_rotated(&mut self);
+    /// Keeps a device the counter has no room for (issue 20) until
+    /// `unspill` takes it back; `record` is the device's bytes, opaque here.
+    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError>;
+    /// Takes back a spilled device's record, if `id` is spilled.
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError>;
+    /// How many devices are spilled.
+    fn spilled(&self) -> usize;
+    /// The ids of the spilled devices.
+    fn spilled_ids(&self) -> Vec<DeviceId>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,21 +139,38 @@ pub struct Horizon {
     pub keep_from: i32,
 }
 
-/// A `HistoryStore` in memory, for tests and `inspect`-like uses.
+/// A `HistoryStore` in memory, for tests and `evaluate`.
 #[derive(Debug, Default)]
-pub struct MemHistory(pub IdMap<History>);
+pub struct MemHistory {
+    pub histories: IdMap<History>,
+    pub spilled: IdMap<Vec<u8>>,
+}
 
 impl HistoryStore for MemHistory {
     fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError> {
-        Ok(self.0.get(&id).copied())
+        Ok(self.histories.get(&id).copied())
     }
     fn save(&mut self, id: DeviceId, history: &History) {
-        self.0.insert(id, *history);
+        self.histories.insert(id, *history);
     }
     fn remove(&mut self, id: DeviceId) {
-        self.0.remove(&id);
+        self.histories.remove(&id);
     }
     fn key_rotated(&mut self) {
-        self.0.clear();
+        self.histories.clear();
+        self.spilled.clear();
+    }
+    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError> {
+        self.spilled.insert(id, record.to_vec());
+        Ok(())
+    }
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
+        Ok(self.spilled.remove(&id))
+    }
+    fn spilled(&self) -> usize {
+        self.spilled.len()
+    }
+    fn spilled_ids(&self) -> Vec<DeviceId> {
+        self.spilled.keys().copied().collect()
     }
 }

@@ -29,6 +29,7 @@ mod day;
 mod device;
 mod epoch;
 mod history;
+mod spill;
 mod state;
 mod window;
 
@@ -111,6 +112,12 @@ pub struct Counter {
     epoch: Option<i64>,
     /// `ephemeral`: the current epoch's observations, never checkpointed.
     epoch_obs: Option<EpochObs>,
+    /// Devices in memory at most (`[memory] devices`); beyond, the
+    /// coldest are spilled to the store (`spill`).
+    device_budget: usize,
+    /// Devices in memory past which `keep_budget` next looks for some to
+    /// spill.
+    spill_at: usize,
 }
 
 enum Finalized {
@@ -140,6 +147,8 @@ impl Counter {
             },
             epoch: None,
             epoch_obs: None,
+            device_budget: usize::MAX,
+            spill_at: usize::MAX,
         }
     }
 
@@ -251,7 +260,7 @@ impl Counter {
             self.state.late_frames += 1;
             return Ok(());
         }
-        self.rotate_to(d.epoch, store);
+        self.rotate_to(d.epoch, store)?;
         let w = self.window_of(d.t_us);
         let next_window = match self.state.next_window {
             Some(nw) if w < nw => {
@@ -268,6 +277,9 @@ impl Counter {
         };
         let day = self.days.day_of(d.t_us);
         self.extend_windows(w);
+        if store.spilled() > 0 && !self.state.devices.contains_key(&d.device) {
+            self.reload(d.device, store)?;
+        }
         let acc = &mut self.state.windows[(w - next_window) as usize];
         acc.frames += 1;
         acc.frames_no_signal += u64::from(d.no_signal);
@@ -284,14 +296,13 @@ impl Counter {
                     .observe(d);
             }
             if self.state.clock_us.is_none_or(|c| d.t_us > c) {
-                self.advance(d.t_us, store);
+                self.advance(d.t_us, store)?;
             }
             return Ok(());
         }
         if d.strong && self.people.is_some() {
             acc.people.observe(d);
         }
-
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,
             None => {
@@ -336,9 +347,9 @@ impl Counter {
             dev.strong(d.t_us, &self.days, &self.params);
         }
         if self.state.clock_us.is_none_or(|c| d.t_us > c) {
-            self.advance(d.t_us, store);
+            self.advance(d.t_us, store)?;
         }
-        Ok(())
+        self.keep_budget(store)
     }
 
     fn extend_windows(&mut self, upto: i64) {
@@ -351,18 +362,22 @@ impl Counter {
 
     /// Moves the clock (SPEC §4: in replay the newest capture timestamp;
     /// live, also wall time) and reports the windows that became final.
-    pub fn advance(&mut self, now_us: i64, store: &mut dyn HistoryStore) {
+    pub fn advance(
+        &mut self,
+        now_us: i64,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), HistoryError> {
         if self.state.clock_us.is_some_and(|c| now_us > c) {
-            self.rotate_to(self.epoch_of(now_us - ROTATION_LAG_US), store);
+            self.rotate_to(self.epoch_of(now_us - ROTATION_LAG_US), store)?;
         }
         let clock = self.state.clock_us.map_or(now_us, |c| c.max(now_us));
         self.state.clock_us = Some(clock);
         let Some(nw) = self.state.next_window else {
-            return;
+            return Ok(());
         };
         // Nothing can become final before the oldest window has settled.
         if clock < (nw + 1) * self.params.window_us + self.params.settle_us {
-            return;
+            return Ok(());
         }
         self.extend_windows(self.window_of(clock));
         self.close_idle(clock);
@@ -370,41 +385,49 @@ impl Counter {
             if clock < (nw + 1) * self.params.window_us + self.params.settle_us {
                 break;
             }
-            match self.finalize_front() {
+            match self.finalize_front(store)? {
                 Finalized::Done => {}
                 Finalized::NotYet => break,
             }
         }
         self.evict(store);
+        self.keep_budget(store)
     }
 
     /// SPEC §4, end of input: every session closes, every window up to the
     /// clock's is final, and every day up to the clock's is reported.
-    pub fn finish(&mut self, store: &mut dyn HistoryStore) {
+    pub fn finish(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
         let Some(clock) = self.state.clock_us else {
-            return;
+            return Ok(());
         };
         self.end_ephemeral_epoch();
-        self.close_everything_through(clock);
+        self.close_everything_through(clock, store)?;
         let last_day = self.days.day_of(clock);
         self.report_days_through(last_day);
         self.evict(store);
+        Ok(())
     }
 
     /// Closes every session and makes every window up to `clock`'s final.
-    fn close_everything_through(&mut self, clock: i64) {
+    fn close_everything_through(
+        &mut self,
+        clock: i64,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), HistoryError> {
         for dev in self.state.devices.values_mut() {
             dev.close(&self.params);
         }
+        self.close_spilled(store)?;
         let last = self.window_of(clock);
         self.extend_windows(last);
         while self.state.next_window.is_some_and(|nw| nw <= last) {
             // With every session closed every status is decided, so this
             // never waits; if it did, the windows would stay pending.
-            if let Finalized::NotYet = self.finalize_front() {
+            if let Finalized::NotYet = self.finalize_front(store)? {
                 break;
             }
         }
+        Ok(())
     }
 
     /// Live restart after downtime (SPEC §4: empty windows are reported so
@@ -412,15 +435,19 @@ impl Counter {
     /// the agent observed become final as at the end of input; the windows
     /// and whole days it was down for are not reported at all, and counting
     /// resumes at `now_us`. Returns whether there was a gap to skip.
-    pub fn skip_gap(&mut self, now_us: i64, store: &mut dyn HistoryStore) -> bool {
+    pub fn skip_gap(
+        &mut self,
+        now_us: i64,
+        store: &mut dyn HistoryStore,
+    ) -> Result<bool, HistoryError> {
         let Some(clock) = self.state.clock_us else {
-            return false;
+            return Ok(false);
         };
         if now_us - clock <= self.params.window_us + self.params.settle_us {
-            return false;
+            return Ok(false);
         }
         self.end_ephemeral_epoch();
-        self.close_everything_through(clock);
+        self.close_everything_through(clock, store)?;
         let resume = self.window_of(now_us);
         let (clock_day, resume_day) = (
             self.days.day_of(clock),
@@ -434,14 +461,15 @@ impl Counter {
         self.state.windows.clear();
         self.state.next_window = Some(resume);
         // Before the clock moves: the epoch it was in ends now.
-        self.rotate_to(self.epoch_of(now_us), store);
+        self.rotate_to(self.epoch_of(now_us), store)?;
         self.state.clock_us = Some(now_us);
         self.evict(store);
-        true
+        Ok(true)
     }
 
     fn close_idle(&mut self, clock: i64) {
         let p = self.params;
+        self.state.closed_idle_at = Some(clock);
         for dev in self.state.devices.values_mut() {
             if dev
                 .open_session()

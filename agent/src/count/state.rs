@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::device::{Device, Devices};
-use super::history::{History, NO_DAY};
+use super::history::{History, HistoryStore, NO_DAY};
 use crate::people::{Features, Obs, Observations};
 use crate::privacy::{DeviceId, IdMap, IdSet};
 
@@ -141,6 +141,10 @@ pub struct State {
     /// The last final window and its `present_est`: entries are the rise
     /// from it (SPEC §8).
     pub(super) people_before: Option<(i64, f64)>,
+    /// The clock of the last `close_idle` pass, for the devices it could
+    /// not see (`spill`); memory only, stored with spilled devices.
+    #[serde(skip)]
+    pub(super) closed_idle_at: Option<i64>,
 }
 
 /// What a state holds per device (the device map, each pending window's
@@ -152,6 +156,8 @@ pub struct Bulk {
     devices: Devices,
     entries: Vec<Entries>,
     people: Vec<IdMap<Obs>>,
+    /// `State::closed_idle_at`, which spilled devices' parts carry.
+    closed_idle_at: Option<i64>,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -164,6 +170,9 @@ enum Part {
     /// Of the pending window at this index.
     Entries(u32, Vec<(DeviceId, i32)>),
     People(u32, Vec<(DeviceId, Obs)>),
+    /// Devices spilled over the budget (`spill`): their records, and the
+    /// clock of the last `close_idle` pass, which did not see them.
+    Spilled(Option<i64>, Vec<(DeviceId, Vec<u8>)>),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -172,17 +181,25 @@ enum PartRef<'a> {
     Devices(&'a [(&'a DeviceId, &'a Device)]),
     Entries(u32, &'a [(DeviceId, i32)]),
     People(u32, &'a [(&'a DeviceId, &'a Obs)]),
+    Spilled(Option<i64>, &'a [(DeviceId, Vec<u8>)]),
 }
 
 impl Bulk {
     /// Devices, entries or observations a part holds at most.
-    const PART_ITEMS: usize = 4096;
+    pub const PART_ITEMS: usize = 4096;
 
     /// Whether it has no part at all (always, under `ephemeral`).
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
             && self.entries.iter().all(Entries::is_empty)
             && self.people.iter().all(|p| p.is_empty())
+    }
+
+    /// A part of spilled devices' records (the store holds them; the
+    /// checkpoint writes them after `write_parts`).
+    pub fn spilled_part(&self, records: &[(DeviceId, Vec<u8>)]) -> Vec<u8> {
+        postcard::to_stdvec(&PartRef::Spilled(self.closed_idle_at, records))
+            .expect("in-memory structs serialize")
     }
 
     /// Hands each part to `put`, in order, as the postcard bytes of a
@@ -245,6 +262,7 @@ impl State {
                 .iter_mut()
                 .map(|w| w.people.take_devices())
                 .collect(),
+            closed_idle_at: self.closed_idle_at,
         }
     }
 
@@ -257,8 +275,14 @@ impl State {
         }
     }
 
-    /// Adds a stored part; an error says what does not fit.
-    pub fn put_part(&mut self, part: BulkPart) -> Result<(), String> {
+    /// Adds a stored part (spilled devices go back to `store`, and none
+    /// beyond `budget` stays in memory); an error says what does not fit.
+    pub fn put_part(
+        &mut self,
+        part: BulkPart,
+        budget: usize,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), String> {
         let pending = self.windows.len();
         let window = |w: u32| {
             let at = w as usize;
@@ -267,11 +291,19 @@ impl State {
                 .ok_or_else(|| format!("a part of pending window {w}, but {pending} are pending"))
         };
         match part.0 {
-            Part::Devices(devices) => self
-                .devices
-                .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d)))),
+            Part::Devices(devices) => {
+                self.devices
+                    .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d))));
+                self.spill_over(budget, store).map_err(|e| e.to_string())?;
+            }
             Part::Entries(w, pairs) => self.windows[window(w)?].entries.extend(pairs),
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
+            Part::Spilled(closed_idle_at, records) => {
+                self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
+                for (id, record) in records {
+                    store.spill(id, &record).map_err(|e| e.to_string())?;
+                }
+            }
         }
         Ok(())
     }
@@ -313,6 +345,7 @@ impl StateV2 {
             randomized_visitors,
             late_frames: self.late_frames,
             people_before: None,
+            closed_idle_at: None,
         }
     }
 }
@@ -389,6 +422,7 @@ impl StateV3 {
             randomized_visitors: self.randomized_visitors,
             late_frames: self.late_frames,
             people_before: None,
+            closed_idle_at: None,
         }
     }
 }
@@ -440,6 +474,7 @@ impl StateV4 {
             randomized_visitors: self.randomized_visitors,
             late_frames: self.late_frames,
             people_before: self.people_before,
+            closed_idle_at: None,
         }
     }
 }

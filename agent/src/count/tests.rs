@@ -40,7 +40,7 @@ fn run(c: Counting, dets: &[Detection]) -> Vec<Report> {
     for d in dets {
         k.detection(d, &mut store).unwrap();
     }
-    k.finish(&mut store);
+    k.finish(&mut store).unwrap();
     k.drain_reports()
 }
 
@@ -113,9 +113,9 @@ fn windows_are_final_only_after_settling_and_empty_ones_are_reported() {
     let mut store = MemHistory::default();
     k.detection(&det(0, 1, true), &mut store).unwrap();
     // Window 0 ends at 900 s; final at 900 + 900.
-    k.advance(T0 + 1799 * S, &mut store);
+    k.advance(T0 + 1799 * S, &mut store).unwrap();
     assert!(k.drain_reports().is_empty());
-    k.advance(T0 + 1800 * S, &mut store);
+    k.advance(T0 + 1800 * S, &mut store).unwrap();
     assert_eq!(windows(&k.drain_reports()).len(), 1);
     // Far later: every window between is reported, with zeros.
     k.detection(&det(4 * 3600, 2, true), &mut store).unwrap();
@@ -197,11 +197,11 @@ fn a_randomized_device_back_the_same_day_is_one_visitor_and_never_stored() {
             d.randomized = true;
             k.detection(&d, &mut store).unwrap();
         }
-        k.advance(T0 + (start + 3 * 3600) * S, &mut store);
+        k.advance(T0 + (start + 3 * 3600) * S, &mut store).unwrap();
         assert_eq!(k.devices_in_memory(), 0, "evicted between visits");
-        assert!(store.0.is_empty(), "a randomized device is never stored");
+        assert!(store.histories.is_empty(), "a randomized device is never stored");
     }
-    k.finish(&mut store);
+    k.finish(&mut store).unwrap();
     let r = k.drain_reports();
     let day = r
         .iter()
@@ -234,16 +234,17 @@ fn memory_holds_only_the_current_devices() {
                 k.detection(&d, &mut store).unwrap();
             }
         }
-        k.advance(T0 + (day + 1) * 86_400 * S - 1, &mut store);
+        k.advance(T0 + (day + 1) * 86_400 * S - 1, &mut store)
+            .unwrap();
         most = most.max(k.devices_in_memory());
         // What `Store::prune` does once a day.
         let horizon = k.history_horizon().unwrap();
-        store.0.retain(|_, h| h.is_useful(horizon));
+        store.histories.retain(|_, h| h.is_useful(horizon));
     }
     assert!(most <= 5, "{most} devices in memory at day end");
     // Stored histories: non-randomized devices of the 31 days of the loyalty
     // horizon, and randomized ones of the day not yet reported.
-    assert!(store.0.len() <= 25 * 32, "{} histories", store.0.len());
+    assert!(store.histories.len() <= 25 * 32, "{} histories", store.histories.len());
 }
 
 #[test]
@@ -254,7 +255,9 @@ fn live_downtime_is_not_reported_as_empty_windows() {
         k.detection(&det(i * 60, 1, true), &mut store).unwrap();
     }
     // Down from 00:06 until day 2, 10:00.
-    assert!(k.skip_gap(T0 + (2 * 86_400 + 10 * 3600) * S, &mut store));
+    assert!(k
+        .skip_gap(T0 + (2 * 86_400 + 10 * 3600) * S, &mut store)
+        .unwrap());
     let r = k.drain_reports();
     let w = windows(&r);
     assert_eq!(w.len(), 1, "only the observed window");
@@ -264,12 +267,13 @@ fn live_downtime_is_not_reported_as_empty_windows() {
     // Counting resumes: the next window reported is the one it came back in.
     k.detection(&det(2 * 86_400 + 10 * 3600 + 5, 2, true), &mut store)
         .unwrap();
-    k.finish(&mut store);
+    k.finish(&mut store).unwrap();
     let r = k.drain_reports();
     let w = windows(&r);
     assert_eq!(w[0].window_start, T0 / S + 2 * 86_400 + 10 * 3600);
     assert!(
-        !k.skip_gap(T0 + (2 * 86_400 + 10 * 3600 + 60) * S, &mut store),
+        !k.skip_gap(T0 + (2 * 86_400 + 10 * 3600 + 60) * S, &mut store)
+            .unwrap(),
         "no gap: nothing to skip"
     );
 }
@@ -320,7 +324,7 @@ fn people_estimates_per_window_and_their_day_sums() {
     for d in &dets {
         k.detection(d, &mut store).unwrap();
     }
-    k.finish(&mut store);
+    k.finish(&mut store).unwrap();
     for r in k.drain_reports() {
         match r {
             Report::Window(w) => assert_eq!((w.present_est, w.entries_est), (None, None)),

@@ -9,12 +9,15 @@ use footfall_report::{
 use super::device::{Class, Mark};
 use super::history::NO_DAY;
 use super::state::WindowAcc;
-use super::{Counter, Finalized, US_PER_S};
+use super::{Counter, Finalized, HistoryError, HistoryStore, US_PER_S};
 use crate::privacy::DeviceId;
 
 impl Counter {
     /// Computes the oldest pending window, if every status it needs is known.
-    pub(super) fn finalize_front(&mut self) -> Finalized {
+    pub(super) fn finalize_front(
+        &mut self,
+        store: &mut dyn HistoryStore,
+    ) -> Result<Finalized, HistoryError> {
         let p = self.params;
         let nw = self
             .state
@@ -22,6 +25,14 @@ impl Counter {
             .expect("called with a pending window");
         let (ws, we) = (nw * p.window_us, (nw + 1) * p.window_us);
         let acc = self.state.windows.pop_front().unwrap_or_default();
+        if store.spilled() > 0 {
+            if let Err(e) =
+                self.reload_entries((0..acc.entries.len()).map(|i| acc.entries.get(i).0), store)
+            {
+                self.state.windows.push_front(acc);
+                return Err(e);
+            }
+        }
         self.attempt += 1;
         let attempt = self.attempt;
 
@@ -52,7 +63,7 @@ impl Counter {
                         continue;
                     }
                     match dev.is_visit(s, &p) {
-                        None => return self.not_yet(acc),
+                        None => return Ok(self.not_yet(acc)),
                         Some(false) => continue,
                         Some(true) => {}
                     }
@@ -76,7 +87,7 @@ impl Counter {
                 };
             }
             match dev.resident_on(day, &p) {
-                None => return self.not_yet(acc),
+                None => return Ok(self.not_yet(acc)),
                 Some(true) => resident_days.push((id, day)),
                 Some(false) if !dev.mark.detected => {
                     dev.mark.detected = true;
@@ -182,7 +193,7 @@ impl Counter {
                 self.report_days_through(day - 1);
             }
         }
-        Finalized::Done
+        Ok(Finalized::Done)
     }
 
     /// SPEC §8 for the window being made final: (present, lo, hi,

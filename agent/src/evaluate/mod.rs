@@ -211,7 +211,7 @@ pub fn score(
             bail!("{}: {e}", path.display());
         }
     }
-    counter.finish(&mut histories);
+    counter.finish(&mut histories)?;
     let features: std::collections::HashMap<i64, Features> =
         counter.take_features().into_iter().collect();
     let window_s = i64::from(c.window_s);

@@ -61,7 +61,12 @@ impl Store {
     /// or before privacy modes (`checkpoint-4`) is read in its own layout
     /// and upgraded; the next commit writes the
     /// current one and removes the old key in the same transaction.
-    pub fn load_checkpoint(&mut self) -> Result<Option<Checkpoint>, StoreError> {
+    ///
+    /// Devices beyond `device_budget` are spilled as they load (issue 20).
+    pub fn load_checkpoint(
+        &mut self,
+        device_budget: usize,
+    ) -> Result<Option<Checkpoint>, StoreError> {
         let get = |key| self.state.get(key).map_err(|e| self.sled_err(e));
         if let Some(v) = get(CHECKPOINT_KEY)? {
             let mut cp: Checkpoint = self.decode("state", "checkpoint-5", &v)?;
@@ -71,7 +76,7 @@ impl Store {
             };
             self.generation = head.as_ref().map_or(0, |h| h.generation);
             if let Some(head) = head {
-                self.load_parts(&head, &mut cp.counter)?;
+                self.load_parts(&head, &mut cp.counter, device_budget)?;
             }
             self.drop_parts_but(self.generation);
             return Ok(Some(cp));
@@ -103,7 +108,12 @@ impl Store {
 
     /// Adds the parts `head` names to `state`; a file missing, short or
     /// with a part that does not fit is an error naming it.
-    fn load_parts(&self, head: &PartsHead, state: &mut count::State) -> Result<(), StoreError> {
+    fn load_parts(
+        &mut self,
+        head: &PartsHead,
+        state: &mut count::State,
+        device_budget: usize,
+    ) -> Result<(), StoreError> {
         if head.parts == 0 {
             return Ok(());
         }
@@ -139,7 +149,7 @@ impl Store {
                 .decode("bulk", &format!("part {n}"), &value)
                 .map_err(|e| corrupt(e.to_string()))?;
             state
-                .put_part(part)
+                .put_part(part, device_budget, self)
                 .map_err(|w| corrupt(format!("part {n}: {w}")))?;
         }
         if file.fill_buf().map_or(true, |rest| !rest.is_empty()) {
@@ -149,6 +159,11 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Bytes of spilled devices' records (a metric).
+    pub fn spill_bytes(&self) -> u64 {
+        self.spill.bytes()
     }
 
     /// Bytes of the parts the last commit wrote (a metric).
@@ -161,7 +176,7 @@ impl Store {
     /// second should not cost it two syncs.
     fn write_parts(&mut self, generation: u64, bulk: &count::Bulk) -> Result<u32, StoreError> {
         self.bulk_bytes = 0;
-        if bulk.is_empty() {
+        if bulk.is_empty() && self.spill.len() == 0 {
             return Ok(0);
         }
         let path = self.parts_file(generation);
@@ -172,14 +187,26 @@ impl Store {
         std::fs::create_dir_all(&self.bulk_dir).map_err(err)?;
         let mut file = BufWriter::new(std::fs::File::create(&path).map_err(err)?);
         let (mut parts, mut bytes) = (0u32, 0u64);
-        bulk.write_parts(|payload| {
+        let mut put = |payload| {
             let value = self.sealed(framed(payload));
             parts += 1;
             bytes += 4 + value.len() as u64;
             file.write_all(&(value.len() as u32).to_le_bytes())?;
             file.write_all(&value)
-        })
-        .map_err(err)?;
+        };
+        bulk.write_parts(&mut put).map_err(err)?;
+        // The spilled devices, copied from the scratch a part at a time.
+        let mut records = Vec::with_capacity(count::Bulk::PART_ITEMS);
+        for record in self.spill.records() {
+            records.push(record.map_err(err)?);
+            if records.len() == count::Bulk::PART_ITEMS {
+                put(bulk.spilled_part(&records)).map_err(err)?;
+                records.clear();
+            }
+        }
+        if !records.is_empty() {
+            put(bulk.spilled_part(&records)).map_err(err)?;
+        }
         let file = file.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)?;
         // The new name too, before the head that names it is committed.

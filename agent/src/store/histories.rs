@@ -194,5 +194,35 @@ impl HistoryStore for Store {
 
     fn key_rotated(&mut self) {
         self.overlay.clear();
+        if let Err(e) = self.spill.clear() {
+            // The records are sealed under this process's key; the files
+            // are only tidying now.
+            tracing::warn!("cannot remove spilled devices' files: {e}");
+        }
+    }
+
+    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError> {
+        self.spill.put(id, record).map_err(|e| self.spill_err(e))
+    }
+
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
+        self.spill.take(id).map_err(|e| self.spill_err(e))
+    }
+
+    fn spilled(&self) -> usize {
+        self.spill.len()
+    }
+
+    fn spilled_ids(&self) -> Vec<DeviceId> {
+        self.spill.ids()
+    }
+}
+
+impl Store {
+    fn spill_err(&self, e: std::io::Error) -> HistoryError {
+        HistoryError(format!(
+            "{}: spilled devices (issue 20): {e}",
+            self.path.join("spill").display()
+        ))
     }
 }

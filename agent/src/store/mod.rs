@@ -43,6 +43,7 @@ mod histories;
 mod migrate;
 mod outbox;
 mod seal;
+mod spill;
 
 use std::path::{Path, PathBuf};
 
@@ -147,6 +148,8 @@ pub struct Store {
     pub(super) bulk_bytes: u64,
     /// Device histories saved or removed since the last commit.
     pub(super) overlay: IdMap<Option<History>>,
+    /// Devices over the counter's memory budget (scratch, `spill`).
+    spill: spill::Spill,
     /// Day-rotating privacy modes: the checkpoint and histories are sealed
     /// under the counter's key epoch (`seal`).
     pub(super) sealer: Option<Sealer>,
@@ -214,6 +217,7 @@ impl Store {
             generation: 0,
             bulk_bytes: 0,
             overlay: IdMap::default(),
+            spill: spill::Spill::new(path.join("spill")),
             sealer: None,
         };
         let found = meta.get(IDENTITY_KEY).map_err(sled_err)?;

@@ -42,7 +42,7 @@ fn checkpoint_round_trips_and_survives_reopen() {
         s.commit(&mut cp, &[]).unwrap();
     }
     let mut s = reopen(&path, &ident()).unwrap();
-    assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 42);
+    assert_eq!(s.load_checkpoint(usize::MAX).unwrap().unwrap().next_seq, 42);
     assert_eq!(s.load(DeviceId(7)).unwrap(), Some(History::default()));
     assert_eq!(s.load(DeviceId(8)).unwrap(), None);
 }
@@ -78,7 +78,7 @@ fn damaged_value_is_an_error_naming_tree_and_key() {
         s.flush().unwrap();
     }
     let mut s = reopen(&path, &ident()).unwrap();
-    let err = s.load_checkpoint().unwrap_err().to_string();
+    let err = s.load_checkpoint(usize::MAX).unwrap_err().to_string();
     assert!(
         err.contains("tree `state`, key checkpoint-5: checksum mismatch"),
         "{err}"
@@ -103,11 +103,11 @@ fn a_checkpoint_from_before_people_estimates_is_upgraded() {
         s.flush().unwrap();
     }
     let mut s = reopen(&path, &ident()).unwrap();
-    let mut cp = s.load_checkpoint().unwrap().unwrap();
+    let mut cp = s.load_checkpoint(usize::MAX).unwrap().unwrap();
     assert_eq!(cp.next_seq, 41);
     s.commit(&mut cp, &[]).unwrap();
     assert!(s.state.get(CHECKPOINT_V3_KEY).unwrap().is_none());
-    assert_eq!(s.load_checkpoint().unwrap().unwrap().next_seq, 41);
+    assert_eq!(s.load_checkpoint(usize::MAX).unwrap().unwrap().next_seq, 41);
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn a_v2_state_is_upgraded_in_place() {
     }
     for _ in 0..2 {
         let mut s = reopen(&path, &ident()).unwrap();
-        let cp = s.load_checkpoint().unwrap().unwrap();
+        let cp = s.load_checkpoint(usize::MAX).unwrap().unwrap();
         assert_eq!(cp.next_seq, 7);
         assert_eq!(cp.counter.randomized_visitors(), 1);
         assert_eq!(

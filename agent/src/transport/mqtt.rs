@@ -229,6 +229,7 @@ impl Transport {
                 capture_finished: h.capture_finished,
                 privacy_mode: Some(agent.counter.privacy_mode()),
                 params_hash: Some(agent.counter.params_hash().to_string()),
+                memory: Some(agent.memory()),
             }),
         };
         let payload = serde_json::to_string(&status).expect("statuses serialize");

@@ -118,7 +118,7 @@ fn every_supported_capture_replays_with_all_detections_counted() {
                 counter.detection(&d, &mut store).unwrap();
             }
         }
-        counter.finish(&mut store);
+        counter.finish(&mut store).unwrap();
         let reports = counter.drain_reports();
         let (mut frames, mut no_signal) = (0, 0);
         for r in &reports {

@@ -343,6 +343,9 @@ fn mask(mode: PrivacyMode, (mut ws, mut ds): (Vec<W>, Vec<D>)) -> (Vec<W>, Vec<D
     (ws, ds)
 }
 
+/// The counter's reports, checked to be the same with every device
+/// spilled as soon as there are more than two (issue 20: the budget costs
+/// speed, never a count).
 fn run_counter(c: &Counting, tz: &str, dets: &[Detection]) -> Vec<Report> {
     run_counter_in(c, tz, dets, LOYALTY)
 }
@@ -353,6 +356,28 @@ const LOYALTY: Privacy = Privacy {
 };
 
 fn run_counter_in(c: &Counting, tz: &str, dets: &[Detection], privacy: Privacy) -> Vec<Report> {
+    let (all, spilled) = counter_reports(c, tz, dets, privacy, 2);
+    assert!(
+        all == counter_reports(c, tz, dets, privacy, usize::MAX).0,
+        "reports differ with a device budget of 2"
+    );
+    // Ephemeral follows no device; the others spill with more than two.
+    let most = dets.iter().map(|d| d.device).collect::<std::collections::HashSet<_>>();
+    if privacy.mode != PrivacyMode::Ephemeral && most.len() > 20 {
+        assert!(spilled > 0, "the budget was never reached");
+    }
+    all
+}
+
+/// Reports with at most `budget` devices in memory, and how many devices
+/// were spilled at most.
+fn counter_reports(
+    c: &Counting,
+    tz: &str,
+    dets: &[Detection],
+    privacy: Privacy,
+    budget: usize,
+) -> (Vec<Report>, usize) {
     let meta = ReportMeta {
         store_id: "s".into(),
         agent_id: "a".into(),
@@ -365,13 +390,17 @@ fn run_counter_in(c: &Counting, tz: &str, dets: &[Detection], privacy: Privacy) 
         meta,
         State::default(),
     )
-    .with_privacy(privacy);
+    .with_privacy(privacy)
+    .with_device_budget(budget);
     let mut store = MemHistory::default();
+    let mut spilled = 0;
     for d in dets {
         k.detection(d, &mut store).unwrap();
+        spilled = spilled.max(store.spilled.len());
     }
-    k.finish(&mut store);
-    k.drain_reports()
+    k.finish(&mut store).unwrap();
+    assert!(store.spilled.is_empty(), "every spilled device came back");
+    (k.drain_reports(), spilled)
 }
 
 fn compare(c: Counting, tz: &str, dets: &[Detection]) -> Result<(), TestCaseError> {

@@ -1,0 +1,367 @@
+//! Devices spilled out of memory (issue 20): a scratch file beside the
+//! state, where the counter puts the devices over its memory budget until
+//! a window or a frame needs them again.
+//!
+//! Scratch, not state: the checkpoint copies every spilled device into
+//! its parts, so a restart never reads this file; each process removes
+//! what an earlier one left and seals its records under a key of its own,
+//! drawn at start and never written anywhere. What a crash leaves here is
+//! ciphertext nobody can open, whatever the privacy mode.
+//!
+//! Records are appended to segments of `SEGMENT_BYTES`. Every record is
+//! read back exactly once (the counter takes a spilled device back to
+//! count or drop it, or a key rotation clears them all), so a segment
+//! whose records were all taken is deleted: the file follows the devices
+//! spilled now, not all those ever spilled. In memory each spilled device
+//! costs its index entry (id and place, about 28 bytes) instead of the
+//! device (about 180).
+//!
+//! A record: a little-endian u32 length, then the device's bytes sealed
+//! with ChaCha20-Poly1305 under the process's key, the nonce being its
+//! segment and offset (each used once per key) and the id its associated
+//! data, so a record read for another id, or damaged, fails to open.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+
+use crate::privacy::{DeviceId, IdMap};
+
+/// Segments are closed at this size; a segment is deleted once all its
+/// records are taken.
+const SEGMENT_BYTES: u64 = 8 << 20;
+/// Appended records are written to the file in blocks of this size; the
+/// block being filled is read from memory.
+const BLOCK_BYTES: usize = 256 << 10;
+
+/// Where a record is: its segment and offset.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    segment: u32,
+    offset: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    /// Records not yet taken.
+    live: u32,
+}
+
+pub(super) struct Spill {
+    dir: PathBuf,
+    cipher: ChaCha20Poly1305,
+    index: IdMap<Loc>,
+    segments: BTreeMap<u32, Segment>,
+    /// The segment being appended to: its number and bytes so far.
+    current: Option<(u32, u64)>,
+    /// Appended bytes of the current segment not yet written to its file
+    /// (they start at `current`'s length minus their own).
+    block: Vec<u8>,
+    next_segment: u32,
+}
+
+impl Spill {
+    /// Scratch in `dir`; whatever an earlier process left there goes.
+    pub(super) fn new(dir: PathBuf) -> Spill {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Only tidying: this process writes segments of its own names
+            // over whatever is left (sealed under a key now gone).
+            Err(e) => tracing::warn!(dir = %dir.display(), "cannot remove an earlier spill: {e}"),
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the OS random source is available");
+        Spill {
+            dir,
+            cipher: ChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
+            index: IdMap::default(),
+            segments: BTreeMap::new(),
+            current: None,
+            block: Vec::new(),
+            next_segment: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Bytes the segments hold on disk and in the block being filled.
+    pub(super) fn bytes(&self) -> u64 {
+        let closed: u64 = self
+            .segments
+            .iter()
+            .filter(|(&n, _)| self.current.is_none_or(|(c, _)| c != n))
+            .map(|(_, s)| s.file.metadata().map_or(0, |m| m.len()))
+            .sum();
+        closed + self.current.map_or(0, |(_, len)| len)
+    }
+
+    pub(super) fn ids(&self) -> Vec<DeviceId> {
+        self.index.keys().copied().collect()
+    }
+
+    fn path(&self, segment: u32) -> PathBuf {
+        self.dir.join(format!("{segment}.spill"))
+    }
+
+    fn nonce(loc: Loc) -> Nonce {
+        let mut n = [0u8; 12];
+        n[..4].copy_from_slice(&loc.segment.to_le_bytes());
+        n[4..8].copy_from_slice(&loc.offset.to_le_bytes());
+        Nonce::from(n)
+    }
+
+    /// Appends `id`'s record (replacing one it may have).
+    pub(super) fn put(&mut self, id: DeviceId, payload: &[u8]) -> std::io::Result<()> {
+        if let Some(old) = self.index.remove(&id) {
+            self.release(old.segment)?;
+        }
+        let (segment, len) = match self.current {
+            Some((n, len)) if len < SEGMENT_BYTES => (n, len),
+            _ => self.start_segment()?,
+        };
+        let loc = Loc {
+            segment,
+            offset: len as u32,
+        };
+        let aad = id.0.to_le_bytes();
+        let sealed = self
+            .cipher
+            .encrypt(
+                &Self::nonce(loc),
+                Payload {
+                    msg: payload,
+                    aad: &aad,
+                },
+            )
+            .expect("encryption in memory does not fail");
+        self.block
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.block.extend_from_slice(&sealed);
+        self.current = Some((segment, len + 4 + sealed.len() as u64));
+        self.segments
+            .get_mut(&segment)
+            .expect("the current segment is open")
+            .live += 1;
+        self.index.insert(id, loc);
+        if self.block.len() >= BLOCK_BYTES {
+            self.write_block()?;
+        }
+        Ok(())
+    }
+
+    /// Takes `id`'s record out, if it was spilled.
+    pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(&loc) = self.index.get(&id) else {
+            return Ok(None);
+        };
+        let payload = self.read(id, loc)?;
+        self.index.remove(&id);
+        self.release(loc.segment)?;
+        Ok(Some(payload))
+    }
+
+    /// Every record, left spilled (the checkpoint copies them).
+    pub(super) fn records(
+        &self,
+    ) -> impl Iterator<Item = std::io::Result<(DeviceId, Vec<u8>)>> + '_ {
+        self.index
+            .iter()
+            .map(|(&id, &loc)| self.read(id, loc).map(|r| (id, r)))
+    }
+
+    /// Forgets every record (a key rotation: those ids are never asked for
+    /// again) and deletes the segments.
+    pub(super) fn clear(&mut self) -> std::io::Result<()> {
+        self.index.clear();
+        self.block.clear();
+        self.current = None;
+        for n in std::mem::take(&mut self.segments).into_keys() {
+            std::fs::remove_file(self.path(n))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, id: DeviceId, loc: Loc) -> std::io::Result<Vec<u8>> {
+        let damaged = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: the record at offset {} {what}",
+                    self.path(loc.segment).display(),
+                    loc.offset
+                ),
+            )
+        };
+        let mut bytes = Vec::new();
+        let unwritten = match self.current {
+            Some((n, len)) if n == loc.segment => len - self.block.len() as u64,
+            _ => u64::MAX,
+        };
+        let offset = u64::from(loc.offset);
+        if offset >= unwritten {
+            let at = (offset - unwritten) as usize;
+            let len = self
+                .block
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                .ok_or_else(|| damaged("is cut short"))?;
+            bytes.extend_from_slice(
+                self.block
+                    .get(at + 4..at + 4 + len)
+                    .ok_or_else(|| damaged("is cut short"))?,
+            );
+        } else {
+            let file = &self
+                .segments
+                .get(&loc.segment)
+                .ok_or_else(|| damaged("is in a segment already removed"))?
+                .file;
+            let mut len = [0u8; 4];
+            file.read_exact_at(&mut len, offset)?;
+            let len = u32::from_le_bytes(len) as usize;
+            if len as u64 > SEGMENT_BYTES {
+                return Err(damaged("claims more bytes than a segment holds"));
+            }
+            bytes.resize(len, 0);
+            file.read_exact_at(&mut bytes, offset + 4)?;
+        }
+        let aad = id.0.to_le_bytes();
+        self.cipher
+            .decrypt(
+                &Self::nonce(loc),
+                Payload {
+                    msg: &bytes,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| damaged("does not open (damaged)"))
+    }
+
+    fn start_segment(&mut self) -> std::io::Result<(u32, u64)> {
+        self.write_block()?;
+        if self.segments.is_empty() {
+            std::fs::create_dir_all(&self.dir)?;
+        }
+        let n = self.next_segment;
+        self.next_segment += 1;
+        let file = create(&self.path(n))?;
+        self.segments.insert(n, Segment { file, live: 0 });
+        if let Some((old, _)) = self.current.replace((n, 0)) {
+            self.remove_if_empty(old)?;
+        }
+        Ok((n, 0))
+    }
+
+    fn write_block(&mut self) -> std::io::Result<()> {
+        if let Some((n, len)) = self.current {
+            if !self.block.is_empty() {
+                let at = len - self.block.len() as u64;
+                let seg = &self.segments[&n];
+                seg.file.write_all_at(&self.block, at)?;
+                self.block.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// One record of `segment` was taken.
+    fn release(&mut self, segment: u32) -> std::io::Result<()> {
+        if let Some(s) = self.segments.get_mut(&segment) {
+            s.live -= 1;
+        }
+        if self.current.is_none_or(|(c, _)| c != segment) {
+            self.remove_if_empty(segment)?;
+        } else if self.segments.get(&segment).is_some_and(|s| s.live == 0) {
+            // The current segment emptied: start it over rather than grow it.
+            self.segments[&segment].file.set_len(0)?;
+            self.block.clear();
+            self.current = Some((segment, 0));
+        }
+        Ok(())
+    }
+
+    fn remove_if_empty(&mut self, segment: u32) -> std::io::Result<()> {
+        if self.segments.get(&segment).is_some_and(|s| s.live == 0) {
+            self.segments.remove(&segment);
+            std::fs::remove_file(self.path(segment))?;
+        }
+        Ok(())
+    }
+}
+
+fn create(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_back_once_and_emptied_segments_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::new(dir.path().join("spill"));
+        let payload = |i: u128| format!("device {i} ").repeat(1 + (i % 50) as usize);
+        let n = 200_000u128;
+        for i in 0..n {
+            spill.put(DeviceId(i), payload(i).as_bytes()).unwrap();
+        }
+        assert_eq!(spill.len(), n as usize);
+        let segments = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
+        assert!(segments > 3, "{segments} segments");
+        // Nothing of a payload is on disk in the clear.
+        for e in std::fs::read_dir(dir.path().join("spill")).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            assert!(!bytes.windows(9).any(|w| w == b"device 17"));
+        }
+        let copied: Vec<_> = spill.records().map(Result::unwrap).collect();
+        assert_eq!(copied.len(), n as usize);
+        assert!(copied
+            .iter()
+            .all(|(id, r)| r.as_slice() == payload(id.0).as_bytes()));
+        for i in (0..n).rev() {
+            assert_eq!(
+                spill.take(DeviceId(i)).unwrap().unwrap(),
+                payload(i).as_bytes(),
+                "device {i}"
+            );
+            assert!(spill.take(DeviceId(i)).unwrap().is_none());
+        }
+        assert_eq!(spill.len(), 0);
+        let left = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
+        assert!(left <= 1, "{left} segments left");
+        // A new process removes what this one left.
+        spill.put(DeviceId(1), b"x").unwrap();
+        let again = Spill::new(dir.path().join("spill"));
+        assert_eq!(again.len(), 0);
+        assert!(!dir.path().join("spill").exists());
+    }
+
+    #[test]
+    fn a_damaged_record_is_an_error_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::new(dir.path().join("spill"));
+        for i in 0..40_000u128 {
+            spill.put(DeviceId(i), &[7u8; 100]).unwrap();
+        }
+        let path = dir.path().join("spill/0.spill");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let e = spill.take(DeviceId(0)).unwrap_err().to_string();
+        assert!(e.contains("0.spill") && e.contains("does not open"), "{e}");
+    }
+}
