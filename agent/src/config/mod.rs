@@ -551,8 +551,9 @@ mod tests {
 
     #[test]
     fn every_range_problem_is_listed_with_its_line() {
-        let text =
-            format!("{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n[memory]\ndevices = 10\n");
+        let text = format!(
+            "{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n[memory]\ndevices = 10\n"
+        );
         let err = Config::parse(Path::new("agent.toml"), &text).unwrap_err();
         assert_eq!(
             err.problems,

@@ -72,6 +72,7 @@ impl Counter {
                 let boundary = epoch_start_us(self.privacy.rotation, &self.days, current + 1);
                 self.close_everything_through(boundary - 1, store)?;
                 self.state.devices.clear();
+                self.finalized_spilled.clear();
                 self.state.randomized_visitors.clear();
                 store.key_rotated();
             }

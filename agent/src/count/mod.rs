@@ -42,6 +42,7 @@ use crate::config::{Counting, Privacy, Rotation};
 use crate::days::LocalDays;
 use crate::detect::Detection;
 use crate::people::{Calibration, Features};
+use crate::privacy::DeviceId;
 use device::{Device, Mark};
 use epoch::EpochObs;
 use history::NO_DAY;
@@ -118,6 +119,8 @@ pub struct Counter {
     /// Devices in memory past which `keep_budget` next looks for some to
     /// spill.
     spill_at: usize,
+    /// Spilled devices of the windows made final since the last `evict`.
+    finalized_spilled: Vec<DeviceId>,
 }
 
 enum Finalized {
@@ -149,6 +152,7 @@ impl Counter {
             epoch_obs: None,
             device_budget: usize::MAX,
             spill_at: usize::MAX,
+            finalized_spilled: Vec::new(),
         }
     }
 
@@ -390,7 +394,7 @@ impl Counter {
                 Finalized::NotYet => break,
             }
         }
-        self.evict(store);
+        self.evict(store)?;
         self.keep_budget(store)
     }
 
@@ -404,8 +408,7 @@ impl Counter {
         self.close_everything_through(clock, store)?;
         let last_day = self.days.day_of(clock);
         self.report_days_through(last_day);
-        self.evict(store);
-        Ok(())
+        self.evict(store)
     }
 
     /// Closes every session and makes every window up to `clock`'s final.
@@ -463,7 +466,7 @@ impl Counter {
         // Before the clock moves: the epoch it was in ends now.
         self.rotate_to(self.epoch_of(now_us), store)?;
         self.state.clock_us = Some(now_us);
-        self.evict(store);
+        self.evict(store)?;
         Ok(true)
     }
 
@@ -497,30 +500,72 @@ impl Counter {
 
     /// Drops from memory the devices no pending window needs, handing their
     /// history to the store; sessions no pending window needs are dropped.
-    fn evict(&mut self, store: &mut dyn HistoryStore) {
-        let (Some(nw), Some(horizon)) = (self.state.next_window, self.history_horizon()) else {
-            return;
+    /// Spilled devices of the windows just made final go the same way.
+    fn evict(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
+        self.evict_spilled(store)?;
+        let Some(e) = self.eviction() else {
+            return Ok(());
         };
-        let first_pending_us = nw * self.params.window_us;
         let randomized = &mut self.state.randomized_visitors;
-        self.state.devices.retain(|&id, dev| {
-            dev.sessions
-                .retain(|s| s.open || s.last_us >= first_pending_us);
-            if !dev.sessions.is_empty() || dev.last_window >= nw {
-                return true;
+        self.state
+            .devices
+            .retain(|&id, dev| e.keeps(id, dev, randomized, store));
+        Ok(())
+    }
+
+    /// What `evict` needs to judge a device; `None` before any detection.
+    fn eviction(&self) -> Option<Eviction> {
+        let (Some(nw), Some(horizon)) = (self.state.next_window, self.history_horizon()) else {
+            return None;
+        };
+        Some(Eviction {
+            nw,
+            first_pending_us: nw * self.params.window_us,
+            horizon,
+        })
+    }
+
+    /// Whether `dev` stays (in memory or spilled); if not, its history is
+    /// handed to the store.
+    fn keeps(&mut self, id: DeviceId, dev: &mut Device, store: &mut dyn HistoryStore) -> bool {
+        match self.eviction() {
+            Some(e) => e.keeps(id, dev, &mut self.state.randomized_visitors, store),
+            None => true,
+        }
+    }
+}
+
+struct Eviction {
+    nw: i64,
+    first_pending_us: i64,
+    horizon: Horizon,
+}
+
+impl Eviction {
+    fn keeps(
+        &self,
+        id: DeviceId,
+        dev: &mut Device,
+        randomized: &mut std::collections::BTreeMap<i32, crate::privacy::IdSet>,
+        store: &mut dyn HistoryStore,
+    ) -> bool {
+        let first_pending_us = self.first_pending_us;
+        dev.sessions
+            .retain(|s| s.open || s.last_us >= first_pending_us);
+        if !dev.sessions.is_empty() || dev.last_window >= self.nw {
+            return true;
+        }
+        let h = &dev.hist;
+        if h.randomized {
+            if h.is_useful(self.horizon) {
+                randomized.entry(h.visitor_day).or_default().insert(id);
             }
-            let h = &dev.hist;
-            if h.randomized {
-                if h.is_useful(horizon) {
-                    randomized.entry(h.visitor_day).or_default().insert(id);
-                }
-            } else if h.is_useful(horizon) {
-                store.save(id, h);
-            } else if dev.stored {
-                store.remove(id);
-            }
-            false
-        });
+        } else if h.is_useful(self.horizon) {
+            store.save(id, h);
+        } else if dev.stored {
+            store.remove(id);
+        }
+        false
     }
 }
 

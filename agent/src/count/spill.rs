@@ -20,14 +20,46 @@
 //!   with `closed_idle_at` (`Part::Spilled`); loading them spills them
 //!   again, so a restart in a crowd does not bring the crowd into memory.
 
-use super::device::{Device, Devices};
+use super::device::{Device, Devices, Mark};
 use super::state::State;
 use super::{Counter, HistoryError, HistoryStore, Params};
 use crate::privacy::DeviceId;
 
+/// A record starts with the device's `Mark` (attempt u64 LE, detected,
+/// visit), which a device keeps while a window is being decided and
+/// `Device` does not store.
+const MARK_BYTES: usize = 10;
+
 /// A spilled device's record.
 fn record(dev: &Device) -> Vec<u8> {
-    postcard::to_stdvec(dev).expect("in-memory structs serialize")
+    let mut out = Vec::with_capacity(MARK_BYTES + 64);
+    out.extend_from_slice(&dev.mark.attempt.to_le_bytes());
+    out.push(u8::from(dev.mark.detected));
+    out.push(u8::from(dev.mark.visit));
+    postcard::to_extend(dev, out).expect("in-memory structs serialize")
+}
+
+fn decode(bytes: &[u8]) -> Result<Device, HistoryError> {
+    let damaged =
+        |e: String| HistoryError(format!("a spilled device does not decode ({e}): damaged"));
+    if bytes.len() < MARK_BYTES {
+        return Err(damaged("shorter than its mark".into()));
+    }
+    let mut dev: Device =
+        postcard::from_bytes(&bytes[MARK_BYTES..]).map_err(|e| damaged(e.to_string()))?;
+    dev.mark = Mark {
+        attempt: u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+        detected: bytes[8] != 0,
+        visit: bytes[9] != 0,
+    };
+    Ok(dev)
+}
+
+/// A record loaded from a checkpoint: its mark named an attempt of the
+/// process that wrote it, and attempts count again from 1 (0 is none).
+pub(super) fn forget_mark(record: &mut [u8]) {
+    let n = MARK_BYTES.min(record.len());
+    record[..n].fill(0);
 }
 
 impl State {
@@ -48,12 +80,24 @@ impl State {
         };
         let target = budget - budget / 4;
         // Only devices a pending window will take back; the coldest first:
-        // no session (weak detections only), then the oldest last frame.
-        let mut cold: Vec<(i64, DeviceId)> = self
+        // those without an open session, then randomized MACs (a phone
+        // that rotates its MAC is not heard under this one again), then
+        // the rest; each by its last frame, oldest first. A device a frame
+        // takes back soon costs a read and a write: spilling a fixed MAC
+        // still in the store thrashes.
+        let mut cold: Vec<((u8, i64), DeviceId)> = self
             .devices
             .iter()
             .filter(|(_, d)| d.last_window >= nw)
-            .map(|(&id, d)| (d.sessions.last().map_or(i64::MIN, |s| s.last_us), id))
+            .map(|(&id, d)| {
+                let class = match d.open_session() {
+                    None => 0,
+                    Some(_) if d.hist.randomized => 1,
+                    Some(_) => 2,
+                };
+                let last = d.sessions.last().map_or(i64::MIN, |s| s.last_us);
+                ((class, last), id)
+            })
             .collect();
         let n = (self.devices.len() - target).min(cold.len());
         if n == 0 {
@@ -90,36 +134,79 @@ impl Counter {
         self.device_budget
     }
 
-    /// Takes `id` back from the store if it is spilled; whether it was.
+    /// Takes `id` back into memory if it is spilled (a frame of it).
     pub(super) fn reload(
         &mut self,
         id: DeviceId,
         store: &mut dyn HistoryStore,
-    ) -> Result<bool, HistoryError> {
-        let Some(bytes) = store.unspill(id)? else {
-            return Ok(false);
-        };
-        let mut dev: Device = postcard::from_bytes(&bytes).map_err(|e| {
-            HistoryError(format!("a spilled device does not decode ({e}): damaged"))
-        })?;
-        close_if_idle(&mut dev, self.state.closed_idle_at, &self.params);
-        self.state.devices.insert(id, Box::new(dev));
-        Ok(true)
+    ) -> Result<(), HistoryError> {
+        if let Some(dev) = self.take_spilled(id, store)? {
+            self.state.devices.insert(id, dev);
+        }
+        Ok(())
     }
 
-    /// Takes back the spilled devices of a window's entries, before the
-    /// window is decided.
-    pub(super) fn reload_entries(
+    /// A spilled device, out of the store, closed as `close_idle` would
+    /// have closed it.
+    pub(super) fn take_spilled(
         &mut self,
-        ids: impl Iterator<Item = DeviceId>,
+        id: DeviceId,
+        store: &mut dyn HistoryStore,
+    ) -> Result<Option<Box<Device>>, HistoryError> {
+        let Some(bytes) = store.unspill(id)? else {
+            return Ok(None);
+        };
+        let mut dev = decode(&bytes)?;
+        close_if_idle(&mut dev, self.state.closed_idle_at, &self.params);
+        Ok(Some(Box::new(dev)))
+    }
+
+    pub(super) fn put_spilled(
+        &self,
+        id: DeviceId,
+        dev: &Device,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
+        store.spill(id, &record(dev))
+    }
+
+    /// `f` on the device `id`, in memory or spilled (it stays where it is).
+    pub(super) fn with_device<R>(
+        &mut self,
+        id: DeviceId,
+        store: &mut dyn HistoryStore,
+        f: impl FnOnce(&mut Device) -> R,
+    ) -> Result<R, HistoryError> {
+        if let Some(dev) = self.state.devices.get_mut(&id) {
+            return Ok(f(dev));
+        }
+        let mut dev = self
+            .take_spilled(id, store)?
+            .expect("a device with an entry in a pending window is in memory or spilled");
+        let r = f(&mut dev);
+        self.put_spilled(id, &dev, store)?;
+        Ok(r)
+    }
+
+    /// Evicts the spilled devices of the windows made final since the
+    /// last call as `evict` does those in memory: taken out, and spilled
+    /// again only if a pending window still needs them.
+    pub(super) fn evict_spilled(
+        &mut self,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), HistoryError> {
+        let mut ids = std::mem::take(&mut self.finalized_spilled);
+        ids.sort_unstable();
+        ids.dedup();
         for id in ids {
-            if store.spilled() == 0 {
-                break;
+            if self.state.devices.contains_key(&id) {
+                continue; // a frame took it back: `evict` sees it
             }
-            if !self.state.devices.contains_key(&id) {
-                self.reload(id, store)?;
+            let Some(mut dev) = self.take_spilled(id, store)? else {
+                continue;
+            };
+            if self.keeps(id, &mut dev, store) {
+                self.put_spilled(id, &dev, store)?;
             }
         }
         Ok(())
@@ -132,14 +219,10 @@ impl Counter {
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
         for id in store.spilled_ids() {
-            let Some(bytes) = store.unspill(id)? else {
-                continue;
-            };
-            let mut dev: Device = postcard::from_bytes(&bytes).map_err(|e| {
-                HistoryError(format!("a spilled device does not decode ({e}): damaged"))
-            })?;
-            dev.close(&self.params);
-            store.spill(id, &record(&dev))?;
+            if let Some(mut dev) = self.take_spilled(id, store)? {
+                dev.close(&self.params);
+                self.put_spilled(id, &dev, store)?;
+            }
         }
         Ok(())
     }
@@ -159,7 +242,9 @@ impl Counter {
             return Ok(());
         }
         self.state.spill_over(self.device_budget, store)?;
-        self.spill_at = self.device_budget.max(self.state.devices.len() + self.device_budget / 4);
+        self.spill_at = self
+            .device_budget
+            .max(self.state.devices.len() + self.device_budget / 4);
         Ok(())
     }
 }

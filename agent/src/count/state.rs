@@ -300,7 +300,8 @@ impl State {
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
             Part::Spilled(closed_idle_at, records) => {
                 self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
-                for (id, record) in records {
+                for (id, mut record) in records {
+                    super::spill::forget_mark(&mut record);
                     store.spill(id, &record).map_err(|e| e.to_string())?;
                 }
             }

@@ -199,7 +199,10 @@ fn a_randomized_device_back_the_same_day_is_one_visitor_and_never_stored() {
         }
         k.advance(T0 + (start + 3 * 3600) * S, &mut store).unwrap();
         assert_eq!(k.devices_in_memory(), 0, "evicted between visits");
-        assert!(store.histories.is_empty(), "a randomized device is never stored");
+        assert!(
+            store.histories.is_empty(),
+            "a randomized device is never stored"
+        );
     }
     k.finish(&mut store).unwrap();
     let r = k.drain_reports();
@@ -244,7 +247,11 @@ fn memory_holds_only_the_current_devices() {
     assert!(most <= 5, "{most} devices in memory at day end");
     // Stored histories: non-randomized devices of the 31 days of the loyalty
     // horizon, and randomized ones of the day not yet reported.
-    assert!(store.histories.len() <= 25 * 32, "{} histories", store.histories.len());
+    assert!(
+        store.histories.len() <= 25 * 32,
+        "{} histories",
+        store.histories.len()
+    );
 }
 
 #[test]

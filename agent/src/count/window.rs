@@ -6,7 +6,7 @@ use footfall_report::{
     WINDOW_SCHEMA,
 };
 
-use super::device::{Class, Mark};
+use super::device::{Class, Device, Mark};
 use super::history::NO_DAY;
 use super::state::WindowAcc;
 use super::{Counter, Finalized, HistoryError, HistoryStore, US_PER_S};
@@ -25,78 +25,56 @@ impl Counter {
             .expect("called with a pending window");
         let (ws, we) = (nw * p.window_us, (nw + 1) * p.window_us);
         let acc = self.state.windows.pop_front().unwrap_or_default();
-        if store.spilled() > 0 {
-            if let Err(e) =
-                self.reload_entries((0..acc.entries.len()).map(|i| acc.entries.get(i).0), store)
-            {
-                self.state.windows.push_front(acc);
-                return Err(e);
-            }
-        }
         self.attempt += 1;
         let attempt = self.attempt;
 
         // Decide everything first, so that waiting leaves no trace. The
         // entries come in detection order, with repeats; a device's
-        // sessions are judged at its first entry, its days at each.
-        struct Visit {
-            dev: DeviceId,
-            day: i32,
-            class: Class,
-        }
-        let mut visits: Vec<Visit> = Vec::new();
-        let mut resident_days: Vec<(DeviceId, i32)> = Vec::new();
-        let (mut detected, mut passersby) = (0u64, 0u64);
-        let mut dwell_counts = vec![0u64; DWELL_EDGES_S.len()];
-        let mut dwell_sum_s = 0u64;
+        // sessions are judged at its first entry, its days at each. A
+        // spilled device is taken out for its entry and spilled again
+        // with its mark: the window never brings the spill into memory.
+        let mut d = Decided {
+            p,
+            ws,
+            we,
+            attempt,
+            visits: Vec::new(),
+            resident_days: Vec::new(),
+            detected: 0,
+            passersby: 0,
+            dwell_counts: vec![0u64; DWELL_EDGES_S.len()],
+            dwell_sum_s: 0,
+        };
+        let mut spilled = Vec::new();
         for i in 0..acc.entries.len() {
             let (id, day) = acc.entries.get(i);
-            let dev = self
-                .state
-                .devices
-                .get_mut(&id)
-                .expect("a device with an entry in a pending window is in memory");
-            if dev.mark.attempt != attempt {
-                let mut visit_in_w = false;
-                for s in &dev.sessions {
-                    if s.last_us < ws || s.first_us >= we {
-                        continue;
+            let decided = match self.state.devices.get_mut(&id) {
+                Some(dev) => d.entry(id, day, dev),
+                None => match self.decide_spilled(id, day, &mut d, store) {
+                    Ok(decided) => {
+                        spilled.push(id);
+                        decided
                     }
-                    match dev.is_visit(s, &p) {
-                        None => return Ok(self.not_yet(acc)),
-                        Some(false) => continue,
-                        Some(true) => {}
+                    Err(e) => {
+                        self.state.windows.push_front(acc);
+                        return Err(e);
                     }
-                    visit_in_w = true;
-                    if s.first_us >= ws {
-                        visits.push(Visit {
-                            dev: id,
-                            day: s.start_day,
-                            class: dev.class(s.start_day, &p),
-                        });
-                    }
-                    if s.last_us < we && !s.open {
-                        dwell_counts[dwell_bucket(s.dwell_s())] += 1;
-                        dwell_sum_s += s.dwell_s();
-                    }
-                }
-                dev.mark = Mark {
-                    attempt,
-                    detected: false,
-                    visit: visit_in_w,
-                };
-            }
-            match dev.resident_on(day, &p) {
-                None => return Ok(self.not_yet(acc)),
-                Some(true) => resident_days.push((id, day)),
-                Some(false) if !dev.mark.detected => {
-                    dev.mark.detected = true;
-                    detected += 1;
-                    passersby += u64::from(!dev.mark.visit);
-                }
-                Some(false) => {}
+                },
+            };
+            if !decided {
+                return Ok(self.not_yet(acc));
             }
         }
+        let Decided {
+            visits,
+            mut resident_days,
+            detected,
+            passersby,
+            dwell_counts,
+            dwell_sum_s,
+            ..
+        } = d;
+        self.finalized_spilled.extend(spilled);
         // Residents are few: sorting them groups each device's days.
         resident_days.sort_unstable();
         resident_days.dedup();
@@ -120,11 +98,14 @@ impl Counter {
             if v.day < next_day {
                 continue;
             }
-            let dev = self.state.devices.get_mut(&v.dev).expect("seen above");
+            let first = self.with_device(v.dev, store, |dev| {
+                let first = dev.hist.visitor_day != v.day;
+                dev.hist.visitor_day = v.day;
+                first
+            })?;
             let day = self.state.days.entry(v.day).or_default();
             day.visits += 1;
-            if dev.hist.visitor_day != v.day {
-                dev.hist.visitor_day = v.day;
+            if first {
                 day.unique_visitors += 1;
                 match v.class {
                     Class::New => day.new += 1,
@@ -143,9 +124,12 @@ impl Counter {
             if day < next_day {
                 continue;
             }
-            let dev = self.state.devices.get_mut(&id).expect("seen above");
-            if dev.hist.resident_day != day {
+            let first = self.with_device(id, store, |dev| {
+                let first = dev.hist.resident_day != day;
                 dev.hist.resident_day = day;
+                first
+            })?;
+            if first {
                 self.state.days.entry(day).or_default().residents += 1;
             }
         }
@@ -240,8 +224,93 @@ impl Counter {
         Some((present, round_people(e.lo), round_people(e.hi), entries))
     }
 
+    /// `Decided::entry` for a spilled device, which is spilled again.
+    fn decide_spilled(
+        &mut self,
+        id: DeviceId,
+        day: i32,
+        d: &mut Decided,
+        store: &mut dyn HistoryStore,
+    ) -> Result<bool, HistoryError> {
+        let mut dev = self
+            .take_spilled(id, store)?
+            .expect("a device with an entry in a pending window is in memory or spilled");
+        let decided = d.entry(id, day, &mut dev);
+        self.put_spilled(id, &dev, store)?;
+        Ok(decided)
+    }
+
     pub(super) fn not_yet(&mut self, acc: WindowAcc) -> Finalized {
         self.state.windows.push_front(acc);
         Finalized::NotYet
+    }
+}
+
+struct Visit {
+    dev: DeviceId,
+    day: i32,
+    class: Class,
+}
+
+/// What a window's entries decided so far in one attempt.
+struct Decided {
+    p: super::Params,
+    ws: i64,
+    we: i64,
+    attempt: u64,
+    visits: Vec<Visit>,
+    resident_days: Vec<(DeviceId, i32)>,
+    detected: u64,
+    passersby: u64,
+    dwell_counts: Vec<u64>,
+    dwell_sum_s: u64,
+}
+
+impl Decided {
+    /// One entry (device `id` detected on local `day`); false while a
+    /// status it needs is not decided yet.
+    fn entry(&mut self, id: DeviceId, day: i32, dev: &mut Device) -> bool {
+        let (p, ws, we) = (&self.p, self.ws, self.we);
+        if dev.mark.attempt != self.attempt {
+            let mut visit_in_w = false;
+            for s in &dev.sessions {
+                if s.last_us < ws || s.first_us >= we {
+                    continue;
+                }
+                match dev.is_visit(s, p) {
+                    None => return false,
+                    Some(false) => continue,
+                    Some(true) => {}
+                }
+                visit_in_w = true;
+                if s.first_us >= ws {
+                    self.visits.push(Visit {
+                        dev: id,
+                        day: s.start_day,
+                        class: dev.class(s.start_day, p),
+                    });
+                }
+                if s.last_us < we && !s.open {
+                    self.dwell_counts[dwell_bucket(s.dwell_s())] += 1;
+                    self.dwell_sum_s += s.dwell_s();
+                }
+            }
+            dev.mark = Mark {
+                attempt: self.attempt,
+                detected: false,
+                visit: visit_in_w,
+            };
+        }
+        match dev.resident_on(day, p) {
+            None => return false,
+            Some(true) => self.resident_days.push((id, day)),
+            Some(false) if !dev.mark.detected => {
+                dev.mark.detected = true;
+                self.detected += 1;
+                self.passersby += u64::from(!dev.mark.visit);
+            }
+            Some(false) => {}
+        }
+        true
     }
 }

@@ -20,6 +20,9 @@
 //!   observations), in the file `bulk/{generation}.parts` beside sled's:
 //!   each part a little-endian u32 length, then a value as below. Written
 //!   and synced before the transaction that names it (`checkpoint`).
+//! - `spill/{n}.spill` beside them: devices over the counter's memory
+//!   budget, scratch of this process only (`spill`); the checkpoint copies
+//!   them into its parts, and each start removes what was left.
 //!
 //! Every value is `[format version][postcard or JSON payload][CRC-32 LE]`;
 //! a value that fails its checksum or version is an error naming its tree

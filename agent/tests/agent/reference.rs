@@ -362,7 +362,10 @@ fn run_counter_in(c: &Counting, tz: &str, dets: &[Detection], privacy: Privacy) 
         "reports differ with a device budget of 2"
     );
     // Ephemeral follows no device; the others spill with more than two.
-    let most = dets.iter().map(|d| d.device).collect::<std::collections::HashSet<_>>();
+    let most = dets
+        .iter()
+        .map(|d| d.device)
+        .collect::<std::collections::HashSet<_>>();
     if privacy.mode != PrivacyMode::Ephemeral && most.len() > 20 {
         assert!(spilled > 0, "the budget was never reached");
     }
