@@ -102,6 +102,7 @@ impl Agent {
             spill_bytes: self.store.spill_bytes(),
             window_entries: entries as u64,
             people_observations: observed as u64,
+            people_budget: self.counter.people_budget() as u64,
             checkpoint_bulk_bytes: self.store.bulk_bytes(),
         }
     }
@@ -137,7 +138,8 @@ impl Agent {
         let counter = Counter::new(&config.counting, config.timezone.clone(), meta, cp.counter)
             .with_people(config.people.clone())
             .with_privacy(config.privacy)
-            .with_device_budget(config.device_budget);
+            .with_device_budget(config.device_budget)
+            .with_people_budget(config.people_budget);
         let agent = Agent {
             store,
             counter,
@@ -461,10 +463,10 @@ mod tests {
         assert_eq!(straight, restarted);
     }
 
-    /// issue 20: with a device budget below the crowd, the coldest devices
-    /// are spilled, memory stays within the budget, a restart spills what
-    /// the checkpoint holds beyond it, and every report is the one an
-    /// unbounded run makes.
+    /// issue 20: with budgets below the crowd, the coldest devices are
+    /// spilled, memory stays within the budget, a restart spills what the
+    /// checkpoint holds beyond it and keeps each window's share of models
+    /// observed; every device count is the one an unbounded run makes.
     #[test]
     fn a_crowd_over_the_device_budget_spills_and_counts_the_same() {
         let run = |budget: Option<usize>, restart: bool| {
@@ -472,6 +474,7 @@ mod tests {
             let mut config = config(dir.path());
             if let Some(b) = budget {
                 config.device_budget = b;
+                config.people_budget = b;
             }
             let (mut agent, _) = Agent::open(&config).unwrap();
             crowd(&mut agent);
@@ -501,8 +504,30 @@ mod tests {
         };
         let unbounded = run(None, false);
         assert!(unbounded.len() > 8);
-        assert_eq!(run(Some(1500), false), unbounded);
-        assert_eq!(run(Some(1500), true), unbounded);
+        let bounded = run(Some(1500), false);
+        assert_eq!(run(Some(1500), true), bounded);
+        // Device counts are exact; people estimates observed a share of
+        // the phone models, and differ.
+        let counts = |reports: &[Report]| -> Vec<serde_json::Value> {
+            reports
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r).unwrap();
+                    for k in [
+                        "present_est",
+                        "present_lo",
+                        "present_hi",
+                        "entries_est",
+                        "person_hours_est",
+                    ] {
+                        v.as_object_mut().unwrap().remove(k);
+                    }
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(counts(&bounded), counts(&unbounded));
+        assert_ne!(bounded, unbounded);
     }
 
     /// A file of parts cut short is an error naming it; the file a crash

@@ -67,9 +67,11 @@ pub struct Memory {
     /// Devices over the budget, spilled to a scratch file, and its bytes.
     pub devices_spilled: u64,
     pub spill_bytes: u64,
-    /// Entries and people observations of the pending windows.
+    /// Entries and people observations of the pending windows, and the
+    /// observations a window holds at most (`[memory] people_observations`).
     pub window_entries: u64,
     pub people_observations: u64,
+    pub people_budget: u64,
     /// Bytes of the last checkpoint's parts (written one part at a time).
     pub checkpoint_bulk_bytes: u64,
 }

@@ -63,6 +63,11 @@ pub struct RawMemory {
     /// a scratch file beside the state and read back when needed (counts
     /// stay exact; only speed pays). Default `DEFAULT_DEVICE_BUDGET`.
     pub devices: Option<u64>,
+    /// Devices a window (or an ephemeral key epoch) observes for the
+    /// people estimate at most; beyond, it observes half the phone models
+    /// (then a quarter, ...) and scales up. Default
+    /// `DEFAULT_PEOPLE_BUDGET`.
+    pub people_observations: Option<u64>,
 }
 
 /// `[people]`: SPEC §8 estimates.
@@ -147,6 +152,11 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 /// memory, more than a busy store has at once (a mall day peaks near
 /// 10,000); a crowd goes beyond, and spills.
 pub const DEFAULT_DEVICE_BUDGET: u64 = 100_000;
+/// About 65 bytes each (up to twice while a map grows), a few windows
+/// pending: some 10-25 MiB at most. A store's window sees a few thousand
+/// devices; a crowd of 100,000 phones rotating MACs sees several hundred
+/// thousand.
+pub const DEFAULT_PEOPLE_BUDGET: u64 = 65_536;
 pub const DEFAULT_SNAPLEN: u32 = 256;
 
 /// A validated config: what the agent runs with.
@@ -171,6 +181,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// `[memory] devices`.
     pub device_budget: usize,
+    /// `[memory] people_observations`.
+    pub people_budget: usize,
     pub mqtt: Option<Mqtt>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// SPEC §8: how people are estimated; `None`: they are not.
@@ -337,6 +349,17 @@ impl RawConfig {
                 format!("devices = {device_budget}: must be 1000..4294967296"),
             );
         }
+        let people_budget = self
+            .memory
+            .people_observations
+            .unwrap_or(DEFAULT_PEOPLE_BUDGET);
+        if !(1000..=1 << 32).contains(&people_budget) {
+            at(
+                "memory",
+                "people_observations",
+                format!("people_observations = {people_budget}: must be 1000..4294967296"),
+            );
+        }
         let key_file = match &self.privacy.key_file {
             Some(p) => resolve(p),
             None => storage_path.with_file_name("footfall.key"),
@@ -450,6 +473,7 @@ impl RawConfig {
             storage_path,
             cache_bytes,
             device_budget: device_budget as usize,
+            people_budget: people_budget as usize,
             mqtt,
             metrics_listen,
             people,
@@ -552,7 +576,7 @@ mod tests {
     #[test]
     fn every_range_problem_is_listed_with_its_line() {
         let text = format!(
-            "{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n[memory]\ndevices = 10\n"
+            "{GOOD}\n[counting]\nrssi_floor_dbm = 20\nwindow_s = 5\n[memory]\ndevices = 10\npeople_observations = 5\n"
         );
         let err = Config::parse(Path::new("agent.toml"), &text).unwrap_err();
         assert_eq!(
@@ -561,6 +585,7 @@ mod tests {
                 "agent.toml:10: rssi_floor_dbm = 20: must be -120..0".to_string(),
                 "agent.toml:11: window_s = 5: must be 60..86400".to_string(),
                 "agent.toml:13: devices = 10: must be 1000..4294967296".to_string(),
+                "agent.toml:14: people_observations = 5: must be 1000..4294967296".to_string(),
             ]
         );
     }

@@ -121,6 +121,10 @@ pub struct Counter {
     spill_at: usize,
     /// Spilled devices of the windows made final since the last `evict`.
     finalized_spilled: Vec<DeviceId>,
+    /// Devices a window (or an ephemeral key epoch) observes for the
+    /// people estimate before it observes only a share of models
+    /// (`[memory] people_observations`, `Observations::observe`).
+    people_budget: usize,
 }
 
 enum Finalized {
@@ -153,6 +157,7 @@ impl Counter {
             device_budget: usize::MAX,
             spill_at: usize::MAX,
             finalized_spilled: Vec::new(),
+            people_budget: usize::MAX,
         }
     }
 
@@ -297,7 +302,7 @@ impl Counter {
                         obs: Default::default(),
                     })
                     .obs
-                    .observe(d);
+                    .observe(d, self.people_budget);
             }
             if self.state.clock_us.is_none_or(|c| d.t_us > c) {
                 self.advance(d.t_us, store)?;
@@ -305,7 +310,7 @@ impl Counter {
             return Ok(());
         }
         if d.strong && self.people.is_some() {
-            acc.people.observe(d);
+            acc.people.observe(d, self.people_budget);
         }
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,

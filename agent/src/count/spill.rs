@@ -130,6 +130,17 @@ impl Counter {
         self
     }
 
+    /// Limits the devices each window observes for people (`usize::MAX`:
+    /// none).
+    pub fn with_people_budget(mut self, budget: usize) -> Counter {
+        self.people_budget = budget;
+        self
+    }
+
+    pub fn people_budget(&self) -> usize {
+        self.people_budget
+    }
+
     pub fn device_budget(&self) -> usize {
         self.device_budget
     }

@@ -158,6 +158,8 @@ pub struct Bulk {
     people: Vec<IdMap<Obs>>,
     /// `State::closed_idle_at`, which spilled devices' parts carry.
     closed_idle_at: Option<i64>,
+    /// Each pending window's `Observations::share`, stored apart.
+    shares: Vec<u8>,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -173,6 +175,9 @@ enum Part {
     /// Devices spilled over the budget (`spill`): their records, and the
     /// clock of the last `close_idle` pass, which did not see them.
     Spilled(Option<i64>, Vec<(DeviceId, Vec<u8>)>),
+    /// The share of models the pending window at this index observes
+    /// (`Observations::share`), when not all.
+    PeopleShare(u32, u8),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -182,6 +187,7 @@ enum PartRef<'a> {
     Entries(u32, &'a [(DeviceId, i32)]),
     People(u32, &'a [(&'a DeviceId, &'a Obs)]),
     Spilled(Option<i64>, &'a [(DeviceId, Vec<u8>)]),
+    PeopleShare(u32, u8),
 }
 
 impl Bulk {
@@ -191,6 +197,7 @@ impl Bulk {
     /// Whether it has no part at all (always, under `ephemeral`).
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
+            && self.shares.iter().all(|&s| s == 0)
             && self.entries.iter().all(Entries::is_empty)
             && self.people.iter().all(|p| p.is_empty())
     }
@@ -220,6 +227,11 @@ impl Bulk {
         for (w, people) in self.people.iter().enumerate() {
             let w = w as u32;
             in_parts(people.iter(), |c| encode(&PartRef::People(w, c)), &mut put)?;
+        }
+        for (w, &share) in self.shares.iter().enumerate() {
+            if share > 0 {
+                put(encode(&PartRef::PeopleShare(w as u32, share)))?;
+            }
         }
         Ok(())
     }
@@ -263,6 +275,7 @@ impl State {
                 .map(|w| w.people.take_devices())
                 .collect(),
             closed_idle_at: self.closed_idle_at,
+            shares: self.windows.iter().map(|w| w.people.share()).collect(),
         }
     }
 
@@ -298,6 +311,7 @@ impl State {
             }
             Part::Entries(w, pairs) => self.windows[window(w)?].entries.extend(pairs),
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
+            Part::PeopleShare(w, share) => self.windows[window(w)?].people.set_share(share),
             Part::Spilled(closed_idle_at, records) => {
                 self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
                 for (id, mut record) in records {

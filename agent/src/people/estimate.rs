@@ -46,6 +46,19 @@ pub struct Observations {
     /// Part of the window was not observed for people (it was pending
     /// when the agent was upgraded from a version without estimates).
     unavailable: bool,
+    /// Issue 20: halvings of the share of phone models observed, when the
+    /// window saw more devices than its budget (`observe`). Stored apart
+    /// (`count::Bulk`), as the layout of this struct is positional.
+    #[serde(skip)]
+    share: u8,
+}
+
+/// Whether a device of element fingerprint `fingerprint` is in the share
+/// of models observed after `share` halvings. By model, not by device: a
+/// phone's MACs share its fingerprint, so linking still sees every MAC of
+/// a phone it sees at all.
+fn in_share(fingerprint: u64, share: u8) -> bool {
+    share == 0 || fingerprint.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - u32::from(share)) == 0
 }
 
 /// What the estimate is made of (see the module doc of `people`).
@@ -90,8 +103,15 @@ pub struct Estimate {
 
 impl Observations {
     /// One strong detection (frames weaker than `visit_rssi_dbm` are more
-    /// likely the corridor than the store, and are not offered).
-    pub fn observe(&mut self, d: &Detection) {
+    /// likely the corridor than the store, and are not offered). Past
+    /// `budget` devices, the window observes half the phone models it did
+    /// (again as often as needed) and its features count each model seen
+    /// for the ones left out: the estimate gets coarser, memory stays
+    /// bounded (issue 20).
+    pub fn observe(&mut self, d: &Detection, budget: usize) {
+        if !in_share(d.fingerprint, self.share) {
+            return;
+        }
         let rssi = d.rssi_dbm.unwrap_or(0);
         self.devices
             .entry(d.device)
@@ -122,6 +142,22 @@ impl Observations {
                 bursts: 1,
                 fingerprint: d.fingerprint,
             });
+        while self.devices.len() > budget && self.share < 32 {
+            self.share += 1;
+            let share = self.share;
+            self.devices.retain(|_, o| in_share(o.fingerprint, share));
+            self.devices.shrink_to_fit();
+        }
+    }
+
+    /// Halvings of the share of models observed (0: all).
+    pub fn share(&self) -> u8 {
+        self.share
+    }
+
+    /// Restores `share` (a stored checkpoint's).
+    pub fn set_share(&mut self, share: u8) {
+        self.share = share.min(32);
     }
 
     /// Observations of a window that was partly counted without them.
@@ -248,7 +284,15 @@ impl Observations {
                 .or_default()
                 .push(End::of(i, &phones[i]));
         }
-        Features::of_phones(&phones, links, window_us)
+        let f = Features::of_phones(&phones, links, window_us);
+        // Each model observed stands for 2^share.
+        let scale = (1u64 << self.share) as f64;
+        Features {
+            persistent: f.persistent * scale,
+            fingerprints: f.fingerprints * scale,
+            phones: f.phones << self.share,
+            links: f.links << self.share,
+        }
     }
 }
 
@@ -372,7 +416,7 @@ mod tests {
                     rssi_dbm: Some(rssi),
                     // Around 4095 -> 0, where sequence numbers wrap.
                     ..det(f64::from(t_ms) / 1000.0, dev, (seq + 4030) % 4096, fp)
-                });
+                }, usize::MAX);
             }
             proptest::prop_assert_eq!(obs.features(WINDOW, |_| false), features_by_definition(&obs));
         }
@@ -395,9 +439,49 @@ mod tests {
     /// A probe burst: three frames 20 ms apart, sequence numbers counting.
     fn burst(obs: &mut Observations, t_s: f64, dev: u128, seq: u16, fp: u64) -> u16 {
         for i in 0..3 {
-            obs.observe(&det(t_s + 0.02 * f64::from(i), dev, seq + i, fp));
+            obs.observe(
+                &det(t_s + 0.02 * f64::from(i), dev, seq + i, fp),
+                usize::MAX,
+            );
         }
         seq + 3
+    }
+
+    /// Over its budget a window observes half the models, then a
+    /// quarter..., and counts each model seen for those left out: memory
+    /// stays under the budget and the features stay near the whole's.
+    #[test]
+    fn over_its_budget_a_window_observes_a_share_of_models() {
+        let (mut all, mut some) = (Observations::default(), Observations::default());
+        // 3,000 phones of 600 models, each a MAC per scan for 10 minutes
+        // (every third keeps one MAC), scanning once a minute.
+        for minute in 0..10u16 {
+            for phone in 0..3000u128 {
+                let fp = ((phone % 600) as u64).wrapping_mul(0x1234_5678_9abc_def1);
+                let mac = if phone % 3 == 0 {
+                    phone
+                } else {
+                    phone * 1000 + u128::from(minute)
+                };
+                let d = det(
+                    f64::from(minute) * 60.0 + (phone % 50) as f64,
+                    mac,
+                    minute * 4 + phone as u16,
+                    fp,
+                );
+                all.observe(&d, usize::MAX);
+                some.observe(&d, 4000);
+            }
+        }
+        assert!(some.share() >= 2, "share {}", some.share());
+        assert!(some.devices() <= 4000);
+        let (fa, fs) = (
+            all.features(WINDOW, |_| false),
+            some.features(WINDOW, |_| false),
+        );
+        let near = |a: f64, b: f64| (a - b).abs() <= 0.35 * a;
+        assert!(near(fa.persistent, fs.persistent), "{fa:?} {fs:?}");
+        assert!(near(fa.phones as f64, fs.phones as f64), "{fa:?} {fs:?}");
     }
 
     #[test]
