@@ -4,10 +4,11 @@
 //! with or without: only speed pays.
 //!
 //! What keeps it exact:
-//! - Only devices with a detection in a pending window are spilled, so
-//!   each comes back when the first window that has its entry is made
-//!   final (`finalize_front` takes back every entry's device first) and
-//!   is evicted from there as it would have been.
+//! - Only devices with a detection in a pending window are spilled, so a
+//!   window that is made final meets each of them at its entry: it takes
+//!   the device out, decides and spills it again with its `Mark` (a
+//!   window never brings the spill into memory), and after the window
+//!   they are evicted as those in memory are (`evict_spilled`).
 //! - A spilled device's open session is not closed by `close_idle`, which
 //!   sees memory only. The counter remembers the clock of the last
 //!   `close_idle` (`State::closed_idle_at`) and a device taken back is
