@@ -472,8 +472,9 @@ impl RawConfig {
             opt_out_file,
             storage_path,
             cache_bytes,
-            device_budget: device_budget as usize,
-            people_budget: people_budget as usize,
+            // 32-bit boxes: a budget past usize is no budget.
+            device_budget: usize::try_from(device_budget).unwrap_or(usize::MAX),
+            people_budget: usize::try_from(people_budget).unwrap_or(usize::MAX),
             mqtt,
             metrics_listen,
             people,
