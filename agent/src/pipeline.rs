@@ -417,8 +417,12 @@ mod tests {
     /// A crowd: 10,000 devices detected over the first ten minutes, so that
     /// the state's bulk (devices, entries, observations) is several parts.
     fn crowd(agent: &mut Agent) {
+        crowd_of(agent, 10_000);
+    }
+
+    fn crowd_of(agent: &mut Agent, devices: u128) {
         for t in (0..600).step_by(120) {
-            for dev in 0..10_000u128 {
+            for dev in 0..devices {
                 let d = Detection {
                     device: DeviceId(1000 + dev),
                     seq: (dev as u16).wrapping_mul(7).wrapping_add(t as u16),
@@ -477,13 +481,13 @@ mod tests {
                 config.people_budget = b;
             }
             let (mut agent, _) = Agent::open(&config).unwrap();
-            crowd(&mut agent);
+            crowd_of(&mut agent, 3_000);
             let mut reports = agent.checkpoint().unwrap();
             let memory = agent.memory();
             if let Some(b) = budget {
                 assert!(memory.devices_in_memory <= b as u64, "{memory:?}");
-                assert!(memory.devices_spilled >= 8_000, "{memory:?}");
-                assert!(memory.spill_bytes > 100_000, "{memory:?}");
+                assert!(memory.devices_spilled >= 2_000, "{memory:?}");
+                assert!(memory.spill_bytes > 50_000, "{memory:?}");
                 assert_eq!(memory.device_budget, b as u64);
             }
             if restart {
@@ -504,8 +508,8 @@ mod tests {
         };
         let unbounded = run(None, false);
         assert!(unbounded.len() > 8);
-        let bounded = run(Some(1500), false);
-        assert_eq!(run(Some(1500), true), bounded);
+        let bounded = run(Some(500), false);
+        assert_eq!(run(Some(500), true), bounded);
         // Device counts are exact; people estimates observed a share of
         // the phone models, and differ.
         let counts = |reports: &[Report]| -> Vec<serde_json::Value> {

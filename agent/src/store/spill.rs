@@ -33,10 +33,10 @@ use crate::privacy::{DeviceId, IdMap};
 
 /// Segments are closed at this size; a segment is deleted once all its
 /// records are taken.
-const SEGMENT_BYTES: u64 = 8 << 20;
+const SEGMENT_BYTES: u64 = if cfg!(test) { 256 << 10 } else { 8 << 20 };
 /// Appended records are written to the file in blocks of this size; the
 /// block being filled is read from memory.
-const BLOCK_BYTES: usize = 256 << 10;
+const BLOCK_BYTES: usize = if cfg!(test) { 16 << 10 } else { 256 << 10 };
 
 /// Where a record is: its segment and offset.
 #[derive(Debug, Clone, Copy)]
@@ -315,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
         let payload = |i: u128| format!("device {i} ").repeat(1 + (i % 50) as usize);
-        let n = 200_000u128;
+        let n = 20_000u128;
         for i in 0..n {
             spill.put(DeviceId(i), payload(i).as_bytes()).unwrap();
         }
@@ -354,7 +354,7 @@ mod tests {
     fn a_damaged_record_is_an_error_naming_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
-        for i in 0..40_000u128 {
+        for i in 0..1_000u128 {
             spill.put(DeviceId(i), &[7u8; 100]).unwrap();
         }
         let path = dir.path().join("spill/0.spill");
