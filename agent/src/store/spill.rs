@@ -33,10 +33,10 @@ use crate::privacy::{DeviceId, IdMap};
 
 /// Segments are closed at this size; a segment is deleted once all its
 /// records are taken.
-const SEGMENT_BYTES: u64 = if cfg!(test) { 256 << 10 } else { 8 << 20 };
+const SEGMENT_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 8 << 20 };
 /// Appended records are written to the file in blocks of this size; the
 /// block being filled is read from memory.
-const BLOCK_BYTES: usize = if cfg!(test) { 16 << 10 } else { 256 << 10 };
+const BLOCK_BYTES: usize = if cfg!(test) { 4 << 10 } else { 256 << 10 };
 
 /// Where a record is: its segment and offset.
 #[derive(Debug, Clone, Copy)]
@@ -315,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
         let payload = |i: u128| format!("device {i} ").repeat(1 + (i % 50) as usize);
-        let n = 20_000u128;
+        let n = 5_000u128;
         for i in 0..n {
             spill.put(DeviceId(i), payload(i).as_bytes()).unwrap();
         }
