@@ -507,10 +507,10 @@ impl Counter {
     /// history to the store; sessions no pending window needs are dropped.
     /// Spilled devices of the windows just made final go the same way.
     fn evict(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
-        self.evict_spilled(store)?;
         let Some(e) = self.eviction() else {
             return Ok(());
         };
+        self.evict_spilled(&e, store)?;
         let randomized = &mut self.state.randomized_visitors;
         self.state
             .devices
@@ -529,17 +529,9 @@ impl Counter {
             horizon,
         })
     }
-
-    /// Whether `dev` stays (in memory or spilled); if not, its history is
-    /// handed to the store.
-    fn keeps(&mut self, id: DeviceId, dev: &mut Device, store: &mut dyn HistoryStore) -> bool {
-        match self.eviction() {
-            Some(e) => e.keeps(id, dev, &mut self.state.randomized_visitors, store),
-            None => true,
-        }
-    }
 }
 
+/// What `evict` judges a device by, worked out once per eviction.
 struct Eviction {
     nw: i64,
     first_pending_us: i64,
@@ -547,6 +539,8 @@ struct Eviction {
 }
 
 impl Eviction {
+    /// Whether `dev` stays (in memory or spilled); if not, its history is
+    /// handed to the store.
     fn keeps(
         &self,
         id: DeviceId,

@@ -23,7 +23,7 @@
 
 use super::device::{Device, Devices, Mark};
 use super::state::State;
-use super::{Counter, HistoryError, HistoryStore, Params};
+use super::{Counter, Eviction, HistoryError, HistoryStore, Params};
 use crate::privacy::DeviceId;
 
 /// A record starts with the device's `Mark` (attempt u64 LE, detected,
@@ -68,7 +68,7 @@ impl State {
     /// down to three quarters of it (so that a pass, which looks at every
     /// device, comes once per a quarter of the budget of new devices).
     /// Returns how many it spilled.
-    pub fn spill_over(
+    pub(super) fn spill_over(
         &mut self,
         budget: usize,
         store: &mut dyn HistoryStore,
@@ -205,6 +205,7 @@ impl Counter {
     /// again only if a pending window still needs them.
     pub(super) fn evict_spilled(
         &mut self,
+        e: &Eviction,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
         let mut ids = std::mem::take(&mut self.finalized_spilled);
@@ -217,7 +218,7 @@ impl Counter {
             let Some(mut dev) = self.take_spilled(id, store)? else {
                 continue;
             };
-            if self.keeps(id, &mut dev, store) {
+            if e.keeps(id, &mut dev, &mut self.state.randomized_visitors, store) {
                 self.put_spilled(id, &dev, store)?;
             }
         }
