@@ -511,7 +511,7 @@ mod tests {
         let bounded = run(Some(250), false);
         assert_eq!(run(Some(250), true), bounded);
         // Device counts are exact; people estimates observed a share of
-        // the phone models, and differ.
+        // the phone models, and differ, which `params_hash` says.
         let counts = |reports: &[Report]| -> Vec<serde_json::Value> {
             reports
                 .iter()
@@ -523,6 +523,7 @@ mod tests {
                         "present_hi",
                         "entries_est",
                         "person_hours_est",
+                        "params_hash",
                     ] {
                         v.as_object_mut().unwrap().remove(k);
                     }
@@ -532,6 +533,8 @@ mod tests {
         };
         assert_eq!(counts(&bounded), counts(&unbounded));
         assert_ne!(bounded, unbounded);
+        let hash = |r: &Report| serde_json::to_value(r).unwrap()["params_hash"].clone();
+        assert_ne!(hash(&bounded[0]), hash(&unbounded[0]));
     }
 
     /// A file of parts cut short is an error naming it; the file a crash

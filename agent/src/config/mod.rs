@@ -488,6 +488,17 @@ impl Config {
     /// reports made under different rules apart.
     pub fn params_hash(&self) -> String {
         let people = match &self.people {
+            // SPEC §8: estimates made differently never mix unnoticed; a
+            // window past its observation budget estimates from a share
+            // of models, so a budget other than the default is part of
+            // the method (the default leaves every hash as it was).
+            Some(c) if self.people_budget as u64 != DEFAULT_PEOPLE_BUDGET => {
+                format!(
+                    "{};people_observations={}",
+                    c.canonical(),
+                    self.people_budget
+                )
+            }
             Some(c) => c.canonical(),
             None => "estimator=none".into(),
         };
@@ -617,6 +628,21 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 16);
         assert_ne!(a, params_hash(&Counting::default(), "Asia/Shanghai"));
+    }
+
+    /// A people observation budget other than the default estimates crowds
+    /// from a share of models: its reports say so in `params_hash`.
+    #[test]
+    fn a_people_budget_other_than_the_default_changes_params_hash() {
+        let parse = |extra: &str| {
+            Config::parse(Path::new("agent.toml"), &format!("{GOOD}\n{extra}"))
+                .unwrap()
+                .params_hash()
+        };
+        let default = parse("");
+        assert_eq!(default, parse("[memory]\npeople_observations = 65536\n"));
+        assert_eq!(default, parse("[memory]\ndevices = 5000\n"));
+        assert_ne!(default, parse("[memory]\npeople_observations = 4096\n"));
     }
 }
 
