@@ -181,6 +181,37 @@ impl Agent {
             r.set_seq(self.next_seq);
             self.next_seq += 1;
         }
+        self.commit(&reports)?;
+        // Devices the store had no room for (a crowd leaving at once):
+        // their histories written a bounded share at a time (no frame has
+        // come since the commit, which `write_histories` needs), then the
+        // state without them committed.
+        if self.counter.has_deferred() {
+            while self.counter.has_deferred() {
+                self.counter.evict_deferred(&mut self.store)?;
+                self.store.write_histories()?;
+            }
+            self.commit(&[])?;
+        }
+        // Once a day, after the commit (so that a crash before it still
+        // finds every history the state it restarts from needs): a new day
+        // report means a day left the horizon.
+        if reports.iter().any(|r| matches!(r, Report::Day(_))) {
+            if let Some(h) = self.counter.history_horizon() {
+                let pruned = self.store.prune(h)?;
+                tracing::debug!(
+                    pruned = pruned.removed,
+                    kept = pruned.kept,
+                    "pruned device histories"
+                );
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Commits the counter's state with `reports`, sealed under the
+    /// counter's key epoch.
+    fn commit(&mut self, reports: &[Report]) -> Result<()> {
         let epoch = self.counter.key_epoch();
         if let (Some(path), Some(e)) = (&self.sealed_by, epoch) {
             if self.store.sealed_epoch() != Some(e) {
@@ -203,26 +234,13 @@ impl Agent {
             files: self.files.clone(),
             next_seq: self.next_seq,
         };
-        let result = self.store.commit(&mut cp, &reports);
+        let result = self.store.commit(&mut cp, reports);
         self.counter.state = cp.counter;
         result?;
         if let Some(e) = epoch {
             self.committed_epoch.store(e, Ordering::Relaxed);
         }
-        // Once a day, after the commit (so that a crash before it still
-        // finds every history the state it restarts from needs): a new day
-        // report means a day left the horizon.
-        if reports.iter().any(|r| matches!(r, Report::Day(_))) {
-            if let Some(h) = self.counter.history_horizon() {
-                let pruned = self.store.prune(h)?;
-                tracing::debug!(
-                    pruned = pruned.removed,
-                    kept = pruned.kept,
-                    "pruned device histories"
-                );
-            }
-        }
-        Ok(reports)
+        Ok(())
     }
 }
 
@@ -535,6 +553,72 @@ mod tests {
         assert_ne!(bounded, unbounded);
         let hash = |r: &Report| serde_json::to_value(r).unwrap()["params_hash"].clone();
         assert_ne!(hash(&bounded[0]), hash(&unbounded[0]));
+    }
+
+    /// issue 20: a crowd leaving at once is handed to the store a bounded
+    /// share a commit, the rest kept until the commit. Nothing of it
+    /// changes a report or what the store ends with, even across a restart
+    /// from a commit taken while devices waited (some of them spilled,
+    /// which no window names any more).
+    #[test]
+    fn a_crowd_leaving_at_once_reaches_the_store_a_share_a_commit() {
+        let run = |max_pending: Option<usize>, restart: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(dir.path());
+            if restart {
+                config.device_budget = 250;
+            }
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            if let Some(n) = max_pending {
+                agent.store.set_max_pending(n);
+            }
+            crowd_of(&mut agent, 1_500);
+            let mut reports = agent.checkpoint().unwrap();
+            feed(&mut agent, 600, 3 * 3600);
+            if let Some(n) = max_pending {
+                assert!(agent.counter.has_deferred(), "the crowd waits");
+                assert!(agent.store.pending_histories() <= n);
+            }
+            if restart {
+                // A crash inside `checkpoint`: after the commit with
+                // devices waiting and one share of their histories written.
+                let mut waiting = agent.counter.drain_reports();
+                for r in &mut waiting {
+                    r.set_seq(agent.next_seq);
+                    agent.next_seq += 1;
+                }
+                agent.commit(&waiting).unwrap();
+                reports.extend(waiting);
+                assert!(agent.memory().devices_spilled > 0);
+                let stored = agent.store.device_records().unwrap();
+                agent.counter.evict_deferred(&mut agent.store).unwrap();
+                agent.store.write_histories().unwrap();
+                assert!(agent.store.device_records().unwrap() > stored);
+                drop(agent);
+                agent = reopen(&config);
+                agent.store.set_max_pending(max_pending.unwrap());
+                assert!(
+                    agent.counter.has_deferred(),
+                    "spilled devices no window names"
+                );
+            }
+            reports.extend(agent.checkpoint().unwrap());
+            assert!(!agent.counter.has_deferred());
+            agent.counter.finish(&mut agent.store).unwrap();
+            reports.extend(agent.checkpoint().unwrap());
+            let memory = agent.memory();
+            assert_eq!(
+                (memory.devices_in_memory, memory.devices_spilled),
+                (0, 0),
+                "every device went to the store"
+            );
+            (reports, agent.store.device_records().unwrap())
+        };
+        let (straight, stored) = run(None, false);
+        assert!(straight.len() > 8);
+        assert!(stored > 1_000, "{stored}");
+        assert_eq!(run(Some(100), false), (straight.clone(), stored));
+        assert_eq!(run(Some(100), true), (straight, stored));
     }
 
     /// A file of parts cut short is an error naming it; the file a crash

@@ -16,6 +16,11 @@ pub trait HistoryStore {
     fn load(&mut self, id: DeviceId) -> Result<Option<History>, HistoryError>;
     fn save(&mut self, id: DeviceId, history: &History);
     fn remove(&mut self, id: DeviceId);
+    /// Whether the store takes no more histories until its next commit;
+    /// the counter then keeps the devices it would have handed over.
+    fn full(&self) -> bool {
+        false
+    }
     /// The key was replaced (issue 18): no history saved so far will be
     /// asked for again. What is not yet written is dropped, so that none
     /// of it is written after the rotation; what is written falls out of

@@ -121,6 +121,8 @@ pub struct Counter {
     spill_at: usize,
     /// Spilled devices of the windows made final since the last `evict`.
     finalized_spilled: Vec<DeviceId>,
+    /// The last `evict` kept devices because the store was `full`.
+    deferred: bool,
     /// Devices a window (or an ephemeral key epoch) observes for the
     /// people estimate before it observes only a share of models
     /// (`[memory] people_observations`, `Observations::observe`).
@@ -137,8 +139,9 @@ impl Counter {
         counting: &Counting,
         tz: jiff::tz::TimeZone,
         meta: ReportMeta,
-        state: State,
+        mut state: State,
     ) -> Counter {
+        let unjudged = std::mem::take(&mut state.unjudged);
         Counter {
             state,
             params: Params::from(counting),
@@ -156,7 +159,8 @@ impl Counter {
             epoch_obs: None,
             device_budget: usize::MAX,
             spill_at: usize::MAX,
-            finalized_spilled: Vec::new(),
+            deferred: !unjudged.is_empty(),
+            finalized_spilled: unjudged,
             people_budget: usize::MAX,
         }
     }
@@ -506,15 +510,35 @@ impl Counter {
     /// Drops from memory the devices no pending window needs, handing their
     /// history to the store; sessions no pending window needs are dropped.
     /// Spilled devices of the windows just made final go the same way.
+    ///
+    /// A store that is `full` defers the rest to `evict_deferred`, after
+    /// its commit; keeping a device longer changes no count, since one in
+    /// memory is taken before its stored history.
     fn evict(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
-        let Some(e) = self.eviction() else {
+        let Some(mut e) = self.eviction() else {
             return Ok(());
         };
-        self.evict_spilled(&e, store)?;
+        self.evict_spilled(&mut e, store)?;
         let randomized = &mut self.state.randomized_visitors;
         self.state
             .devices
-            .retain(|&id, dev| e.keeps(id, dev, randomized, store));
+            .retain(|&id, dev| e.keeps(id, dev, randomized, store) != Keep::Gone);
+        self.deferred = e.deferred;
+        Ok(())
+    }
+
+    /// Whether devices wait for `evict_deferred`.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Evicts what the last `evict` kept for want of room in the store:
+    /// called after a commit emptied it.
+    pub fn evict_deferred(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
+        if std::mem::take(&mut self.deferred) {
+            self.evict(store)?;
+            self.keep_budget(store)?;
+        }
         Ok(())
     }
 
@@ -527,6 +551,7 @@ impl Counter {
             nw,
             first_pending_us: nw * self.params.window_us,
             horizon,
+            deferred: false,
         })
     }
 }
@@ -536,35 +561,55 @@ struct Eviction {
     nw: i64,
     first_pending_us: i64,
     horizon: Horizon,
+    /// A device was kept because the store was `full`.
+    deferred: bool,
+}
+
+/// What `Eviction::keeps` decided for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A pending window needs it.
+    Needed,
+    /// Kept until the store has room for its history.
+    Deferred,
+    /// Its history is handed to the store (or needs none): it goes.
+    Gone,
 }
 
 impl Eviction {
-    /// Whether `dev` stays (in memory or spilled); if not, its history is
-    /// handed to the store.
+    /// Whether `dev` stays (in memory or spilled); if it goes, its history
+    /// is handed to the store.
     fn keeps(
-        &self,
+        &mut self,
         id: DeviceId,
         dev: &mut Device,
         randomized: &mut std::collections::BTreeMap<i32, crate::privacy::IdSet>,
         store: &mut dyn HistoryStore,
-    ) -> bool {
+    ) -> Keep {
         let first_pending_us = self.first_pending_us;
         dev.sessions
             .retain(|s| s.open || s.last_us >= first_pending_us);
         if !dev.sessions.is_empty() || dev.last_window >= self.nw {
-            return true;
+            return Keep::Needed;
         }
         let h = &dev.hist;
+        let useful = h.is_useful(self.horizon);
         if h.randomized {
-            if h.is_useful(self.horizon) {
+            if useful {
                 randomized.entry(h.visitor_day).or_default().insert(id);
             }
-        } else if h.is_useful(self.horizon) {
+            return Keep::Gone;
+        }
+        if (useful || dev.stored) && store.full() {
+            self.deferred = true;
+            return Keep::Deferred;
+        }
+        if useful {
             store.save(id, h);
         } else if dev.stored {
             store.remove(id);
         }
-        false
+        Keep::Gone
     }
 }
 

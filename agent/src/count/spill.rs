@@ -23,7 +23,7 @@
 
 use super::device::{Device, Devices, Mark};
 use super::state::State;
-use super::{Counter, Eviction, HistoryError, HistoryStore, Params};
+use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
 use crate::privacy::DeviceId;
 
 /// A record starts with the device's `Mark` (attempt u64 LE, detected,
@@ -54,6 +54,14 @@ fn decode(bytes: &[u8]) -> Result<Device, HistoryError> {
         visit: bytes[9] != 0,
     };
     Ok(dev)
+}
+
+/// Whether a spilled device's record names no pending window: one whose
+/// eviction waited for a commit (`Keep::Deferred`) when the checkpoint was
+/// taken, which no window will hand to `evict_spilled` again.
+pub(super) fn unneeded(record: &[u8], next_window: Option<i64>) -> Result<bool, String> {
+    let dev = decode(record).map_err(|e| e.to_string())?;
+    Ok(next_window.is_some_and(|nw| dev.last_window < nw))
 }
 
 /// A record loaded from a checkpoint: its mark named an attempt of the
@@ -203,25 +211,39 @@ impl Counter {
     /// Evicts the spilled devices of the windows made final since the
     /// last call as `evict` does those in memory: taken out, and spilled
     /// again only if a pending window still needs them.
+    /// Those a `full` store has no room for are judged again by the next.
     pub(super) fn evict_spilled(
         &mut self,
-        e: &Eviction,
+        e: &mut Eviction,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
         let mut ids = std::mem::take(&mut self.finalized_spilled);
         ids.sort_unstable();
         ids.dedup();
-        for id in ids {
+        let mut later = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if store.full() {
+                // Not read and written again only to be kept.
+                e.deferred = true;
+                later.extend_from_slice(&ids[i..]);
+                break;
+            }
             if self.state.devices.contains_key(&id) {
                 continue; // a frame took it back: `evict` sees it
             }
             let Some(mut dev) = self.take_spilled(id, store)? else {
                 continue;
             };
-            if e.keeps(id, &mut dev, &mut self.state.randomized_visitors, store) {
-                self.put_spilled(id, &dev, store)?;
+            match e.keeps(id, &mut dev, &mut self.state.randomized_visitors, store) {
+                Keep::Gone => {}
+                Keep::Needed => self.put_spilled(id, &dev, store)?,
+                Keep::Deferred => {
+                    self.put_spilled(id, &dev, store)?;
+                    later.push(id);
+                }
             }
         }
+        self.finalized_spilled.extend(later);
         Ok(())
     }
 

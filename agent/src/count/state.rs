@@ -145,6 +145,10 @@ pub struct State {
     /// not see (`spill`); memory only, stored with spilled devices.
     #[serde(skip)]
     pub(super) closed_idle_at: Option<i64>,
+    /// Spilled devices loaded with no pending window (`spill::unneeded`),
+    /// for the counter's next `evict`; memory only.
+    #[serde(skip)]
+    pub(super) unjudged: Vec<DeviceId>,
 }
 
 /// What a state holds per device (the device map, each pending window's
@@ -315,6 +319,9 @@ impl State {
             Part::Spilled(closed_idle_at, records) => {
                 self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
                 for (id, mut record) in records {
+                    if super::spill::unneeded(&record, self.next_window)? {
+                        self.unjudged.push(id);
+                    }
                     super::spill::forget_mark(&mut record);
                     store.spill(id, &record).map_err(|e| e.to_string())?;
                 }
@@ -361,6 +368,7 @@ impl StateV2 {
             late_frames: self.late_frames,
             people_before: None,
             closed_idle_at: None,
+            unjudged: Vec::new(),
         }
     }
 }
@@ -438,6 +446,7 @@ impl StateV3 {
             late_frames: self.late_frames,
             people_before: None,
             closed_idle_at: None,
+            unjudged: Vec::new(),
         }
     }
 }
@@ -490,6 +499,7 @@ impl StateV4 {
             late_frames: self.late_frames,
             people_before: self.people_before,
             closed_idle_at: None,
+            unjudged: Vec::new(),
         }
     }
 }

@@ -114,9 +114,40 @@ impl Store {
         Ok(pruned)
     }
 
+    /// Writes the histories saved or removed since the last commit, in
+    /// batches, without a checkpoint: for devices the committed state
+    /// still holds (in memory or spilled) and no frame changed since, whose
+    /// evictions waited for room (`HistoryStore::full`). A crash before
+    /// the next commit restarts from a state that holds them, which takes
+    /// them before their stored history and hands the same history over
+    /// again; no other history can be written this way.
+    pub fn write_histories(&mut self) -> Result<(), StoreError> {
+        let changes: Vec<_> = self.overlay.drain().collect();
+        for part in changes.chunks(PART) {
+            let buckets = self.updated_buckets(part.iter().copied())?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in buckets {
+                match v {
+                    Some(v) => batch.insert(&k, v),
+                    None => batch.remove(&k),
+                }
+            }
+            self.histories
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+        }
+        Ok(())
+    }
+
     /// Device histories saved or removed since the last commit.
     pub fn pending_histories(&self) -> usize {
         self.overlay.len()
+    }
+
+    /// Lowers the histories taken before a commit, so that tests reach it.
+    #[cfg(test)]
+    pub(crate) fn set_max_pending(&mut self, n: usize) {
+        self.max_pending = n;
     }
 
     /// Device histories stored on disk (not counting those in memory).
@@ -190,6 +221,10 @@ impl HistoryStore for Store {
 
     fn remove(&mut self, id: DeviceId) {
         self.overlay.insert(id, None);
+    }
+
+    fn full(&self) -> bool {
+        self.overlay.len() >= self.max_pending
     }
 
     fn key_rotated(&mut self) {
