@@ -162,8 +162,9 @@ pub struct Bulk {
     people: Vec<IdMap<Obs>>,
     /// `State::closed_idle_at`, which spilled devices' parts carry.
     closed_idle_at: Option<i64>,
-    /// Each pending window's `Observations::share`, stored apart.
-    shares: Vec<u8>,
+    /// Each pending window's `Observations::share` (models, sequence
+    /// numbers), stored apart.
+    shares: Vec<(u8, u8)>,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -182,6 +183,9 @@ enum Part {
     /// The share of models the pending window at this index observes
     /// (`Observations::share`), when not all.
     PeopleShare(u32, u8),
+    /// The share of sequence numbers it observes new MACs at, when not
+    /// all; after `PeopleShare`, which older states end with.
+    PeopleSeqShare(u32, u8),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -192,6 +196,7 @@ enum PartRef<'a> {
     People(u32, &'a [(&'a DeviceId, &'a Obs)]),
     Spilled(Option<i64>, &'a [(DeviceId, Vec<u8>)]),
     PeopleShare(u32, u8),
+    PeopleSeqShare(u32, u8),
 }
 
 impl Bulk {
@@ -201,7 +206,7 @@ impl Bulk {
     /// Whether it has no part at all (always, under `ephemeral`).
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
-            && self.shares.iter().all(|&s| s == 0)
+            && self.shares.iter().all(|&s| s == (0, 0))
             && self.entries.iter().all(Entries::is_empty)
             && self.people.iter().all(|p| p.is_empty())
     }
@@ -232,9 +237,12 @@ impl Bulk {
             let w = w as u32;
             in_parts(people.iter(), |c| encode(&PartRef::People(w, c)), &mut put)?;
         }
-        for (w, &share) in self.shares.iter().enumerate() {
+        for (w, &(share, seq_share)) in self.shares.iter().enumerate() {
             if share > 0 {
                 put(encode(&PartRef::PeopleShare(w as u32, share)))?;
+            }
+            if seq_share > 0 {
+                put(encode(&PartRef::PeopleSeqShare(w as u32, seq_share)))?;
             }
         }
         Ok(())
@@ -315,7 +323,14 @@ impl State {
             }
             Part::Entries(w, pairs) => self.windows[window(w)?].entries.extend(pairs),
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
-            Part::PeopleShare(w, share) => self.windows[window(w)?].people.set_share(share),
+            Part::PeopleShare(w, share) => {
+                let people = &mut self.windows[window(w)?].people;
+                people.set_share((share, people.share().1));
+            }
+            Part::PeopleSeqShare(w, seq_share) => {
+                let people = &mut self.windows[window(w)?].people;
+                people.set_share((people.share().0, seq_share));
+            }
             Part::Spilled(closed_idle_at, records) => {
                 self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
                 for (id, mut record) in records {
