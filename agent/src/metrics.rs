@@ -92,7 +92,7 @@ pub fn render(s: &Snapshot) -> String {
         ("footfall_spill_bytes", "Bytes of the spilled devices' scratch file.", m.spill_bytes),
         ("footfall_window_entries", "Device entries the pending windows hold (one per device and window).", m.window_entries),
         ("footfall_people_observations", "Devices observed for the people estimate, over the pending windows.", m.people_observations),
-        ("footfall_people_budget", "Devices a window observes for the people estimate at most ([memory] people_observations); beyond, a share of phone models.", m.people_budget),
+        ("footfall_people_budget", "Devices a window observes for the people estimate at most ([memory] people_observations); beyond, the MACs starting in a share of the sequence numbers.", m.people_budget),
         ("footfall_checkpoint_bulk_bytes", "Bytes of the last checkpoint's parts (devices, entries, observations).", m.checkpoint_bulk_bytes),
     ] {
         metric(name, "gauge", help, &[(String::new(), v)]);

@@ -487,7 +487,7 @@ mod tests {
 
     /// issue 20: with budgets below the crowd, the coldest devices are
     /// spilled, memory stays within the budget, a restart spills what the
-    /// checkpoint holds beyond it and keeps each window's share of models
+    /// checkpoint holds beyond it and keeps each window's share of MACs
     /// observed; every device count is the one an unbounded run makes.
     #[test]
     fn a_crowd_over_the_device_budget_spills_and_counts_the_same() {

@@ -631,7 +631,7 @@ mod tests {
     }
 
     /// A people observation budget other than the default estimates crowds
-    /// from a share of models: its reports say so in `params_hash`.
+    /// from a share of the MACs: its reports say so in `params_hash`.
     #[test]
     fn a_people_budget_other_than_the_default_changes_params_hash() {
         let parse = |extra: &str| {

@@ -124,7 +124,7 @@ pub struct Counter {
     /// The last `evict` kept devices because the store was `full`.
     deferred: bool,
     /// Devices a window (or an ephemeral key epoch) observes for the
-    /// people estimate before it observes only a share of models
+    /// people estimate before it observes only a share of the MACs
     /// (`[memory] people_observations`, `Observations::observe`).
     people_budget: usize,
 }
