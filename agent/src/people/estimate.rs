@@ -490,53 +490,12 @@ mod tests {
         seq + 3
     }
 
-    /// Over its budget a window observes the MACs that start in half the
-    /// sequence numbers, then a quarter..., and counts each MAC seen for
-    /// those left out: memory stays under the budget and the features stay
-    /// near the whole's.
-    #[test]
-    fn over_its_budget_a_window_observes_a_share_of_sequence_numbers() {
+    /// The features of 3,000 phones over 10 minutes, observed whole and
+    /// over a budget of 4,000 devices: a scan a minute (4 probes), each
+    /// phone from its own starting sequence number, two in three taking a
+    /// new MAC every scan and counting on; `model` gives each its model.
+    fn whole_and_over_budget(model: impl Fn(u128) -> u64) -> (Features, Features) {
         let (mut all, mut some) = (Observations::default(), Observations::default());
-        // 3,000 phones of 600 models, each a MAC per scan for 10 minutes
-        // (every third keeps one MAC), scanning once a minute (4 probes),
-        // each from its own starting sequence number.
-        for minute in 0..10u16 {
-            for phone in 0..3000u128 {
-                let fp = ((phone % 600) as u64).wrapping_mul(0x1234_5678_9abc_def1);
-                let mac = if phone % 3 == 0 {
-                    phone
-                } else {
-                    phone * 1000 + u128::from(minute)
-                };
-                let d = det(
-                    f64::from(minute) * 60.0 + (phone % 50) as f64,
-                    mac,
-                    (phone as u16).wrapping_mul(1361).wrapping_add(minute * 4) & 0x0fff,
-                    fp,
-                );
-                all.observe(&d, usize::MAX);
-                some.observe(&d, 4000);
-            }
-        }
-        assert!(some.share().1 >= 2, "share {:?}", some.share());
-        assert!(some.devices() <= 4000);
-        let (fa, fs) = (
-            all.features(WINDOW, |_| false),
-            some.features(WINDOW, |_| false),
-        );
-        let near = |a: f64, b: f64| (a - b).abs() <= 0.35 * a;
-        assert!(near(fa.persistent, fs.persistent), "{fa:?} {fs:?}");
-        assert!(near(fa.phones as f64, fs.phones as f64), "{fa:?} {fs:?}");
-    }
-
-    /// The same with one model (a crowd of one brand), where halving the
-    /// models, as agents did before, left none and every estimate read 0.
-    #[test]
-    fn over_its_budget_with_one_model_the_features_stay_near_the_whole() {
-        let (mut all, mut some) = (Observations::default(), Observations::default());
-        // 3,000 phones of one model over 10 minutes, a scan a minute (4
-        // probes), each from its own starting sequence number; two in
-        // three take a new MAC every scan and keep counting.
         for minute in 0..10u16 {
             for phone in 0..3000u128 {
                 let mac = if phone % 3 == 0 {
@@ -545,18 +504,45 @@ mod tests {
                     phone * 1000 + u128::from(minute)
                 };
                 let seq = (phone as u16).wrapping_mul(1361).wrapping_add(minute * 4) & 0x0fff;
-                let d = det(f64::from(minute) * 60.0 + (phone % 50) as f64, mac, seq, 42);
+                let t = f64::from(minute) * 60.0 + (phone % 50) as f64;
+                let d = det(t, mac, seq, model(phone));
                 all.observe(&d, usize::MAX);
                 some.observe(&d, 4000);
             }
         }
         assert!(some.share().1 >= 2, "share {:?}", some.share());
         assert!(some.devices() <= 4000);
-        let (fa, fs) = (
+        (
             all.features(WINDOW, |_| false),
             some.features(WINDOW, |_| false),
+        )
+    }
+
+    fn near(a: f64, b: f64, by: f64) -> bool {
+        (a - b).abs() <= by * a
+    }
+
+    /// Over its budget a window observes the MACs that start in half the
+    /// sequence numbers, then a quarter..., and counts each MAC seen for
+    /// those left out: memory stays under the budget and the features stay
+    /// near the whole's.
+    #[test]
+    fn over_its_budget_a_window_observes_a_share_of_sequence_numbers() {
+        let (fa, fs) = whole_and_over_budget(|phone| {
+            ((phone % 600) as u64).wrapping_mul(0x1234_5678_9abc_def1)
+        });
+        assert!(near(fa.persistent, fs.persistent, 0.35), "{fa:?} {fs:?}");
+        assert!(
+            near(fa.phones as f64, fs.phones as f64, 0.35),
+            "{fa:?} {fs:?}"
         );
-        let near = |a: f64, b: f64, by: f64| (a - b).abs() <= by * a;
+    }
+
+    /// The same with one model (a crowd of one brand), where halving the
+    /// models, as agents did before, left none and every estimate read 0.
+    #[test]
+    fn over_its_budget_with_one_model_the_features_stay_near_the_whole() {
+        let (fa, fs) = whole_and_over_budget(|_| 42);
         assert!(fa.persistent > 500.0, "{fa:?}");
         assert!(near(fa.persistent, fs.persistent, 0.2), "{fa:?} {fs:?}");
         // A chain cut where it leaves the block counts as two phones.
