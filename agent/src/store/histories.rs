@@ -96,7 +96,7 @@ impl Store {
             pruned.removed += before - bucket.0.len();
             pruned.kept += bucket.0.len();
             if bucket.0.len() != before {
-                changed.push((k, bucket.value()));
+                changed.push((k, bucket.value().map(|v| self.sealed(v))));
             }
         }
         for part in changed.chunks(PART) {

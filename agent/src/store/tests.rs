@@ -143,6 +143,35 @@ fn prune_keeps_only_histories_that_can_change_a_count() {
     assert!(s.load(DeviceId(4)).unwrap().is_some());
 }
 
+/// Under a day key, the buckets pruning rewrites stay sealed: a history
+/// kept beside one pruned is never written in the clear.
+#[test]
+fn pruned_buckets_stay_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state"), 1 << 20, &ident()).unwrap();
+    s.seal_under(Some(Sealer::new(100, &[7; 32])));
+    let at = |day: i32| History {
+        day,
+        visited: 1,
+        visitor_day: day,
+        ..History::default()
+    };
+    // One bucket (the same first 16 bits): one kept, one pruned.
+    s.save(DeviceId(1), &at(100));
+    s.save(DeviceId(2), &at(60));
+    s.commit(&mut Checkpoint::default(), &[]).unwrap();
+    let horizon = Horizon {
+        next_day: 101,
+        keep_from: 71,
+    };
+    assert_eq!(s.prune(horizon).unwrap().removed, 1);
+    for item in s.histories.iter() {
+        let (_, v) = item.unwrap();
+        assert_eq!(seal::epoch_of(&v), Some(100), "a bucket in the clear");
+    }
+    assert!(s.load(DeviceId(1)).unwrap().is_some());
+}
+
 /// A state as format 2 left it (an agent upgraded in the field): it
 /// opens, randomized visitors move into the checkpoint, nothing else
 /// changes, and opening again finds it v3.
