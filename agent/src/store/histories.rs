@@ -100,18 +100,27 @@ impl Store {
             }
         }
         for part in changed.chunks(PART) {
-            let mut batch = sled::Batch::default();
-            for (k, v) in part {
-                match v {
-                    Some(v) => batch.insert(k, v.as_slice()),
-                    None => batch.remove(k),
-                }
-            }
-            self.histories
-                .apply_batch(batch)
-                .map_err(|e| self.sled_err(e))?;
+            self.apply_buckets(part)?;
         }
         Ok(pruned)
+    }
+
+    /// Writes bucket values (sealed already) in one sled batch, outside a
+    /// transaction; `None` deletes the bucket.
+    fn apply_buckets<K: AsRef<[u8]>>(
+        &self,
+        buckets: &[(K, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in buckets {
+            match v {
+                Some(v) => batch.insert(k.as_ref(), v.as_slice()),
+                None => batch.remove(k.as_ref()),
+            }
+        }
+        self.histories
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))
     }
 
     /// Writes the histories saved or removed since the last commit, in
@@ -124,17 +133,7 @@ impl Store {
     pub fn write_histories(&mut self) -> Result<(), StoreError> {
         let changes: Vec<_> = self.overlay.drain().collect();
         for part in changes.chunks(PART) {
-            let buckets = self.updated_buckets(part.iter().copied())?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in buckets {
-                match v {
-                    Some(v) => batch.insert(&k, v),
-                    None => batch.remove(&k),
-                }
-            }
-            self.histories
-                .apply_batch(batch)
-                .map_err(|e| self.sled_err(e))?;
+            self.apply_buckets(&self.updated_buckets(part.iter().copied())?)?;
         }
         Ok(())
     }
