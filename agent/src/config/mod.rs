@@ -493,7 +493,7 @@ impl Config {
         let people = match &self.people {
             // SPEC §8: estimates made differently never mix unnoticed; a
             // window past its observation budget estimates from a share
-            // of models, so a budget other than the default is part of
+            // of the MACs, so a budget other than the default is part of
             // the method (the default leaves every hash as it was).
             Some(c) if self.people_budget as u64 != DEFAULT_PEOPLE_BUDGET => {
                 format!(

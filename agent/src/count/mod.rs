@@ -537,7 +537,6 @@ impl Counter {
     pub fn evict_deferred(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
         if std::mem::take(&mut self.deferred) {
             self.evict(store)?;
-            self.keep_budget(store)?;
         }
         Ok(())
     }
