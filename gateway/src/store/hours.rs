@@ -84,3 +84,46 @@ impl StoredDayWindows {
         }
     }
 }
+
+/// A `local_days` value: one agent's windows that start in one local day
+/// of its store's zone, summed (sketch empty), the zone's name they were
+/// cut in (empty once a window came cut in another: the store's zone
+/// changed, and the day is read from its hours instead), and which
+/// windows they are (seconds after the local midnight, sorted), so a
+/// window sent again is added once.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct StoredLocalDay {
+    pub(super) zone: String,
+    pub(super) starts: Vec<u32>,
+    pub(super) counts: Counts,
+}
+
+impl StoredLocalDay {
+    pub(super) fn new(zone: &str) -> StoredLocalDay {
+        StoredLocalDay {
+            zone: zone.to_string(),
+            ..StoredLocalDay::default()
+        }
+    }
+
+    /// Adds the window's counts, cut at `midnight` in `zone`, unless the
+    /// day has it; says whether the value changed.
+    pub(super) fn add(&mut self, w: &WindowReport, midnight: i64, zone: &str) -> bool {
+        let mixed = self.zone != zone && !self.zone.is_empty();
+        if mixed {
+            self.zone.clear();
+        }
+        // A local midnight is never after the instants of its day.
+        let at = u32::try_from(w.window_start - midnight).unwrap_or(u32::MAX);
+        match self.starts.binary_search(&at) {
+            Ok(_) => mixed,
+            Err(i) => {
+                self.starts.insert(i, at);
+                let mut c = Counts::of_window(w);
+                c.visitor_sketch = Sketch::new();
+                self.counts.add(&c);
+                true
+            }
+        }
+    }
+}

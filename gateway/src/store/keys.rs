@@ -13,6 +13,18 @@ pub(super) const HOUR: i64 = 3_600;
 /// sketches, `hours-built-2` hours without `day_windows`).
 pub(super) const HOURS_BUILT: &[u8] = b"hours-built-3";
 
+/// Set in the default tree once `local_days` holds every stored window,
+/// summed in the zone its store had when the mark was set or the window came.
+pub(super) const LOCAL_DAYS_BUILT: &[u8] = b"local-days-built-1";
+
+/// The `local_days` key of a `windows` key: the same store and agent, the
+/// local midnight the window's day starts at.
+pub(super) fn local_day_key(window_key: &[u8], midnight: i64) -> Vec<u8> {
+    let mut k = window_key[..window_key.len() - 8].to_vec();
+    k.extend_from_slice(&time_key(midnight));
+    k
+}
+
 /// The `day_windows` key of a `windows` key: the same store and agent, the
 /// UTC day.
 pub(super) fn day_key(window_key: &[u8], window_start: i64) -> Vec<u8> {

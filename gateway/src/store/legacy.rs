@@ -381,6 +381,7 @@ impl Stored for StoredHour {
 // Postcard since it was first stored: no older layout.
 impl Stored for super::hours::StoredHourSketch {}
 impl Stored for super::hours::StoredDayWindows {}
+impl Stored for super::hours::StoredLocalDay {}
 impl Stored for super::ChainDay {}
 
 // Stored as JSON only: no layout to upgrade.

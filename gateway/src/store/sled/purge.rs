@@ -7,8 +7,8 @@
 //! window and its hour start before it together whenever the instant is
 //! on the hour (retention and `--before` cut at midnight UTC).
 
-use super::super::keys::{split_key, HOUR};
-use super::{DeadLetter, Purge, Purged, SledStore, StoreError};
+use super::super::keys::{prefix, split_key, time_key, HOUR};
+use super::{DeadLetter, Purge, Purged, Query, ReportStore, SledStore, StoreError};
 
 /// Deletes per batch at most: a batch is held whole in memory.
 const PART: usize = 4096;
@@ -52,6 +52,25 @@ impl SledStore {
         self.delete_where(&self.day_windows, &pre, |k, _| {
             split_key(k).is_some_and(|(_, _, t)| timed(t, day_cut))
         })?;
+        // The local days before the cut go; the one the cut falls in is
+        // summed again from the windows it keeps.
+        self.delete_where(&self.local_days, &pre, |k, _| {
+            split_key(k).is_some_and(|(_, _, t)| timed(t, p.windows_before_s))
+        })?;
+        if let (Some(cut), false) = (p.windows_before_s, whole_store) {
+            let kept = self.windows(&Query {
+                store_id: p.store_id.clone(),
+                from_s: Some(cut),
+                to_s: Some(cut.saturating_add(2 * 86_400)),
+            })?;
+            for w in kept {
+                if self.local_day(&w).0 < cut {
+                    let mut key = prefix(&w.store_id, &w.agent_id);
+                    key.extend_from_slice(&time_key(w.window_start));
+                    self.add_to_local_day(&key, &w)?;
+                }
+            }
+        }
         // The chain's distinct visitors merged what goes: worked out again
         // from what stays when next asked for.
         if let Some(cut) = p.chain_cut() {
