@@ -259,17 +259,48 @@ fn postgres_restarted_mid_stream_withholds_acks_then_resumes() {
 /// to the agent's replay.
 fn through_a_database_fault(
     url: &str,
+    case: (&str, &str),
+    fault: impl FnMut(bool),
+    meanwhile: impl FnOnce(&str),
+) {
+    through_a_fault_from(When::FirstBatch, url, case, fault, meanwhile);
+}
+
+/// When a fault starts.
+#[derive(PartialEq)]
+enum When {
+    /// Once the gateway has committed a first batch.
+    FirstBatch,
+    /// Once the gateway has subscribed, before the agent starts: for a
+    /// fault that only writes needing new room meet (a full disk), which
+    /// the statuses' updates in place might not be, had every report
+    /// come before it.
+    BeforeTheAgent,
+}
+
+/// `through_a_database_fault` with the fault on from `when`.
+fn through_a_fault_from(
+    when: When,
+    url: &str,
     (seed, name): (&str, &str),
     mut fault: impl FnMut(bool),
     meanwhile: impl FnOnce(&str),
 ) {
     let (c, http) = case_on_postgres(url, seed);
     let mut gateway = c.gateway();
+    if when == When::BeforeTheAgent {
+        wait_until(Duration::from_secs(60), "the gateway subscribes", || {
+            c.log("gateway").contains("subscribing")
+        });
+        fault(true);
+    }
     let mut agent = c.agent();
-    wait_until(Duration::from_secs(60), "a first batch committed", || {
-        c.log("gateway").contains("batch committed")
-    });
-    fault(true);
+    if when == When::FirstBatch {
+        wait_until(Duration::from_secs(60), "a first batch committed", || {
+            c.log("gateway").contains("batch committed")
+        });
+        fault(true);
+    }
     wait_until(
         Duration::from_secs(60),
         "the gateway says the store failed",
@@ -413,7 +444,13 @@ fn a_full_disk_withholds_acks_until_there_is_room() {
             std::fs::remove_file(&filler).unwrap();
         }
     };
-    through_a_database_fault(&url, ("45", "a_full_disk"), fill, |log| {
-        assert!(log.contains("No space left on device"), "{log}");
-    });
+    through_a_fault_from(
+        When::BeforeTheAgent,
+        &url,
+        ("45", "a_full_disk"),
+        fill,
+        |log| {
+            assert!(log.contains("No space left on device"), "{log}");
+        },
+    );
 }
