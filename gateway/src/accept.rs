@@ -57,11 +57,34 @@ pub fn accept(
     )
 }
 
-/// What one message is, once read.
-enum Read {
+/// What one message is, once read: what `read` makes of it, before the
+/// store sees it.
+pub enum Read {
     Report(String, String, Box<footfall_report::Report>),
     Status(String, String, Box<Status>),
     Dead(String),
+}
+
+/// Reads and validates one message; needs no store, so the MQTT side
+/// reads a message as it arrives, while the batch before is stored.
+pub fn read(topic_name: &str, payload: &[u8], max_payload: usize) -> Read {
+    match topic::parse(topic_name) {
+        Some((s, a, kind @ (Kind::Window | Kind::Day))) => {
+            match validate(payload, Some((s, a, kind)), max_payload) {
+                Ok(report) => Read::Report(s.to_string(), a.to_string(), Box::new(report)),
+                Err(reject) => Read::Dead(reject.to_string()),
+            }
+        }
+        Some((_, _, Kind::Status)) if payload.len() > max_payload => Read::Dead(format!(
+            "status of {} bytes is larger than max_payload_bytes = {max_payload}",
+            payload.len()
+        )),
+        Some((s, a, Kind::Status)) => match serde_json::from_slice::<Status>(payload) {
+            Ok(status) => Read::Status(s.to_string(), a.to_string(), Box::new(status)),
+            Err(e) => Read::Dead(format!("not a footfall status: {e}")),
+        },
+        _ => Read::Dead("not a footfall/v1/{store}/{agent}/{window|day|status} topic".into()),
+    }
 }
 
 /// `accept` for many messages at once: the reports go to the store
@@ -71,6 +94,21 @@ pub fn accept_batch(
     store: &dyn ReportStore,
     messages: &[(&str, &[u8])],
     max_payload: usize,
+    tally: &mut Tally,
+) -> Result<Vec<Option<(String, String, u64)>>> {
+    let read: Vec<Read> = messages
+        .iter()
+        .map(|(topic_name, payload)| read(topic_name, payload, max_payload))
+        .collect();
+    accept_read(store, messages, &read.iter().collect::<Vec<_>>(), tally)
+}
+
+/// `accept_batch` of messages already read (`read[i]` is `messages[i]`
+/// read); a batch the store refused is offered again as it is.
+pub fn accept_read(
+    store: &dyn ReportStore,
+    messages: &[(&str, &[u8])],
+    read: &[&Read],
     tally: &mut Tally,
 ) -> Result<Vec<Option<(String, String, u64)>>> {
     let dead = |store: &dyn ReportStore,
@@ -89,26 +127,6 @@ pub fn accept_batch(
         })?;
         Ok(())
     };
-    let read: Vec<Read> = messages
-        .iter()
-        .map(|(topic_name, payload)| match topic::parse(topic_name) {
-            Some((s, a, kind @ (Kind::Window | Kind::Day))) => {
-                match validate(payload, Some((s, a, kind)), max_payload) {
-                    Ok(report) => Read::Report(s.to_string(), a.to_string(), Box::new(report)),
-                    Err(reject) => Read::Dead(reject.to_string()),
-                }
-            }
-            Some((_, _, Kind::Status)) if payload.len() > max_payload => Read::Dead(format!(
-                "status of {} bytes is larger than max_payload_bytes = {max_payload}",
-                payload.len()
-            )),
-            Some((s, a, Kind::Status)) => match serde_json::from_slice::<Status>(payload) {
-                Ok(status) => Read::Status(s.to_string(), a.to_string(), Box::new(status)),
-                Err(e) => Read::Dead(format!("not a footfall status: {e}")),
-            },
-            _ => Read::Dead("not a footfall/v1/{store}/{agent}/{window|day|status} topic".into()),
-        })
-        .collect();
     let reports: Vec<footfall_report::Report> = read
         .iter()
         .filter_map(|r| match r {
@@ -118,8 +136,8 @@ pub fn accept_batch(
         .collect();
     let mut puts = store.put_many(&reports)?.into_iter();
     let mut acks = Vec::with_capacity(messages.len());
-    for (r, (topic_name, payload)) in read.into_iter().zip(messages) {
-        acks.push(match r {
+    for (r, (topic_name, payload)) in read.iter().zip(messages) {
+        acks.push(match *r {
             Read::Report(s, a, report) => {
                 match puts.next().expect("one result per report") {
                     Put::Inserted => tally.inserted += 1,
@@ -138,20 +156,20 @@ pub fn accept_batch(
                         )?;
                     }
                 }
-                Some((s, a, report.seq()))
+                Some((s.clone(), a.clone(), report.seq()))
             }
             Read::Status(s, a, status) => {
                 tally.statuses += 1;
                 store.set_status(&AgentInfo {
-                    store_id: s,
-                    agent_id: a,
+                    store_id: s.clone(),
+                    agent_id: a.clone(),
                     last_seen_unix_s: now_s(),
-                    status: *status,
+                    status: (**status).clone(),
                 })?;
                 None
             }
             Read::Dead(reason) => {
-                dead(store, topic_name, payload, reason, tally)?;
+                dead(store, topic_name, payload, reason.clone(), tally)?;
                 None
             }
         });

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use tracing::{debug, error, info, warn};
 
-use crate::accept::{accept_batch, Tally};
+use crate::accept::{accept_read, read, Read, Tally};
 use crate::config::Config;
 use crate::metrics::Counters;
 use crate::store::ReportStore;
@@ -54,7 +54,9 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 enum Incoming {
     Connected,
-    Publish(Box<Publish>),
+    /// A message and what it reads as: read on the event task, so that
+    /// the next batch is read and validated while the store takes this one.
+    Publish(Box<Publish>, Read),
 }
 
 /// What the ingest loop asks of the MQTT client, in order.
@@ -113,6 +115,7 @@ pub async fn run(
         }
     });
     let (tx, mut rx) = mpsc::channel(4096);
+    let max_payload = config.max_payload_bytes;
     let events = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -121,7 +124,10 @@ pub async fn run(
                     backoff = Duration::from_millis(500);
                     Some(Incoming::Connected)
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => Some(Incoming::Publish(Box::new(p))),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let r = read(&String::from_utf8_lossy(&p.topic), &p.payload, max_payload);
+                    Some(Incoming::Publish(Box::new(p), r))
+                }
                 Ok(_) => None,
                 Err(e) => {
                     warn!(error = %e, "broker connection lost; retrying");
@@ -138,27 +144,20 @@ pub async fn run(
         }
     });
     tokio::pin!(shutdown);
-    let mut batch: Vec<Publish> = Vec::new();
+    let mut batch: Vec<(Publish, Read)> = Vec::new();
     let mut tick = tokio::time::interval(BATCH_WAIT);
     let mut total = Tally::default();
     // While the store fails, the batch is tried again after this long
     // (doubling to STORE_RETRY_MAX), not on every tick.
     let mut retry: Option<(tokio::time::Instant, Duration)> = None;
-    let try_batch = |batch: &mut Vec<Publish>,
+    let try_batch = |batch: &mut Vec<(Publish, Read)>,
                      retry: &mut Option<(tokio::time::Instant, Duration)>,
                      total: &mut Tally|
      -> Result<()> {
         if retry.is_some_and(|(at, _)| tokio::time::Instant::now() < at) {
             return Ok(());
         }
-        if process(
-            &outbox,
-            store.as_ref(),
-            batch,
-            config.max_payload_bytes,
-            total,
-            &counters,
-        )? {
+        if process(&outbox, store.as_ref(), batch, total, &counters)? {
             *retry = None;
         } else {
             let wait = retry.map_or(STORE_RETRY_MIN, |(_, w)| (w * 2).min(STORE_RETRY_MAX));
@@ -176,8 +175,8 @@ pub async fn run(
                         outbox.send(Outgoing::Subscribe(filter))?;
                     }
                 }
-                Some(Incoming::Publish(p)) => {
-                    batch.push(*p);
+                Some(Incoming::Publish(p, r)) => {
+                    batch.push((*p, r));
                     if batch.len() >= BATCH_MAX {
                         try_batch(&mut batch, &mut retry, &mut total)?;
                     }
@@ -217,8 +216,7 @@ pub async fn run(
 fn process(
     outbox: &mpsc::UnboundedSender<Outgoing>,
     store: &dyn ReportStore,
-    batch: &mut Vec<Publish>,
-    max_payload: usize,
+    batch: &mut Vec<(Publish, Read)>,
     total: &mut Tally,
     counters: &Counters,
 ) -> Result<bool> {
@@ -227,14 +225,15 @@ fn process(
     let stored = (|| {
         let topics: Vec<String> = batch
             .iter()
-            .map(|p| String::from_utf8_lossy(&p.topic).into_owned())
+            .map(|(p, _)| String::from_utf8_lossy(&p.topic).into_owned())
             .collect();
         let messages: Vec<(&str, &[u8])> = topics
             .iter()
             .zip(batch.iter())
-            .map(|(t, p)| (t.as_str(), &p.payload[..]))
+            .map(|(t, (p, _))| (t.as_str(), &p.payload[..]))
             .collect();
-        for (s, a, seq) in accept_batch(store, &messages, max_payload, &mut tally)?
+        let read: Vec<&Read> = batch.iter().map(|(_, r)| r).collect();
+        for (s, a, seq) in accept_read(store, &messages, &read, &mut tally)?
             .into_iter()
             .flatten()
         {
@@ -264,7 +263,7 @@ fn process(
             body,
         })?;
     }
-    for p in batch.drain(..) {
+    for (p, _) in batch.drain(..) {
         outbox.send(Outgoing::PubAck(Box::new(p)))?;
     }
     debug!(?tally, "batch committed");
