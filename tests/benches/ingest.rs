@@ -66,11 +66,13 @@ fn main() {
             ),
         )
         .expect("write the gateway's config");
-        procs.push(Proc::spawn(
+        // At the level a user runs it.
+        procs.push(Proc::spawn_logging(
             dir.path(),
             &name,
             &bin("footfall-gateway"),
             &["serve", "--config", &format!("{name}.toml")],
+            "info",
         ));
         wait_until(Duration::from_secs(20), "the gateway subscribes", || {
             std::fs::read_to_string(dir.path().join(format!("{name}.log")))
