@@ -223,6 +223,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                         publish_refused: health.publish_refused,
                         memory: agent.memory(),
                         connected,
+                        // Read at each scrape.
+                        heap_bytes: None,
                     };
                 }
                 if connected && health.last_status.elapsed() >= Duration::from_secs(u64::from(mqtt.status_interval_s)) {
