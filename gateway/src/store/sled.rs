@@ -38,15 +38,13 @@
 //! anything is acked, so every acked report is on disk; reports received
 //! but not committed were not acked, and the agent sends them again.
 
-use std::path::{Path, PathBuf};
-
-use footfall_report::{codec, DayReport, Report, WindowReport};
-use serde::Serialize;
-
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use footfall_report::{codec, DayReport, Report, WindowReport};
 use jiff::tz::TimeZone;
+use serde::Serialize;
 
 use super::hours::{StoredDayWindows, StoredHour, StoredHourSketch, StoredLocalDay};
 use super::keys::{
@@ -89,6 +87,21 @@ pub struct SledStore {
     /// Each store's zone as its statuses say (`calendar::timezones_of`):
     /// the zone `local_days` are cut in.
     zones: Mutex<BTreeMap<String, TimeZone>>,
+}
+
+/// Sums kept under a key of `hours` or `local_days`, as an `Hour` that
+/// starts at the key's time, and that time.
+fn sums_at(key: &[u8], counts: footfall_report::Counts) -> (i64, Hour) {
+    let (store_id, agent_id, hour_start) = split_key(key).unwrap_or_default();
+    (
+        hour_start,
+        Hour {
+            store_id,
+            agent_id,
+            hour_start,
+            counts,
+        },
+    )
 }
 
 fn seal_postcard<T: Serialize>(v: &T) -> Vec<u8> {
@@ -162,19 +175,38 @@ impl SledStore {
         }
     }
 
-    /// Sums every stored window into `hours`, once: for a store written
-    /// before hours were kept. Runs again from the start if interrupted
-    /// (the mark is set last).
-    fn build_hours(&self) -> Result<(), StoreError> {
-        if self.db.contains_key(HOURS_BUILT).map_err(|e| self.err(e))? {
+    /// Builds trees of sums from the stored windows, once: unless `mark`
+    /// is set, empties `trees`, runs `build`, then sets the mark. Set last,
+    /// so an interrupted build runs again from the start.
+    fn build_once(
+        &self,
+        mark: &[u8],
+        by: &str,
+        trees: &[&sled::Tree],
+        build: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.db.contains_key(mark).map_err(|e| self.err(e))? {
             return Ok(());
         }
         if !self.windows.is_empty() {
-            tracing::info!(store = %self.path.display(), "summing stored windows by hour, once (about 4 s per million windows)");
+            tracing::info!(store = %self.path.display(), "summing stored windows by {by}, once (about 4 s per million windows)");
         }
-        self.hours.clear().map_err(|e| self.err(e))?;
-        self.hour_sketches.clear().map_err(|e| self.err(e))?;
-        self.day_windows.clear().map_err(|e| self.err(e))?;
+        for t in trees {
+            t.clear().map_err(|e| self.err(e))?;
+        }
+        build()?;
+        self.db.insert(mark, &[1u8][..]).map_err(|e| self.err(e))?;
+        self.commit()
+    }
+
+    /// Sums every stored window into `hours`, `hour_sketches` and
+    /// `day_windows`: for a store written before they were kept.
+    fn build_hours(&self) -> Result<(), StoreError> {
+        let trees = [&self.hours, &self.hour_sketches, &self.day_windows];
+        self.build_once(HOURS_BUILT, "hour", &trees, || self.sum_hours())
+    }
+
+    fn sum_hours(&self) -> Result<(), StoreError> {
         let mut day: Option<(Vec<u8>, StoredDayWindows)> = None;
         let mut day_batch = sled::Batch::default();
         // Keys sort by store, agent, then time: an hour's windows are
@@ -231,28 +263,19 @@ impl SledStore {
         }
         self.day_windows
             .apply_batch(day_batch)
-            .map_err(|e| self.err(e))?;
-        self.db
-            .insert(HOURS_BUILT, &[1u8][..])
-            .map_err(|e| self.err(e))?;
-        self.commit()
+            .map_err(|e| self.err(e))
     }
 
-    /// Sums every stored window into `local_days`, once: for a store
-    /// written before local days were kept. Runs again from the start if
-    /// interrupted (the mark is set last).
+    /// Sums every stored window into `local_days`: for a store written
+    /// before local days were kept.
     fn build_local_days(&self) -> Result<(), StoreError> {
-        if self
-            .db
-            .contains_key(LOCAL_DAYS_BUILT)
-            .map_err(|e| self.err(e))?
-        {
-            return Ok(());
-        }
-        if !self.windows.is_empty() {
-            tracing::info!(store = %self.path.display(), "summing stored windows by local day, once (about 4 s per million windows)");
-        }
-        self.local_days.clear().map_err(|e| self.err(e))?;
+        let trees = [&self.local_days];
+        self.build_once(LOCAL_DAYS_BUILT, "local day", &trees, || {
+            self.sum_local_days()
+        })
+    }
+
+    fn sum_local_days(&self) -> Result<(), StoreError> {
         // Keys sort by store, agent, then time, and local midnights follow
         // time: a day's windows are neighbours.
         let mut current: Option<(Vec<u8>, StoredLocalDay)> = None;
@@ -282,13 +305,7 @@ impl SledStore {
         if let Some((key, day)) = current {
             batch.insert(key, seal_postcard(&day));
         }
-        self.local_days
-            .apply_batch(batch)
-            .map_err(|e| self.err(e))?;
-        self.db
-            .insert(LOCAL_DAYS_BUILT, &[1u8][..])
-            .map_err(|e| self.err(e))?;
-        self.commit()
+        self.local_days.apply_batch(batch).map_err(|e| self.err(e))
     }
 
     /// The local midnight a window's day starts at in its store's zone,
@@ -546,16 +563,7 @@ impl ReportStore for SledStore {
 
     fn hour_sums(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
         self.ranged(&self.hours, "hours", q, |k, StoredHour { counts, .. }| {
-            let (store_id, agent_id, hour_start) = split_key(k).unwrap_or_default();
-            (
-                hour_start,
-                Hour {
-                    store_id,
-                    agent_id,
-                    hour_start,
-                    counts,
-                },
-            )
+            sums_at(k, counts)
         })
     }
 
@@ -585,16 +593,7 @@ impl ReportStore for SledStore {
                 &one,
                 |k, StoredLocalDay { zone, counts, .. }| {
                     same &= zone == want;
-                    let (store_id, agent_id, hour_start) = split_key(k).unwrap_or_default();
-                    (
-                        hour_start,
-                        Hour {
-                            store_id,
-                            agent_id,
-                            hour_start,
-                            counts,
-                        },
-                    )
+                    sums_at(k, counts)
                 },
             )?;
             if same {
