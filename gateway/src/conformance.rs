@@ -435,7 +435,8 @@ fn sums_are_the_windows_summed(s: &dyn ReportStore) {
 
 /// `store=*` by day (day totals from the engine, distinct visitors kept
 /// per date) gives the chain's rows of the every-store query, before and
-/// after a late window changes a date it kept.
+/// after a late window changes a date it kept, whether the query or
+/// `serve`'s keeper works the date out again.
 fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
     let id = |n: u64| u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
     s.set_status(&AgentInfo {
@@ -486,6 +487,11 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
     assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want);
     assert_eq!(s.chain_days("2026-03-01", "2026-03-05").unwrap().len(), 3);
     assert_eq!(report_rows(s, By::Day, &chain).unwrap(), want, "kept");
+    assert_eq!(
+        crate::query::keep_chain_days(s).unwrap(),
+        0,
+        "nothing changed"
+    );
     // A late window with new visitors: its date is worked out again.
     let mut late = testing::window_of_visitors("B", "a", T + DAY + 3 * 96 * 900, 30);
     let mut sketch = footfall_report::Sketch::new();
@@ -497,6 +503,10 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
     late.visitor_sketch = Some(sketch);
     assert_eq!(s.put(&Report::Window(late)).unwrap(), Put::Inserted);
     s.commit().unwrap();
+    // `serve`'s keeper works out the date the late window changed, and
+    // only that one; the query then reads what it kept.
+    assert_eq!(crate::query::keep_chain_days(s).unwrap(), 1);
+    assert_eq!(crate::query::keep_chain_days(s).unwrap(), 0, "kept");
     let now = of_every_store();
     assert_ne!(
         now[1]["unique_visitors_est"],

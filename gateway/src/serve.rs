@@ -1,8 +1,10 @@
 //! `footfall-gateway serve`: starts its parts, which are siblings that do
 //! not know of each other: the embedded broker (`broker`, when enabled),
 //! the HTTP API and dashboard (`api`), the MQTT subscribe → commit → ack
-//! loop (`mqtt`), and the retention sweeper (`sweep`). They share the
-//! store and the metrics counters.
+//! loop (`mqtt`), the retention sweeper (`sweep`), and the keepers of
+//! what queries and SQL tools read worked out (`publish`, `keep`). They
+//! share the store (the keepers through a handle of their own where the
+//! engine has one) and the metrics counters.
 //!
 //! Shutdown order: the MQTT loop commits its batch and sends its acks, then
 //! the HTTP server finishes the requests in hand; the store is committed
@@ -45,7 +47,16 @@ pub async fn serve(
         },
     );
     let sweeper = tokio::spawn(sweep(config.retention, store.clone(), counters.clone()));
-    let publisher = tokio::spawn(publish(store.clone(), config.min_count));
+    let background: Arc<dyn ReportStore> = match store.background() {
+        Ok(Some(b)) => Arc::from(b),
+        Ok(None) => store.clone(),
+        Err(e) => {
+            warn!(error = %e, "no connection of its own for background work; it shares the API's");
+            store.clone()
+        }
+    };
+    let publisher = tokio::spawn(publish(background.clone(), config.min_count));
+    let keeper = tokio::spawn(keep(background));
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -57,6 +68,7 @@ pub async fn serve(
     let result = crate::mqtt::run(&config, store.clone(), counters, shutdown).await;
     sweeper.abort();
     publisher.abort();
+    keeper.abort();
     let _ = http_stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     store.commit()?;
@@ -117,6 +129,38 @@ async fn publish(store: Arc<dyn ReportStore>, min_count: Option<u64>) {
             ),
             Err(e) => {
                 warn!(error = %e, "campaign reports for SQL tools not kept; tried again in ten minutes")
+            }
+        }
+    }
+}
+
+/// How often the chain's distinct visitors per date are brought up to date.
+const KEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Works out the chain's distinct visitors of the dates that changed
+/// (`query::keep_chain_days`) at start and then every ten minutes, so that
+/// a `store=*` query by day works out at most what changed since.
+async fn keep(store: Arc<dyn ReportStore>) {
+    let mut tick = tokio::time::interval(KEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || crate::query::keep_chain_days(store.as_ref()))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(dates)) => info!(
+                dates,
+                seconds = started.elapsed().as_secs_f64(),
+                "the chain's distinct visitors worked out and kept"
+            ),
+            Ok(Err(e)) => warn!(
+                error = %format!("{e:#}"),
+                "the chain's distinct visitors not kept; tried again in ten minutes"
+            ),
+            Err(e) => {
+                warn!(error = %e, "the chain's distinct visitors not kept; tried again in ten minutes")
             }
         }
     }

@@ -336,6 +336,13 @@ pub trait ReportStore: Send + Sync {
     fn keeps_campaign_reports(&self) -> bool {
         false
     }
+    /// A handle of its own for `serve`'s background work (the caches
+    /// queries and SQL tools read), so that minutes of it neither wait
+    /// behind the API nor hold it up; `None` where one handle serves
+    /// every caller at once (sled).
+    fn background(&self) -> Result<Option<Box<dyn ReportStore>>, StoreError> {
+        Ok(None)
+    }
     /// Keeps the campaign reports for SQL tools (the `footfall_campaign_*`
     /// views), replacing the ones kept before; an engine without SQL keeps
     /// none.

@@ -359,7 +359,13 @@ pub struct PgStore {
     name: String,
     /// To connect again after the connection is lost.
     url: String,
+    /// Ingest's connection: its batch transaction stays open from the
+    /// first write to `commit`.
     client: Mutex<Conn>,
+    /// Everything else's (the API, campaigns, purges, the caches queries
+    /// keep): a query of minutes (a chain's first year of days) does not
+    /// stop ingest, nor does it read inside ingest's open batch.
+    reader: Mutex<Conn>,
 }
 
 /// The connection and whether a write transaction is open on it: writes
@@ -374,13 +380,10 @@ struct Conn {
 impl Drop for PgStore {
     /// Closing a connection blocks on the driver's runtime too.
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .client
-            .take();
-        blocking(move || drop(client));
+        let take =
+            |m: &mut Mutex<Conn>| m.get_mut().unwrap_or_else(|p| p.into_inner()).client.take();
+        let clients = [take(&mut self.client), take(&mut self.reader)];
+        blocking(move || drop(clients));
     }
 }
 
@@ -429,16 +432,23 @@ impl PgStore {
     /// Connects and brings the schema up to date.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
         let name = crate::config::redact(url);
-        let client = Client::connect(url, NoTls).map_err(|source| StoreError::Postgres {
-            what: format!("{name}: cannot connect"),
-            source,
-        })?;
+        let connect = || {
+            Client::connect(url, NoTls).map_err(|source| StoreError::Postgres {
+                what: format!("{name}: cannot connect"),
+                source,
+            })
+        };
+        let (client, reader) = (connect()?, connect()?);
         let store = PgStore {
             zones: Mutex::new(BTreeMap::new()),
             name,
             url: url.to_string(),
             client: Mutex::new(Conn {
                 client: Some(client),
+                in_tx: false,
+            }),
+            reader: Mutex::new(Conn {
+                client: Some(reader),
                 in_tx: false,
             }),
         };
@@ -456,13 +466,26 @@ impl PgStore {
         }
     }
 
-    /// The connection, connecting again when it was lost (the database
+    /// Ingest's connection (see `connection`).
+    fn client(&self) -> Result<ClientGuard<'_>, StoreError> {
+        self.connection(&self.client)
+    }
+
+    /// The connection for all but ingest (see `connection`), after
+    /// committing ingest's open batch: a caller reads what it stored, as
+    /// on sled, without waiting for the batch to end.
+    fn reader(&self) -> Result<ClientGuard<'_>, StoreError> {
+        self.finish()?;
+        self.connection(&self.reader)
+    }
+
+    /// A connection, connecting again when it was lost (the database
     /// restarted): a statement that failed on the old one failed, the
     /// next one gets a new connection or the reason there is none.
-    fn client(&self) -> Result<ClientGuard<'_>, StoreError> {
+    fn connection<'a>(&self, conn: &'a Mutex<Conn>) -> Result<ClientGuard<'a>, StoreError> {
         // A panic while holding the lock leaves the connection as usable
         // as any: every statement commits on its own.
-        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         if guard.client.as_ref().is_none_or(Client::is_closed) {
             let c = Client::connect(&self.url, NoTls).map_err(|source| StoreError::Postgres {
                 what: format!("{}: cannot connect", self.name),
@@ -956,7 +979,7 @@ impl PgStore {
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p.as_ref()).collect();
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 &format!(
                     "SELECT store_id, agent_id, {start} AS start, {} \
@@ -1007,7 +1030,7 @@ impl PgStore {
             .cloned()
             .collect();
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 &format!(
                     "SELECT {LOCAL_DAY_COLUMNS} FROM footfall_local_days \
@@ -1058,7 +1081,7 @@ impl PgStore {
 
     fn day_totals_now(&self, from: &str, to: &str) -> Result<Vec<(String, DayCounts)>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT date, count(*), \
                      count(visits), sum(visits)::bigint, \
@@ -1120,7 +1143,7 @@ impl PgStore {
             .map(|(s, tz)| (s.as_str(), tz.iana_name().unwrap_or("UTC")))
             .unzip();
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT d.day_start, d.tz, d.tz = coalesce(z.zone, 'UTC') AS sure, \
                      sum(d.windows)::bigint \
@@ -1158,7 +1181,7 @@ impl PgStore {
 
     fn chain_days_now(&self, from: &str, to: &str) -> Result<Vec<ChainDay>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT date, windows, zones, sketch, note FROM footfall_chain_days \
                  WHERE date >= $1 AND date <= $2 ORDER BY date",
@@ -1211,7 +1234,7 @@ impl PgStore {
         what: &str,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let mut c = self.client()?;
+        let mut c = self.reader()?;
         let e = self.err(what);
         let mut t = c.transaction().map_err(&e)?;
         let out = f(&mut t).map_err(&e)?;
@@ -1279,7 +1302,7 @@ impl PgStore {
             let from: Vec<i64> = by_day.iter().map(|r| r.1).collect();
             let to: Vec<i64> = by_day.iter().map(|r| r.2).collect();
             days = self
-                .client()?
+                .reader()?
                 .query(
                     "SELECT d.store_id, d.agent_id, d.day_start, d.tz, d.windows, s.windows, s.sketch \
                      FROM unnest($1::text[], $2::int8[], $3::int8[]) AS r(store_id, a, b) \
@@ -1404,7 +1427,7 @@ impl PgStore {
         let from: Vec<i64> = ranges.iter().map(|r| r.1).collect();
         let to: Vec<i64> = ranges.iter().map(|r| r.2).collect();
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT w.store_id, w.agent_id, w.window_start, w.visitor_sketch \
                  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS r(store_id, a, b) \
@@ -1455,22 +1478,36 @@ impl PgStore {
 
     /// `columns` of the windows in `q`, in key order.
     fn window_rows(&self, columns: &str, q: &Query, what: &str) -> Result<Vec<Row>, StoreError> {
+        self.window_rows_on(&mut *self.reader()?, columns, q, what)
+    }
+
+    /// `window_rows` on connection `c`: ingest's, to see its own batch.
+    fn window_rows_on(
+        &self,
+        c: &mut Client,
+        columns: &str,
+        q: &Query,
+        what: &str,
+    ) -> Result<Vec<Row>, StoreError> {
         let (filter, params) = PgStore::filter(q, "window_start");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p.as_ref()).collect();
-        self.client()?
-            .query(
-                &format!(
-                    "SELECT {columns} FROM footfall_windows{filter} \
+        c.query(
+            &format!(
+                "SELECT {columns} FROM footfall_windows{filter} \
                      ORDER BY store_id, agent_id, window_start"
-                ),
-                &refs,
-            )
-            .map_err(self.err(what))
+            ),
+            &refs,
+        )
+        .map_err(self.err(what))
     }
 
     fn select_windows(&self, q: &Query) -> Result<Vec<WindowReport>, StoreError> {
         let rows = self.window_rows(WINDOW_COLUMNS, q, "reading windows")?;
+        self.windows_of(&rows)
+    }
+
+    fn windows_of(&self, rows: &[Row]) -> Result<Vec<WindowReport>, StoreError> {
         rows.iter()
             .map(|r| PgStore::window_of(r).map_err(|e| self.corrupt("footfall_windows", e)))
             .collect()
@@ -1513,7 +1550,8 @@ impl PgStore {
     }
 
     /// A report whose key is stored already: the same counts
-    /// (`Duplicate`) or other ones (`Conflict`).
+    /// (`Duplicate`) or other ones (`Conflict`). Read on ingest's
+    /// connection: the stored one may be of the open batch.
     fn compare_stored(&self, report: &Report) -> Result<Put, StoreError> {
         let stored = match report {
             Report::Window(w) => {
@@ -1522,7 +1560,13 @@ impl PgStore {
                     from_s: Some(w.window_start),
                     to_s: Some(w.window_start + 1),
                 };
-                self.select_windows(&q)?
+                let rows = self.window_rows_on(
+                    &mut *self.client()?,
+                    WINDOW_COLUMNS,
+                    &q,
+                    "reading windows",
+                )?;
+                self.windows_of(&rows)?
                     .into_iter()
                     .find(|x| x.agent_id == w.agent_id)
                     .map(Report::Window)
@@ -1642,14 +1686,14 @@ impl PgStore {
 
     fn days_now(&self, q: &Query) -> Result<Vec<DayReport>, StoreError> {
         let rows = match &q.store_id {
-            Some(s) => self.client()?.query(
+            Some(s) => self.reader()?.query(
                 &format!(
                     "SELECT {DAY_COLUMNS} FROM footfall_days WHERE store_id = $1 \
                      ORDER BY store_id, agent_id, date"
                 ),
                 &[s],
             ),
-            None => self.client()?.query(
+            None => self.reader()?.query(
                 &format!(
                     "SELECT {DAY_COLUMNS} FROM footfall_days ORDER BY store_id, agent_id, date"
                 ),
@@ -1664,7 +1708,7 @@ impl PgStore {
 
     fn agents_now(&self) -> Result<Vec<AgentInfo>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT info FROM footfall_agents ORDER BY store_id, agent_id",
                 &[],
@@ -1680,7 +1724,7 @@ impl PgStore {
 
     fn dead_letters_now(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT received_unix_s, source, reason, payload FROM footfall_dead_letters ORDER BY id",
                 &[],
@@ -1698,7 +1742,6 @@ impl PgStore {
     }
 
     fn put_campaigns_now(&self, campaigns: &[Campaign]) -> Result<(), StoreError> {
-        self.finish()?;
         self.in_transaction("storing campaigns", |t| {
             for k in campaigns {
                 let text = serde_json::to_string(k).expect("campaigns serialize");
@@ -1714,7 +1757,7 @@ impl PgStore {
 
     fn reporting_agents_now(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 // Each (store, agent) found by one step down the primary
                 // key from the last, and its newest window by one more: a
@@ -1744,7 +1787,7 @@ impl PgStore {
 
     fn campaigns_now(&self) -> Result<Vec<Campaign>, StoreError> {
         let rows = self
-            .client()?
+            .reader()?
             .query(
                 "SELECT campaign FROM footfall_campaigns ORDER BY campaign_id",
                 &[],
@@ -1759,12 +1802,11 @@ impl PgStore {
     }
 
     fn purge_now(&self, p: &Purge) -> Result<Purged, StoreError> {
-        self.finish()?;
         let whole_store = p.store_id.is_some()
             && p.windows_before_s.is_none()
             && p.days_before.is_none()
             && p.dead_letters_before_s.is_none();
-        let mut c = self.client()?;
+        let mut c = self.reader()?;
         let e = self.err("purging");
         let mut t = c.transaction().map_err(&e)?;
         let store = p.store_id.as_deref();
@@ -1948,6 +1990,12 @@ impl ReportStore for PgStore {
 
     fn keeps_campaign_reports(&self) -> bool {
         true
+    }
+
+    /// Its own connections: the same database, schema already current.
+    fn background(&self) -> Result<Option<Box<dyn ReportStore>>, StoreError> {
+        let store = blocking(|| PgStore::open(&self.url))?;
+        Ok(Some(Box::new(store)))
     }
 
     fn put_campaign_reports(&self, reports: &[CampaignReport]) -> Result<(), StoreError> {
