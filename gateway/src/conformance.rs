@@ -664,6 +664,41 @@ fn postgres_does_what_every_engine_does() {
     });
 }
 
+/// A connection lost with a batch open (PostgreSQL restarted, its backend
+/// killed) fails the commit: committing what came after on a new
+/// connection would ack the batch's lost writes too.
+#[test]
+fn postgres_a_batch_lost_with_its_connection_fails_its_commit() {
+    let Some(pg) = testpg::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("lost");
+    let s = PgStore::open(&url).unwrap();
+    let w = Report::Window(testing::window_of_visitors("s1", "a", 900, 3));
+    assert_eq!(s.put(&w).unwrap(), Put::Inserted);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(killed.len(), 1, "the batch's connection");
+    // Whether the next statement finds it closed or connects again first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let d = Report::Day(testing::day("s1", "a", "2026-03-02"));
+    let after = s.put(&d).and_then(|_| s.commit());
+    assert!(after.is_err(), "{after:?}");
+    assert!(s.windows(&Query::default()).unwrap().is_empty());
+    // The batch stored again, as the MQTT loop does.
+    assert_eq!(s.put(&w).unwrap(), Put::Inserted);
+    assert_eq!(s.put(&d).unwrap(), Put::Inserted);
+    s.commit().unwrap();
+    assert_eq!(s.windows(&Query::default()).unwrap().len(), 1);
+    assert_eq!(s.days(&Query::default()).unwrap().len(), 1);
+}
+
 /// The BI views (docs/bi.md) read what the store holds: hours are the
 /// windows summed, weeks the days summed, and a sum with one `null` (a
 /// privacy mode that does not count the figure) is `null`, never partial.

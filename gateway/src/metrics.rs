@@ -20,6 +20,8 @@ pub struct Counters {
     pub purged: AtomicU64,
     /// 1 while the store takes batches, 0 while it fails (issue 19).
     pub store_up: AtomicU64,
+    /// Why the store fails, as last logged: a new reason is logged too.
+    pub store_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Counters {
@@ -32,6 +34,7 @@ impl Default for Counters {
             statuses: AtomicU64::new(0),
             purged: AtomicU64::new(0),
             store_up: AtomicU64::new(1),
+            store_failure: Default::default(),
         }
     }
 }

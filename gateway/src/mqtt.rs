@@ -9,7 +9,7 @@
 //! acked so that it is not sent forever. Nor does a store that fails (the
 //! database down, refusing the password, read-only or full): nothing of
 //! the batch is acked, so the agents keep those reports, the failure is
-//! logged once and shown on `/metrics` (`footfall_gateway_store_up 0`),
+//! logged once per reason and shown on `/metrics` (`footfall_gateway_store_up 0`),
 //! and the batch is tried again, backing off, until the store takes it.
 //!
 //! Nothing on the ingest side ever waits for the MQTT client's request
@@ -243,19 +243,34 @@ fn process(
         store.commit()?;
         anyhow::Ok(())
     })();
+    let mut failure = counters
+        .store_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Err(e) = stored {
-        if counters.store_up.swap(0, Ordering::Relaxed) == 1 {
-            error!(
-                error = %format!("{e:#}"),
-                reports = batch.len(),
-                "the store failed: nothing is acked, the agents keep their reports; retrying until it is back"
-            );
+        counters.store_up.store(0, Ordering::Relaxed);
+        // Once per reason: a database restarted and then refusing the
+        // gateway's new password says both.
+        let why = format!("{e:#}");
+        if failure.as_deref() != Some(why.as_str()) {
+            if failure.is_none() {
+                error!(
+                    error = %why,
+                    reports = batch.len(),
+                    "the store failed: nothing is acked, the agents keep their reports; retrying until it is back"
+                );
+            } else {
+                error!(error = %why, "the store still fails, for another reason now");
+            }
+            *failure = Some(why);
         }
         return Ok(false);
     }
-    if counters.store_up.swap(1, Ordering::Relaxed) == 0 {
+    counters.store_up.store(1, Ordering::Relaxed);
+    if failure.take().is_some() {
         info!("the store is back: acking again");
     }
+    drop(failure);
     for ((s, a), seqs) in acks {
         let body = serde_json::to_vec(&Ack { seqs }).expect("serializes");
         outbox.send(Outgoing::Ack {

@@ -45,6 +45,10 @@ pub enum StoreError {
     },
     #[error("{what}")]
     Schema { what: String },
+    /// Writes acknowledged to their caller were lost with the connection
+    /// before their commit: the batch has to be stored again.
+    #[error("{what}")]
+    Lost { what: String },
     #[error("{path}: tree `{tree}`, key {key}: {what}; restore the store from a backup")]
     Corrupt {
         path: PathBuf,

@@ -372,7 +372,7 @@ pub struct PgStore {
 /// go into one transaction until `commit`, one fsync for a batch instead
 /// of one per report.
 struct Conn {
-    /// `None` only while dropping (see `Drop`).
+    /// `None` until first used, and while dropping (see `Drop`).
     client: Option<Client>,
     in_tx: bool,
 }
@@ -431,31 +431,34 @@ fn count(v: Option<i64>) -> Option<u64> {
 impl PgStore {
     /// Connects and brings the schema up to date.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let name = crate::config::redact(url);
-        let connect = || {
-            Client::connect(url, NoTls).map_err(|source| StoreError::Postgres {
-                what: format!("{name}: cannot connect"),
-                source,
+        let store = PgStore::unconnected(url);
+        store.migrate()?;
+        store.load_zones()?;
+        Ok(store)
+    }
+
+    /// A store whose connections are made when first used: one that
+    /// never ingests (`background`) never holds ingest's.
+    fn unconnected(url: &str) -> PgStore {
+        let conn = || {
+            Mutex::new(Conn {
+                client: None,
+                in_tx: false,
             })
         };
-        let (client, reader) = (connect()?, connect()?);
-        let store = PgStore {
+        PgStore {
             zones: Mutex::new(BTreeMap::new()),
-            name,
+            name: crate::config::redact(url),
             url: url.to_string(),
-            client: Mutex::new(Conn {
-                client: Some(client),
-                in_tx: false,
-            }),
-            reader: Mutex::new(Conn {
-                client: Some(reader),
-                in_tx: false,
-            }),
-        };
-        store.migrate()?;
-        let zones = crate::store::time::timezones_of(&store.agents_now()?);
-        *store.zones.lock().unwrap_or_else(|p| p.into_inner()) = zones;
-        Ok(store)
+            client: conn(),
+            reader: conn(),
+        }
+    }
+
+    fn load_zones(&self) -> Result<(), StoreError> {
+        let zones = crate::store::time::timezones_of(&self.agents_now()?);
+        *self.zones.lock().unwrap_or_else(|p| p.into_inner()) = zones;
+        Ok(())
     }
 
     fn err(&self, what: &str) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -487,14 +490,28 @@ impl PgStore {
         // as any: every statement commits on its own.
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         if guard.client.as_ref().is_none_or(Client::is_closed) {
+            // What the lost connection had not committed is gone with it.
+            let lost_batch = std::mem::take(&mut guard.in_tx);
+            let again = guard.client.is_some();
             let c = Client::connect(&self.url, NoTls).map_err(|source| StoreError::Postgres {
                 what: format!("{}: cannot connect", self.name),
                 source,
             })?;
-            tracing::info!(database = %self.name, "connected to the database again");
+            if again {
+                tracing::info!(database = %self.name, "connected to the database again");
+            }
             guard.client = Some(c);
-            // What the lost connection had not committed is gone with it.
-            guard.in_tx = false;
+            // Its writes went without an error to the caller that made
+            // them: committing the rest would ack them too.
+            if lost_batch {
+                return Err(StoreError::Lost {
+                    what: format!(
+                        "{}: the connection was lost with a batch of writes open; \
+                         the batch is stored again",
+                        self.name
+                    ),
+                });
+            }
         }
         Ok(ClientGuard(guard))
     }
@@ -524,6 +541,9 @@ impl PgStore {
 
     /// Commits the open transaction, if any.
     fn finish(&self) -> Result<(), StoreError> {
+        if !self.client.lock().unwrap_or_else(|p| p.into_inner()).in_tx {
+            return Ok(());
+        }
         let mut c = self.client()?;
         if c.0.in_tx {
             c.0.in_tx = false;
@@ -1994,7 +2014,8 @@ impl ReportStore for PgStore {
 
     /// Its own connections: the same database, schema already current.
     fn background(&self) -> Result<Option<Box<dyn ReportStore>>, StoreError> {
-        let store = blocking(|| PgStore::open(&self.url))?;
+        let store = PgStore::unconnected(&self.url);
+        blocking(|| store.load_zones())?;
         Ok(Some(Box::new(store)))
     }
 
