@@ -270,13 +270,12 @@ fn chain_days_kept(
     BTreeMap<String, crate::store::ChainDay>,
     usize,
 )> {
-    let (from, to) = (from.to_string(), to.to_string());
-    let totals = store.day_totals(&from, &to)?;
+    let totals = store.day_totals(from, to)?;
     let zones = calendar::store_timezones(store)?;
     let stamp = calendar::zones_hash(&zones);
-    let windows = store.date_windows(&from, &to, &zones)?;
+    let windows = store.date_windows(from, to, &zones)?;
     let mut known: BTreeMap<String, crate::store::ChainDay> = store
-        .chain_days(&from, &to)?
+        .chain_days(from, to)?
         .into_iter()
         .map(|d| (d.date.clone(), d))
         .collect();

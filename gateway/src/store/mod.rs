@@ -45,7 +45,7 @@ pub enum StoreError {
     },
     #[error("{what}")]
     Schema { what: String },
-    /// Writes acknowledged to their caller were lost with the connection
+    /// Writes that had returned `Ok` were lost with their connection
     /// before their commit: the batch has to be stored again.
     #[error("{what}")]
     Lost { what: String },
