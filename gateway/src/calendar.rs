@@ -91,6 +91,54 @@ pub fn whole_hours(tz: &TimeZone, from: Option<i64>, to: Option<i64>) -> bool {
             .all(|t| whole(t.offset()))
 }
 
+/// The least and the greatest UTC offset, in seconds, that `tz` has
+/// between `from` and `to` (Unix seconds).
+pub fn offset_range(tz: &TimeZone, from: i64, to: i64) -> Option<(i32, i32)> {
+    let from = Timestamp::from_second(from).ok()?;
+    let first = tz.to_offset(from).seconds();
+    Some(
+        tz.following(from)
+            .take_while(|t| t.timestamp().as_second() < to)
+            .map(|t| t.offset().seconds())
+            .fold((first, first), |(lo, hi), o| (lo.min(o), hi.max(o))),
+    )
+}
+
+/// What to read for the local dates of `q` (those whose UTC noon it
+/// contains) in stores of `zones` (and UTC, for a store without one):
+/// from the first of those dates' UTC midnight less the most any zone is
+/// ahead of UTC, to the midnight after the last plus the most any is
+/// behind, to the whole hour. A day either side read about three times
+/// what one date of a chain needs.
+pub fn local_dates_reach<'a>(q: &Query, zones: impl IntoIterator<Item = &'a TimeZone>) -> Query {
+    const DAY: i64 = 86_400;
+    // The first midnight whose noon is at or after `t`.
+    let midnight_for_noon_from = |t: i64| (t - DAY / 2 + DAY - 1).div_euclid(DAY) * DAY;
+    let from = q.from_s.map(midnight_for_noon_from);
+    let to = q.to_s.map(midnight_for_noon_from);
+    // UTC's offset, 0, to start with.
+    let (mut ahead, mut behind) = (0i64, 0i64);
+    for tz in zones {
+        let span = (
+            from.map_or(0, |f| f - DAY),
+            to.map_or(4_102_444_800, |t| t + DAY),
+        );
+        match offset_range(tz, span.0, span.1) {
+            Some((lo, hi)) => {
+                ahead = ahead.max(i64::from(hi));
+                behind = behind.max(-i64::from(lo));
+            }
+            None => (ahead, behind) = (DAY, DAY),
+        }
+    }
+    let whole_hour = |s: i64| (s + 3_599) / 3_600 * 3_600;
+    Query {
+        store_id: q.store_id.clone(),
+        from_s: from.map(|f| f - whole_hour(ahead)),
+        to_s: to.map(|t| t + whole_hour(behind)),
+    }
+}
+
 /// A campaign bound in a store's zone, as Unix seconds.
 pub fn resolve(w: &When, tz: &TimeZone) -> Option<i64> {
     match w {
@@ -121,4 +169,54 @@ pub fn zones_hash(zones: &BTreeMap<String, TimeZone>) -> u64 {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-03-31T00:00:00Z.
+    const MIDNIGHT: i64 = 1_774_915_200;
+
+    /// The dates of a query are those whose UTC noon it holds, whatever
+    /// the hour its bounds fall on; what is read for them reaches as far
+    /// either side as the zones' offsets over those dates, to the hour.
+    #[test]
+    fn the_reach_of_local_dates_follows_the_zones() {
+        let zone = |n: &str| TimeZone::get(n).unwrap();
+        let q = |from: i64, to: i64| Query {
+            store_id: None,
+            from_s: Some(from),
+            to_s: Some(to),
+        };
+        let reach = |q: &Query, zones: &[TimeZone]| {
+            let w = local_dates_reach(q, zones);
+            (w.from_s.unwrap() - MIDNIGHT, w.to_s.unwrap() - MIDNIGHT)
+        };
+        const H: i64 = 3_600;
+        let one_date = q(MIDNIGHT, MIDNIGHT + 24 * H);
+        assert_eq!(reach(&one_date, &[]), (0, 24 * H), "UTC alone");
+        // Berlin is on summer time (UTC+2) from 2026-03-29.
+        assert_eq!(reach(&one_date, &[zone("Europe/Berlin")]), (-2 * H, 24 * H));
+        assert_eq!(
+            reach(
+                &one_date,
+                &[zone("Pacific/Kiritimati"), zone("Pacific/Pago_Pago")]
+            ),
+            (-14 * H, 35 * H)
+        );
+        // Kolkata's half hour is read to the whole hour.
+        assert_eq!(reach(&one_date, &[zone("Asia/Kolkata")]), (-6 * H, 24 * H));
+        // From 10:00 the date's noon is in; from 13:00 it is not.
+        assert_eq!(
+            reach(&q(MIDNIGHT + 10 * H, MIDNIGHT + 24 * H), &[]),
+            (0, 24 * H)
+        );
+        assert_eq!(
+            reach(&q(MIDNIGHT + 13 * H, MIDNIGHT + 37 * H), &[]),
+            (24 * H, 48 * H)
+        );
+        let open = local_dates_reach(&Query::default(), &[zone("Europe/Berlin")]);
+        assert_eq!((open.from_s, open.to_s), (None, None));
+    }
 }

@@ -360,12 +360,7 @@ fn distinct_visitors(
 ) -> Result<BTreeMap<(String, String, String), Distinct>> {
     let tzs = calendar::store_timezones(store)?;
     let mut out: BTreeMap<(String, String, String), Distinct> = BTreeMap::new();
-    // Local days can start up to 14 h either side of UTC midnight.
-    let wide = Query {
-        store_id: q.store_id.clone(),
-        from_s: q.from_s.map(|f| f - 86_400),
-        to_s: q.to_s.map(|t| t + 86_400),
-    };
+    let wide = calendar::local_dates_reach(q, tzs.values());
     let zone = |s: &str| tzs.get(s).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
     let days = if by == By::Week { 7 } else { 1 };
     let mut add =
@@ -704,16 +699,24 @@ mod tests {
 
     /// A local day's distinct visitors are those of the windows that start
     /// in it, in Kolkata (UTC+05:30, read by window) as in Berlin (read by
-    /// hour): the estimate is that of a sketch of exactly those visitors.
-    /// Every 15-minute window has 1 to 10 visitors of its own.
+    /// hour), and at the ends of the zones (UTC+14 and UTC-11, whose days
+    /// start furthest from UTC midnight: what is read for a date reaches
+    /// that far and no further): the estimate is that of a sketch of
+    /// exactly those visitors, the chain's that of all of them. Every
+    /// 15-minute window has 1 to 10 visitors of its own.
     #[test]
     fn local_days_are_cut_at_local_midnight_by_hour_or_by_window() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(&dir.path().join("g"), 1 << 20).unwrap();
         let mut want = BTreeMap::new();
-        for (si, (store, zone)) in [("K", "Asia/Kolkata"), ("B", "Europe/Berlin")]
-            .iter()
-            .enumerate()
+        for (si, (store, zone)) in [
+            ("K", "Asia/Kolkata"),
+            ("B", "Europe/Berlin"),
+            ("E", "Pacific/Kiritimati"),
+            ("W", "Pacific/Pago_Pago"),
+        ]
+        .iter()
+        .enumerate()
         {
             let tz = jiff::tz::TimeZone::get(zone).unwrap();
             let day: &mut Sketch = want.entry(*store).or_default();
@@ -744,11 +747,32 @@ mod tests {
         }
         let q = query(None, Some("2026-03-31"), Some("2026-03-31")).unwrap();
         let rows = report_rows(&s, By::Day, &q).unwrap();
-        for store in ["K", "B"] {
+        let mut chain = Sketch::new_dense();
+        for store in ["K", "B", "E", "W"] {
             let row = rows.iter().find(|r| r["store_id"] == store).unwrap();
             let est = row["unique_visitors_est"].as_u64().unwrap();
             assert_eq!(est, want[store].estimate().round() as u64, "{store}");
+            chain.merge(&want[store]);
         }
+        let row = rows.iter().find(|r| r["store_id"] == CHAIN).unwrap();
+        assert_eq!(
+            row["unique_visitors_est"].as_u64().unwrap(),
+            chain.estimate().round() as u64
+        );
+        let chain_rows = report_rows(
+            &s,
+            By::Day,
+            &Query {
+                store_id: Some(CHAIN.into()),
+                ..q
+            },
+        )
+        .unwrap();
+        assert_eq!(chain_rows.len(), 1);
+        assert_eq!(
+            chain_rows[0]["unique_visitors_est"],
+            row["unique_visitors_est"]
+        );
     }
 
     /// Issue 18: under daily keys a week's distinct visitors are not the
