@@ -116,6 +116,10 @@ pub fn local_dates_reach<'a>(q: &Query, zones: impl IntoIterator<Item = &'a Time
     let midnight_for_noon_from = |t: i64| (t - DAY / 2 + DAY - 1).div_euclid(DAY) * DAY;
     let from = q.from_s.map(midnight_for_noon_from);
     let to = q.to_s.map(midnight_for_noon_from);
+    if from.is_none() && to.is_none() {
+        // Every date: nothing to reach beyond.
+        return q.clone();
+    }
     // UTC's offset, 0, to start with.
     let (mut ahead, mut behind) = (0i64, 0i64);
     for tz in zones {

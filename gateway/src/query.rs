@@ -213,6 +213,10 @@ fn day_rows(store: &dyn ReportStore, by: By, q: &Query) -> Result<Vec<Map<String
     Ok(rows)
 }
 
+/// The dates of a query without bounds, as `day_totals` takes them.
+const FIRST_DATE: &str = "0000-01-01";
+const LAST_DATE: &str = "9999-12-31";
+
 /// The chain by day (`store=*`): every store's day reports summed by the
 /// database, and distinct visitors merged across the chain as last worked
 /// out (`ChainDay`), worked out again only for the dates whose windows or
@@ -223,10 +227,10 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
         calendar::local_date(t, &jiff::tz::TimeZone::UTC)
             .map_or_else(String::new, |d| d.to_string())
     };
-    let from = q.from_s.map_or_else(|| "0000-01-01".to_string(), utc_date);
+    let from = q.from_s.map_or_else(|| FIRST_DATE.to_string(), utc_date);
     let to = q
         .to_s
-        .map_or_else(|| "9999-12-31".to_string(), |t| utc_date(t - 86_400));
+        .map_or_else(|| LAST_DATE.to_string(), |t| utc_date(t - 86_400));
     let (totals, known, _) = chain_days_kept(store, &from, &to)?;
     Ok(totals
         .into_iter()
@@ -254,7 +258,7 @@ fn chain_day_rows(store: &dyn ReportStore, q: &Query) -> Result<Vec<Map<String, 
 /// year of dates (368 s at 1,000 stores). Returns how many dates it
 /// worked out.
 pub fn keep_chain_days(store: &dyn ReportStore) -> Result<usize> {
-    Ok(chain_days_kept(store, "0000-01-01", "9999-12-31")?.2)
+    Ok(chain_days_kept(store, FIRST_DATE, LAST_DATE)?.2)
 }
 
 /// The day totals of dates `from` to `to`, the chain's distinct visitors
