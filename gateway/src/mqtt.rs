@@ -247,8 +247,10 @@ fn process(
         .store_failure
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    // The log line before the gauge: who sees the gauge change finds the
+    // line that says why (a test read the gauge back at 1 and then a log
+    // without "the store is back", written a moment later).
     if let Err(e) = stored {
-        counters.store_up.store(0, Ordering::Relaxed);
         // Once per reason: a database restarted and then refusing the
         // gateway's new password says both.
         let why = format!("{e:#}");
@@ -264,12 +266,13 @@ fn process(
             }
             *failure = Some(why);
         }
+        counters.store_up.store(0, Ordering::Relaxed);
         return Ok(false);
     }
-    counters.store_up.store(1, Ordering::Relaxed);
     if failure.take().is_some() {
         info!("the store is back: acking again");
     }
+    counters.store_up.store(1, Ordering::Relaxed);
     drop(failure);
     for ((s, a), seqs) in acks {
         let body = serde_json::to_vec(&Ack { seqs }).expect("serializes");
