@@ -131,8 +131,10 @@ fn two_gateways_through(fault: Fault) {
     let g = bin("footfall-gateway");
     let mut gw1 = Proc::spawn(d, "gw1", &g, &["serve", "--config", "gw1.toml"]);
     let mut gw2 = Proc::spawn(d, "gw2", &g, &["serve", "--config", "gw2.toml"]);
-    let log =
-        |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap_or_default();
+    let log = |name: &str| {
+        String::from_utf8_lossy(&std::fs::read(d.join(format!("{name}.log"))).unwrap_or_default())
+            .into_owned()
+    };
     wait_until(Duration::from_secs(30), "both gateways subscribe", || {
         log("gw1").contains("subscribing") && log("gw2").contains("subscribing")
     });
@@ -315,8 +317,22 @@ fn through_a_fault_from(
     meanwhile(&c.log("gateway"));
     fault(false);
     c.wait_delivered();
+    // Waited for, not read once: CI twice found the gauge back at 1 and
+    // the log without the line (never reproduced here); if it never comes,
+    // what the gateway said instead is in the failure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !c.log("gateway").contains("the store is back") {
+        if std::time::Instant::now() > deadline {
+            let log = c.log("gateway");
+            let said: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            panic!(
+                "the gateway never said the store is back; it said:\n{}",
+                said[said.len().saturating_sub(80)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(metrics(http).contains("footfall_gateway_store_up 1"));
-    assert!(c.log("gateway").contains("the store is back"));
     agent.term();
     gateway.term();
     c.assert_gateway_matches_reference(name);
