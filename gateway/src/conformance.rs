@@ -346,6 +346,37 @@ fn sums_are_the_windows_summed(s: &dyn ReportStore) {
         want,
         "sketches"
     );
+    // `hour_visitors`: what a distinct count reads of each hour, the same
+    // as `hours` gives (the ephemeral store's windows have no visits, the
+    // daily store's sketches are day-scoped).
+    let visitors = |hours: Vec<crate::store::Hour>| {
+        hours
+            .into_iter()
+            .map(|h| {
+                let c = &h.counts;
+                (
+                    (h.store_id.clone(), h.agent_id.clone(), h.hour_start),
+                    (
+                        c.windows,
+                        c.visit_windows,
+                        c.day_scoped_windows,
+                        c.visitor_sketch.estimate().round() as u64,
+                    ),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let from_hours = visitors(hours);
+    assert!(
+        from_hours.iter().any(|(_, (w, v, ..))| v < w)
+            && from_hours.iter().any(|(_, (_, _, d, _))| *d > 0),
+        "the check has hours without visits and day-scoped hours"
+    );
+    assert_eq!(
+        visitors(s.hour_visitors(&q).unwrap()),
+        from_hours,
+        "hour_visitors"
+    );
     // Several ranges at once: each range's sketches, no more.
     let ranges = [
         ("L".to_string(), T + 3 * 3600, T + 9 * 3600),

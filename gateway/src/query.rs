@@ -404,7 +404,7 @@ fn distinct_visitors(
         .filter(|s| wide.store_id.as_ref().is_none_or(|w| w == s))
         .filter(|s| !calendar::whole_hours(&zone(s), wide.from_s, wide.to_s))
         .collect();
-    for h in store.hours(&wide)? {
+    for h in store.hour_visitors(&wide)? {
         if !by_window.contains(&h.store_id) {
             let c = &h.counts;
             let sketch = match c.visitor_sketch_over(days) {

@@ -238,6 +238,14 @@ pub trait ReportStore: Send + Sync {
     /// agent's windows that start in it: what `windows` would give, summed
     /// by hour, in a quarter of the reads or fewer.
     fn hours(&self, q: &Query) -> Result<Vec<Hour>, StoreError>;
+    /// `hours` with only what a count of distinct visitors reads of them:
+    /// `windows`, `visit_windows`, `day_scoped_windows` and
+    /// `visitor_sketch`; every other count is zero. On an engine that sums
+    /// hours in SQL the other sums are most of a chain's date worked out
+    /// (PostgreSQL, the day in progress at 1,000 stores: 0.73 of 1.0 s).
+    fn hour_visitors(&self, q: &Query) -> Result<Vec<Hour>, StoreError> {
+        self.hours(q)
+    }
     /// `hours` with their visitor sketches left empty: what a report that
     /// only adds counts reads (a campaign's weeks, its control stores), in
     /// a fraction of the bytes on an engine that keeps sketches apart.
