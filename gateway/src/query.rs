@@ -295,14 +295,14 @@ fn chain_days_kept(
         .collect();
     // A week at a time: each run holds every store's sketches of its days.
     let mut fresh = Vec::new();
-    for run in stale.chunks(7) {
+    for run in consecutive(&stale, 7) {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             continue;
         };
         let mut within = crate::store::time::dates_query(first, last);
         within.store_id = None;
         let merged = distinct_visitors(store, By::Day, &within)?;
-        for date in run {
+        for date in &run {
             let distinct = match merged.get(&(CHAIN.into(), CHAIN.into(), date.to_string())) {
                 Some(Distinct::Sketch(k)) => Ok(k.clone()),
                 Some(Distinct::Unknown(why)) => Err(why.to_string()),
@@ -324,6 +324,23 @@ fn chain_days_kept(
     let worked_out = fresh.len();
     known.extend(fresh.into_iter().map(|d| (d.date.clone(), d)));
     Ok((totals, known, worked_out))
+}
+
+/// Sorted `dates` in runs of at most `max` consecutive dates. Each run is
+/// read as one range, so two stale dates months apart (the day in
+/// progress and a late report's) must not read the months between.
+fn consecutive<'a>(dates: &[&'a String], max: usize) -> Vec<Vec<&'a String>> {
+    let mut runs: Vec<Vec<&String>> = Vec::new();
+    let mut next: Option<jiff::civil::Date> = None;
+    for &date in dates {
+        let day: Option<jiff::civil::Date> = date.parse().ok();
+        match runs.last_mut() {
+            Some(run) if run.len() < max && day.is_some() && day == next => run.push(date),
+            _ => runs.push(vec![date]),
+        }
+        next = day.and_then(|d| d.tomorrow().ok());
+    }
+    runs
 }
 
 /// A row's `unique_visitors_est`, its relative error, and its note: the
@@ -638,6 +655,44 @@ mod tests {
 
     /// 2026-03-30T00:00:00Z, a Monday.
     const T: i64 = 1_774_828_800;
+
+    #[test]
+    fn stale_dates_are_read_in_runs_of_consecutive_dates() {
+        let dates: Vec<String> = [
+            "2026-02-27",
+            "2026-02-28",
+            "2026-03-01",
+            "2026-03-02",
+            "2026-06-30",
+            "2026-12-30",
+            "2026-12-31",
+            "2027-01-01",
+        ]
+        .map(String::from)
+        .to_vec();
+        let refs: Vec<&String> = dates.iter().collect();
+        let runs = |max| -> Vec<Vec<&str>> {
+            consecutive(&refs, max)
+                .into_iter()
+                .map(|r| r.into_iter().map(String::as_str).collect())
+                .collect()
+        };
+        assert_eq!(
+            runs(7),
+            vec![
+                vec!["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"],
+                vec!["2026-06-30"],
+                vec!["2026-12-30", "2026-12-31", "2027-01-01"],
+            ]
+        );
+        assert_eq!(
+            runs(2)[..2],
+            [
+                vec!["2026-02-27", "2026-02-28"],
+                vec!["2026-03-01", "2026-03-02"]
+            ]
+        );
+    }
 
     /// Spreads n over 128 bits as HMAC output would be (splitmix64).
     fn id(n: u64) -> u128 {
