@@ -1158,6 +1158,9 @@ impl PgStore {
         zones: &BTreeMap<String, TimeZone>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
         let q = super::day_wide(&crate::store::time::dates_query(from, to));
+        // The zones' arrays behind subqueries: a planner that sees a
+        // thousand stores hashes the year's local days instead of the
+        // zones, on one core (a year at 1,000 stores: 0.49 s; so, 0.23 s).
         let (stores, names): (Vec<&str>, Vec<&str>) = zones
             .iter()
             .map(|(s, tz)| (s.as_str(), tz.iana_name().unwrap_or("UTC")))
@@ -1168,7 +1171,8 @@ impl PgStore {
                 "SELECT d.day_start, d.tz, d.tz = coalesce(z.zone, 'UTC') AS sure, \
                      sum(d.windows)::bigint \
                  FROM footfall_local_days d \
-                 LEFT JOIN unnest($3::text[], $4::text[]) AS z(store_id, zone) USING (store_id) \
+                 LEFT JOIN unnest((SELECT $3::text[]), (SELECT $4::text[])) AS z(store_id, zone) \
+                     USING (store_id) \
                  WHERE d.day_start >= $1 AND d.day_start < $2 \
                  GROUP BY d.day_start, d.tz, sure",
                 &[
