@@ -122,9 +122,7 @@ impl Counts {
             entries_sum: w.entries_est.unwrap_or(0.0),
             visit_windows: u64::from(w.visits.is_some()),
             across_day_windows: u64::from(w.residents.is_some()),
-            day_scoped_windows: u64::from(
-                !mode.sketches_merge_across_days() && mode.counts_visits(),
-            ),
+            day_scoped_windows: u64::from(mode.sketches_day_scoped()),
         }
     }
 

@@ -58,6 +58,12 @@ impl PrivacyMode {
         self == PrivacyMode::Loyalty
     }
 
+    /// Whether the mode's windows carry a sketch that holds for its own
+    /// local day only: a distinct count over several days is unknown.
+    pub fn sketches_day_scoped(self) -> bool {
+        self.counts_visits() && !self.sketches_merge_across_days()
+    }
+
     /// `value` when the mode counts visits, else `None` (`null`).
     pub fn visit_figure<T>(self, value: T) -> Option<T> {
         self.counts_visits().then_some(value)

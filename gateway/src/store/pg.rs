@@ -922,7 +922,7 @@ impl PgStore {
             .collect();
         let day_scoped: Vec<String> = PrivacyMode::ALL
             .iter()
-            .filter(|m| m.counts_visits() && !m.sketches_merge_across_days())
+            .filter(|m| m.sketches_day_scoped())
             .map(|m| format!("'{}'", m.as_str()))
             .collect();
         format!(
@@ -1332,8 +1332,7 @@ impl PgStore {
             let c = &mut h.counts;
             c.windows += 1;
             c.visit_windows += u64::from(r.get::<_, bool>(4));
-            c.day_scoped_windows +=
-                u64::from(!mode.sketches_merge_across_days() && mode.counts_visits());
+            c.day_scoped_windows += u64::from(mode.sketches_day_scoped());
             if let Some(bytes) = r.get::<_, Option<&[u8]>>(3) {
                 let sketch = postcard::from_bytes::<Sketch>(bytes)
                     .map_err(|e| self.corrupt("footfall_windows", e.to_string()))?;
