@@ -75,8 +75,7 @@ fn main() {
             "info",
         ));
         wait_until(Duration::from_secs(20), "the gateway subscribes", || {
-            std::fs::read_to_string(dir.path().join(format!("{name}.log")))
-                .is_ok_and(|l| l.contains("subscribing"))
+            footfall_tests::read_log(dir.path(), &name).contains("subscribing")
         });
     }
     let reports: Vec<Report> = (0..stores)

@@ -131,10 +131,7 @@ fn two_gateways_through(fault: Fault) {
     let g = bin("footfall-gateway");
     let mut gw1 = Proc::spawn(d, "gw1", &g, &["serve", "--config", "gw1.toml"]);
     let mut gw2 = Proc::spawn(d, "gw2", &g, &["serve", "--config", "gw2.toml"]);
-    let log = |name: &str| {
-        String::from_utf8_lossy(&std::fs::read(d.join(format!("{name}.log"))).unwrap_or_default())
-            .into_owned()
-    };
+    let log = |name: &str| footfall_tests::read_log(d, name);
     wait_until(Duration::from_secs(30), "both gateways subscribe", || {
         log("gw1").contains("subscribing") && log("gw2").contains("subscribing")
     });
@@ -320,18 +317,18 @@ fn through_a_fault_from(
     // Waited for, not read once: CI twice found the gauge back at 1 and
     // the log without the line (never reproduced here); if it never comes,
     // what the gateway said instead is in the failure.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !c.log("gateway").contains("the store is back") {
-        if std::time::Instant::now() > deadline {
+    footfall_tests::wait_until_or(
+        Duration::from_secs(60),
+        || c.log("gateway").contains("the store is back"),
+        || {
             let log = c.log("gateway");
             let said: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
-            panic!(
+            format!(
                 "the gateway never said the store is back; it said:\n{}",
                 said[said.len().saturating_sub(80)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            )
+        },
+    );
     assert!(metrics(http).contains("footfall_gateway_store_up 1"));
     agent.term();
     gateway.term();

@@ -122,7 +122,7 @@ fn a_burst_from_forty_stores_is_stored_and_acked() {
     let g = bin("footfall-gateway");
     let mut gateway = Proc::spawn(d, "gateway", &g, &["serve", "--config", "gateway.toml"]);
     wait_until(Duration::from_secs(20), "the gateway subscribes", || {
-        std::fs::read_to_string(d.join("gateway.log")).is_ok_and(|l| l.contains("subscribing"))
+        footfall_tests::read_log(d, "gateway").contains("subscribing")
     });
     let reports: Vec<Report> = (0..40u64)
         .flat_map(|s| {

@@ -146,11 +146,8 @@ impl Case {
         });
     }
 
-    /// Read lossily: one stray byte must not make the whole log read as
-    /// empty to a test waiting for a line in it.
     fn log(&self, name: &str) -> String {
-        let bytes = std::fs::read(self.d().join(format!("{name}.log"))).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
+        footfall_tests::read_log(self.d(), name)
     }
 
     /// With the gateway stopped: its windows and days equal the reference.

@@ -216,7 +216,7 @@ fn a_store_certificate_cannot_publish_as_another_store() {
         &["run", "--config", "impostor.toml"],
     );
     wait_until(Duration::from_secs(60), "s1 delivered over TLS", || {
-        std::fs::read_to_string(d.join("gateway.log")).is_ok_and(|l| l.contains("batch committed"))
+        footfall_tests::read_log(d, "gateway").contains("batch committed")
             && c.log("agent").contains("capture file read to its end")
     });
     wait_until(

@@ -287,12 +287,32 @@ fn mosquitto() -> String {
     "mosquitto".into()
 }
 
-pub fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, ok: impl FnMut() -> bool) {
+    wait_until_or(timeout, ok, || format!("timed out waiting for {what}"));
+}
+
+/// `wait_until`, failing with what `explain` says then (what a process
+/// logged instead, say).
+pub fn wait_until_or(
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `<dir>/<name>.log` as `Proc` writes it, read lossily: one stray byte
+/// must not make the whole log read as empty to a test waiting for a
+/// line in it. Empty while the file does not exist yet.
+pub fn read_log(dir: &Path, name: &str) -> String {
+    let bytes = std::fs::read(dir.join(format!("{name}.log"))).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Runs a binary to completion; panics with its stderr on failure.
