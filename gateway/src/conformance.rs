@@ -548,6 +548,42 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
         now,
         "after a late window"
     );
+    // A window after the last of its day with new visitors (what the day
+    // in progress gets): merged into what was kept of that day.
+    let mut next = testing::window_of_visitors("B", "a", T + 3 * DAY - 450, 20);
+    let mut sketch = footfall_report::Sketch::new();
+    for v in 0..20 {
+        sketch.insert(id(20_000 + v));
+    }
+    next.visitor_sketch = Some(sketch);
+    assert_eq!(s.put(&Report::Window(next)).unwrap(), Put::Inserted);
+    s.commit().unwrap();
+    assert_eq!(crate::query::keep_chain_days(s).unwrap(), 1);
+    let then = of_every_store();
+    assert_ne!(
+        then[2]["unique_visitors_est"],
+        now[2]["unique_visitors_est"]
+    );
+    assert_eq!(
+        report_rows(s, By::Day, &chain).unwrap(),
+        then,
+        "after the day in progress went on"
+    );
+    // A window that counted no visits: the date's distinct visitors are
+    // not known, and say why.
+    let blind = testing::under(
+        testing::window_of_visitors("A", "b", T + DAY + 7 * 3600, 4),
+        footfall_report::PrivacyMode::Ephemeral,
+    );
+    assert_eq!(s.put(&Report::Window(blind)).unwrap(), Put::Inserted);
+    s.commit().unwrap();
+    let last = of_every_store();
+    assert!(last[1]["unique_visitors_est"].is_null(), "{last:?}");
+    assert_eq!(
+        report_rows(s, By::Day, &chain).unwrap(),
+        last,
+        "after a window without visits"
+    );
 }
 
 /// Two stores, four days of windows every 15 minutes, a day report a

@@ -299,11 +299,27 @@ fn chain_days_kept(
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             continue;
         };
-        let mut within = crate::store::time::dates_query(first, last);
-        within.store_id = None;
-        let merged = distinct_visitors(store, By::Day, &within)?;
+        let merged: BTreeMap<String, Distinct> = match store.date_sketches(first, last, &zones)? {
+            Some(dates) => dates
+                .into_iter()
+                .map(|(date, k)| {
+                    (
+                        date,
+                        k.map_or(Distinct::Unknown(NO_SKETCH), Distinct::Sketch),
+                    )
+                })
+                .collect(),
+            None => {
+                let within = crate::store::time::dates_query(first, last);
+                distinct_visitors(store, By::Day, &within)?
+                    .into_iter()
+                    .filter(|((s, a, _), _)| s == CHAIN && a == CHAIN)
+                    .map(|((_, _, date), d)| (date, d))
+                    .collect()
+            }
+        };
         for date in &run {
-            let distinct = match merged.get(&(CHAIN.into(), CHAIN.into(), date.to_string())) {
+            let distinct = match merged.get(date.as_str()) {
                 Some(Distinct::Sketch(k)) => Ok(k.clone()),
                 Some(Distinct::Unknown(why)) => Err(why.to_string()),
                 None => Ok(Sketch::new()),

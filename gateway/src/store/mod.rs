@@ -336,6 +336,19 @@ pub trait ReportStore: Send + Sync {
         }
         Ok(out)
     }
+    /// Each local date's visitor sketch from `from` to `to`, every store's
+    /// windows merged by their date in `zones` (UTC if absent): `None` for
+    /// a date some window of which counted no visits, no entry for a date
+    /// without windows. `Ok(None)` when the engine keeps nothing that
+    /// answers it better than merging the windows (`query` then does).
+    fn date_sketches(
+        &self,
+        _from: &str,
+        _to: &str,
+        _zones: &BTreeMap<String, TimeZone>,
+    ) -> Result<Option<BTreeMap<String, Option<Sketch>>>, StoreError> {
+        Ok(None)
+    }
     /// The chain's distinct visitors of dates `from` to `to` as last
     /// worked out (`put_chain_days`); an engine may keep none.
     fn chain_days(&self, _from: &str, _to: &str) -> Result<Vec<ChainDay>, StoreError> {
