@@ -584,6 +584,23 @@ fn the_chain_by_day_is_every_store_summed(s: &dyn ReportStore) {
         last,
         "after a window without visits"
     );
+    // Store B's zone becomes known after its days were cut in UTC: every
+    // date is worked out again, B's windows by their dates in its zone.
+    s.set_status(&AgentInfo {
+        store_id: "B".into(),
+        agent_id: "a".into(),
+        last_seen_unix_s: T + 3 * DAY,
+        status: testing::online("B", "a", "America/New_York"),
+    })
+    .unwrap();
+    s.commit().unwrap();
+    let zoned = of_every_store();
+    assert_ne!(zoned, last);
+    assert_eq!(
+        report_rows(s, By::Day, &chain).unwrap(),
+        zoned,
+        "after a store's zone changed"
+    );
 }
 
 /// Two stores, four days of windows every 15 minutes, a day report a
