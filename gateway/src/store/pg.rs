@@ -356,6 +356,10 @@ struct DaySketch {
     changed: bool,
 }
 
+/// A day sketch to keep: store, agent, midnight, windows merged, the
+/// latest window's start (`None`: not known), the sketch.
+type KeptDay<'a> = (&'a str, &'a str, i64, i64, Option<i64>, &'a Sketch);
+
 /// Windows summed by local day, with the zone they were cut in.
 type DayDeltas = BTreeMap<DayKey, (String, Counts)>;
 
@@ -1505,11 +1509,23 @@ impl PgStore {
                 m => *m = None,
             }
         }
-        // In key order: two gateways keeping the same days do not deadlock.
-        let mut changed: Vec<&DaySketch> = days.iter().filter(|d| d.changed).collect();
-        changed.sort_by(|a, b| a.key.cmp(&b.key));
+        let changed = days
+            .iter()
+            .filter(|d| d.changed)
+            .filter_map(|d| {
+                let (s, a, day) = &d.key;
+                Some((
+                    s.as_str(),
+                    a.as_str(),
+                    *day,
+                    d.windows,
+                    d.through,
+                    d.sketch.as_ref()?,
+                ))
+            })
+            .collect();
         // A cache: a database that takes no writes still answers.
-        if let Err(e) = self.keep_day_sketches_through(&changed) {
+        if let Err(e) = self.keep_day_sketches(changed) {
             tracing::warn!(error = %e, "day sketches not kept; worked out again next time");
         }
         Ok(Some(out))
@@ -1568,10 +1584,8 @@ impl PgStore {
                 Some(bytes) => postcard::from_bytes::<Sketch>(bytes).map_err(corrupt)?,
                 None => Sketch::new(),
             };
-            let (mut count, mut through) = (
-                r.get::<_, Option<i64>>(6).unwrap_or(0),
-                r.get::<_, Option<i64>>(7),
-            );
+            let kept_through: Option<i64> = r.get(7);
+            let (mut count, mut through) = (r.get::<_, Option<i64>>(6).unwrap_or(0), kept_through);
             let mut new = 0;
             for (start, bytes) in starts.iter().zip(&sketches) {
                 if crate::store::time::local_midnight(*start, &zone) != key.2 {
@@ -1592,43 +1606,10 @@ impl PgStore {
                 sketch: (count == windows).then_some(sketch),
                 windows: count,
                 through,
-                changed: new > 0 || r.get::<_, Option<i64>>(7).is_none(),
+                changed: new > 0 || kept_through.is_none(),
             });
         }
         Ok(out)
-    }
-
-    /// Keeps day sketches with how far each reaches, in one statement.
-    fn keep_day_sketches_through(&self, days: &[&DaySketch]) -> Result<(), StoreError> {
-        let days: Vec<(&DaySketch, &Sketch)> = days
-            .iter()
-            .filter_map(|d| Some((*d, d.sketch.as_ref()?)))
-            .collect();
-        if days.is_empty() {
-            return Ok(());
-        }
-        let stores: Vec<&str> = days.iter().map(|(d, _)| d.key.0.as_str()).collect();
-        let agents: Vec<&str> = days.iter().map(|(d, _)| d.key.1.as_str()).collect();
-        let starts: Vec<i64> = days.iter().map(|(d, _)| d.key.2).collect();
-        let windows: Vec<i64> = days.iter().map(|(d, _)| d.windows).collect();
-        let through: Vec<Option<i64>> = days.iter().map(|(d, _)| d.through).collect();
-        let sketches: Vec<Vec<u8>> = days
-            .iter()
-            .map(|(_, k)| postcard::to_stdvec(k).expect("sketches serialize"))
-            .collect();
-        self.in_transaction("keeping day sketches", |t| {
-            t.execute(
-                "INSERT INTO footfall_day_sketches \
-                     (store_id, agent_id, day_start, windows, through, sketch) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
-                     $5::int8[], $6::bytea[]) \
-                 ON CONFLICT (store_id, agent_id, day_start) \
-                 DO UPDATE SET windows = excluded.windows, through = excluded.through, \
-                     sketch = excluded.sketch",
-                &[&stores, &agents, &starts, &windows, &through, &sketches],
-            )?;
-            Ok(())
-        })
     }
 
     /// The sketches of these local days from their windows, kept for the
@@ -1670,34 +1651,47 @@ impl PgStore {
             .collect();
         // A cache: a database that takes no writes (read-only, full) still
         // answers, working the sketches out again next time.
-        if let Err(e) = self.keep_day_sketches(stale, &out) {
+        let kept = stale
+            .iter()
+            .zip(&out)
+            .map(|((s, a, day, windows), p)| {
+                (s.as_str(), a.as_str(), *day, *windows, None, &p.sketch)
+            })
+            .collect();
+        if let Err(e) = self.keep_day_sketches(kept) {
             tracing::warn!(error = %e, "day sketches not kept; worked out again next time");
         }
         Ok(out)
     }
 
-    /// A cache, written by a read: its own transaction.
-    fn keep_day_sketches(
-        &self,
-        stale: &[(String, String, i64, i64)],
-        pieces: &[SketchPiece],
-    ) -> Result<(), StoreError> {
+    /// A cache, written by a read: its own transaction, one statement,
+    /// in key order (two gateways keeping the same days do not deadlock).
+    /// `through`: the latest window merged, `None` where not known.
+    fn keep_day_sketches(&self, mut days: Vec<KeptDay<'_>>) -> Result<(), StoreError> {
+        if days.is_empty() {
+            return Ok(());
+        }
+        days.sort_by_key(|d| (d.0, d.1, d.2));
+        let stores: Vec<&str> = days.iter().map(|d| d.0).collect();
+        let agents: Vec<&str> = days.iter().map(|d| d.1).collect();
+        let starts: Vec<i64> = days.iter().map(|d| d.2).collect();
+        let windows: Vec<i64> = days.iter().map(|d| d.3).collect();
+        let through: Vec<Option<i64>> = days.iter().map(|d| d.4).collect();
+        let sketches: Vec<Vec<u8>> = days
+            .iter()
+            .map(|d| postcard::to_stdvec(d.5).expect("sketches serialize"))
+            .collect();
         self.in_transaction("keeping day sketches", |t| {
-            for ((store_id, agent_id, day_start, windows), p) in stale.iter().zip(pieces) {
-                t.execute(
-                    "INSERT INTO footfall_day_sketches (store_id, agent_id, day_start, windows, sketch) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (store_id, agent_id, day_start) \
-                     DO UPDATE SET windows = excluded.windows, sketch = excluded.sketch, \
-                         through = NULL",
-                    &[
-                        store_id,
-                        agent_id,
-                        day_start,
-                        windows,
-                        &postcard::to_stdvec(&p.sketch).expect("sketches serialize"),
-                    ],
-                )?;
-            }
+            t.execute(
+                "INSERT INTO footfall_day_sketches \
+                     (store_id, agent_id, day_start, windows, through, sketch) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], \
+                     $5::int8[], $6::bytea[]) \
+                 ON CONFLICT (store_id, agent_id, day_start) \
+                 DO UPDATE SET windows = excluded.windows, through = excluded.through, \
+                     sketch = excluded.sketch",
+                &[&stores, &agents, &starts, &windows, &through, &sketches],
+            )?;
             Ok(())
         })
     }
