@@ -48,6 +48,52 @@ pub(super) fn bucket_key(id: DeviceId) -> [u8; 2] {
     ((id.0 >> 112) as u16).to_be_bytes()
 }
 
+/// Which ids may have a history in the tree: for each bucket, 128 bits
+/// with two set per id it may hold (a Bloom filter per bucket, 1 MiB in
+/// all). Most new devices are passers-by with no history: reading their
+/// bucket from sled to find nothing was a sixth of the counting thread
+/// on a fortnight under `loyalty` (issue 20, perf).
+///
+/// Invariant: every id whose history the tree holds has its bits set.
+/// Bits are only added (each `save`) until `prune` rebuilds the filter
+/// from the buckets it has just read, so a write that fails or a commit
+/// that never comes leaves a superset, which costs a read and no count.
+pub(crate) struct Present(Box<[[u64; 2]]>);
+
+impl Present {
+    fn empty() -> Present {
+        Present(vec![[0; 2]; 1 << 16].into_boxed_slice())
+    }
+
+    /// The bucket and its two bits, from id bits the bucket key does not
+    /// use (the ids are HMAC outputs: evenly spread).
+    fn slot(id: DeviceId) -> (usize, [u32; 2]) {
+        let low = id.0 as u32;
+        ((id.0 >> 112) as usize, [low & 127, (low >> 7) & 127])
+    }
+
+    fn add(&mut self, id: DeviceId) {
+        let (b, bits) = Present::slot(id);
+        for bit in bits {
+            self.0[b][(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    /// Every id of the bucket at `key` may be there: one that cannot be
+    /// read is left for `load` to report.
+    fn add_all(&mut self, key: &[u8]) {
+        if let Ok(k) = <[u8; 2]>::try_from(key) {
+            self.0[usize::from(u16::from_be_bytes(k))] = [u64::MAX; 2];
+        }
+    }
+
+    fn may_hold(&self, id: DeviceId) -> bool {
+        let (b, bits) = Present::slot(id);
+        bits.iter()
+            .all(|&bit| self.0[b][(bit / 64) as usize] >> (bit % 64) & 1 == 1)
+    }
+}
+
 impl Bucket {
     pub(super) fn get(&self, id: DeviceId) -> Option<History> {
         let k = id.0.to_be_bytes();
@@ -80,9 +126,10 @@ impl Store {
     /// Safe outside a checkpoint, and so in parts: a deleted record is one
     /// no count will read again. Parts, because sled copies a leaf for
     /// every write and frees the copies only after the batch (massif).
-    pub fn prune(&self, horizon: Horizon) -> Result<Pruned, StoreError> {
+    pub fn prune(&mut self, horizon: Horizon) -> Result<Pruned, StoreError> {
         let mut pruned = Pruned::default();
         let mut changed = Vec::new();
+        let mut present = Present::empty();
         for item in self.histories.iter() {
             let (k, v) = item.map_err(|e| self.sled_err(e))?;
             if self.stale(&v) {
@@ -95,6 +142,9 @@ impl Store {
             bucket.0.retain(|(_, h)| h.is_useful(horizon));
             pruned.removed += before - bucket.0.len();
             pruned.kept += bucket.0.len();
+            for (id, _) in &bucket.0 {
+                present.add(DeviceId(u128::from_be_bytes(*id)));
+            }
             if bucket.0.len() != before {
                 changed.push((k, bucket.value().map(|v| self.sealed(v))));
             }
@@ -102,7 +152,38 @@ impl Store {
         for part in changed.chunks(PART) {
             self.apply_buckets(part)?;
         }
+        // What is saved but not written yet goes to the tree later.
+        for (&id, h) in &self.overlay {
+            if h.is_some() {
+                present.add(id);
+            }
+        }
+        self.present = Some(present);
         Ok(pruned)
+    }
+
+    /// The filter of ids with a history, read from the tree the first time.
+    fn present(&mut self) -> &mut Present {
+        if self.present.is_none() {
+            let mut present = Present::empty();
+            for item in self.histories.iter() {
+                let Ok((k, v)) = item else {
+                    // The tree cannot be read through: every load reads.
+                    present.0.fill([u64::MAX; 2]);
+                    break;
+                };
+                match self.bucket(&k, &v) {
+                    Ok(bucket) => {
+                        for (id, _) in &bucket.0 {
+                            present.add(DeviceId(u128::from_be_bytes(*id)));
+                        }
+                    }
+                    Err(_) => present.add_all(&k),
+                }
+            }
+            self.present = Some(present);
+        }
+        self.present.as_mut().expect("set above")
     }
 
     /// Writes bucket values (sealed already) in one sled batch, outside a
@@ -165,8 +246,11 @@ impl Store {
         if self.stale(value) {
             return Ok(Bucket::default());
         }
-        let name: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        self.decode("histories", &format!("bucket {name}"), value)
+        let name = || {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            format!("bucket {hex}")
+        };
+        self.decode_named("histories", name, value)
     }
 
     fn stale(&self, value: &[u8]) -> bool {
@@ -203,6 +287,9 @@ impl HistoryStore for Store {
         if let Some(h) = self.overlay.get(&id) {
             return Ok(*h);
         }
+        if !self.present().may_hold(id) {
+            return Ok(None);
+        }
         let key = bucket_key(id);
         match self.histories.get(key) {
             Ok(Some(v)) => self
@@ -215,6 +302,7 @@ impl HistoryStore for Store {
     }
 
     fn save(&mut self, id: DeviceId, history: &History) {
+        self.present().add(id);
         self.overlay.insert(id, Some(*history));
     }
 

@@ -164,6 +164,9 @@ pub struct Store {
     /// Day-rotating privacy modes: the checkpoint and histories are sealed
     /// under the counter's key epoch (`seal`).
     pub(super) sealer: Option<Sealer>,
+    /// Which ids may have a history in the tree; built on first use
+    /// (`histories::Present`).
+    pub(super) present: Option<histories::Present>,
 }
 
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -231,6 +234,7 @@ impl Store {
             max_pending: MAX_PENDING_HISTORIES,
             spill: spill::Spill::new(path.join("spill")),
             sealer: None,
+            present: None,
         };
         let found = meta.get(IDENTITY_KEY).map_err(sled_err)?;
         if found.as_ref().is_some_and(|v| v.first() == Some(&V2)) {
@@ -278,10 +282,21 @@ impl Store {
         key: &str,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
+        self.decode_named(tree, || key.to_string(), bytes)
+    }
+
+    /// `decode`, naming the key only if the value is damaged: the hot path
+    /// reads a history bucket per new device.
+    pub(super) fn decode_named<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: impl Fn() -> String,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
         let corrupt = |what: String| StoreError::Corrupt {
             path: self.path.clone(),
             tree,
-            key: key.to_string(),
+            key: key(),
             what,
         };
         let opened = seal::open(self.sealer.as_ref(), bytes).map_err(corrupt)?;

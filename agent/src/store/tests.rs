@@ -143,6 +143,58 @@ fn prune_keeps_only_histories_that_can_change_a_count() {
     assert!(s.load(DeviceId(4)).unwrap().is_some());
 }
 
+/// The filter of ids with a history (`Present`) answers for histories
+/// saved after it was built, for those it was built from, and after a
+/// prune rebuilt it, for histories saved but not yet committed.
+#[test]
+fn histories_are_found_whenever_the_filter_was_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let at = |day: i32| History {
+        day,
+        visited: 1,
+        visitor_day: day,
+        ..History::default()
+    };
+    // Ids in one bucket and in others, low bits alike and not.
+    let ids: Vec<DeviceId> = (0..64u128)
+        .map(|i| DeviceId((i << 112) | (i * 0x9e37_79b9) | 5))
+        .collect();
+    {
+        let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        assert_eq!(s.load(ids[0]).unwrap(), None); // builds it, empty
+        for &id in &ids[..32] {
+            s.save(id, &at(100));
+        }
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
+        for &id in &ids[..32] {
+            assert_eq!(s.load(id).unwrap(), Some(at(100)), "{}", { id.0 });
+        }
+    }
+    let mut s = reopen(&path, &ident()).unwrap();
+    for &id in &ids[..32] {
+        assert_eq!(s.load(id).unwrap(), Some(at(100)), "after reopening");
+    }
+    let missing = ids[32..]
+        .iter()
+        .filter(|&&id| s.load(id).unwrap().is_none());
+    assert_eq!(missing.count(), 32);
+    // Saved, pruned (the filter is rebuilt), then committed.
+    s.save(ids[40], &at(100));
+    let horizon = Horizon {
+        next_day: 101,
+        keep_from: 71,
+    };
+    s.prune(horizon).unwrap();
+    s.commit(&mut Checkpoint::default(), &[]).unwrap();
+    assert_eq!(
+        s.load(ids[40]).unwrap(),
+        Some(at(100)),
+        "saved before a prune"
+    );
+    assert_eq!(s.load(ids[0]).unwrap(), Some(at(100)), "kept by the prune");
+}
+
 /// Under a day key, the buckets pruning rewrites stay sealed: a history
 /// kept beside one pruned is never written in the clear.
 #[test]
