@@ -28,9 +28,20 @@ pub trait HistoryStore {
     fn key_rotated(&mut self);
     /// Keeps a device the counter has no room for (issue 20) until
     /// `unspill` takes it back; `record` is the device's bytes, opaque here.
-    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError>;
+    /// `inert` is the last window of a device whose counts are known
+    /// without its record until a frame takes it back (`spill::inert`).
+    fn spill(
+        &mut self,
+        id: DeviceId,
+        record: &[u8],
+        inert: Option<i64>,
+    ) -> Result<(), HistoryError>;
     /// Takes back a spilled device's record, if `id` is spilled.
     fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError>;
+    /// A spilled inert device's last window (the one nearest `near`).
+    fn inert(&self, id: DeviceId, near: i64) -> Option<i64>;
+    /// Drops a spilled device without reading it back.
+    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError>;
     /// How many devices are spilled.
     fn spilled(&self) -> usize;
     /// The ids of the spilled devices.
@@ -148,7 +159,7 @@ pub struct Horizon {
 #[derive(Debug, Default)]
 pub struct MemHistory {
     pub histories: IdMap<History>,
-    pub spilled: IdMap<Vec<u8>>,
+    pub spilled: IdMap<(Vec<u8>, Option<i64>)>,
 }
 
 impl HistoryStore for MemHistory {
@@ -165,12 +176,24 @@ impl HistoryStore for MemHistory {
         self.histories.clear();
         self.spilled.clear();
     }
-    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError> {
-        self.spilled.insert(id, record.to_vec());
+    fn spill(
+        &mut self,
+        id: DeviceId,
+        record: &[u8],
+        inert: Option<i64>,
+    ) -> Result<(), HistoryError> {
+        self.spilled.insert(id, (record.to_vec(), inert));
         Ok(())
     }
     fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
-        Ok(self.spilled.remove(&id))
+        Ok(self.spilled.remove(&id).map(|(r, _)| r))
+    }
+    fn inert(&self, id: DeviceId, _near: i64) -> Option<i64> {
+        self.spilled.get(&id).and_then(|(_, inert)| *inert)
+    }
+    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError> {
+        self.spilled.remove(&id);
+        Ok(())
     }
     fn spilled(&self) -> usize {
         self.spilled.len()

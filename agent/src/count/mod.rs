@@ -121,6 +121,8 @@ pub struct Counter {
     spill_at: usize,
     /// Spilled devices of the windows made final since the last `evict`.
     finalized_spilled: Vec<DeviceId>,
+    /// The first pending window at the last `evict_spilled`.
+    evicted_at: Option<i64>,
     /// The last `evict` kept devices because the store was `full`.
     deferred: bool,
     /// Devices a window (or an ephemeral key epoch) observes for the
@@ -161,6 +163,7 @@ impl Counter {
             spill_at: usize::MAX,
             deferred: !unjudged.is_empty(),
             finalized_spilled: unjudged,
+            evicted_at: None,
             people_budget: usize::MAX,
         }
     }

@@ -20,11 +20,25 @@
 //! - The checkpoint copies spilled devices into its parts, as records,
 //!   with `closed_idle_at` (`Part::Spilled`); loading them spills them
 //!   again, so a restart in a crowd does not bring the crowd into memory.
+//! - Most of a crowd's spilled devices are MACs heard in one burst of a
+//!   phone that rotates them: an `inert` device, whose counts are known
+//!   without its record until a frame takes it back. A window counts its
+//!   inert entries from the spill's index alone, and once its last
+//!   window is final it is forgotten unread: a read and a write fewer per
+//!   window it was in, and a read fewer when it goes (issue 20, perf).
+//!   Left unread, its sessions are not pruned as windows pass; taken
+//!   back, it is pruned as every eviction since would have pruned it
+//!   (`take_spilled`).
 
 use super::device::{Device, Devices, Mark};
+use super::history::NO_DAY;
 use super::state::State;
 use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
 use crate::privacy::DeviceId;
+
+/// Windows finalized at once past which `evict_spilled` reads inert
+/// devices back rather than trust their last window's 16 bits.
+const FAR_WINDOWS: i64 = 1 << 14;
 
 /// A record starts with the device's `Mark` (attempt u64 LE, detected,
 /// visit), which a device keeps while a window is being decided and
@@ -56,6 +70,26 @@ fn decode(bytes: &[u8]) -> Result<Device, HistoryError> {
     Ok(dev)
 }
 
+/// `dev`'s last window if, spilled, its counts are known without its
+/// record: a randomized MAC (never a resident, SPEC §3) that is no day's
+/// visitor, none of whose sessions is a visit or, open, can become one
+/// without a frame, which would take it back first. Each window with its
+/// entry counts it in `detected` and `passersby`, and it goes once its
+/// last window is final (`Eviction::keeps`, read with that in mind).
+/// `min_dwell_us`: `None` marks none inert.
+fn inert(dev: &Device, min_dwell_us: Option<i64>) -> Option<i64> {
+    let min_dwell_us = min_dwell_us?;
+    let h = &dev.hist;
+    let no_visit = dev.sessions.iter().all(|s| {
+        if s.open {
+            s.last_us - s.first_us < min_dwell_us
+        } else {
+            !s.visit
+        }
+    });
+    (h.randomized && h.visitor_day == NO_DAY && no_visit).then_some(dev.last_window)
+}
+
 /// Whether a spilled device's record names no pending window: one whose
 /// eviction waited for a commit (`Keep::Deferred`) when the checkpoint was
 /// taken, which no window will hand to `evict_spilled` again.
@@ -79,6 +113,7 @@ impl State {
     pub(super) fn spill_over(
         &mut self,
         budget: usize,
+        min_dwell_us: Option<i64>,
         store: &mut dyn HistoryStore,
     ) -> Result<usize, HistoryError> {
         if self.devices.len() <= budget {
@@ -117,7 +152,7 @@ impl State {
         }
         for &(_, id) in &cold[..n] {
             let dev = self.devices.remove(&id).expect("listed above");
-            store.spill(id, &record(&dev))?;
+            store.spill(id, &record(&dev), inert(&dev, min_dwell_us))?;
         }
         shrink(&mut self.devices);
         Ok(n)
@@ -178,6 +213,14 @@ impl Counter {
         };
         let mut dev = decode(&bytes)?;
         close_if_idle(&mut dev, self.state.closed_idle_at, &self.params);
+        if let Some(nw) = self.state.next_window {
+            // What every eviction since would have pruned (an inert device
+            // is left unread): a session ending in a final window was
+            // closed at the pass before that window was made final.
+            let first_pending_us = nw * self.params.window_us;
+            dev.sessions
+                .retain(|s| s.open || s.last_us >= first_pending_us);
+        }
         Ok(Some(Box::new(dev)))
     }
 
@@ -187,7 +230,8 @@ impl Counter {
         dev: &Device,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
-        store.spill(id, &record(dev))
+        let inert = inert(dev, Some(self.params.min_dwell_us));
+        store.spill(id, &record(dev), inert)
     }
 
     /// `f` on the device `id`, in memory or spilled (it stays where it is).
@@ -220,16 +264,30 @@ impl Counter {
         let mut ids = std::mem::take(&mut self.finalized_spilled);
         ids.sort_unstable();
         ids.dedup();
+        // Its last window is within 2^15 of `nw` unless windows were
+        // finalized by the tens of thousands since (a clock that jumped).
+        let far = self.evicted_at.is_some_and(|at| e.nw - at > FAR_WINDOWS);
+        self.evicted_at = Some(e.nw);
         let mut later = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
+            if self.state.devices.contains_key(&id) {
+                continue; // a frame took it back: `evict` sees it
+            }
+            if let Some(last_window) = store.inert(id, e.nw).filter(|_| !far) {
+                // Gone once its last window is final (no session of it
+                // ends in a pending window then, and every one is closed:
+                // `close_idle` ran past `session_gap_s` after its last
+                // frame); kept unread until then.
+                if last_window < e.nw {
+                    store.forget(id)?;
+                }
+                continue;
+            }
             if store.full() {
                 // Not read and written again only to be kept.
                 e.deferred = true;
                 later.extend_from_slice(&ids[i..]);
                 break;
-            }
-            if self.state.devices.contains_key(&id) {
-                continue; // a frame took it back: `evict` sees it
             }
             let Some(mut dev) = self.take_spilled(id, store)? else {
                 continue;
@@ -276,7 +334,9 @@ impl Counter {
         if len <= self.spill_at {
             return Ok(());
         }
-        self.state.spill_over(self.device_budget, store)?;
+        let min_dwell_us = Some(self.params.min_dwell_us);
+        self.state
+            .spill_over(self.device_budget, min_dwell_us, store)?;
         self.spill_at = self
             .device_budget
             .max(self.state.devices.len() + self.device_budget / 4);

@@ -319,7 +319,9 @@ impl State {
             Part::Devices(devices) => {
                 self.devices
                     .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d))));
-                self.spill_over(budget, store).map_err(|e| e.to_string())?;
+                // Spilled whole (not inert): a restart is no hot path.
+                self.spill_over(budget, None, store)
+                    .map_err(|e| e.to_string())?;
             }
             Part::Entries(w, pairs) => self.windows[window(w)?].entries.extend(pairs),
             Part::People(w, obs) => self.windows[window(w)?].people.extend_devices(obs),
@@ -338,7 +340,7 @@ impl State {
                         self.unjudged.push(id);
                     }
                     super::spill::forget_mark(&mut record);
-                    store.spill(id, &record).map_err(|e| e.to_string())?;
+                    store.spill(id, &record, None).map_err(|e| e.to_string())?;
                 }
             }
         }

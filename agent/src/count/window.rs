@@ -46,10 +46,15 @@ impl Counter {
             dwell_sum_s: 0,
         };
         let mut spilled = Vec::new();
+        let mut inert = Vec::new();
         for i in 0..acc.entries.len() {
             let (id, day) = acc.entries.get(i);
             let decided = match self.state.devices.get_mut(&id) {
                 Some(dev) => d.entry(id, day, dev),
+                None if store.inert(id, nw).is_some() => {
+                    inert.push(id);
+                    true
+                }
                 None => match self.decide_spilled(id, day, &mut d, store) {
                     Ok(decided) => {
                         spilled.push(id);
@@ -65,6 +70,13 @@ impl Counter {
                 return Ok(self.not_yet(acc));
             }
         }
+        // Inert spilled devices (`spill::inert`): detected and passing by,
+        // each once, as `Decided::entry` would have found them.
+        inert.sort_unstable();
+        inert.dedup();
+        d.detected += inert.len() as u64;
+        d.passersby += inert.len() as u64;
+        spilled.extend(inert);
         let Decided {
             visits,
             mut resident_days,

@@ -323,12 +323,27 @@ impl HistoryStore for Store {
         }
     }
 
-    fn spill(&mut self, id: DeviceId, record: &[u8]) -> Result<(), HistoryError> {
-        self.spill.put(id, record).map_err(|e| self.spill_err(e))
+    fn spill(
+        &mut self,
+        id: DeviceId,
+        record: &[u8],
+        inert: Option<i64>,
+    ) -> Result<(), HistoryError> {
+        self.spill
+            .put(id, record, inert)
+            .map_err(|e| self.spill_err(e))
     }
 
     fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
         self.spill.take(id).map_err(|e| self.spill_err(e))
+    }
+
+    fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
+        self.spill.inert(id, near)
+    }
+
+    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError> {
+        self.spill.forget(id).map_err(|e| self.spill_err(e))
     }
 
     fn spilled(&self) -> usize {

@@ -19,10 +19,9 @@
 //! A record: a little-endian u32 length, the device's bytes, then a CRC-32
 //! of the id and those bytes (a record read for another id, or damaged,
 //! is refused). Segments are encrypted with ChaCha20 under the process's
-//! key, the nonce being the segment's number (never reused in a process:
-//! an emptied segment is removed, not started over) and the keystream's
-//! position the byte's offset, as blocks are written; a record is
-//! decrypted alone by seeking there. Sealing each record with
+//! key, the keystream's position being the byte's offset, as blocks are written; a record is
+//! decrypted alone by seeking there. The nonce is the segment's serial,
+//! never reused in a process (numbers, which name the files, wrap). Sealing each record with
 //! ChaCha20-Poly1305 was a third of the counting thread in a crowd under
 //! `loyalty` (issue 20, perf): a key set up and a tag per 60 bytes.
 //! Confidentiality is what scratch needs; the CRC catches damage.
@@ -44,31 +43,41 @@ const SEGMENT_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 8 << 20 };
 /// block being filled is read from memory.
 const BLOCK_BYTES: usize = if cfg!(test) { 4 << 10 } else { 256 << 10 };
 
-/// Where a record is: its segment and offset.
+/// Where a record is, and whether the device is inert (`put`). Eight
+/// bytes, as before inert records: a crowd spills hundreds of thousands.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
-    segment: u32,
+    /// The segment's number (its file); numbers wrap, skipping live ones.
+    segment: u16,
+    /// An inert device's last window, modulo 2^16 (`inert`).
+    last_window: u16,
+    /// Offset in the segment; the top bit marks an inert device.
     offset: u32,
 }
+
+const INERT: u32 = 1 << 31;
 
 #[derive(Debug)]
 struct Segment {
     file: File,
     /// Records not yet taken.
     live: u32,
+    /// The segment's keystream (nonce): unlike its number, never reused.
+    serial: u64,
 }
 
 pub(super) struct Spill {
     dir: PathBuf,
     key: [u8; 32],
     index: IdMap<Loc>,
-    segments: BTreeMap<u32, Segment>,
+    segments: BTreeMap<u16, Segment>,
     /// The segment being appended to: its number and bytes so far.
-    current: Option<(u32, u64)>,
+    current: Option<(u16, u64)>,
     /// Appended bytes of the current segment not yet written to its file
     /// (they start at `current`'s length minus their own).
     block: Vec<u8>,
-    next_segment: u32,
+    next_segment: u16,
+    next_serial: u64,
 }
 
 impl Spill {
@@ -91,6 +100,7 @@ impl Spill {
             current: None,
             block: Vec::new(),
             next_segment: 0,
+            next_serial: 0,
         }
     }
 
@@ -113,14 +123,15 @@ impl Spill {
         self.index.keys().copied().collect()
     }
 
-    fn path(&self, segment: u32) -> PathBuf {
+    fn path(&self, segment: u16) -> PathBuf {
         self.dir.join(format!("{segment}.spill"))
     }
 
-    /// Encrypts or decrypts `bytes`, which are at `offset` in `segment`.
-    fn apply_keystream(&self, segment: u32, offset: u64, bytes: &mut [u8]) {
+    /// Encrypts or decrypts `bytes`, which are at `offset` in the segment
+    /// of keystream `serial`.
+    fn apply_keystream(&self, serial: u64, offset: u64, bytes: &mut [u8]) {
         let mut nonce = [0u8; 12];
-        nonce[..4].copy_from_slice(&segment.to_le_bytes());
+        nonce[..8].copy_from_slice(&serial.to_le_bytes());
         let mut cipher = ChaCha20::new(&self.key.into(), &nonce.into());
         cipher.seek(offset);
         cipher.apply_keystream(bytes);
@@ -133,8 +144,15 @@ impl Spill {
         h.finalize()
     }
 
-    /// Appends `id`'s record (replacing one it may have).
-    pub(super) fn put(&mut self, id: DeviceId, payload: &[u8]) -> std::io::Result<()> {
+    /// Appends `id`'s record (replacing one it may have). `inert` is the
+    /// last window of a device whose counts no longer need its record
+    /// (`HistoryStore::spill`).
+    pub(super) fn put(
+        &mut self,
+        id: DeviceId,
+        payload: &[u8],
+        inert: Option<i64>,
+    ) -> std::io::Result<()> {
         if let Some(old) = self.index.remove(&id) {
             self.release(old.segment)?;
         }
@@ -144,7 +162,8 @@ impl Spill {
         };
         let loc = Loc {
             segment,
-            offset: len as u32,
+            last_window: inert.map_or(0, |w| w as u16),
+            offset: len as u32 | if inert.is_some() { INERT } else { 0 },
         };
         self.block
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -161,6 +180,21 @@ impl Spill {
             self.write_block()?;
         }
         Ok(())
+    }
+
+    /// An inert device's last window, read back as the one within 2^15
+    /// windows of `near`.
+    pub(super) fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
+        let loc = self.index.get(&id).filter(|l| l.offset & INERT != 0)?;
+        Some(near + i64::from(loc.last_window.wrapping_sub(near as u16) as i16))
+    }
+
+    /// Drops `id`'s record unread.
+    pub(super) fn forget(&mut self, id: DeviceId) -> std::io::Result<()> {
+        match self.index.remove(&id) {
+            Some(loc) => self.release(loc.segment),
+            None => Ok(()),
+        }
     }
 
     /// Takes `id`'s record out, if it was spilled.
@@ -202,7 +236,7 @@ impl Spill {
                 format!(
                     "{}: the record at offset {} {what}",
                     self.path(loc.segment).display(),
-                    loc.offset
+                    loc.offset & !INERT
                 ),
             )
         };
@@ -210,7 +244,7 @@ impl Spill {
             Some((n, len)) if n == loc.segment => len - self.block.len() as u64,
             _ => u64::MAX,
         };
-        let offset = u64::from(loc.offset);
+        let offset = u64::from(loc.offset & !INERT);
         let mut bytes = if offset >= unwritten {
             // Still in the block being filled, in the clear.
             let at = (offset - unwritten) as usize;
@@ -224,21 +258,21 @@ impl Spill {
                 .ok_or_else(|| damaged("is cut short"))?
                 .to_vec()
         } else {
-            let file = &self
+            let segment = self
                 .segments
                 .get(&loc.segment)
-                .ok_or_else(|| damaged("is in a segment already removed"))?
-                .file;
+                .ok_or_else(|| damaged("is in a segment already removed"))?;
+            let (file, serial) = (&segment.file, segment.serial);
             let mut len = [0u8; 4];
             file.read_exact_at(&mut len, offset)?;
-            self.apply_keystream(loc.segment, offset, &mut len);
+            self.apply_keystream(serial, offset, &mut len);
             let len = u32::from_le_bytes(len) as usize;
             if len as u64 > SEGMENT_BYTES {
                 return Err(damaged("claims more bytes than a segment holds"));
             }
             let mut bytes = vec![0; len + 4];
             file.read_exact_at(&mut bytes, offset + 4)?;
-            self.apply_keystream(loc.segment, offset + 4, &mut bytes);
+            self.apply_keystream(serial, offset + 4, &mut bytes);
             bytes
         };
         let tail = bytes.split_off(bytes.len() - 4);
@@ -249,15 +283,32 @@ impl Spill {
         Ok(bytes)
     }
 
-    fn start_segment(&mut self) -> std::io::Result<(u32, u64)> {
+    fn start_segment(&mut self) -> std::io::Result<(u16, u64)> {
         self.write_block()?;
         if self.segments.is_empty() {
             std::fs::create_dir_all(&self.dir)?;
         }
-        let n = self.next_segment;
-        self.next_segment += 1;
+        if self.segments.len() > usize::from(u16::MAX) {
+            return Err(std::io::Error::other(
+                "every spill segment number is in use (512 GiB spilled)",
+            ));
+        }
+        let mut n = self.next_segment;
+        while self.segments.contains_key(&n) {
+            n = n.wrapping_add(1);
+        }
+        self.next_segment = n.wrapping_add(1);
         let file = create(&self.path(n))?;
-        self.segments.insert(n, Segment { file, live: 0 });
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.segments.insert(
+            n,
+            Segment {
+                file,
+                live: 0,
+                serial,
+            },
+        );
         if let Some((old, _)) = self.current.replace((n, 0)) {
             self.remove_if_empty(old)?;
         }
@@ -269,8 +320,9 @@ impl Spill {
             if !self.block.is_empty() {
                 let at = len - self.block.len() as u64;
                 let mut block = std::mem::take(&mut self.block);
-                self.apply_keystream(n, at, &mut block);
-                self.segments[&n].file.write_all_at(&block, at)?;
+                let segment = &self.segments[&n];
+                self.apply_keystream(segment.serial, at, &mut block);
+                segment.file.write_all_at(&block, at)?;
                 block.clear();
                 self.block = block;
             }
@@ -279,7 +331,7 @@ impl Spill {
     }
 
     /// One record of `segment` was taken.
-    fn release(&mut self, segment: u32) -> std::io::Result<()> {
+    fn release(&mut self, segment: u16) -> std::io::Result<()> {
         if let Some(s) = self.segments.get_mut(&segment) {
             s.live -= 1;
         }
@@ -295,7 +347,7 @@ impl Spill {
         Ok(())
     }
 
-    fn remove_if_empty(&mut self, segment: u32) -> std::io::Result<()> {
+    fn remove_if_empty(&mut self, segment: u16) -> std::io::Result<()> {
         if self.segments.get(&segment).is_some_and(|s| s.live == 0) {
             self.segments.remove(&segment);
             std::fs::remove_file(self.path(segment))?;
@@ -324,7 +376,7 @@ mod tests {
         let payload = |i: u128| format!("device {i} ").repeat(1 + (i % 50) as usize);
         let n = 5_000u128;
         for i in 0..n {
-            spill.put(DeviceId(i), payload(i).as_bytes()).unwrap();
+            spill.put(DeviceId(i), payload(i).as_bytes(), None).unwrap();
         }
         assert_eq!(spill.len(), n as usize);
         let segments = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
@@ -351,10 +403,32 @@ mod tests {
         let left = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
         assert!(left <= 1, "{left} segments left");
         // A new process removes what this one left.
-        spill.put(DeviceId(1), b"x").unwrap();
+        spill.put(DeviceId(1), b"x", None).unwrap();
         let again = Spill::new(dir.path().join("spill"));
         assert_eq!(again.len(), 0);
         assert!(!dir.path().join("spill").exists());
+    }
+
+    /// An inert device's last window comes back from its 16 bits, across
+    /// their wrap; forgetting it frees its record unread.
+    #[test]
+    fn inert_devices_are_told_apart_and_forgotten_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::new(dir.path().join("spill"));
+        spill.put(DeviceId(1), b"inert", Some(65_538)).unwrap();
+        spill.put(DeviceId(2), b"not", None).unwrap();
+        spill.put(DeviceId(3), b"inert too", Some(65_530)).unwrap();
+        assert_eq!(spill.inert(DeviceId(1), 65_536), Some(65_538));
+        assert_eq!(spill.inert(DeviceId(1), 65_540), Some(65_538));
+        assert_eq!(spill.inert(DeviceId(3), 65_536), Some(65_530));
+        assert_eq!(spill.inert(DeviceId(2), 65_536), None);
+        assert_eq!(spill.inert(DeviceId(4), 65_536), None);
+        spill.forget(DeviceId(1)).unwrap();
+        assert_eq!(spill.len(), 2);
+        assert!(spill.take(DeviceId(1)).unwrap().is_none());
+        assert_eq!(spill.take(DeviceId(3)).unwrap().unwrap(), b"inert too");
+        // Taken or forgotten, the record is no longer inert.
+        assert_eq!(spill.inert(DeviceId(3), 65_536), None);
     }
 
     #[test]
@@ -362,7 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
         for i in 0..1_000u128 {
-            spill.put(DeviceId(i), &[7u8; 100]).unwrap();
+            spill.put(DeviceId(i), &[7u8; 100], None).unwrap();
         }
         let path = dir.path().join("spill/0.spill");
         let mut bytes = std::fs::read(&path).unwrap();
