@@ -50,6 +50,14 @@ pub(super) struct Device {
     pub(super) stored: bool,
     #[serde(skip)]
     pub(super) mark: Mark,
+    /// Its latest frame, and its first in whole seconds (the Unix time's
+    /// low 32 bits), memory only: which devices the budget spills first
+    /// (`spill_over`). Taken back from a record, a device has both 0: one
+    /// heard for long, the least recently.
+    #[serde(skip)]
+    pub(super) seen_us: i64,
+    #[serde(skip)]
+    pub(super) first_heard_s: u32,
 }
 
 /// What `finalize_front` learnt of a device in the window it is deciding,

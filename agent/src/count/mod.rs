@@ -351,6 +351,8 @@ impl Counter {
                         hist,
                         stored,
                         mark: Mark::default(),
+                        seen_us: d.t_us,
+                        first_heard_s: (d.t_us / US_PER_S) as u32,
                     }))
             }
         };
@@ -359,6 +361,7 @@ impl Counter {
             dev.last_entry = (w, day);
         }
         dev.last_window = dev.last_window.max(w);
+        dev.seen_us = dev.seen_us.max(d.t_us);
         if d.strong {
             dev.strong(d.t_us, &self.days, &self.params);
         }

@@ -39,6 +39,9 @@ use crate::privacy::DeviceId;
 /// Windows finalized at once past which `evict_spilled` reads inert
 /// devices back rather than trust their last window's 16 bits.
 const FAR_WINDOWS: i64 = 1 << 14;
+/// A MAC heard over this long is a phone that stays, heard again soon:
+/// longer than a burst of probe requests, shorter than the gap between two.
+const SUSTAINED_S: u32 = 30;
 
 /// A record starts with the device's `Mark` (attempt u64 LE, detected,
 /// visit), which a device keeps while a window is being decided and
@@ -107,15 +110,18 @@ pub(super) fn forget_mark(record: &mut [u8]) {
 
 impl State {
     /// Spills the coldest devices while more than `budget` are in memory,
-    /// down to three quarters of it (so that a pass, which looks at every
-    /// device, comes once per a quarter of the budget of new devices).
+    /// down to three quarters of it, or to seven eighths where only phones
+    /// that stay are left to spill (so that a pass, which looks at every
+    /// device, comes once per an eighth of the budget of new devices at
+    /// most).
     /// Returns how many it spilled.
     pub(super) fn spill_over(
         &mut self,
         budget: usize,
-        min_dwell_us: Option<i64>,
+        params: Option<&Params>,
         store: &mut dyn HistoryStore,
     ) -> Result<usize, HistoryError> {
+        let min_dwell_us = params.map(|p| p.min_dwell_us);
         if self.devices.len() <= budget {
             return Ok(0);
         }
@@ -123,27 +129,32 @@ impl State {
             return Ok(0);
         };
         let target = budget - budget / 4;
-        // Only devices a pending window will take back; the coldest first:
-        // those without an open session, then randomized MACs (a phone
-        // that rotates its MAC is not heard under this one again), then
-        // the rest; each by its last frame, oldest first. A device a frame
-        // takes back soon costs a read and a write: spilling a fixed MAC
-        // still in the store thrashes.
-        let mut cold: Vec<((u8, i64), DeviceId)> = self
+        // Only devices a pending window will take back. First those heard
+        // in one burst so far (a phone that rotates its MAC is not heard
+        // under this one again), then those heard over `SUSTAINED_S` or
+        // more (a phone that stays); each the least recently heard first.
+        // A device a frame takes back soon costs a read and a write:
+        // ranked by the last strong frame alone, phones heard only weakly
+        // and stable randomized MACs went out with the rotating ones, and
+        // 2 M were taken back on the 100 k crowd (issue 20).
+        let mut cold: Vec<((bool, i64), DeviceId)> = self
             .devices
             .iter()
             .filter(|(_, d)| d.last_window >= nw)
             .map(|(&id, d)| {
-                let class = match d.open_session() {
-                    None => 0,
-                    Some(_) if d.hist.randomized => 1,
-                    Some(_) => 2,
-                };
-                let last = d.sessions.last().map_or(i64::MIN, |s| s.last_us);
-                ((class, last), id)
+                let heard_s = (d.seen_us / 1_000_000) as u32;
+                let sustained = heard_s.wrapping_sub(d.first_heard_s) >= SUSTAINED_S;
+                ((sustained, d.seen_us), id)
             })
             .collect();
-        let n = (self.devices.len() - target).min(cold.len());
+        // Down to `target`, but no phone that stays while a fleeting MAC
+        // is left, as long as an eighth of the budget is free after.
+        let fleeting = cold.iter().filter(|((sustained, _), _)| !sustained).count();
+        let floor = budget - budget / 8;
+        let n = (self.devices.len() - target)
+            .min(fleeting)
+            .max(self.devices.len().saturating_sub(floor))
+            .min(cold.len());
         if n == 0 {
             return Ok(0);
         }
@@ -323,7 +334,7 @@ impl Counter {
     /// Spills over the budget: called where devices come into memory
     /// (a new device, windows taking spilled ones back). A pass that finds
     /// too few to spill (devices no pending window will take back stay)
-    /// is not tried again until a quarter of the budget more came in, so
+    /// is not tried again until an eighth of the budget more came in, so
     /// a pass never runs per frame.
     pub(super) fn keep_budget(&mut self, store: &mut dyn HistoryStore) -> Result<(), HistoryError> {
         let len = self.state.devices.len();
@@ -334,12 +345,11 @@ impl Counter {
         if len <= self.spill_at {
             return Ok(());
         }
-        let min_dwell_us = Some(self.params.min_dwell_us);
         self.state
-            .spill_over(self.device_budget, min_dwell_us, store)?;
+            .spill_over(self.device_budget, Some(&self.params), store)?;
         self.spill_at = self
             .device_budget
-            .max(self.state.devices.len() + self.device_budget / 4);
+            .max(self.state.devices.len() + self.device_budget / 8);
         Ok(())
     }
 }
