@@ -362,7 +362,13 @@ impl Spill {
                 let mut block = std::mem::take(&mut self.block);
                 let segment = &self.segments[&n];
                 self.apply_keystream(segment.serial, at, &mut block);
-                segment.file.write_all_at(&block, at)?;
+                let written = segment.file.write_all_at(&block, at);
+                if written.is_err() {
+                    // Kept, in the clear, for the reads that still need it.
+                    self.apply_keystream(segment.serial, at, &mut block);
+                    self.block = block;
+                    return written;
+                }
                 block.clear();
                 self.block = block;
             }
