@@ -276,8 +276,9 @@ impl Counter {
         ids.sort_unstable();
         ids.dedup();
         // Its last window is within 2^15 of `nw` unless windows were
-        // finalized by the tens of thousands since (a clock that jumped).
-        let far = self.evicted_at.is_some_and(|at| e.nw - at > FAR_WINDOWS);
+        // finalized by the tens of thousands since (a clock that jumped),
+        // or since the counter started, which this process did not see.
+        let far = self.evicted_at.is_none_or(|at| e.nw - at > FAR_WINDOWS);
         self.evicted_at = Some(e.nw);
         let mut later = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
