@@ -79,6 +79,12 @@ impl Present {
         }
     }
 
+    fn add_bucket(&mut self, bucket: &Bucket) {
+        for (id, _) in &bucket.0 {
+            self.add(DeviceId(u128::from_be_bytes(*id)));
+        }
+    }
+
     /// Every id of the bucket at `key` may be there: one that cannot be
     /// read is left for `load` to report.
     fn add_all(&mut self, key: &[u8]) {
@@ -142,9 +148,7 @@ impl Store {
             bucket.0.retain(|(_, h)| h.is_useful(horizon));
             pruned.removed += before - bucket.0.len();
             pruned.kept += bucket.0.len();
-            for (id, _) in &bucket.0 {
-                present.add(DeviceId(u128::from_be_bytes(*id)));
-            }
+            present.add_bucket(&bucket);
             if bucket.0.len() != before {
                 changed.push((k, bucket.value().map(|v| self.sealed(v))));
             }
@@ -173,11 +177,7 @@ impl Store {
                     break;
                 };
                 match self.bucket(&k, &v) {
-                    Ok(bucket) => {
-                        for (id, _) in &bucket.0 {
-                            present.add(DeviceId(u128::from_be_bytes(*id)));
-                        }
-                    }
+                    Ok(bucket) => present.add_bucket(&bucket),
                     Err(_) => present.add_all(&k),
                 }
             }
