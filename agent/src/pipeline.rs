@@ -485,6 +485,60 @@ mod tests {
         assert_eq!(straight, restarted);
     }
 
+    /// issue 20: the randomized visitors gone from memory (a crowd of
+    /// rotating MACs leaves hundreds of thousands a day) are written in
+    /// parts, not in the checkpoint's one value, and come back from them:
+    /// those that return the same day are not counted again.
+    #[test]
+    fn randomized_visitors_are_checkpointed_in_parts() {
+        let randomized = |t_s: i64, dev: u128| Detection {
+            device: DeviceId(100_000 + dev),
+            randomized: true,
+            ..detection(t_s, 0)
+        };
+        let run = |restart: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path());
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            // 6,000 visits of ten minutes, then an hour of one device.
+            for t in (0..=600).step_by(60) {
+                for dev in 0..6_000 {
+                    let d = randomized(t, dev);
+                    agent.counter.detection(&d, &mut agent.store).unwrap();
+                }
+            }
+            feed(&mut agent, 660, 3600);
+            let mut reports = agent.checkpoint().unwrap();
+            let gone = agent.counter.state.randomized_visitors();
+            assert_eq!(gone, 6_000, "the visitors left memory");
+            let value = agent.store.checkpoint_value_bytes().unwrap();
+            assert!(value < 20_000, "{value} bytes in the checkpoint's value");
+            if restart {
+                drop(agent);
+                agent = reopen(&config);
+                assert_eq!(agent.counter.state.randomized_visitors(), gone);
+            }
+            // Half of them come back the same day.
+            for dev in (0..6_000).step_by(2) {
+                let d = randomized(3600 + dev as i64 / 10, dev);
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+            agent.counter.finish(&mut agent.store).unwrap();
+            reports.extend(agent.checkpoint().unwrap());
+            reports
+        };
+        let (straight, restarted) = (run(false), run(true));
+        let day = straight
+            .iter()
+            .find_map(|r| match r {
+                Report::Day(d) => Some(d.clone()),
+                _ => None,
+            })
+            .expect("a day report");
+        assert_eq!(day.visitors_randomized, Some(6_000));
+        assert_eq!(straight, restarted);
+    }
+
     /// issue 20: with budgets below the crowd, the coldest devices are
     /// spilled, memory stays within the budget, a restart spills what the
     /// checkpoint holds beyond it and keeps each window's share of MACs

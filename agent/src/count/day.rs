@@ -38,6 +38,6 @@ impl Counter {
             day += 1;
         }
         self.state.next_day = Some(day);
-        self.state.randomized_visitors = self.state.randomized_visitors.split_off(&day);
+        self.state.randomized_visitors.keep_from(day);
     }
 }

@@ -31,6 +31,7 @@ mod epoch;
 mod history;
 mod spill;
 mod state;
+mod visitors;
 mod window;
 
 use footfall_report::Report;
@@ -49,6 +50,7 @@ use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
 use state::WindowAcc;
 pub use state::{Bulk, BulkPart, State, StateV2, StateV3, StateV4};
+use visitors::RandomizedVisitors;
 
 const US_PER_S: i64 = 1_000_000;
 /// SPEC §3: residents are judged on the seven days before.
@@ -323,12 +325,7 @@ impl Counter {
             Some(dev) => dev,
             None => {
                 let (hist, stored) = if d.randomized {
-                    let visitor_day = self
-                        .state
-                        .randomized_visitors
-                        .iter_mut()
-                        .rev()
-                        .find_map(|(&day, ids)| ids.remove(&d.device).then_some(day));
+                    let visitor_day = self.state.randomized_visitors.take(d.device);
                     let h = History {
                         randomized: true,
                         visitor_day: visitor_day.unwrap_or(NO_DAY),
@@ -588,7 +585,7 @@ impl Eviction {
         &mut self,
         id: DeviceId,
         dev: &mut Device,
-        randomized: &mut std::collections::BTreeMap<i32, crate::privacy::IdSet>,
+        randomized: &mut RandomizedVisitors,
         store: &mut dyn HistoryStore,
     ) -> Keep {
         let first_pending_us = self.first_pending_us;
@@ -601,7 +598,7 @@ impl Eviction {
         let useful = h.is_useful(self.horizon);
         if h.randomized {
             if useful {
-                randomized.entry(h.visitor_day).or_default().insert(id);
+                randomized.insert(h.visitor_day, id);
             }
             return Keep::Gone;
         }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::device::{Device, Devices};
 use super::history::{History, HistoryStore, NO_DAY};
+use super::visitors::RandomizedVisitors;
 use crate::people::{Features, Obs, Observations};
-use crate::privacy::{DeviceId, IdMap, IdSet};
+use crate::privacy::{DeviceId, IdMap};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct WindowAcc {
@@ -136,7 +137,7 @@ pub struct State {
     /// and not in the store. Most devices are randomized and never come
     /// back; storing each and deleting it a day later was most of the
     /// store's writes, and so of a replay's time and memory.
-    pub(super) randomized_visitors: BTreeMap<i32, IdSet>,
+    pub(super) randomized_visitors: RandomizedVisitors,
     pub late_frames: u64,
     /// The last final window and its `present_est`: entries are the rise
     /// from it (SPEC §8).
@@ -165,6 +166,7 @@ pub struct Bulk {
     /// Each pending window's `Observations::share` (models, sequence
     /// numbers), stored apart.
     shares: Vec<(u8, u8)>,
+    randomized: RandomizedVisitors,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -186,6 +188,10 @@ enum Part {
     /// The share of sequence numbers it observes new MACs at, when not
     /// all; after `PeopleShare`, which older states end with.
     PeopleSeqShare(u32, u8),
+    /// Randomized visitors of this day, ascending after those of the
+    /// day's parts before (`State::randomized_visitors`, which states
+    /// before these parts hold in the checkpoint's value).
+    Randomized(i32, Vec<DeviceId>),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -197,6 +203,7 @@ enum PartRef<'a> {
     Spilled(Option<i64>, &'a [(DeviceId, Vec<u8>)]),
     PeopleShare(u32, u8),
     PeopleSeqShare(u32, u8),
+    Randomized(i32, &'a [DeviceId]),
 }
 
 impl Bulk {
@@ -209,6 +216,7 @@ impl Bulk {
             && self.shares.iter().all(|&s| s == (0, 0))
             && self.entries.iter().all(Entries::is_empty)
             && self.people.iter().all(|p| p.is_empty())
+            && self.randomized.is_empty()
     }
 
     /// A part of spilled devices' records (the store holds them; the
@@ -220,7 +228,10 @@ impl Bulk {
 
     /// Hands each part to `put`, in order, as the postcard bytes of a
     /// `BulkPart`.
-    pub fn write_parts<E>(&self, mut put: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub fn write_parts<E>(
+        &mut self,
+        mut put: impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let encode =
             |part: &PartRef<'_>| postcard::to_stdvec(part).expect("in-memory structs serialize");
         let devices = self.devices.iter().map(|(id, d)| (id, &**d));
@@ -243,6 +254,11 @@ impl Bulk {
             }
             if seq_share > 0 {
                 put(encode(&PartRef::PeopleSeqShare(w as u32, seq_share)))?;
+            }
+        }
+        for (day, ids) in self.randomized.sorted() {
+            for chunk in ids.chunks(Bulk::PART_ITEMS) {
+                put(encode(&PartRef::Randomized(day, chunk)))?;
             }
         }
         Ok(())
@@ -288,12 +304,14 @@ impl State {
                 .collect(),
             closed_idle_at: self.closed_idle_at,
             shares: self.windows.iter().map(|w| w.people.share()).collect(),
+            randomized: std::mem::take(&mut self.randomized_visitors),
         }
     }
 
     /// Puts back what `take_bulk` took.
     pub fn put_bulk(&mut self, bulk: Bulk) {
         self.devices = bulk.devices;
+        self.randomized_visitors = bulk.randomized;
         for ((w, entries), people) in self.windows.iter_mut().zip(bulk.entries).zip(bulk.people) {
             w.entries = entries;
             w.people.put_devices(people);
@@ -343,6 +361,7 @@ impl State {
                     store.spill(id, &record, None).map_err(|e| e.to_string())?;
                 }
             }
+            Part::Randomized(day, ids) => self.randomized_visitors.extend_sorted(day, ids)?,
         }
         Ok(())
     }
@@ -365,15 +384,11 @@ pub struct StateV2 {
 impl StateV2 {
     /// The v3 state, with the randomized visitors v2 kept in the store.
     pub fn upgrade(self, randomized: impl IntoIterator<Item = (DeviceId, History)>) -> State {
-        let mut randomized_visitors: BTreeMap<i32, IdSet> = BTreeMap::new();
-        for (id, h) in randomized {
-            if h.visitor_day != NO_DAY {
-                randomized_visitors
-                    .entry(h.visitor_day)
-                    .or_default()
-                    .insert(id);
-            }
-        }
+        let randomized_visitors = randomized
+            .into_iter()
+            .filter(|(_, h)| h.visitor_day != NO_DAY)
+            .map(|(id, h)| (h.visitor_day, id))
+            .collect();
         State {
             clock_us: self.clock_us,
             next_window: self.next_window,
@@ -400,7 +415,7 @@ pub struct StateV3 {
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAccV3>,
     devices: Devices,
-    randomized_visitors: BTreeMap<i32, IdSet>,
+    randomized_visitors: RandomizedVisitors,
     late_frames: u64,
 }
 
@@ -478,7 +493,7 @@ pub struct StateV4 {
     next_day: Option<i32>,
     days: BTreeMap<i32, DayAcc>,
     devices: Devices,
-    randomized_visitors: BTreeMap<i32, IdSet>,
+    randomized_visitors: RandomizedVisitors,
     late_frames: u64,
     people_before: Option<(i64, f64)>,
 }
@@ -528,7 +543,7 @@ impl State {
     /// `ephemeral` (issue 18), which the tests check on disk.
     pub fn device_ids(&self) -> usize {
         self.devices.len()
-            + self.randomized_visitors()
+            + self.randomized_visitors.len()
             + self
                 .windows
                 .iter()
@@ -538,6 +553,6 @@ impl State {
 
     /// Randomized devices out of memory still counted in an unreported day.
     pub fn randomized_visitors(&self) -> usize {
-        self.randomized_visitors.values().map(|s| s.len()).sum()
+        self.randomized_visitors.len()
     }
 }

@@ -174,7 +174,7 @@ impl Store {
     /// Writes `bulk` as the parts of `generation`, synced; returns how many.
     /// No file for no parts: `ephemeral` has none, and a checkpoint a
     /// second should not cost it two syncs.
-    fn write_parts(&mut self, generation: u64, bulk: &count::Bulk) -> Result<u32, StoreError> {
+    fn write_parts(&mut self, generation: u64, bulk: &mut count::Bulk) -> Result<u32, StoreError> {
         self.bulk_bytes = 0;
         if bulk.is_empty() && self.spill.len() == 0 {
             return Ok(0);
@@ -263,8 +263,8 @@ impl Store {
         let generation = self.generation + 1;
         // What a crash or a failed commit left beside the committed parts.
         self.drop_parts_but(self.generation);
-        let bulk = cp.counter.take_bulk();
-        let written = self.write_parts(generation, &bulk);
+        let mut bulk = cp.counter.take_bulk();
+        let written = self.write_parts(generation, &mut bulk);
         // Made the value sled stores before the transaction, so that the
         // encoded bytes are not held twice while it runs.
         let cp_value = sled::IVec::from(self.sealed(encode(cp)));

@@ -334,6 +334,16 @@ impl Store {
         Ok(v.and_then(|v| seal::epoch_of(&v)))
     }
 
+    /// Bytes of the stored checkpoint's value (without its parts).
+    #[cfg(test)]
+    pub(crate) fn checkpoint_value_bytes(&self) -> Result<usize, StoreError> {
+        let v = self
+            .state
+            .get(CHECKPOINT_KEY)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(v.map_or(0, |v| v.len()))
+    }
+
     /// `value` as it is written: sealed when a sealer is set.
     pub(super) fn sealed(&self, value: Vec<u8>) -> Vec<u8> {
         match &self.sealer {
