@@ -47,6 +47,7 @@ mod migrate;
 mod outbox;
 mod seal;
 mod spill;
+mod spill_index;
 
 use std::path::{Path, PathBuf};
 

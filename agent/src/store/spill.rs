@@ -13,8 +13,8 @@
 //! count or drop it, or a key rotation clears them all), so a segment
 //! whose records were all taken is deleted: the file follows the devices
 //! spilled now, not all those ever spilled. In memory each spilled device
-//! costs its index entry (id and place, about 28 bytes) instead of the
-//! device (about 180).
+//! costs its index entry (id and place, 24 bytes: `spill_index`) instead
+//! of the device (about 180).
 //!
 //! A record: a little-endian u32 length, the device's bytes, then a CRC-32
 //! of the id and those bytes (a record read for another id, or damaged,
@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 
-use crate::privacy::{DeviceId, IdMap};
+use super::spill_index::{Index, Slot};
+use crate::privacy::DeviceId;
 
 /// Segments are closed at this size; a segment is deleted once all its
 /// records are taken.
@@ -57,6 +58,18 @@ struct Loc {
 
 const INERT: u32 = 1 << 31;
 
+/// Offsets are below `SEGMENT_BYTES` plus a record: never all ones.
+impl Slot for Loc {
+    const GONE: Loc = Loc {
+        segment: 0,
+        last_window: 0,
+        offset: u32::MAX,
+    };
+    fn is_gone(&self) -> bool {
+        self.offset == u32::MAX
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     file: File,
@@ -69,7 +82,7 @@ struct Segment {
 pub(super) struct Spill {
     dir: PathBuf,
     key: [u8; 32],
-    index: IdMap<Loc>,
+    index: Index<Loc>,
     segments: BTreeMap<u16, Segment>,
     /// The segment being appended to: its number and bytes so far.
     current: Option<(u16, u64)>,
@@ -95,7 +108,7 @@ impl Spill {
         Spill {
             dir,
             key,
-            index: IdMap::default(),
+            index: Index::default(),
             segments: BTreeMap::new(),
             current: None,
             block: Vec::new(),
@@ -120,7 +133,7 @@ impl Spill {
     }
 
     pub(super) fn ids(&self) -> Vec<DeviceId> {
-        self.index.keys().copied().collect()
+        self.index.iter().map(|(id, _)| id).collect()
     }
 
     fn path(&self, segment: u16) -> PathBuf {
@@ -153,7 +166,7 @@ impl Spill {
         payload: &[u8],
         inert: Option<i64>,
     ) -> std::io::Result<()> {
-        if let Some(old) = self.index.remove(&id) {
+        if let Some(old) = self.index.remove(id) {
             self.release(old.segment)?;
         }
         let (segment, len) = match self.current {
@@ -185,13 +198,13 @@ impl Spill {
     /// An inert device's last window, read back as the one within 2^15
     /// windows of `near`.
     pub(super) fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
-        let loc = self.index.get(&id).filter(|l| l.offset & INERT != 0)?;
+        let loc = self.index.get(id).filter(|l| l.offset & INERT != 0)?;
         Some(near + i64::from(loc.last_window.wrapping_sub(near as u16) as i16))
     }
 
     /// Drops `id`'s record unread.
     pub(super) fn forget(&mut self, id: DeviceId) -> std::io::Result<()> {
-        match self.index.remove(&id) {
+        match self.index.remove(id) {
             Some(loc) => self.release(loc.segment),
             None => Ok(()),
         }
@@ -199,11 +212,11 @@ impl Spill {
 
     /// Takes `id`'s record out, if it was spilled.
     pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(&loc) = self.index.get(&id) else {
+        let Some(loc) = self.index.get(id) else {
             return Ok(None);
         };
         let payload = self.read(id, loc)?;
-        self.index.remove(&id);
+        self.index.remove(id);
         self.release(loc.segment)?;
         Ok(Some(payload))
     }
@@ -221,7 +234,7 @@ impl Spill {
                 .index
                 .iter()
                 .filter(|(_, l)| l.segment == segment)
-                .map(|(&id, l)| (l.offset & !INERT, id))
+                .map(|(id, l)| (l.offset & !INERT, id))
                 .collect();
             locs.sort_unstable_by_key(|&(offset, _)| offset);
             let mut window = Window::default();
