@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use footfall_report::Report;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::capture::{self, Batch};
 use crate::config::Config;
@@ -101,6 +101,21 @@ fn read_frames(
 }
 
 fn deliver(agent: &mut Agent, emit: &mut Emit, reports: &[Report]) -> Result<()> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // What `/metrics` shows live: how full each budget got on a capture.
+        let m = agent.memory();
+        debug!(
+            devices = m.devices_in_memory,
+            spilled = m.devices_spilled,
+            spill_bytes = m.spill_bytes,
+            window_entries = m.window_entries,
+            people_observations = m.people_observations,
+            pending_windows = agent.counter.pending_windows(),
+            randomized_visitors = agent.counter.state.randomized_visitors(),
+            bulk_bytes = m.checkpoint_bulk_bytes,
+            "checkpoint"
+        );
+    }
     if reports.is_empty() {
         return Ok(());
     }

@@ -258,6 +258,11 @@ impl Counter {
         self.out.len()
     }
 
+    /// Windows not yet final.
+    pub fn pending_windows(&self) -> usize {
+        self.state.windows.len()
+    }
+
     /// Reports that became final since the last call, in order (seq 0:
     /// the caller numbers them as it commits them).
     pub fn drain_reports(&mut self) -> Vec<Report> {

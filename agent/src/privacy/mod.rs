@@ -19,6 +19,9 @@ use crate::wire::ieee80211::Mac;
 
 pub mod fingerprint;
 pub mod keys;
+mod runs;
+
+pub(crate) use runs::Runs;
 
 pub use keys::Keys;
 

@@ -5,13 +5,12 @@
 //! and while the map doubled the old table and the new one were both
 //! held: 37.5 of the 112 MB of heap at a 100,000-phone crowd's peak under
 //! `loyalty` (issue 20, heaptrack). Here the entries are kept sorted by
-//! id, 24 bytes each and nothing else, found through a table of where
-//! each run of leading id bits starts (the ids are HMAC outputs, evenly
-//! spread, so a run is a few entries). Entries put since the last merge
+//! id, 24 bytes each and nothing else, found through `Runs`. Entries put
+//! since the last merge
 //! wait in a small map; one taken is marked gone in place. Merges go from
 //! the back, in place, so no second copy is ever made.
 
-use crate::privacy::{DeviceId, IdMap};
+use crate::privacy::{DeviceId, IdMap, Runs};
 
 /// A value with a mark for an entry taken but not yet merged away.
 pub(super) trait Slot: Copy {
@@ -23,18 +22,12 @@ pub(super) trait Slot: Copy {
 /// sorted ones, whichever is more; gone ones once they are half.
 const MERGE_MIN: usize = if cfg!(test) { 8 } else { 4096 };
 
-/// About this many sorted entries share a run of leading bits.
-const RUN: usize = 8;
-
 pub(super) struct Index<V: Slot> {
     /// Ascending by id.
     sorted: Vec<(DeviceId, V)>,
     /// `sorted` entries marked gone.
     gone: usize,
-    /// Where the entries whose leading `bits` bits are `b` start:
-    /// `starts[b]..starts[b + 1]`.
-    starts: Vec<u32>,
-    bits: u32,
+    runs: Runs,
     /// Put since the last merge; none is in `sorted` unless gone there.
     recent: IdMap<V>,
 }
@@ -44,8 +37,7 @@ impl<V: Slot> Default for Index<V> {
         Index {
             sorted: Vec::new(),
             gone: 0,
-            starts: vec![0, 0],
-            bits: 0,
+            runs: Runs::default(),
             recent: IdMap::default(),
         }
     }
@@ -58,13 +50,9 @@ impl<V: Slot> Index<V> {
 
     /// Where `id` is in `sorted`, gone or not.
     fn find(&self, id: DeviceId) -> Option<usize> {
-        let run = if self.bits == 0 {
-            0
-        } else {
-            (id.0 >> (128 - self.bits)) as usize
-        };
-        let (from, to) = (self.starts[run] as usize, self.starts[run + 1] as usize);
-        self.sorted[from..to]
+        let run = self.runs.range(id);
+        let from = run.start;
+        self.sorted[run]
             .binary_search_by_key(&id, |e| e.0)
             .ok()
             .map(|i| from + i)
@@ -152,20 +140,7 @@ impl<V: Slot> Index<V> {
         if self.sorted.capacity() > 2 * self.sorted.len() + MERGE_MIN {
             self.sorted.shrink_to_fit();
         }
-        self.bits = (self.sorted.len() / RUN).max(1).ilog2().min(24);
-        let runs = 1usize << self.bits;
-        self.starts.clear();
-        self.starts.reserve(runs + 1);
-        let mut at = 0;
-        for run in 0..runs {
-            self.starts.push(at as u32);
-            while at < self.sorted.len()
-                && (self.bits == 0 || (self.sorted[at].0 .0 >> (128 - self.bits)) as usize == run)
-            {
-                at += 1;
-            }
-        }
-        self.starts.push(self.sorted.len() as u32);
+        self.runs = Runs::of(self.sorted.iter().map(|e| e.0));
     }
 }
 
