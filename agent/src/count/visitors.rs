@@ -227,13 +227,12 @@ mod tests {
             for (op, id, day) in ops {
                 let dev = DeviceId(u128::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
                 match op {
-                    0..=9 => {
-                        // Only ids not there are added, as the counter does.
-                        if model.values().all(|s| !s.contains(&{ dev.0 })) {
-                            v.insert(day, dev);
-                            model.entry(day).or_default().insert(dev.0);
-                        }
+                    // Only ids not there are added, as the counter does.
+                    0..=9 if model.values().all(|s| !s.contains(&{ dev.0 })) => {
+                        v.insert(day, dev);
+                        model.entry(day).or_default().insert(dev.0);
                     }
+                    0..=9 => {}
                     10..=14 => {
                         let want = model
                             .iter_mut()
