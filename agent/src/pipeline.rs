@@ -33,11 +33,9 @@ use crate::wire::linktype::LinkType;
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 pub const CHECKPOINT_REPORTS: usize = 96;
 /// Device histories handed to the store before a checkpoint is taken even
-/// with no report waiting. A sled transaction holds its whole write set and
-/// copies of the nodes it splits: replay reads a store's day in about a
-/// second, and one checkpoint with a day's histories made the peak memory
-/// several times the steady state (massif).
-pub const CHECKPOINT_HISTORIES: usize = 1024;
+/// with no report waiting: the commit writes them to the store's tree
+/// (`Store::commit`), which bounds what the store holds.
+pub const CHECKPOINT_HISTORIES: usize = crate::store::WRITE_HISTORIES_AT;
 
 /// Identifies an input file by its first 64 KiB: the same capture is found
 /// again under another name, and a capture that grew keeps its identity.

@@ -192,6 +192,10 @@ enum Part {
     /// day's parts before (`State::randomized_visitors`, which states
     /// before these parts hold in the checkpoint's value).
     Randomized(i32, Vec<DeviceId>),
+    /// Device histories saved (`None`: removed) that the store has not
+    /// written to its tree yet: they are part of the committed state
+    /// until it does (`Store::commit`).
+    Histories(Vec<(DeviceId, Option<History>)>),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -204,6 +208,7 @@ enum PartRef<'a> {
     PeopleShare(u32, u8),
     PeopleSeqShare(u32, u8),
     Randomized(i32, &'a [DeviceId]),
+    Histories(&'a [(DeviceId, Option<History>)]),
 }
 
 impl Bulk {
@@ -224,6 +229,11 @@ impl Bulk {
     pub fn spilled_part(&self, records: &[(DeviceId, Vec<u8>)]) -> Vec<u8> {
         postcard::to_stdvec(&PartRef::Spilled(self.closed_idle_at, records))
             .expect("in-memory structs serialize")
+    }
+
+    /// A part of histories the store has not written to its tree yet.
+    pub fn histories_part(histories: &[(DeviceId, Option<History>)]) -> Vec<u8> {
+        postcard::to_stdvec(&PartRef::Histories(histories)).expect("in-memory structs serialize")
     }
 
     /// Hands each part to `put`, in order, as the postcard bytes of a
@@ -362,6 +372,14 @@ impl State {
                 }
             }
             Part::Randomized(day, ids) => self.randomized_visitors.extend_sorted(day, ids)?,
+            Part::Histories(histories) => {
+                for (id, h) in histories {
+                    match h {
+                        Some(h) => store.save(id, &h),
+                        None => store.remove(id),
+                    }
+                }
+            }
         }
         Ok(())
     }

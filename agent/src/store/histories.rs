@@ -204,13 +204,14 @@ impl Store {
             .map_err(|e| self.sled_err(e))
     }
 
-    /// Writes the histories saved or removed since the last commit, in
-    /// batches, without a checkpoint: for devices the committed state
-    /// still holds (in memory or spilled) and no frame changed since, whose
-    /// evictions waited for room (`HistoryStore::full`). A crash before
-    /// the next commit restarts from a state that holds them, which takes
-    /// them before their stored history and hands the same history over
-    /// again; no other history can be written this way.
+    /// Writes the histories the store holds to its tree, in batches,
+    /// outside a transaction. Only right after a commit, and only those
+    /// that commit holds (`commit`), or those of devices the committed
+    /// state still holds (in memory or spilled) with no frame since, whose
+    /// evictions waited for room (`HistoryStore::full`): a crash before
+    /// the next commit restarts from a state that holds them, in its parts
+    /// or in a device that hands the same history over again. No other
+    /// history can be written this way.
     pub fn write_histories(&mut self) -> Result<(), StoreError> {
         let changes: Vec<_> = self.overlay.drain().collect();
         for part in changes.chunks(PART) {
@@ -219,9 +220,15 @@ impl Store {
         Ok(())
     }
 
-    /// Device histories saved or removed since the last commit.
+    /// Device histories saved or removed and not yet written to the tree.
     pub fn pending_histories(&self) -> usize {
         self.overlay.len()
+    }
+
+    /// Sets the histories a commit writes to the tree at (0 in tests).
+    #[cfg(test)]
+    pub(crate) fn set_write_at(&mut self, n: usize) {
+        self.write_at = n;
     }
 
     /// Lowers the histories taken before a commit, so that tests reach it.

@@ -85,7 +85,7 @@ impl Store {
             }
         }
         let checkpoint = checkpoint.map(sled::IVec::from);
-        self.transact(checkpoint.as_ref().map(|c| (c, None)), &[], &outbox)?;
+        self.transact(checkpoint.as_ref().map(|c| (c, None)), &outbox)?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         for part in resealed.chunks(PART) {
             let mut batch = sled::Batch::default();

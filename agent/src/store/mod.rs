@@ -57,7 +57,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::count::History;
 use crate::privacy::IdMap;
-use histories::{put_buckets, BucketValue};
 
 pub use checkpoint::{Checkpoint, FileProgress};
 pub use histories::Pruned;
@@ -78,12 +77,14 @@ pub(super) const PARTS_KEY: &[u8] = b"checkpoint-parts";
 const FORMAT: &str = "footfall-agent-state";
 /// Histories written in one sled batch or transaction at most.
 pub(super) const PART: usize = 1024;
-/// Device histories the store takes before a commit (`HistoryStore::full`);
-/// the counter keeps the devices beyond until the commit. A sled
-/// transaction keeps a copy of a leaf for each of its writes until it
-/// ends: a crowd's end handing 140,000 histories to one commit held about
-/// 14 MB of copies for each 8,192 (issue 20, massif).
-const MAX_PENDING_HISTORIES: usize = 2048;
+/// Device histories the store holds before they are written to its tree
+/// (`HistoryStore::full`); the counter keeps the devices beyond until a
+/// commit has made room. About 100 bytes each in memory and in the parts
+/// of every commit until then.
+const MAX_PENDING_HISTORIES: usize = 2 * WRITE_HISTORIES_AT;
+/// Histories held at a commit that it writes to the tree after it
+/// (`commit`); the pipeline takes a checkpoint once there are as many.
+pub const WRITE_HISTORIES_AT: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -156,10 +157,15 @@ pub struct Store {
     pub(super) generation: u64,
     /// Bytes of the parts the last commit wrote.
     pub(super) bulk_bytes: u64,
-    /// Device histories saved or removed since the last commit.
+    /// Device histories saved or removed and not yet written to the tree
+    /// (each commit writes them in its parts until then).
     pub(super) overlay: IdMap<Option<History>>,
     /// `overlay` at which the store is `full` (`MAX_PENDING_HISTORIES`).
     pub(super) max_pending: usize,
+    /// `overlay` at which a commit writes it to the tree
+    /// (`WRITE_HISTORIES_AT`; at every commit in unit tests, which look
+    /// in the tree, but for those that set it).
+    pub(super) write_at: usize,
     /// Devices over the counter's memory budget (scratch, `spill`).
     spill: spill::Spill,
     /// Day-rotating privacy modes: the checkpoint and histories are sealed
@@ -233,6 +239,7 @@ impl Store {
             bulk_bytes: 0,
             overlay: IdMap::default(),
             max_pending: MAX_PENDING_HISTORIES,
+            write_at: if cfg!(test) { 0 } else { WRITE_HISTORIES_AT },
             spill: spill::Spill::new(path.join("spill")),
             sealer: None,
             present: None,
@@ -360,17 +367,15 @@ impl Store {
         }
     }
 
-    /// One sled transaction over `state`, `histories` and `outbox` (not
-    /// flushed): a bucket value of `None` is a delete.
+    /// One sled transaction over `state` and `outbox` (not flushed).
     pub(super) fn transact<K: AsRef<[u8]>>(
         &self,
         checkpoint: Option<(&sled::IVec, Option<&[u8]>)>,
-        buckets: &[BucketValue],
         outbox: &[(K, Vec<u8>)],
     ) -> Result<(), StoreError> {
         use sled::transaction::{ConflictableTransactionError, Transactional};
-        (&self.state, &self.histories, &self.outbox)
-            .transaction(|(state, hist, out)| {
+        (&self.state, &self.outbox)
+            .transaction(|(state, out)| {
                 if let Some((cp, parts)) = checkpoint {
                     state.insert(CHECKPOINT_KEY, cp.clone())?;
                     match parts {
@@ -380,7 +385,6 @@ impl Store {
                     state.remove(CHECKPOINT_V3_KEY)?;
                     state.remove(CHECKPOINT_V4_KEY)?;
                 }
-                put_buckets(hist, buckets)?;
                 for (k, v) in outbox {
                     out.insert(k.as_ref(), v.as_slice())?;
                 }

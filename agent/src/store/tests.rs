@@ -345,3 +345,53 @@ fn values_of_another_version_are_refused() {
         format!("value version 9 is not {VALUE_VERSION}")
     );
 }
+
+/// issue 20: histories below the write threshold are committed in the
+/// checkpoint's parts, not the tree; they are found before and after a
+/// restart, and a commit that reaches the threshold writes them all.
+#[test]
+fn histories_ride_in_the_parts_until_a_commit_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let at = |day: i32| History {
+        day,
+        visited: 1,
+        visitor_day: day,
+        ..History::default()
+    };
+    let id = |i: u128| DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    {
+        let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        s.set_write_at(100);
+        for i in 0..10 {
+            s.save(id(i), &at(100));
+        }
+        s.remove(id(99));
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
+        assert_eq!(s.device_records().unwrap(), 0, "not in the tree yet");
+        assert_eq!(s.pending_histories(), 11);
+        assert_eq!(s.load(id(3)).unwrap(), Some(at(100)));
+    }
+    let mut s = reopen(&path, &ident()).unwrap();
+    s.set_write_at(100);
+    let mut cp = s.load_checkpoint(usize::MAX).unwrap().unwrap();
+    assert_eq!(s.pending_histories(), 11, "back from the parts");
+    for i in 0..10 {
+        assert_eq!(s.load(id(i)).unwrap(), Some(at(100)), "after a restart");
+    }
+    for i in 10..100 {
+        s.save(id(i), &at(101));
+    }
+    s.commit(&mut cp, &[]).unwrap();
+    assert_eq!(s.pending_histories(), 0);
+    assert_eq!(s.device_records().unwrap(), 100, "written at the threshold");
+    drop(s);
+    // That commit's parts still hold them: a restart writes them again,
+    // which changes nothing.
+    let mut s = reopen(&path, &ident()).unwrap();
+    s.load_checkpoint(usize::MAX).unwrap().unwrap();
+    assert_eq!(s.load(id(50)).unwrap(), Some(at(101)));
+    assert_eq!(s.load(id(5)).unwrap(), Some(at(100)));
+    s.write_histories().unwrap();
+    assert_eq!(s.device_records().unwrap(), 100);
+}
