@@ -143,6 +143,16 @@ fn prune_keeps_only_histories_that_can_change_a_count() {
     assert!(s.load(DeviceId(4)).unwrap().is_some());
 }
 
+/// A history of one visit on `day`.
+fn at(day: i32) -> History {
+    History {
+        day,
+        visited: 1,
+        visitor_day: day,
+        ..History::default()
+    }
+}
+
 /// The filter of ids with a history (`Present`) answers for histories
 /// saved after it was built, for those it was built from, and after a
 /// prune rebuilt it, for histories saved but not yet committed.
@@ -150,12 +160,6 @@ fn prune_keeps_only_histories_that_can_change_a_count() {
 fn histories_are_found_whenever_the_filter_was_built() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    let at = |day: i32| History {
-        day,
-        visited: 1,
-        visitor_day: day,
-        ..History::default()
-    };
     // Ids in one bucket and in others, low bits alike and not.
     let ids: Vec<DeviceId> = (0..64u128)
         .map(|i| DeviceId((i << 112) | (i * 0x9e37_79b9) | 5))
@@ -202,12 +206,6 @@ fn pruned_buckets_stay_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("state"), 1 << 20, &ident()).unwrap();
     s.seal_under(Some(Sealer::new(100, &[7; 32])));
-    let at = |day: i32| History {
-        day,
-        visited: 1,
-        visitor_day: day,
-        ..History::default()
-    };
     // One bucket (the same first 16 bits): one kept, one pruned.
     s.save(DeviceId(1), &at(100));
     s.save(DeviceId(2), &at(60));
@@ -353,12 +351,6 @@ fn values_of_another_version_are_refused() {
 fn histories_ride_in_the_parts_until_a_commit_writes_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    let at = |day: i32| History {
-        day,
-        visited: 1,
-        visitor_day: day,
-        ..History::default()
-    };
     let id = |i: u128| DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
     {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
