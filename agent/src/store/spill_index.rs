@@ -6,9 +6,9 @@
 //! held: 37.5 of the 112 MB of heap at a 100,000-phone crowd's peak under
 //! `loyalty` (issue 20, heaptrack). Here the entries are kept sorted by
 //! id, 24 bytes each and nothing else, found through `Runs`. Entries put
-//! since the last merge
-//! wait in a small map; one taken is marked gone in place. Merges go from
-//! the back, in place, so no second copy is ever made.
+//! since the last merge wait in a small map; one taken is marked gone in
+//! place. Merges go from the back, in place, so no second copy is ever
+//! made.
 
 use crate::privacy::{DeviceId, IdMap, Runs};
 
