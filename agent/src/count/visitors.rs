@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::privacy::{DeviceId, IdSet, Runs};
+use crate::privacy::{merge_in, DeviceId, IdSet, Runs};
 
 /// Ids added are merged into the sorted ones once they are this many, or
 /// an eighth of the sorted ones, whichever is more: each id is so moved a
@@ -65,33 +65,13 @@ impl DaySet {
         }
     }
 
-    /// Folds `recent` and `removed` into `sorted`, in place: merged from
-    /// the back, so no second copy of the sorted ids is ever made.
+    /// Folds `recent` and `removed` into `sorted`, in place (`merge_in`).
     fn merge(&mut self) {
         if !self.removed.is_empty() {
             let removed = std::mem::take(&mut self.removed);
             self.sorted.retain(|id| !removed.contains(id));
         }
-        if self.recent.is_empty() {
-            return;
-        }
-        let mut new: Vec<DeviceId> = self.recent.drain().collect();
-        new.sort_unstable();
-        let old = self.sorted.len();
-        self.sorted.resize(old + new.len(), DeviceId(0));
-        let (mut i, mut j) = (old, new.len());
-        for k in (0..self.sorted.len()).rev() {
-            if j == 0 {
-                break;
-            }
-            if i > 0 && self.sorted[i - 1] > new[j - 1] {
-                self.sorted[k] = self.sorted[i - 1];
-                i -= 1;
-            } else {
-                self.sorted[k] = new[j - 1];
-                j -= 1;
-            }
-        }
+        merge_in(&mut self.sorted, self.recent.drain().collect(), |&id| id);
     }
 
     /// The ids in no particular order.

@@ -21,7 +21,7 @@ pub mod fingerprint;
 pub mod keys;
 mod runs;
 
-pub(crate) use runs::Runs;
+pub(crate) use runs::{merge_in, Runs};
 
 pub use keys::Keys;
 

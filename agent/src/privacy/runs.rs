@@ -1,4 +1,5 @@
-//! Finding an id in a sorted slice of ids in a few probes.
+//! Sorted arrays of ids: finding one in a few probes, and merging new
+//! ones in.
 
 use std::ops::Range;
 
@@ -56,6 +57,30 @@ impl Runs {
     pub(crate) fn range(&self, id: DeviceId) -> Range<usize> {
         let run = Runs::run(self.bits, id);
         self.starts[run] as usize..self.starts[run + 1] as usize
+    }
+}
+
+/// Sorts `new` and merges it into `sorted` (ascending by `id`), in place:
+/// from the back, so no second copy of `sorted` is ever made.
+pub(crate) fn merge_in<T: Copy>(sorted: &mut Vec<T>, mut new: Vec<T>, id: impl Fn(&T) -> DeviceId) {
+    new.sort_unstable_by_key(&id);
+    let Some(&last) = new.last() else {
+        return;
+    };
+    let old = sorted.len();
+    sorted.resize(old + new.len(), last);
+    let (mut i, mut j) = (old, new.len());
+    for k in (0..sorted.len()).rev() {
+        if j == 0 {
+            break;
+        }
+        if i > 0 && id(&sorted[i - 1]) > id(&new[j - 1]) {
+            sorted[k] = sorted[i - 1];
+            i -= 1;
+        } else {
+            sorted[k] = new[j - 1];
+            j -= 1;
+        }
     }
 }
 

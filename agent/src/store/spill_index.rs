@@ -10,7 +10,7 @@
 //! place. Merges go from the back, in place, so no second copy is ever
 //! made.
 
-use crate::privacy::{DeviceId, IdMap, Runs};
+use crate::privacy::{merge_in, DeviceId, IdMap, Runs};
 
 /// A value with a mark for an entry taken but not yet merged away.
 pub(super) trait Slot: Copy {
@@ -118,25 +118,7 @@ impl<V: Slot> Index<V> {
             self.sorted.retain(|e| !e.1.is_gone());
             self.gone = 0;
         }
-        let mut new: Vec<(DeviceId, V)> = self.recent.drain().collect();
-        new.sort_unstable_by_key(|e| e.0);
-        let old = self.sorted.len();
-        if let Some(&last) = new.last() {
-            self.sorted.resize(old + new.len(), last);
-        }
-        let (mut i, mut j) = (old, new.len());
-        for k in (0..self.sorted.len()).rev() {
-            if j == 0 {
-                break;
-            }
-            if i > 0 && self.sorted[i - 1].0 > new[j - 1].0 {
-                self.sorted[k] = self.sorted[i - 1];
-                i -= 1;
-            } else {
-                self.sorted[k] = new[j - 1];
-                j -= 1;
-            }
-        }
+        merge_in(&mut self.sorted, self.recent.drain().collect(), |e| e.0);
         if self.sorted.capacity() > 2 * self.sorted.len() + MERGE_MIN {
             self.sorted.shrink_to_fit();
         }
