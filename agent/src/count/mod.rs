@@ -48,6 +48,7 @@ use device::{Device, Mark};
 use epoch::EpochObs;
 use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
+pub(crate) use state::in_parts;
 use state::WindowAcc;
 pub use state::{Bulk, BulkPart, State, StateV2, StateV3, StateV4};
 use visitors::RandomizedVisitors;

@@ -277,7 +277,7 @@ impl Bulk {
 
 /// Hands `items` to `put` in parts of `Bulk::PART_ITEMS`, each made by
 /// `part`: one part in memory at a time.
-fn in_parts<T, E>(
+pub(crate) fn in_parts<T, E>(
     items: impl Iterator<Item = T>,
     part: impl Fn(&[T]) -> Vec<u8>,
     put: &mut impl FnMut(Vec<u8>) -> Result<(), E>,

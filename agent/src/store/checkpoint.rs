@@ -207,10 +207,8 @@ impl Store {
         if !records.is_empty() {
             put(bulk.spilled_part(&records)).map_err(err)?;
         }
-        let histories: Vec<_> = self.overlay.iter().map(|(&id, &h)| (id, h)).collect();
-        for part in histories.chunks(count::Bulk::PART_ITEMS) {
-            put(count::Bulk::histories_part(part)).map_err(err)?;
-        }
+        let histories = self.overlay.iter().map(|(&id, &h)| (id, h));
+        count::in_parts(histories, count::Bulk::histories_part, &mut put).map_err(err)?;
         let file = file.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)?;
         // The new name too, before the head that names it is committed.
