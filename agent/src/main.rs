@@ -123,7 +123,7 @@ impl EvaluateInput {
 }
 
 fn main() -> ExitCode {
-    pin_mmap_threshold();
+    tune_malloc();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -148,15 +148,26 @@ fn main() -> ExitCode {
 /// from the heap instead and leave holes it cannot give back. Pinned at
 /// 256 KiB, the median peak RSS of a replay at 100 k devices a day went
 /// from 33.3 to 31.3 MiB, for 3-10 % more replay time (README, issue 7).
+///
+/// One arena: glibc gives each thread that allocates an arena of its own,
+/// and sled's pages that the thread writing histories makes
+/// (`store::histories::Flight`) then filled a second heap while the
+/// first kept its holes: peak RSS of 1 M devices a day under `loyalty`
+/// went from 46-52 to 54-60 MiB. With one arena it stays at 49 MiB; the
+/// threads wait on its lock now and then, which gives back about half of
+/// the time the writing thread saves there (2 runs each, issue 20).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn pin_mmap_threshold() {
-    // SAFETY: mallopt only sets an allocator parameter, and no other
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters, and no other
     // thread exists yet to allocate concurrently.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn pin_mmap_threshold() {}
+fn tune_malloc() {}
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {

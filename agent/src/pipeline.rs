@@ -166,9 +166,11 @@ impl Agent {
     }
 
     /// Whether enough device histories wait for a checkpoint to take one
-    /// now, reports or not.
+    /// now, reports or not. Not while a thread still writes the last ones:
+    /// the commit could not start writing these, only copy them into its
+    /// parts again; they wait, up to `HistoryStore::full`.
     pub fn checkpoint_due(&self) -> bool {
-        self.store.pending_histories() >= CHECKPOINT_HISTORIES
+        self.store.pending_histories() >= CHECKPOINT_HISTORIES && !self.store.writing_histories()
     }
 
     /// Numbers the reports that became final and commits them with the

@@ -207,7 +207,8 @@ impl Store {
         if !records.is_empty() {
             put(bulk.spilled_part(&records)).map_err(err)?;
         }
-        let histories = self.overlay.iter().map(|(&id, &h)| (id, h));
+        let saved = self.overlay.iter().map(|(&id, &h)| (id, h));
+        let histories = self.in_flight().chain(saved);
         count::in_parts(histories, count::Bulk::histories_part, &mut put).map_err(err)?;
         let file = file.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)?;
@@ -254,9 +255,11 @@ impl Store {
     /// The histories saved since they were last written to the tree are
     /// committed with the parts, and written to the tree after the
     /// commit once there are `WRITE_HISTORIES_AT`, in batches outside any
-    /// transaction: a history goes to the tree only once a committed state
-    /// holds it, so a crash at any point restarts from a state whose
-    /// parts hold it again (writing a history twice changes nothing). In
+    /// transaction, by a thread (`launch`): a history goes to the tree
+    /// only once a committed state holds it, and every commit holds it
+    /// until one finds it written before its own flush, so a crash at any
+    /// point restarts from a state whose parts hold it again or whose
+    /// flushed tree does (writing a history twice changes nothing). In
     /// the transaction, a commit per 1,024 histories was a third of the
     /// counting thread on 1 M devices a day under `loyalty`, serializing
     /// the devices in memory each time (issue 20, perf).
@@ -264,8 +267,8 @@ impl Store {
     /// The counter's bulk (devices, entries, observations: nearly all of a
     /// crowd's state) is written first, in parts to a file of a new
     /// generation, synced, one part in memory at a time; the transaction
-    /// then commits the rest with the head that names that generation,
-    /// the outbox and the histories. A crash before the transaction
+    /// then commits the rest with the head that names that generation
+    /// and the outbox. A crash before the transaction
     /// leaves the last commit and its file as they were (the new file is
     /// removed at the next load); the old file goes once the new head is
     /// flushed. One value for all of it made three copies of a crowd's
@@ -273,6 +276,9 @@ impl Store {
     /// sled's nodes holding them (issue 20, massif).
     pub fn commit(&mut self, cp: &mut Checkpoint, reports: &[Report]) -> Result<(), StoreError> {
         let generation = self.generation + 1;
+        // Histories written already are flushed with this commit: its
+        // parts need not hold them.
+        self.land_if_done()?;
         // What a crash or a failed commit left beside the committed parts.
         self.drop_parts_but(self.generation);
         let mut bulk = cp.counter.take_bulk();
@@ -296,8 +302,13 @@ impl Store {
         self.generation = generation;
         self.db.flush().map_err(|e| self.sled_err(e))?;
         self.drop_parts_but(generation);
-        if self.overlay.len() >= self.write_at {
-            self.write_histories()?;
+        if !self.overlay.is_empty() && self.overlay.len() >= self.write_at {
+            // A commit for reports can come while the last histories are
+            // still being written (one for histories waits for them:
+            // `writing_histories`); it waits too, rarely and briefly, so
+            // that after any commit at most `WRITE_HISTORIES_AT` wait.
+            self.land()?;
+            self.launch();
         }
         Ok(())
     }

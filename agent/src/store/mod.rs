@@ -29,9 +29,11 @@
 //! and key, never a default. Do not reorder fields of stored structs: the
 //! payload is positional (postcard); change `VALUE_VERSION` instead.
 //!
-//! Invariants: one checkpoint is one sled transaction over `state`,
-//! `histories` and `outbox`, flushed before any report of it leaves the
-//! process. A report leaves the outbox only once delivered (the emit file
+//! Invariants: one checkpoint is one sled transaction over `state` and
+//! `outbox`, flushed before any report of it leaves the process. A device
+//! history reaches `histories` only after a commit whose parts hold it, and
+//! every later commit holds it too until one finds it written before its
+//! own flush (`histories::Flight`: a thread writes them after a commit). A report leaves the outbox only once delivered (the emit file
 //! written and synced; over MQTT, the gateway's ack, SPEC §6).
 //!
 //! After kill -9: sled recovers to its last flushed transaction, so the
@@ -50,6 +52,7 @@ mod spill;
 mod spill_index;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use footfall_report::codec;
 use serde::de::DeserializeOwned;
@@ -160,6 +163,11 @@ pub struct Store {
     /// Device histories saved or removed and not yet written to the tree
     /// (each commit writes them in its parts until then).
     pub(super) overlay: IdMap<Option<History>>,
+    /// Histories a thread is writing to the tree (`histories::Flight`).
+    flight: Option<histories::Flight>,
+    /// What the next such thread waits for (tests).
+    #[cfg(test)]
+    gate: Option<std::sync::mpsc::Receiver<histories::Gate>>,
     /// `overlay` at which the store is `full` (`MAX_PENDING_HISTORIES`).
     pub(super) max_pending: usize,
     /// `overlay` at which a commit writes it to the tree
@@ -169,8 +177,9 @@ pub struct Store {
     /// Devices over the counter's memory budget (scratch, `spill`).
     spill: spill::Spill,
     /// Day-rotating privacy modes: the checkpoint and histories are sealed
-    /// under the counter's key epoch (`seal`).
-    pub(super) sealer: Option<Sealer>,
+    /// under the counter's key epoch (`seal`). Shared with the thread that
+    /// writes histories.
+    pub(super) sealer: Option<Arc<Sealer>>,
     /// Which ids may have a history in the tree; built on first use
     /// (`histories::Present`).
     pub(super) present: Option<histories::Present>,
@@ -188,6 +197,46 @@ pub(super) fn framed(payload: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// A stored value of `tree`, opened with `sealer` and decoded; damage is an
+/// error naming the state at `path`, the tree and the key. A function of
+/// its own so that the thread writing histories, which holds no `Store`,
+/// reads as the store does.
+pub(super) fn decode_sealed<T: DeserializeOwned>(
+    path: &Path,
+    sealer: Option<&Sealer>,
+    tree: &'static str,
+    key: impl Fn() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        tree,
+        key: key(),
+        what,
+    };
+    let opened = seal::open(sealer, bytes).map_err(corrupt)?;
+    let value = match &opened {
+        seal::Opened::Plain(v) => v,
+        seal::Opened::Unsealed(v) => v.as_slice(),
+        seal::Opened::OtherEpoch(e) => {
+            return Err(corrupt(format!(
+                "sealed under key epoch {e}, whose key the key file no longer holds; \
+                 was the key file replaced? Move the state away to start over"
+            )))
+        }
+    };
+    let body = decode_raw(value).map_err(corrupt)?;
+    postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+}
+
+/// `value` as it is written under `sealer` (`None`: as it is).
+pub(super) fn sealed_by(sealer: Option<&Sealer>, value: Vec<u8>) -> Vec<u8> {
+    match sealer {
+        Some(s) => s.seal(&value),
+        None => value,
+    }
 }
 
 pub(super) fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
@@ -238,6 +287,9 @@ impl Store {
             generation: 0,
             bulk_bytes: 0,
             overlay: IdMap::default(),
+            flight: None,
+            #[cfg(test)]
+            gate: None,
             max_pending: MAX_PENDING_HISTORIES,
             write_at: if cfg!(test) { 0 } else { WRITE_HISTORIES_AT },
             spill: spill::Spill::new(path.join("spill")),
@@ -301,36 +353,18 @@ impl Store {
         key: impl Fn() -> String,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
-        let corrupt = |what: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            tree,
-            key: key(),
-            what,
-        };
-        let opened = seal::open(self.sealer.as_ref(), bytes).map_err(corrupt)?;
-        let value = match &opened {
-            seal::Opened::Plain(v) => v,
-            seal::Opened::Unsealed(v) => v.as_slice(),
-            seal::Opened::OtherEpoch(e) => {
-                return Err(corrupt(format!(
-                    "sealed under key epoch {e}, whose key the key file no longer holds; \
-                     was the key file replaced? Move the state away to start over"
-                )))
-            }
-        };
-        let body = decode_raw(value).map_err(corrupt)?;
-        postcard::from_bytes(body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+        decode_sealed(&self.path, self.sealer.as_deref(), tree, key, bytes)
     }
 
     /// Seals what is written from now on under `sealer`'s epoch (`None`:
     /// nothing is sealed).
     pub fn seal_under(&mut self, sealer: Option<Sealer>) {
-        self.sealer = sealer;
+        self.sealer = sealer.map(Arc::new);
     }
 
     /// The epoch the sealer seals under, if any.
     pub fn sealed_epoch(&self) -> Option<i64> {
-        self.sealer.as_ref().map(Sealer::epoch)
+        self.sealer.as_deref().map(Sealer::epoch)
     }
 
     /// The key epoch the stored checkpoint is sealed under, if it is.
@@ -354,10 +388,7 @@ impl Store {
 
     /// `value` as it is written: sealed when a sealer is set.
     pub(super) fn sealed(&self, value: Vec<u8>) -> Vec<u8> {
-        match &self.sealer {
-            Some(s) => s.seal(&value),
-            None => value,
-        }
+        sealed_by(self.sealer.as_deref(), value)
     }
 
     pub(super) fn sled_err(&self, source: sled::Error) -> StoreError {
@@ -404,6 +435,17 @@ impl Store {
 
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(|e| self.sled_err(e))
+    }
+}
+
+/// A thread still writing histories finishes first: what it writes is
+/// held by the last commit's parts either way, but a clean stop should
+/// not leave the next start to write it again.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.land() {
+            tracing::warn!("cannot write device histories: {e}");
+        }
     }
 }
 

@@ -387,3 +387,73 @@ fn histories_ride_in_the_parts_until_a_commit_writes_them() {
     s.write_histories().unwrap();
     assert_eq!(s.device_records().unwrap(), 100);
 }
+
+/// issue 20: histories a thread is writing are read from memory and held
+/// by every commit's parts until one finds them written; a thread that
+/// fails hands them back.
+#[test]
+fn histories_in_flight_ride_in_the_parts_until_written() {
+    use super::histories::Gate;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state");
+    let id = |i: u128| DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    {
+        let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
+        s.set_write_at(5);
+        let gate = s.gate_next_flight();
+        for i in 0..10 {
+            s.save(id(i), &at(100));
+        }
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
+        assert_eq!(s.pending_histories(), 0, "all handed to the thread");
+        assert!(s.writing_histories());
+        assert_eq!(
+            s.load(id(3)).unwrap(),
+            Some(at(100)),
+            "read while in flight"
+        );
+        s.save(id(3), &at(101));
+        s.save(id(10), &at(101));
+        // The thread is still held: this commit must hold its histories.
+        s.commit(&mut Checkpoint::default(), &[]).unwrap();
+        assert_eq!(s.load(id(3)).unwrap(), Some(at(101)), "the newer one");
+        // A crash: the thread never wrote.
+        gate.send(Gate::Vanish).unwrap();
+    }
+    let mut s = reopen(&path, &ident()).unwrap();
+    s.set_write_at(5);
+    let mut cp = s.load_checkpoint(usize::MAX).unwrap().unwrap();
+    assert_eq!(s.pending_histories(), 11, "from the parts, once each");
+    assert_eq!(s.device_records().unwrap(), 0);
+    assert_eq!(s.load(id(3)).unwrap(), Some(at(101)));
+    assert_eq!(s.load(id(7)).unwrap(), Some(at(100)));
+
+    // A thread that fails hands its histories back, under newer ones.
+    let gate = s.gate_next_flight();
+    s.commit(&mut cp, &[]).unwrap();
+    s.save(id(7), &at(102));
+    gate.send(Gate::Fail).unwrap();
+    while s.writing_histories() {
+        std::thread::yield_now();
+    }
+    let err = s.commit(&mut cp, &[]).unwrap_err();
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("failed on purpose"), "{err}");
+    assert_eq!(s.pending_histories(), 11);
+    assert_eq!(s.load(id(7)).unwrap(), Some(at(102)));
+    assert_eq!(s.load(id(3)).unwrap(), Some(at(101)));
+
+    // Written before a commit: that commit's parts hold none of them.
+    s.commit(&mut cp, &[]).unwrap();
+    while s.writing_histories() {
+        std::thread::yield_now();
+    }
+    s.commit(&mut cp, &[]).unwrap();
+    drop(s);
+    let mut s = reopen(&path, &ident()).unwrap();
+    s.load_checkpoint(usize::MAX).unwrap().unwrap();
+    assert_eq!(s.pending_histories(), 0);
+    assert_eq!(s.device_records().unwrap(), 11);
+    assert_eq!(s.load(id(7)).unwrap(), Some(at(102)));
+    assert_eq!(s.load(id(10)).unwrap(), Some(at(101)));
+}
