@@ -86,7 +86,7 @@ pub fn read_file(
             if let Some(d) = detector.frame(rec.ts_us, rec.data) {
                 batch.detections.push(d);
             }
-            if seen % BATCH_FRAMES == 0
+            if seen.is_multiple_of(BATCH_FRAMES)
                 && !sink(detector, std::mem::replace(&mut batch, new_batch()))
             {
                 return Ok(None);

@@ -267,7 +267,7 @@ impl Sketch {
         let max_rank = 64 - PRECISION + 1;
         match enc {
             "sparse" => {
-                if bytes.len() % 3 != 0 {
+                if !bytes.len().is_multiple_of(3) {
                     return Err(SketchError::Registers(
                         "sparse length is not a multiple of 3",
                     ));

@@ -67,7 +67,7 @@ impl Privacy {
                         "rotate_s",
                         format!("rotate_s = {s}: must be 10..{MAX_ROTATE_S} (ephemeral keys are replaced within five minutes)"),
                     ));
-                } else if window_s >= s && window_s % s != 0 {
+                } else if window_s >= s && !window_s.is_multiple_of(s) {
                     problems.push((
                         "rotate_s",
                         format!("rotate_s = {s}: must divide window_s = {window_s}, so that no key spans two windows"),

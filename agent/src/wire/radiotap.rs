@@ -340,7 +340,7 @@ impl Repr {
             out.extend_from_slice(&w.to_le_bytes());
         }
         let pad_to = |out: &mut Vec<u8>, align: usize| {
-            while (out.len() - start) % align != 0 {
+            while !(out.len() - start).is_multiple_of(align) {
                 out.push(0);
             }
         };
