@@ -347,7 +347,7 @@ impl Counter {
                 self.state
                     .devices
                     .entry(d.device)
-                    .or_insert(Box::new(Device {
+                    .or_insert(self.state.spare.boxed(Device {
                         sessions: SmallVec::new(),
                         last_entry: (i64::MIN, NO_DAY),
                         last_window: w,
@@ -528,10 +528,14 @@ impl Counter {
             return Ok(());
         };
         self.evict_spilled(&mut e, store)?;
-        let randomized = &mut self.state.randomized_visitors;
-        self.state
+        let (randomized, spare) = (&mut self.state.randomized_visitors, &mut self.state.spare);
+        let gone = self
+            .state
             .devices
-            .retain(|&id, dev| e.keeps(id, dev, randomized, store) != Keep::Gone);
+            .extract_if(|&id, dev| e.keeps(id, dev, randomized, store) == Keep::Gone);
+        for (_, dev) in gone {
+            spare.keep(dev);
+        }
         self.deferred = e.deferred;
         Ok(())
     }

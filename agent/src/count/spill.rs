@@ -164,6 +164,7 @@ impl State {
         for &(_, id) in &cold[..n] {
             let dev = self.devices.remove(&id).expect("listed above");
             store.spill(id, &record(&dev), inert(&dev, min_dwell_us))?;
+            self.spare.keep(dev);
         }
         shrink(&mut self.devices);
         Ok(n)
@@ -232,7 +233,7 @@ impl Counter {
             dev.sessions
                 .retain(|s| s.open || s.last_us >= first_pending_us);
         }
-        Ok(Some(Box::new(dev)))
+        Ok(Some(self.state.spare.boxed(dev)))
     }
 
     pub(super) fn put_spilled(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::device::{Device, Devices};
+use super::device::{Device, Devices, Spare};
 use super::history::{History, HistoryStore, NO_DAY};
 use super::visitors::RandomizedVisitors;
 use crate::people::{Features, Obs, Observations};
@@ -150,6 +150,8 @@ pub struct State {
     /// for the counter's next `evict`; memory only.
     #[serde(skip)]
     pub(super) unjudged: Vec<DeviceId>,
+    #[serde(skip)]
+    pub(super) spare: Spare,
 }
 
 /// What a state holds per device (the device map, each pending window's
@@ -419,6 +421,7 @@ impl StateV2 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            spare: Spare::default(),
         }
     }
 }
@@ -497,6 +500,7 @@ impl StateV3 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            spare: Spare::default(),
         }
     }
 }
@@ -550,6 +554,7 @@ impl StateV4 {
             people_before: self.people_before,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            spare: Spare::default(),
         }
     }
 }
