@@ -33,8 +33,9 @@
 //! `outbox`, flushed before any report of it leaves the process. A device
 //! history reaches `histories` only after a commit whose parts hold it, and
 //! every later commit holds it too until one finds it written before its
-//! own flush (`histories::Flight`: a thread writes them after a commit). A report leaves the outbox only once delivered (the emit file
-//! written and synced; over MQTT, the gateway's ack, SPEC §6).
+//! own flush (`histories::Flight`: a thread writes them after a commit). A
+//! report leaves the outbox only once delivered (the emit file written and
+//! synced; over MQTT, the gateway's ack, SPEC §6).
 //!
 //! After kill -9: sled recovers to its last flushed transaction, so the
 //! state is the last checkpoint, whole (its parts were synced before it,

@@ -344,6 +344,11 @@ fn values_of_another_version_are_refused() {
     );
 }
 
+/// Ids spread over the buckets, as HMAC outputs are.
+fn spread_id(i: u128) -> DeviceId {
+    DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+}
+
 /// issue 20: histories below the write threshold are committed in the
 /// checkpoint's parts, not the tree; they are found before and after a
 /// restart, and a commit that reaches the threshold writes them all.
@@ -351,7 +356,7 @@ fn values_of_another_version_are_refused() {
 fn histories_ride_in_the_parts_until_a_commit_writes_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    let id = |i: u128| DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    let id = spread_id;
     {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
         s.set_write_at(100);
@@ -396,7 +401,7 @@ fn histories_in_flight_ride_in_the_parts_until_written() {
     use super::histories::Gate;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state");
-    let id = |i: u128| DeviceId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+    let id = spread_id;
     {
         let mut s = Store::open(&path, 1 << 20, &ident()).unwrap();
         s.set_write_at(5);
