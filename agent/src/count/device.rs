@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use super::history::History;
+use super::history::{History, NO_DAY};
 use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
 use crate::days::LocalDays;
 use crate::privacy::IdMap;
@@ -35,16 +35,16 @@ impl Session {
 pub(super) type Devices = IdMap<Box<Device>>;
 
 /// Boxes of devices that left memory, for devices that come: a box is
-/// 144 bytes to glibc, past its fast bins, and each new device's `malloc`
-/// and each leaving one's `free` went through its sorted bins (perf: a
-/// quarter of the counting thread in glibc's malloc on 1 M devices a day
+/// 112 bytes to glibc (144 before `Device` was packed), past its fast
+/// bins, and each new device's `malloc` and each leaving one's `free` went
+/// through its sorted bins (perf: a quarter of the counting thread in glibc's malloc on 1 M devices a day
 /// under `loyalty`, 2.85 M boxes). Memory only; a clone holds none.
 #[derive(Debug, Default)]
 #[allow(clippy::vec_box, reason = "the boxes are what is kept")]
 pub(super) struct Spare(Vec<Box<Device>>);
 
 impl Spare {
-    /// Boxes kept at most, 1.2 MB. This leaves 1.55 M of 1 M a day's
+    /// Boxes kept at most, 0.9 MB. This leaves 1.55 M of 1 M a day's
     /// 2.85 M boxes to `malloc` (evictions come a window at a time), but
     /// that workload's peak RSS is at the 48 MiB target: 16,384 made it
     /// 4-8 % faster and peaked at 47.5-48.x MiB, 32,768 at 48.4 (issue 20).
@@ -75,38 +75,108 @@ impl Clone for Spare {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One device in memory. 104 bytes, a 112-byte chunk to glibc: a crowd
+/// holds the device budget's 100,000 of them, and at 136 bytes (a
+/// 144-byte chunk) they were the largest part of its memory (issue 20).
+/// Hence the packed mark, the last entry as a step back from
+/// `last_window`, and seconds where microseconds were not needed.
+#[derive(Debug, Clone)]
 pub(super) struct Device {
     /// Sessions still needed by a window that is not final, oldest first;
     /// only the last can be open. Nearly every device has one, so it is
     /// held in place (stored as a list all the same).
     pub(super) sessions: SmallVec<[Session; 1]>,
-    /// (window, day) of the last entry pushed, to skip the obvious repeats.
-    pub(super) last_entry: (i64, i32),
     /// The newest window with a detection of this device.
     pub(super) last_window: i64,
     pub(super) hist: History,
-    /// Whether the store holds a history for it: one that never was stored
-    /// needs no delete when it goes (most devices are passers-by).
-    pub(super) stored: bool,
-    #[serde(skip)]
-    pub(super) mark: Mark,
-    /// Its latest frame, and its first in whole seconds (the Unix time's
+    /// The day of the last entry pushed (`has_entry`).
+    last_entry_day: i32,
+    /// Its latest frame, and its first, in whole seconds (the Unix time's
     /// low 32 bits), memory only: which devices the budget spills first
     /// (`spill_over`). Taken back from a record, a device has both 0: one
     /// heard for long, the least recently.
-    #[serde(skip)]
-    pub(super) seen_us: i64,
-    #[serde(skip)]
+    pub(super) seen_s: u32,
     pub(super) first_heard_s: u32,
+    pub(super) mark: Mark,
+    /// How many windows before `last_window` the last entry pushed was;
+    /// `NO_ENTRY`: none was. Past `MAX_BACK` the entry is forgotten, so
+    /// the next frame of that window pushes it again (entries may repeat).
+    last_entry_back: u8,
+    /// Whether the store holds a history for it: one that never was stored
+    /// needs no delete when it goes (most devices are passers-by).
+    pub(super) stored: bool,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Device>() == 104);
+
+const NO_ENTRY: u8 = u8::MAX;
+const MAX_BACK: i64 = NO_ENTRY as i64 - 1;
+
+/// A device as stored (a spilled record, a checkpoint's part): the layout
+/// of the device before it was packed, which postcard reads by position.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    sessions: &'a SmallVec<[Session; 1]>,
+    /// (window, day) of the last entry pushed; (`i64::MIN`, `NO_DAY`): none.
+    last_entry: (i64, i32),
+    last_window: i64,
+    hist: &'a History,
+    stored: bool,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    sessions: SmallVec<[Session; 1]>,
+    last_entry: (i64, i32),
+    last_window: i64,
+    hist: History,
+    stored: bool,
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let last_entry = if self.last_entry_back == NO_ENTRY {
+            (i64::MIN, NO_DAY)
+        } else {
+            (
+                self.last_window - i64::from(self.last_entry_back),
+                self.last_entry_day,
+            )
+        };
+        StoredRef {
+            sessions: &self.sessions,
+            last_entry,
+            last_window: self.last_window,
+            hist: &self.hist,
+            stored: self.stored,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        let s = Stored::deserialize(d)?;
+        let mut dev = Device::new(s.last_window, s.hist, 0);
+        dev.sessions = s.sessions;
+        dev.stored = s.stored;
+        let (w, day) = s.last_entry;
+        if w != i64::MIN {
+            dev.note_entry(w, day);
+        }
+        Ok(dev)
+    }
 }
 
 /// What `finalize_front` learnt of a device in the window it is deciding,
 /// kept on the device so that a window's entries need not be sorted to be
 /// grouped by device (the sort was ~110 of a frame's instructions, issue
 /// 7). Valid only for the attempt it names, so a window that waits leaves
-/// nothing behind; never stored.
+/// nothing behind; never stored. Packed: 10 bytes in place of 16, for
+/// `Device`'s size (its fields are read and written by value).
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C, packed)]
 pub(super) struct Mark {
     pub(super) attempt: u64,
     /// Counted in the window's `detected`.
@@ -123,6 +193,42 @@ pub(super) enum Class {
 }
 
 impl Device {
+    /// A device first heard at `t_s` (whole seconds), newest in window
+    /// `window`, with no sessions nor entries yet.
+    pub(super) fn new(window: i64, hist: History, t_s: u32) -> Device {
+        Device {
+            sessions: SmallVec::new(),
+            last_window: window,
+            hist,
+            last_entry_day: NO_DAY,
+            seen_s: t_s,
+            first_heard_s: t_s,
+            mark: Mark::default(),
+            last_entry_back: NO_ENTRY,
+            stored: false,
+        }
+    }
+
+    /// Whether the last entry pushed for this device is (`window`, `day`),
+    /// so that another would repeat it.
+    pub(super) fn has_entry(&self, window: i64, day: i32) -> bool {
+        self.last_entry_back != NO_ENTRY
+            && self.last_entry_day == day
+            && self.last_window - i64::from(self.last_entry_back) == window
+    }
+
+    /// Notes a detection in `window` on `day`, whose entry was pushed.
+    pub(super) fn note_entry(&mut self, window: i64, day: i32) {
+        self.last_window = self.last_window.max(window);
+        let back = self.last_window - window;
+        self.last_entry_back = if back <= MAX_BACK {
+            back as u8
+        } else {
+            NO_ENTRY
+        };
+        self.last_entry_day = day;
+    }
+
     pub(super) fn open_session(&self) -> Option<&Session> {
         self.sessions.last().filter(|s| s.open)
     }
@@ -142,7 +248,7 @@ impl Device {
         if let Some(open) = self.open_session() {
             if window.contains(&open.start_day) && !self.hist.qualified_on(open.start_day) {
                 let before = if self.hist.presence_day == open.start_day {
-                    self.hist.presence_s
+                    u64::from(self.hist.presence_s)
                 } else {
                     0
                 };
@@ -198,13 +304,14 @@ impl Device {
         let resident = self.resident_on(s.start_day, p) == Some(true);
         let visit = s.last_us - s.first_us >= p.min_dwell_us && !resident;
         let h = &mut self.hist;
+        let dwell_s = u32::try_from(s.dwell_s()).unwrap_or(u32::MAX);
         if h.presence_day == s.start_day {
-            h.presence_s += s.dwell_s();
+            h.presence_s = h.presence_s.saturating_add(dwell_s);
         } else if s.start_day > h.presence_day {
             h.presence_day = s.start_day;
-            h.presence_s = s.dwell_s();
+            h.presence_s = dwell_s;
         }
-        if h.presence_day == s.start_day && h.presence_s >= p.resident_presence_s {
+        if h.presence_day == s.start_day && u64::from(h.presence_s) >= p.resident_presence_s {
             h.set(s.start_day, false);
         }
         if visit {
@@ -248,5 +355,77 @@ impl Device {
             open: true,
             visit: false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(first_us: i64, open: bool) -> Session {
+        Session {
+            first_us,
+            last_us: first_us + 5,
+            start_day: 3,
+            open,
+            visit: false,
+        }
+    }
+
+    /// Records and checkpoints written before the device was packed read
+    /// the same, and the packed device writes what they hold.
+    #[test]
+    fn a_device_is_stored_in_the_layout_it_always_had() {
+        let hist = History {
+            presence_day: 3,
+            presence_s: 70_000,
+            ..History::default()
+        };
+        let mut dev = Device::new(10, hist, 7);
+        dev.sessions.push(session(1, false));
+        dev.sessions.push(session(20, true));
+        dev.stored = true;
+        dev.note_entry(10, 3);
+        dev.note_entry(8, 4);
+        let bytes = postcard::to_allocvec(&dev).unwrap();
+        let before = (&dev.sessions, (8i64, 4i32), 10i64, &hist, true);
+        assert_eq!(bytes, postcard::to_allocvec(&before).unwrap());
+        // 64-bit presence, as histories were stored, reads the same.
+        assert_eq!(
+            postcard::to_allocvec(&70_000u64).unwrap(),
+            postcard::to_allocvec(&70_000u32).unwrap()
+        );
+
+        let back: Device = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.sessions, dev.sessions);
+        assert_eq!((back.last_window, back.hist, back.stored), (10, hist, true));
+        assert!(back.has_entry(8, 4));
+        assert!(!back.has_entry(10, 3) && !back.has_entry(8, 3));
+        assert_eq!((back.seen_s, back.first_heard_s), (0, 0));
+
+        let none = Device::new(10, hist, 7);
+        let bytes = postcard::to_allocvec(&none).unwrap();
+        let before = (&none.sessions, (i64::MIN, NO_DAY), 10i64, &hist, false);
+        assert_eq!(bytes, postcard::to_allocvec(&before).unwrap());
+        let back: Device = postcard::from_bytes(&bytes).unwrap();
+        assert!(!back.has_entry(10, NO_DAY) && !back.has_entry(10, 3));
+    }
+
+    /// An entry further back than the step can say is forgotten: the next
+    /// frame of its window pushes it again, which entries allow.
+    #[test]
+    fn an_entry_far_back_is_pushed_again() {
+        let mut dev = Device::new(1000, History::default(), 0);
+        assert!(!dev.has_entry(1000, 1));
+        dev.note_entry(1000, 1);
+        assert!(dev.has_entry(1000, 1));
+        dev.note_entry(1000 - MAX_BACK, 1);
+        assert!(dev.has_entry(1000 - MAX_BACK, 1));
+        dev.note_entry(1000 - MAX_BACK - 1, 1);
+        assert_eq!(dev.last_window, 1000);
+        assert!(!dev.has_entry(1000 - MAX_BACK - 1, 1));
+        assert!(!dev.has_entry(1000, 1));
+        dev.note_entry(1001, 2);
+        assert!(dev.has_entry(1001, 2) && !dev.has_entry(1001, 1));
     }
 }

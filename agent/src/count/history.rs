@@ -62,9 +62,11 @@ pub struct History {
     pub qualified: u64,
     /// Days on which a visit started.
     pub visited: u64,
-    /// Presence so far of the newest day that has any.
+    /// Presence so far of the newest day that has any; saturating (only
+    /// its comparison with `resident_presence_s`, a day at most, matters),
+    /// 32 bits for `Device`'s size (stored as a varint all the same).
     pub presence_day: i32,
-    pub presence_s: u64,
+    pub presence_s: u32,
     /// The last day this device was counted in a day's `unique_visitors`.
     pub visitor_day: i32,
     /// The last day this device was counted in a day's `residents`.

@@ -35,7 +35,6 @@ mod visitors;
 mod window;
 
 use footfall_report::Report;
-use smallvec::SmallVec;
 
 use footfall_report::PrivacyMode;
 
@@ -44,7 +43,7 @@ use crate::days::LocalDays;
 use crate::detect::Detection;
 use crate::people::{Calibration, Features};
 use crate::privacy::DeviceId;
-use device::{Device, Mark};
+use device::Device;
 use epoch::EpochObs;
 use history::NO_DAY;
 pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory};
@@ -327,6 +326,8 @@ impl Counter {
         if d.strong && self.people.is_some() {
             acc.people.observe(d, self.people_budget);
         }
+        // The Unix time's low 32 bits (`Device::seen_s`).
+        let t_s = (d.t_us / US_PER_S) as u32;
         let dev = match self.state.devices.get_mut(&d.device) {
             Some(dev) => dev,
             None => {
@@ -344,27 +345,19 @@ impl Counter {
                         None => (History::default(), false),
                     }
                 };
+                let mut dev = Device::new(w, hist, t_s);
+                dev.stored = stored;
                 self.state
                     .devices
                     .entry(d.device)
-                    .or_insert(self.state.spare.boxed(Device {
-                        sessions: SmallVec::new(),
-                        last_entry: (i64::MIN, NO_DAY),
-                        last_window: w,
-                        hist,
-                        stored,
-                        mark: Mark::default(),
-                        seen_us: d.t_us,
-                        first_heard_s: (d.t_us / US_PER_S) as u32,
-                    }))
+                    .or_insert(self.state.spare.boxed(dev))
             }
         };
-        if dev.last_entry != (w, day) {
+        if !dev.has_entry(w, day) {
             acc.entries.push(d.device, day);
-            dev.last_entry = (w, day);
         }
-        dev.last_window = dev.last_window.max(w);
-        dev.seen_us = dev.seen_us.max(d.t_us);
+        dev.note_entry(w, day);
+        dev.seen_s = dev.seen_s.max(t_s);
         if d.strong {
             dev.strong(d.t_us, &self.days, &self.params);
         }

@@ -137,14 +137,13 @@ impl State {
         // ranked by the last strong frame alone, phones heard only weakly
         // and stable randomized MACs went out with the rotating ones, and
         // 2 M were taken back on the 100 k crowd (issue 20).
-        let mut cold: Vec<((bool, i64), DeviceId)> = self
+        let mut cold: Vec<((bool, u32), DeviceId)> = self
             .devices
             .iter()
             .filter(|(_, d)| d.last_window >= nw)
             .map(|(&id, d)| {
-                let heard_s = (d.seen_us / 1_000_000) as u32;
-                let sustained = heard_s.wrapping_sub(d.first_heard_s) >= SUSTAINED_S;
-                ((sustained, d.seen_us), id)
+                let sustained = d.seen_s.wrapping_sub(d.first_heard_s) >= SUSTAINED_S;
+                ((sustained, d.seen_s), id)
             })
             .collect();
         // Down to `target`, but no phone that stays while a fleeting MAC
