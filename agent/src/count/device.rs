@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::history::{History, NO_DAY};
 use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
 use crate::days::LocalDays;
-use crate::privacy::IdMap;
+use crate::privacy::{DeviceId, IdMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Session {
@@ -33,6 +33,43 @@ impl Session {
 /// and a map of devices held in place doubled them all at each resize
 /// (issue 20); boxed, a resize moves pointers. Stored as if unboxed.
 pub(super) type Devices = IdMap<Box<Device>>;
+
+/// Boxes ahead of the one being visited that `for_each_prefetched` asks
+/// the CPU for: enough to cover a cache miss with a device's work.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Visits every device in memory, asking the CPU for each box a few
+/// devices ahead: a pass over them all (`close_idle`, once a window) was
+/// a cache miss a device, one after the other (issue 20, perf).
+pub(super) fn for_each_prefetched(devices: &mut Devices, mut f: impl FnMut(DeviceId, &mut Device)) {
+    let mut ahead: std::collections::VecDeque<(&DeviceId, &mut Box<Device>)> =
+        std::collections::VecDeque::with_capacity(PREFETCH_AHEAD);
+    let mut all = devices.iter_mut();
+    loop {
+        while ahead.len() < PREFETCH_AHEAD {
+            let Some((id, dev)) = all.next() else { break };
+            prefetch(&**dev);
+            ahead.push_back((id, dev));
+        }
+        let Some((&id, dev)) = ahead.pop_front() else {
+            return;
+        };
+        f(id, dev);
+    }
+}
+
+/// Asks the CPU to bring `*p` into its caches; a hint only.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault,
+    // whatever the address; `sse` is part of every x86_64 target.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Boxes of devices that left memory, for devices that come: a box is
 /// 112 bytes to glibc (144 before `Device` was packed), past its fast
