@@ -39,8 +39,9 @@ pub(super) type Devices = IdMap<Box<Device>>;
 const PREFETCH_AHEAD: usize = 8;
 
 /// Visits every device in memory, asking the CPU for each box a few
-/// devices ahead: a pass over them all (`close_idle`, once a window) was
-/// a cache miss a device, one after the other (issue 20, perf).
+/// devices ahead: a pass over them all (`close_idle` and `evict`, once a
+/// window each) was a cache miss a device, one after the other (issue 20,
+/// perf).
 pub(super) fn for_each_prefetched(devices: &mut Devices, mut f: impl FnMut(DeviceId, &mut Device)) {
     let mut ahead: std::collections::VecDeque<(&DeviceId, &mut Box<Device>)> =
         std::collections::VecDeque::with_capacity(PREFETCH_AHEAD);
@@ -74,8 +75,9 @@ fn prefetch<T>(p: *const T) {
 /// Boxes of devices that left memory, for devices that come: a box is
 /// 112 bytes to glibc (144 before `Device` was packed), past its fast
 /// bins, and each new device's `malloc` and each leaving one's `free` went
-/// through its sorted bins (perf: a quarter of the counting thread in glibc's malloc on 1 M devices a day
-/// under `loyalty`, 2.85 M boxes). Memory only; a clone holds none.
+/// through its sorted bins (perf: a quarter of the counting thread in
+/// glibc's malloc on 1 M devices a day under `loyalty`, 2.85 M boxes).
+/// Memory only; a clone holds none.
 #[derive(Debug, Default)]
 #[allow(clippy::vec_box, reason = "the boxes are what is kept")]
 pub(super) struct Spare(Vec<Box<Device>>);
