@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::device::{Device, Devices, Spare};
 use super::history::{History, HistoryStore, NO_DAY};
 use super::visitors::RandomizedVisitors;
-use crate::people::{Features, Obs, Observations};
-use crate::privacy::{DeviceId, IdMap};
+use crate::people::{Features, Obs, ObsTable, Observations};
+use crate::privacy::DeviceId;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct WindowAcc {
@@ -162,7 +162,7 @@ pub struct State {
 pub struct Bulk {
     devices: Devices,
     entries: Vec<Entries>,
-    people: Vec<IdMap<Obs>>,
+    people: Vec<ObsTable>,
     /// `State::closed_idle_at`, which spilled devices' parts carry.
     closed_idle_at: Option<i64>,
     /// Each pending window's `Observations::share` (models, sequence

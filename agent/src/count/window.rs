@@ -76,7 +76,13 @@ impl Counter {
         inert.dedup();
         d.detected += inert.len() as u64;
         d.passersby += inert.len() as u64;
-        spilled.extend(inert);
+        // The inert are most of a crowd's window (200,000 ids, 3.2 MB):
+        // one list is kept, the others added to it, not copied again.
+        if inert.len() > self.finalized_spilled.len() {
+            std::mem::swap(&mut inert, &mut self.finalized_spilled);
+        }
+        self.finalized_spilled.extend(inert);
+        self.finalized_spilled.extend(spilled);
         let Decided {
             visits,
             mut resident_days,
@@ -86,7 +92,6 @@ impl Counter {
             dwell_sum_s,
             ..
         } = d;
-        self.finalized_spilled.extend(spilled);
         // Residents are few: sorting them groups each device's days.
         resident_days.sort_unstable();
         resident_days.dedup();

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
+use super::table::ObsTable;
 use crate::detect::Detection;
-use crate::privacy::{DeviceId, IdBuildHasher, IdMap};
+use crate::privacy::{DeviceId, IdBuildHasher};
 
 const US_PER_S: i64 = 1_000_000;
 /// Frames of one device further apart than this are separate bursts (a
@@ -42,7 +43,7 @@ pub struct Obs {
 /// final (minutes): this is all the linkage state there is.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Observations {
-    devices: IdMap<Obs>,
+    devices: ObsTable,
     /// Part of the window was not observed for people (it was pending
     /// when the agent was upgraded from a version without estimates).
     unavailable: bool,
@@ -136,41 +137,38 @@ impl Observations {
             return;
         }
         if self.seq_share > 0
-            && !self.devices.contains_key(&d.device)
+            && !self.devices.contains(d.device)
             && !in_seq_share(d.seq, self.seq_share)
         {
             return;
         }
         let rssi = d.rssi_dbm.unwrap_or(0);
-        self.devices
-            .entry(d.device)
-            .and_modify(|o| {
-                if d.t_us >= o.last_us {
-                    if d.t_us - o.last_us > BURST_GAP_US {
-                        o.bursts += 1;
-                    }
-                    o.last_us = d.t_us;
-                    o.last_seq = d.seq;
-                    o.last_rssi = rssi;
-                } else if d.t_us < o.first_us {
-                    if o.first_us - d.t_us > BURST_GAP_US {
-                        o.bursts += 1;
-                    }
-                    o.first_us = d.t_us;
-                    o.first_seq = d.seq;
-                    o.first_rssi = rssi;
-                }
-            })
-            .or_insert(Obs {
-                first_us: d.t_us,
-                last_us: d.t_us,
-                first_seq: d.seq,
-                last_seq: d.seq,
-                first_rssi: rssi,
-                last_rssi: rssi,
-                bursts: 1,
-                fingerprint: d.fingerprint,
-            });
+        // A new observation is as the update below leaves it.
+        let o = self.devices.entry(d.device, || Obs {
+            first_us: d.t_us,
+            last_us: d.t_us,
+            first_seq: d.seq,
+            last_seq: d.seq,
+            first_rssi: rssi,
+            last_rssi: rssi,
+            bursts: 1,
+            fingerprint: d.fingerprint,
+        });
+        if d.t_us >= o.last_us {
+            if d.t_us - o.last_us > BURST_GAP_US {
+                o.bursts += 1;
+            }
+            o.last_us = d.t_us;
+            o.last_seq = d.seq;
+            o.last_rssi = rssi;
+        } else if d.t_us < o.first_us {
+            if o.first_us - d.t_us > BURST_GAP_US {
+                o.bursts += 1;
+            }
+            o.first_us = d.t_us;
+            o.first_seq = d.seq;
+            o.first_rssi = rssi;
+        }
         while self.devices.len() > budget {
             self.halve();
         }
@@ -182,12 +180,11 @@ impl Observations {
             self.seq_share += 1;
             let seq_share = self.seq_share;
             self.devices
-                .retain(|_, o| in_seq_share(o.first_seq, seq_share));
+                .retain(|o| in_seq_share(o.first_seq, seq_share));
         } else {
             // One sequence number: nothing left to halve.
             self.devices.clear();
         }
-        self.devices.shrink_to_fit();
     }
 
     /// Halvings of the models and of the sequence numbers observed (0: all).
@@ -211,12 +208,12 @@ impl Observations {
 
     /// The observations by device, taken out (the checkpoint writes them
     /// in parts); `unavailable` stays.
-    pub fn take_devices(&mut self) -> IdMap<Obs> {
+    pub fn take_devices(&mut self) -> ObsTable {
         std::mem::take(&mut self.devices)
     }
 
     /// Puts back what `take_devices` took, as it was (not rehashed).
-    pub fn put_devices(&mut self, devices: IdMap<Obs>) {
+    pub fn put_devices(&mut self, devices: ObsTable) {
         debug_assert!(self.devices.is_empty(), "put back over observations");
         self.devices = devices;
     }
@@ -239,14 +236,7 @@ impl Observations {
     /// Links the window's devices into phones and measures them, leaving
     /// out the devices `excluded` says are not people (residents).
     pub fn features(&self, window_us: i64, excluded: impl Fn(DeviceId) -> bool) -> Features {
-        let mut obs: Vec<(DeviceId, Obs)> = self
-            .devices
-            .iter()
-            .filter(|(id, _)| !excluded(**id))
-            .map(|(id, o)| (*id, *o))
-            .collect();
-        // Time order, ties by id: the same input always links the same way.
-        obs.sort_unstable_by_key(|(id, o)| (o.first_us, *id));
+        let obs = self.devices.in_time_order(|id| !excluded(id));
         let mut phones: Vec<Obs> = Vec::with_capacity(obs.len());
         // Phones by fingerprint and block of LINK_SEQ sequence numbers
         // their last one is in: a new MAC looks in the (at most two) blocks
@@ -282,7 +272,7 @@ impl Observations {
             u128::from(fingerprint) << 16 | u128::from((seq & 0x0fff) / LINK_SEQ)
         };
         let mut links = 0;
-        for (_, o) in obs {
+        for &o in obs {
             let keys = [
                 block(o.fingerprint, o.first_seq.wrapping_sub(1)),
                 block(o.fingerprint, o.first_seq.wrapping_sub(LINK_SEQ)),
@@ -340,6 +330,10 @@ impl Observations {
 }
 
 impl Obs {
+    pub(super) fn first_us(&self) -> i64 {
+        self.first_us
+    }
+
     /// The phone after `next`, a new MAC linked to it.
     fn continue_with(&mut self, next: &Obs) {
         // A MAC change within one burst does not start another.
@@ -405,6 +399,27 @@ impl Calibration {
     /// there.
     pub fn entries(&self, present: f64, before: Option<f64>) -> f64 {
         before.map_or(0.0, |b| (present - b - self.entries_deadband).max(0.0))
+    }
+}
+
+#[cfg(test)]
+impl Obs {
+    /// One frame at `t_us`, for tests of what holds observations.
+    pub(super) fn at(t_us: i64) -> Obs {
+        Obs {
+            first_us: t_us,
+            last_us: t_us,
+            first_seq: 0,
+            last_seq: 0,
+            first_rssi: 0,
+            last_rssi: 0,
+            bursts: 1,
+            fingerprint: 0,
+        }
+    }
+
+    pub(super) fn bump(&mut self) {
+        self.bursts += 1;
     }
 }
 

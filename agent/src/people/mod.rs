@@ -42,6 +42,8 @@
 
 pub mod calibration;
 pub mod estimate;
+mod table;
 
 pub use calibration::{Calibration, CalibrationError};
 pub use estimate::{Estimate, Features, Obs, Observations};
+pub use table::ObsTable;
