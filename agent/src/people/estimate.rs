@@ -25,7 +25,8 @@ pub const LINK_SEQ: u16 = 32;
 /// ... and a signal level within this many dB (the phone has not moved).
 pub const LINK_RSSI_DB: i16 = 15;
 
-/// What the window saw of one device (its strong detections only).
+/// What the window saw of one device (its strong detections only). 32
+/// bytes: a crowd's window holds tens of thousands (issue 20).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Obs {
     first_us: i64,
@@ -35,8 +36,27 @@ pub struct Obs {
     /// dBm; 0 when the frame had no signal field (kept, SPEC §1.5).
     first_rssi: i8,
     last_rssi: i8,
-    bursts: u32,
+    /// Saturating: only whether there were two or more is read. Stored as
+    /// the `u32` it was.
+    #[serde(with = "saturating_u16")]
+    bursts: u16,
     fingerprint: u64,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Obs>() == 32);
+
+/// A `u16` stored as a `u32`, larger values read back as `u16::MAX`.
+mod saturating_u16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(u32::from(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        Ok(u16::try_from(u32::deserialize(d)?).unwrap_or(u16::MAX))
+    }
 }
 
 /// A window's observations, by device. Lives only until the window is
@@ -156,14 +176,14 @@ impl Observations {
         });
         if d.t_us >= o.last_us {
             if d.t_us - o.last_us > BURST_GAP_US {
-                o.bursts += 1;
+                o.bursts = o.bursts.saturating_add(1);
             }
             o.last_us = d.t_us;
             o.last_seq = d.seq;
             o.last_rssi = rssi;
         } else if d.t_us < o.first_us {
             if o.first_us - d.t_us > BURST_GAP_US {
-                o.bursts += 1;
+                o.bursts = o.bursts.saturating_add(1);
             }
             o.first_us = d.t_us;
             o.first_seq = d.seq;
@@ -338,7 +358,9 @@ impl Obs {
     fn continue_with(&mut self, next: &Obs) {
         // A MAC change within one burst does not start another.
         let same_burst = next.first_us - self.last_us <= BURST_GAP_US;
-        self.bursts += next.bursts - u32::from(same_burst);
+        self.bursts = self
+            .bursts
+            .saturating_add(next.bursts - u16::from(same_burst));
         self.last_us = next.last_us;
         self.last_seq = next.last_seq;
         self.last_rssi = next.last_rssi;
@@ -632,5 +654,48 @@ mod tests {
             0.0,
             "a rise within the dead band"
         );
+    }
+
+    /// An observation is stored in the layout it had with 32-bit bursts,
+    /// and more bursts than 16 bits hold read back as two or more.
+    #[test]
+    fn an_observation_is_stored_as_it_was() {
+        #[derive(Serialize)]
+        struct Before {
+            first_us: i64,
+            last_us: i64,
+            first_seq: u16,
+            last_seq: u16,
+            first_rssi: i8,
+            last_rssi: i8,
+            bursts: u32,
+            fingerprint: u64,
+        }
+        let before = |bursts| Before {
+            first_us: T0,
+            last_us: T0 + 40 * US_PER_S,
+            first_seq: 7,
+            last_seq: 300,
+            first_rssi: -61,
+            last_rssi: -58,
+            bursts,
+            fingerprint: 0xfeed,
+        };
+        let o = Obs {
+            first_us: T0,
+            last_us: T0 + 40 * US_PER_S,
+            first_seq: 7,
+            last_seq: 300,
+            first_rssi: -61,
+            last_rssi: -58,
+            bursts: 3,
+            fingerprint: 0xfeed,
+        };
+        let stored = postcard::to_stdvec(&o).unwrap();
+        assert_eq!(stored, postcard::to_stdvec(&before(3)).unwrap());
+        assert_eq!(postcard::from_bytes::<Obs>(&stored).unwrap(), o);
+        let many: Obs =
+            postcard::from_bytes(&postcard::to_stdvec(&before(70_000)).unwrap()).unwrap();
+        assert_eq!(many.bursts, u16::MAX);
     }
 }
