@@ -4,8 +4,8 @@
 //! As a hash map of (id, observation) pairs, a slot was 57 bytes and the
 //! table doubled to 131,072 slots once a crowd's window passed 57,344
 //! devices: 7.5 MB a window, two or three windows pending. Here a slot is
-//! a 4-byte position, and each device costs its 16-byte id and 40-byte
-//! observation once, in lists that grow as devices come: 4.3 MB at
+//! a 4-byte position, and each device costs its 16-byte id and 32-byte
+//! observation once, in lists that grow as devices come: 3.8 MB at
 //! 65,536 devices.
 
 use std::fmt;
