@@ -9,6 +9,7 @@
 //! 65,536 devices.
 
 use std::fmt;
+use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use serde::de::{MapAccess, Visitor};
@@ -16,12 +17,11 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::estimate::Obs;
-use crate::privacy::DeviceId;
+use crate::privacy::{DeviceId, IdBuildHasher};
 
-/// Ids are keyed hashes, evenly spread: their low bits are a hash
-/// (`privacy::IdHasher`).
+/// As the counter's maps hash an id (`privacy::IdHasher`).
 fn hash(id: DeviceId) -> u64 {
-    id.0 as u64
+    IdBuildHasher::default().hash_one(id)
 }
 
 #[derive(Clone, Default)]
