@@ -155,7 +155,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
 /// memory, more than a busy store has at once (a mall day peaks near
 /// 10,000); a crowd goes beyond, and spills.
 pub const DEFAULT_DEVICE_BUDGET: u64 = 100_000;
-/// About 55 bytes each (`people::table`), two or three windows pending:
+/// About 55 bytes each (`privacy::IdTable`), two or three windows pending:
 /// some 8-12 MiB at most. A store's window sees a few thousand
 /// devices; a crowd of 100,000 phones rotating MACs sees several hundred
 /// thousand.

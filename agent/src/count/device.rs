@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::history::{History, NO_DAY};
 use super::{Params, RESIDENT_LOOKBACK_DAYS, US_PER_S};
 use crate::days::LocalDays;
-use crate::privacy::{DeviceId, IdMap};
+use crate::privacy::IdTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Session {
@@ -29,97 +29,15 @@ impl Session {
     }
 }
 
-/// The devices in memory. Boxed: a crowd holds hundreds of thousands,
-/// and a map of devices held in place doubled them all at each resize
-/// (issue 20); boxed, a resize moves pointers. Stored as if unboxed.
-pub(super) type Devices = IdMap<Box<Device>>;
+/// The devices in memory, each held in place beside its id
+/// (`privacy::IdTable`): a frame's lookup misses the cache once, not at
+/// the map's slot and then at a box (issue 20, perf), and no device is a
+/// `malloc` of its own. Stored as the map it was.
+pub(super) type Devices = IdTable<Device>;
 
-/// Boxes ahead of the one being visited that `for_each_prefetched` asks
-/// the CPU for: enough to cover a cache miss with a device's work.
-const PREFETCH_AHEAD: usize = 8;
-
-/// Visits every device in memory, asking the CPU for each box a few
-/// devices ahead: a pass over them all (`close_idle` and `evict`, once a
-/// window each) was a cache miss a device, one after the other (issue 20,
-/// perf).
-pub(super) fn for_each_prefetched(devices: &mut Devices, mut f: impl FnMut(DeviceId, &mut Device)) {
-    let mut ahead: std::collections::VecDeque<(&DeviceId, &mut Box<Device>)> =
-        std::collections::VecDeque::with_capacity(PREFETCH_AHEAD);
-    let mut all = devices.iter_mut();
-    loop {
-        while ahead.len() < PREFETCH_AHEAD {
-            let Some((id, dev)) = all.next() else { break };
-            prefetch(&**dev);
-            ahead.push_back((id, dev));
-        }
-        let Some((&id, dev)) = ahead.pop_front() else {
-            return;
-        };
-        f(id, dev);
-    }
-}
-
-/// Asks the CPU to bring `*p` into its caches; a hint only.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing the program sees and cannot fault,
-    // whatever the address; `sse` is part of every x86_64 target.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Boxes of devices that left memory, for devices that come: a box is
-/// 112 bytes to glibc (144 before `Device` was packed), past its fast
-/// bins, and each new device's `malloc` and each leaving one's `free` went
-/// through its sorted bins (perf: a quarter of the counting thread in
-/// glibc's malloc on 1 M devices a day under `loyalty`, 2.85 M boxes).
-/// Memory only; a clone holds none.
-#[derive(Debug, Default)]
-#[allow(clippy::vec_box, reason = "the boxes are what is kept")]
-pub(super) struct Spare(Vec<Box<Device>>);
-
-impl Spare {
-    /// Boxes kept at most, 1.8 MB. 1 M devices a day makes 2.85 M boxes,
-    /// and evictions come a window at a time. With 144-byte boxes, 16,384
-    /// took that workload past its 48 MiB target and 8,192 were kept;
-    /// with 112-byte ones, 16,384 is a tenth faster than 8,192 (12.3-13.8
-    /// against 13.6-17.3 s, 5 runs each) at the same peak (45.4-46.2 MiB),
-    /// and 32,768 or 65,536 peaked up to 47.4 or 48.0 MiB for no more
-    /// speed (issue 20).
-    const MAX: usize = 16_384;
-
-    /// `dev` in a box, a spare one if there is one.
-    pub(super) fn boxed(&mut self, dev: Device) -> Box<Device> {
-        match self.0.pop() {
-            Some(mut b) => {
-                *b = dev;
-                b
-            }
-            None => Box::new(dev),
-        }
-    }
-
-    /// Keeps `dev`'s box for the next device, if there is room.
-    pub(super) fn keep(&mut self, dev: Box<Device>) {
-        if self.0.len() < Spare::MAX {
-            self.0.push(dev);
-        }
-    }
-}
-
-impl Clone for Spare {
-    fn clone(&self) -> Spare {
-        Spare::default()
-    }
-}
-
-/// One device in memory. 104 bytes, a 112-byte chunk to glibc: a crowd
-/// holds the device budget's 100,000 of them, and at 136 bytes (a
-/// 144-byte chunk) they were the largest part of its memory (issue 20).
+/// One device in memory. 104 bytes, 120 with its id in `Devices`: a
+/// crowd holds the device budget's 100,000 of them, and at 136 bytes
+/// they were the largest part of its memory (issue 20).
 /// Hence the packed mark, the last entry as a step back from
 /// `last_window`, and seconds where microseconds were not needed.
 #[derive(Debug, Clone)]

@@ -300,7 +300,7 @@ impl Counter {
         };
         let day = self.days.day_of(d.t_us);
         self.extend_windows(w);
-        if store.spilled() > 0 && !self.state.devices.contains_key(&d.device) {
+        if store.spilled() > 0 && !self.state.devices.contains(d.device) {
             self.reload(d.device, store)?;
         }
         let acc = &mut self.state.windows[(w - next_window) as usize];
@@ -328,7 +328,7 @@ impl Counter {
         }
         // The Unix time's low 32 bits (`Device::seen_s`).
         let t_s = (d.t_us / US_PER_S) as u32;
-        let dev = match self.state.devices.get_mut(&d.device) {
+        let dev = match self.state.devices.get_mut(d.device) {
             Some(dev) => dev,
             None => {
                 let (hist, stored) = if d.randomized {
@@ -347,10 +347,7 @@ impl Counter {
                 };
                 let mut dev = Device::new(w, hist, t_s);
                 dev.stored = stored;
-                self.state
-                    .devices
-                    .entry(d.device)
-                    .or_insert(self.state.spare.boxed(dev))
+                self.state.devices.insert_new(d.device, dev)
             }
         };
         if !dev.has_entry(w, day) {
@@ -484,14 +481,14 @@ impl Counter {
     fn close_idle(&mut self, clock: i64) {
         let p = self.params;
         self.state.closed_idle_at = Some(clock);
-        device::for_each_prefetched(&mut self.state.devices, |_, dev| {
+        for dev in self.state.devices.values_mut() {
             if dev
                 .open_session()
                 .is_some_and(|s| clock - s.last_us > p.gap_us)
             {
                 dev.close(&p);
             }
-        });
+        }
     }
 
     /// Which stored histories still matter; `None` before any detection.
@@ -521,19 +518,10 @@ impl Counter {
             return Ok(());
         };
         self.evict_spilled(&mut e, store)?;
-        // Judged in a prefetched pass, then taken out by id: those that go
-        // are a fraction of those judged (issue 20, perf).
         let randomized = &mut self.state.randomized_visitors;
-        let mut gone = Vec::new();
-        device::for_each_prefetched(&mut self.state.devices, |id, dev| {
-            if e.keeps(id, dev, randomized, store) == Keep::Gone {
-                gone.push(id);
-            }
-        });
-        for id in gone {
-            let dev = self.state.devices.remove(&id).expect("judged above");
-            self.state.spare.keep(dev);
-        }
+        self.state
+            .devices
+            .retain(|id, dev| e.keeps(id, dev, randomized, store) != Keep::Gone);
         self.deferred = e.deferred;
         Ok(())
     }

@@ -30,7 +30,7 @@
 //!   back, it is pruned as every eviction since would have pruned it
 //!   (`take_spilled`).
 
-use super::device::{Device, Devices, Mark};
+use super::device::{Device, Mark};
 use super::history::NO_DAY;
 use super::state::State;
 use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
@@ -149,7 +149,7 @@ impl State {
             .devices
             .values()
             .filter(|d| d.last_window >= nw)
-            .map(|d| key(d))
+            .map(key)
             .collect();
         // Down to `target`, but no phone that stays while a fleeting MAC
         // is left, as long as an eighth of the budget is free after.
@@ -167,30 +167,34 @@ impl State {
         let (below, &mut nth, _) = keys.select_nth_unstable(n - 1);
         let mut ties = n - below.iter().filter(|&&k| k < nth).count();
         drop(keys);
-        let spilled = self.devices.extract_if(|_, d| {
-            if d.last_window < nw {
-                return false;
-            }
-            let k = key(d);
-            if k == nth && ties > 0 {
-                ties -= 1;
+        // A device the store refused stays, as do all after it.
+        let mut refused = None;
+        self.devices.retain(|id, d| {
+            if refused.is_some() || d.last_window < nw {
                 return true;
             }
-            k < nth
+            let k = key(d);
+            let spill = if k == nth && ties > 0 {
+                ties -= 1;
+                true
+            } else {
+                k < nth
+            };
+            if !spill {
+                return true;
+            }
+            match store.spill(id, &record(d), inert(d, min_dwell_us)) {
+                Ok(()) => false,
+                Err(e) => {
+                    refused = Some(e);
+                    true
+                }
+            }
         });
-        for (id, dev) in spilled {
-            store.spill(id, &record(&dev), inert(&dev, min_dwell_us))?;
-            self.spare.keep(dev);
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(n),
         }
-        shrink(&mut self.devices);
-        Ok(n)
-    }
-}
-
-/// A map that emptied by more than half gives its memory back.
-fn shrink(devices: &mut Devices) {
-    if devices.capacity() > 2 * devices.len() + 1024 {
-        devices.shrink_to(devices.len() + devices.len() / 4);
     }
 }
 
@@ -224,7 +228,7 @@ impl Counter {
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
         if let Some(dev) = self.take_spilled(id, store)? {
-            self.state.devices.insert(id, dev);
+            self.state.devices.insert_new(id, dev);
         }
         Ok(())
     }
@@ -235,7 +239,7 @@ impl Counter {
         &mut self,
         id: DeviceId,
         store: &mut dyn HistoryStore,
-    ) -> Result<Option<Box<Device>>, HistoryError> {
+    ) -> Result<Option<Device>, HistoryError> {
         let Some(bytes) = store.unspill(id)? else {
             return Ok(None);
         };
@@ -249,7 +253,7 @@ impl Counter {
             dev.sessions
                 .retain(|s| s.open || s.last_us >= first_pending_us);
         }
-        Ok(Some(self.state.spare.boxed(dev)))
+        Ok(Some(dev))
     }
 
     pub(super) fn put_spilled(
@@ -269,7 +273,7 @@ impl Counter {
         store: &mut dyn HistoryStore,
         f: impl FnOnce(&mut Device) -> R,
     ) -> Result<R, HistoryError> {
-        if let Some(dev) = self.state.devices.get_mut(&id) {
+        if let Some(dev) = self.state.devices.get_mut(id) {
             return Ok(f(dev));
         }
         let mut dev = self
@@ -299,7 +303,7 @@ impl Counter {
         self.evicted_at = Some(e.nw);
         let mut later = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
-            if self.state.devices.contains_key(&id) {
+            if self.state.devices.contains(id) {
                 continue; // a frame took it back: `evict` sees it
             }
             if let Some(last_window) = store.inert(id, e.nw).filter(|_| !far) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::device::{Device, Devices, Spare};
+use super::device::{Device, Devices};
 use super::history::{History, HistoryStore, NO_DAY};
 use super::visitors::RandomizedVisitors;
 use crate::people::{Features, Obs, ObsTable, Observations};
@@ -150,8 +150,6 @@ pub struct State {
     /// for the counter's next `evict`; memory only.
     #[serde(skip)]
     pub(super) unjudged: Vec<DeviceId>,
-    #[serde(skip)]
-    pub(super) spare: Spare,
 }
 
 /// What a state holds per device (the device map, each pending window's
@@ -246,7 +244,7 @@ impl Bulk {
     ) -> Result<(), E> {
         let encode =
             |part: &PartRef<'_>| postcard::to_stdvec(part).expect("in-memory structs serialize");
-        let devices = self.devices.iter().map(|(id, d)| (id, &**d));
+        let devices = self.devices.iter();
         in_parts(devices, |c| encode(&PartRef::Devices(c)), &mut put)?;
         for (w, entries) in self.entries.iter().enumerate() {
             let w = w as u32;
@@ -347,8 +345,7 @@ impl State {
         };
         match part.0 {
             Part::Devices(devices) => {
-                self.devices
-                    .extend(devices.into_iter().map(|(id, d)| (id, Box::new(d))));
+                self.devices.extend(devices);
                 // Spilled whole (not inert): a restart is no hot path.
                 self.spill_over(budget, None, store)
                     .map_err(|e| e.to_string())?;
@@ -421,7 +418,6 @@ impl StateV2 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
-            spare: Spare::default(),
         }
     }
 }
@@ -500,7 +496,6 @@ impl StateV3 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
-            spare: Spare::default(),
         }
     }
 }
@@ -554,7 +549,6 @@ impl StateV4 {
             people_before: self.people_before,
             closed_idle_at: None,
             unjudged: Vec::new(),
-            spare: Spare::default(),
         }
     }
 }

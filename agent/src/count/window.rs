@@ -49,7 +49,7 @@ impl Counter {
         let mut inert = Vec::new();
         for i in 0..acc.entries.len() {
             let (id, day) = acc.entries.get(i);
-            let decided = match self.state.devices.get_mut(&id) {
+            let decided = match self.state.devices.get_mut(id) {
                 Some(dev) => d.entry(id, day, dev),
                 None if store.inert(id, nw).is_some() => {
                     inert.push(id);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::calibration::Calibration;
-use super::table::ObsTable;
+use super::ObsTable;
 use crate::detect::Detection;
 use crate::privacy::{DeviceId, IdBuildHasher};
 
@@ -200,7 +200,7 @@ impl Observations {
             self.seq_share += 1;
             let seq_share = self.seq_share;
             self.devices
-                .retain(|o| in_seq_share(o.first_seq, seq_share));
+                .retain(|_, o| in_seq_share(o.first_seq, seq_share));
         } else {
             // One sequence number: nothing left to halve.
             self.devices.clear();
@@ -256,7 +256,7 @@ impl Observations {
     /// Links the window's devices into phones and measures them, leaving
     /// out the devices `excluded` says are not people (residents).
     pub fn features(&self, window_us: i64, excluded: impl Fn(DeviceId) -> bool) -> Features {
-        let obs = self.devices.in_time_order(|id| !excluded(id));
+        let obs = self.devices.in_order_by(|id| !excluded(id), Obs::first_us);
         let mut phones: Vec<Obs> = Vec::with_capacity(obs.len());
         // Phones by fingerprint and block of LINK_SEQ sequence numbers
         // their last one is in: a new MAC looks in the (at most two) blocks
@@ -421,27 +421,6 @@ impl Calibration {
     /// there.
     pub fn entries(&self, present: f64, before: Option<f64>) -> f64 {
         before.map_or(0.0, |b| (present - b - self.entries_deadband).max(0.0))
-    }
-}
-
-#[cfg(test)]
-impl Obs {
-    /// One frame at `t_us`, for tests of what holds observations.
-    pub(super) fn at(t_us: i64) -> Obs {
-        Obs {
-            first_us: t_us,
-            last_us: t_us,
-            first_seq: 0,
-            last_seq: 0,
-            first_rssi: 0,
-            last_rssi: 0,
-            bursts: 1,
-            fingerprint: 0,
-        }
-    }
-
-    pub(super) fn bump(&mut self) {
-        self.bursts += 1;
     }
 }
 

@@ -42,8 +42,10 @@
 
 pub mod calibration;
 pub mod estimate;
-mod table;
 
 pub use calibration::{Calibration, CalibrationError};
 pub use estimate::{Estimate, Features, Obs, Observations};
-pub use table::ObsTable;
+/// A window's observations by device: each device's id and 32-byte
+/// observation once, side by side (3.1 MB at 65,536 devices, where a hash
+/// map of pairs doubled to 7.5 MB; issue 20).
+pub type ObsTable = crate::privacy::IdTable<Obs>;

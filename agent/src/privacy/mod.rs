@@ -20,8 +20,10 @@ use crate::wire::ieee80211::Mac;
 pub mod fingerprint;
 pub mod keys;
 mod runs;
+mod table;
 
 pub(crate) use runs::{merge_in, Runs};
+pub use table::IdTable;
 
 pub use keys::Keys;
 
