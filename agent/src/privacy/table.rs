@@ -140,10 +140,17 @@ impl<V> IdTable<V> {
         *self = IdTable::default();
     }
 
-    /// The slots again, for the list as it is, as small as they fit.
+    /// The slots again, for the list as it is. The table is kept unless
+    /// it is over twice as large as needed: a crowd's spill passes and
+    /// evictions reindex 100,000 devices, and a new table each time was
+    /// its pages faulted in again.
     fn reindex(&mut self) {
         let entries = &self.entries;
-        self.slots = HashTable::with_capacity(entries.len());
+        if self.slots.capacity() > 2 * entries.len() + 1024 {
+            self.slots = HashTable::with_capacity(entries.len());
+        } else {
+            self.slots.clear();
+        }
         for (i, (id, _)) in entries.iter().enumerate() {
             self.slots
                 .insert_unique(hash(*id), i as u32, |&j| hash(entries[j as usize].0));

@@ -166,9 +166,6 @@ impl Spill {
         payload: &[u8],
         inert: Option<i64>,
     ) -> std::io::Result<()> {
-        if let Some(old) = self.index.remove(id) {
-            self.release(old.segment)?;
-        }
         let (segment, len) = match self.current {
             Some((n, len)) if len < SEGMENT_BYTES => (n, len),
             _ => self.start_segment()?,
@@ -188,7 +185,10 @@ impl Spill {
             .get_mut(&segment)
             .expect("the current segment is open")
             .live += 1;
-        self.index.insert(id, loc);
+        // The record it replaces, found by the same search.
+        if let Some(old) = self.index.insert(id, loc) {
+            self.release(old.segment)?;
+        }
         if self.block.len() >= BLOCK_BYTES {
             self.write_block()?;
         }
@@ -212,11 +212,11 @@ impl Spill {
 
     /// Takes `id`'s record out, if it was spilled.
     pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(loc) = self.index.get(id) else {
+        let Some((place, loc)) = self.index.place(id) else {
             return Ok(None);
         };
         let payload = self.read(id, loc)?;
-        self.index.remove(id);
+        self.index.remove_at(id, place);
         self.release(loc.segment)?;
         Ok(Some(payload))
     }

@@ -22,6 +22,13 @@ pub(super) trait Slot: Copy {
 /// sorted ones, whichever is more; gone ones once they are half.
 const MERGE_MIN: usize = if cfg!(test) { 8 } else { 4096 };
 
+/// Where `Index::place` found an entry.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Place {
+    Recent,
+    Sorted(usize),
+}
+
 pub(super) struct Index<V: Slot> {
     /// Ascending by id.
     sorted: Vec<(DeviceId, V)>,
@@ -59,11 +66,33 @@ impl<V: Slot> Index<V> {
     }
 
     pub(super) fn get(&self, id: DeviceId) -> Option<V> {
+        self.place(id).map(|(_, v)| v)
+    }
+
+    /// Where `id`'s entry is, and its value: a `take_at` after it finds
+    /// the entry again without a search (a spilled device taken back was
+    /// found twice, a fifth of the index's time in a crowd; issue 20).
+    pub(super) fn place(&self, id: DeviceId) -> Option<(Place, V)> {
         if let Some(&v) = self.recent.get(&id) {
-            return Some(v);
+            return Some((Place::Recent, v));
         }
-        let v = self.sorted[self.find(id)?].1;
-        (!v.is_gone()).then_some(v)
+        let i = self.find(id)?;
+        let v = self.sorted[i].1;
+        (!v.is_gone()).then_some((Place::Sorted(i), v))
+    }
+
+    /// Removes the entry `place` found for `id`, nothing changed since.
+    pub(super) fn remove_at(&mut self, id: DeviceId, place: Place) {
+        match place {
+            Place::Recent => {
+                self.recent.remove(&id);
+            }
+            Place::Sorted(i) => {
+                debug_assert!(self.sorted[i].0 == id, "a place of another id");
+                self.sorted[i].1 = V::GONE;
+                self.note_gone();
+            }
+        }
     }
 
     /// Puts `v` for `id`; returns what it replaces.
@@ -92,11 +121,15 @@ impl<V: Slot> Index<V> {
         if v.is_gone() {
             return None;
         }
+        self.note_gone();
+        Some(v)
+    }
+
+    fn note_gone(&mut self) {
         self.gone += 1;
         if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
             self.merge();
         }
-        Some(v)
     }
 
     /// Every entry, in no particular order.
@@ -140,9 +173,10 @@ mod tests {
     }
 
     proptest! {
-        /// Against a hash map, through merges of puts and of takes.
+        /// Against a hash map, through merges of puts and of takes, by
+        /// id or by the place found.
         #[test]
-        fn behaves_as_a_map(ops in proptest::collection::vec((0u8..3, 0u16..2000, 0u32..1000), 1..5000)) {
+        fn behaves_as_a_map(ops in proptest::collection::vec((0u8..4, 0u16..2000, 0u32..1000), 1..5000)) {
             let mut index: Index<u32> = Index::default();
             let mut model: HashMap<u128, u32> = HashMap::new();
             for (op, id, v) in ops {
@@ -150,6 +184,13 @@ mod tests {
                 match op {
                     0 => prop_assert_eq!(index.insert(dev, v), model.insert(dev.0, v)),
                     1 => prop_assert_eq!(index.remove(dev), model.remove(&{ dev.0 })),
+                    2 => {
+                        let found = index.place(dev);
+                        prop_assert_eq!(found.map(|f| f.1), model.remove(&{ dev.0 }));
+                        if let Some((place, _)) = found {
+                            index.remove_at(dev, place);
+                        }
+                    }
                     _ => prop_assert_eq!(index.get(dev), model.get(&{ dev.0 }).copied()),
                 }
                 prop_assert_eq!(index.len(), model.len());
