@@ -151,8 +151,8 @@ pub struct RawConfig {
 /// devices a day, 16 MiB took peak RSS to 51 MiB and 8 MiB to 47 MiB, for
 /// 5-12 % more replay time (issue 20: ≤ 48 MiB on a store box).
 pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
-/// About 140 bytes each with the map: some 14 MiB of a store box's
-/// memory, more than a busy store has at once (a mall day peaks near
+/// About 125 bytes each (`privacy::IdTable`: a device beside its id,
+/// and its slot): some 12 MiB of a store box's memory, more than a busy store has at once (a mall day peaks near
 /// 10,000); a crowd goes beyond, and spills.
 pub const DEFAULT_DEVICE_BUDGET: u64 = 100_000;
 /// About 55 bytes each (`privacy::IdTable`), two or three windows pending:

@@ -14,7 +14,7 @@
 //! whose records were all taken is deleted: the file follows the devices
 //! spilled now, not all those ever spilled. In memory each spilled device
 //! costs its index entry (id and place, 24 bytes: `spill_index`) instead
-//! of the device (about 180).
+//! of the device (about 125).
 //!
 //! A record: a little-endian u32 length, the device's bytes, then a CRC-32
 //! of the id and those bytes (a record read for another id, or damaged,
