@@ -65,10 +65,6 @@ impl<V> IdTable<V> {
         self.position(id).is_some()
     }
 
-    pub fn get(&self, id: DeviceId) -> Option<&V> {
-        self.position(id).map(|i| &self.entries[i].1)
-    }
-
     pub fn get_mut(&mut self, id: DeviceId) -> Option<&mut V> {
         self.position(id).map(|i| &mut self.entries[i].1)
     }
@@ -181,10 +177,6 @@ impl<V> IdTable<V> {
         self.entries.iter().map(|(id, v)| (id, v))
     }
 
-    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (DeviceId, &mut V)> {
-        self.entries.iter_mut().map(|(id, v)| (*id, v))
-    }
-
     pub fn values(&self) -> impl ExactSizeIterator<Item = &V> + Clone {
         self.entries.iter().map(|(_, v)| v)
     }
@@ -203,14 +195,6 @@ impl<V> Extend<(DeviceId, V)> for IdTable<V> {
         for (id, v) in items {
             self.insert(id, v);
         }
-    }
-}
-
-impl<V> FromIterator<(DeviceId, V)> for IdTable<V> {
-    fn from_iter<I: IntoIterator<Item = (DeviceId, V)>>(items: I) -> Self {
-        let mut table = IdTable::default();
-        table.extend(items);
-        table
     }
 }
 
@@ -286,7 +270,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(table.len(), model.len());
-                prop_assert_eq!(table.get(id), model.get(&id));
+                prop_assert_eq!(table.get_mut(id).copied(), model.get(&id).copied());
             }
             let in_order: Vec<(DeviceId, u32)> = table.iter().map(|(i, v)| (*i, *v)).collect();
             let mut all = in_order.clone();
@@ -305,14 +289,13 @@ mod tests {
 
     #[test]
     fn in_order_by_sorts_by_key_then_id() {
-        let table: IdTable<i64> = [
+        let mut table: IdTable<i64> = IdTable::default();
+        table.extend([
             (DeviceId(3), 5),
             (DeviceId(1), 5),
             (DeviceId(2), 1),
             (DeviceId(4), 0),
-        ]
-        .into_iter()
-        .collect();
+        ]);
         let got: Vec<i64> = table
             .in_order_by(|id| id != DeviceId(4), |&v| v)
             .copied()

@@ -69,7 +69,7 @@ impl<V: Slot> Index<V> {
         self.place(id).map(|(_, v)| v)
     }
 
-    /// Where `id`'s entry is, and its value: a `take_at` after it finds
+    /// Where `id`'s entry is, and its value: a `remove_at` after it finds
     /// the entry again without a search (a spilled device taken back was
     /// found twice, a fifth of the index's time in a crowd; issue 20).
     pub(super) fn place(&self, id: DeviceId) -> Option<(Place, V)> {
@@ -90,7 +90,10 @@ impl<V: Slot> Index<V> {
             Place::Sorted(i) => {
                 debug_assert!(self.sorted[i].0 == id, "a place of another id");
                 self.sorted[i].1 = V::GONE;
-                self.note_gone();
+                self.gone += 1;
+                if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
+                    self.merge();
+                }
             }
         }
     }
@@ -113,23 +116,9 @@ impl<V: Slot> Index<V> {
     }
 
     pub(super) fn remove(&mut self, id: DeviceId) -> Option<V> {
-        if let Some(v) = self.recent.remove(&id) {
-            return Some(v);
-        }
-        let i = self.find(id)?;
-        let v = std::mem::replace(&mut self.sorted[i].1, V::GONE);
-        if v.is_gone() {
-            return None;
-        }
-        self.note_gone();
+        let (place, v) = self.place(id)?;
+        self.remove_at(id, place);
         Some(v)
-    }
-
-    fn note_gone(&mut self) {
-        self.gone += 1;
-        if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
-            self.merge();
-        }
     }
 
     /// Every entry, in no particular order.
