@@ -613,6 +613,81 @@ mod tests {
         assert_ne!(hash(&bounded[0]), hash(&unbounded[0]));
     }
 
+    /// issue 20: MACs heard in one burst (phones that rotate them),
+    /// spilled over the budget, leave their window's entries and the
+    /// window counts them; those heard again come back and are entered
+    /// again (one becomes a visit), and a checkpoint taken meanwhile
+    /// writes them as entries. Every report is the one an unbounded run
+    /// makes, with or without a restart from that checkpoint.
+    #[test]
+    fn rotating_macs_over_the_budget_are_counted_by_their_window() {
+        // MAC i heard at i s and 5 s later; every 7th again after 320 s
+        // (a visit), every 11th after 900 s (the next window).
+        let mut heard: Vec<(i64, u128)> = Vec::new();
+        for i in 0..2_700u128 {
+            let t = i as i64;
+            heard.extend([(t, i), (t + 5, i)]);
+            if i % 7 == 0 {
+                heard.push((t + 320, i));
+            }
+            if i % 11 == 0 {
+                heard.push((t + 900, i));
+            }
+        }
+        heard.sort_unstable();
+        let run = |budget: Option<usize>, restart: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config(dir.path());
+            if let Some(b) = budget {
+                config.device_budget = b;
+            }
+            let (mut agent, _) = Agent::open(&config).unwrap();
+            let mut reports = Vec::new();
+            let mut counted = 0;
+            for &(t, i) in &heard {
+                if t == 1_500 && reports.is_empty() {
+                    counted = agent.counter.counted_inert();
+                    reports = agent.checkpoint().unwrap();
+                    if restart {
+                        drop(agent);
+                        agent = reopen(&config);
+                        assert_eq!(agent.counter.counted_inert(), 0, "entries again");
+                    }
+                }
+                let d = Detection {
+                    device: DeviceId(200_000 + i),
+                    randomized: true,
+                    rssi_dbm: Some(-60),
+                    ..detection(t, 0)
+                };
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+            agent.counter.finish(&mut agent.store).unwrap();
+            reports.extend(agent.checkpoint().unwrap());
+            assert_eq!(agent.memory().devices_spilled, 0);
+            (reports, counted)
+        };
+        let (unbounded, none) = run(None, false);
+        assert_eq!(none, 0);
+        let window = |r: &Report| match r {
+            Report::Window(w) => Some((
+                w.detected.unwrap_or(0),
+                w.visits.unwrap_or(0),
+                w.passersby.unwrap_or(0),
+            )),
+            _ => None,
+        };
+        let windows: Vec<_> = unbounded.iter().filter_map(window).collect();
+        assert!(
+            windows.iter().any(|w| w.0 > 1_000 && w.1 > 50),
+            "{windows:?}"
+        );
+        let (bounded, counted) = run(Some(250), false);
+        assert!(counted > 500, "{counted} counted by their window");
+        assert_eq!(bounded, unbounded);
+        assert_eq!(run(Some(250), true).0, unbounded);
+    }
+
     /// issue 20: a crowd leaving at once is handed to the store a bounded
     /// share a commit, the rest kept until the commit. Nothing of it
     /// changes a report or what the store ends with, even across a restart

@@ -96,14 +96,7 @@ struct Stored {
 
 impl Serialize for Device {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let last_entry = if self.last_entry_back == NO_ENTRY {
-            (i64::MIN, NO_DAY)
-        } else {
-            (
-                self.last_window - i64::from(self.last_entry_back),
-                self.last_entry_day,
-            )
-        };
+        let last_entry = self.last_entry().unwrap_or((i64::MIN, NO_DAY));
         StoredRef {
             sessions: &self.sessions,
             last_entry,
@@ -175,6 +168,16 @@ impl Device {
         self.last_entry_back != NO_ENTRY
             && self.last_entry_day == day
             && self.last_window - i64::from(self.last_entry_back) == window
+    }
+
+    /// (window, day) of the last entry pushed, if it is remembered.
+    pub(super) fn last_entry(&self) -> Option<(i64, i32)> {
+        (self.last_entry_back != NO_ENTRY).then(|| {
+            (
+                self.last_window - i64::from(self.last_entry_back),
+                self.last_entry_day,
+            )
+        })
     }
 
     /// Notes a detection in `window` on `day`, whose entry was pushed.

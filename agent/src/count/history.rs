@@ -28,20 +28,22 @@ pub trait HistoryStore {
     fn key_rotated(&mut self);
     /// Keeps a device the counter has no room for (issue 20) until
     /// `unspill` takes it back; `record` is the device's bytes, opaque here.
-    /// `inert` is the last window of a device whose counts are known
-    /// without its record until a frame takes it back (`spill::inert`).
+    /// `inert`: the device's counts are known without its record until a
+    /// frame takes it back (`spill::inert`).
     fn spill(
         &mut self,
         id: DeviceId,
         record: &[u8],
-        inert: Option<i64>,
+        inert: Option<Inert>,
     ) -> Result<(), HistoryError>;
-    /// Takes back a spilled device's record, if `id` is spilled.
-    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError>;
+    /// Takes back a spilled device's record, if `id` is spilled, and
+    /// whether it was spilled `Inert::counted`.
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError>;
     /// A spilled inert device's last window (the one nearest `near`).
     fn inert(&self, id: DeviceId, near: i64) -> Option<i64>;
-    /// Drops a spilled device without reading it back.
-    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError>;
+    /// Drops, unread, every spilled inert device whose last window is
+    /// before `nw` (the one nearest `nw`): no window needs it any more.
+    fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError>;
     /// How many devices are spilled.
     fn spilled(&self) -> usize;
     /// The ids of the spilled devices.
@@ -51,6 +53,16 @@ pub trait HistoryStore {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HistoryError(pub String);
+
+/// A spilled device whose counts are known without its record
+/// (`spill::inert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inert {
+    pub last_window: i64,
+    /// Its entries were taken out of its last window, which counts it
+    /// instead (`WindowAcc::inert`): taken back, it is entered there again.
+    pub counted: bool,
+}
 
 /// What a device's past says about it, as bit sets over recent local days:
 /// bit k of a set is day `day - k`. Enough for residents (7 days) and
@@ -161,7 +173,7 @@ pub struct Horizon {
 #[derive(Debug, Default)]
 pub struct MemHistory {
     pub histories: IdMap<History>,
-    pub spilled: IdMap<(Vec<u8>, Option<i64>)>,
+    pub spilled: IdMap<(Vec<u8>, Option<Inert>)>,
 }
 
 impl HistoryStore for MemHistory {
@@ -182,19 +194,25 @@ impl HistoryStore for MemHistory {
         &mut self,
         id: DeviceId,
         record: &[u8],
-        inert: Option<i64>,
+        inert: Option<Inert>,
     ) -> Result<(), HistoryError> {
         self.spilled.insert(id, (record.to_vec(), inert));
         Ok(())
     }
-    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
-        Ok(self.spilled.remove(&id).map(|(r, _)| r))
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
+        Ok(self
+            .spilled
+            .remove(&id)
+            .map(|(r, inert)| (r, inert.is_some_and(|i| i.counted))))
     }
     fn inert(&self, id: DeviceId, _near: i64) -> Option<i64> {
-        self.spilled.get(&id).and_then(|(_, inert)| *inert)
+        self.spilled
+            .get(&id)
+            .and_then(|(_, inert)| inert.map(|i| i.last_window))
     }
-    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError> {
-        self.spilled.remove(&id);
+    fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError> {
+        self.spilled
+            .retain(|_, (_, inert)| inert.is_none_or(|i| i.last_window >= nw));
         Ok(())
     }
     fn spilled(&self) -> usize {

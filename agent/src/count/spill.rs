@@ -29,12 +29,18 @@
 //!   Left unread, its sessions are not pruned as windows pass; taken
 //!   back, it is pruned as every eviction since would have pruned it
 //!   (`take_spilled`).
+//! - An inert device that `spill_over` spills leaves its last window too:
+//!   its entries there are taken out and the window counts it
+//!   (`WindowAcc::inert`, `Inert::counted`), and taken back it is
+//!   entered there again. Those entries were two thirds of a crowd's
+//!   (16 bytes each, 270,000 a window; issue 20, heaptrack). The
+//!   checkpoint writes them as entries all the same (`Store::commit`).
 
 use super::device::{Device, Mark};
-use super::history::NO_DAY;
+use super::history::{Inert, NO_DAY};
 use super::state::State;
 use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
-use crate::privacy::DeviceId;
+use crate::privacy::{DeviceId, IdSet};
 
 /// Windows finalized at once past which `evict_spilled` reads inert
 /// devices back rather than trust their last window's 16 bits.
@@ -169,6 +175,9 @@ impl State {
         drop(keys);
         // A device the store refused stays, as do all after it.
         let mut refused = None;
+        // (last window, id) of those their last window counts.
+        let mut counted = Vec::new();
+        let pending = self.windows.len() as i64;
         self.devices.retain(|id, d| {
             if refused.is_some() || d.last_window < nw {
                 return true;
@@ -183,17 +192,49 @@ impl State {
             if !spill {
                 return true;
             }
-            match store.spill(id, &record(d), inert(d, min_dwell_us)) {
-                Ok(()) => false,
+            // Counted where its entry is known to be, and its window told
+            // apart from the others by 16 bits (`Spill::counted_in`).
+            let inert = inert(d, min_dwell_us).map(|last_window| Inert {
+                last_window,
+                counted: d.last_entry().is_some_and(|(w, _)| w == last_window)
+                    && last_window - nw < pending.min(1 << 15),
+            });
+            match store.spill(id, &record(d), inert) {
+                Ok(()) => {
+                    if let Some(Inert {
+                        last_window,
+                        counted: true,
+                    }) = inert
+                    {
+                        counted.push((last_window, id));
+                    }
+                    false
+                }
                 Err(e) => {
                     refused = Some(e);
                     true
                 }
             }
         });
+        self.count_inert(nw, counted);
         match refused {
             Some(e) => Err(e),
             None => Ok(n),
+        }
+    }
+}
+
+impl State {
+    /// Takes the entries of `counted` (last window, id) out of those
+    /// windows, which count them instead (`Inert::counted`): a pass over
+    /// each window's entries at most.
+    fn count_inert(&mut self, nw: i64, mut counted: Vec<(i64, DeviceId)>) {
+        counted.sort_unstable_by_key(|c| c.0);
+        for group in counted.chunk_by(|a, b| a.0 == b.0) {
+            let acc = &mut self.windows[(group[0].0 - nw) as usize];
+            let ids: IdSet = group.iter().map(|c| c.1).collect();
+            acc.entries.remove_all(&ids);
+            acc.inert += ids.len() as u64;
         }
     }
 }
@@ -221,6 +262,12 @@ impl Counter {
         self.device_budget
     }
 
+    /// Spilled devices the pending windows count in place of entries.
+    #[cfg(test)]
+    pub(crate) fn counted_inert(&self) -> u64 {
+        self.state.windows.iter().map(|w| w.inert).sum()
+    }
+
     /// Takes `id` back into memory if it is spilled (a frame of it).
     pub(super) fn reload(
         &mut self,
@@ -234,18 +281,27 @@ impl Counter {
     }
 
     /// A spilled device, out of the store, closed as `close_idle` would
-    /// have closed it.
+    /// have closed it, and entered again in the window that counted it.
+    ///
+    /// Never called for a counted device while its window is being made
+    /// final (and out of `State::windows`): a window has no entry of the
+    /// devices it counts, and only those are taken back then.
     pub(super) fn take_spilled(
         &mut self,
         id: DeviceId,
         store: &mut dyn HistoryStore,
     ) -> Result<Option<Device>, HistoryError> {
-        let Some(bytes) = store.unspill(id)? else {
+        let Some((bytes, counted)) = store.unspill(id)? else {
             return Ok(None);
         };
         let mut dev = decode(&bytes)?;
         close_if_idle(&mut dev, self.state.closed_idle_at, &self.params);
         if let Some(nw) = self.state.next_window {
+            if let Some((w, day)) = dev.last_entry().filter(|&(w, _)| counted && w >= nw) {
+                let acc = &mut self.state.windows[(w - nw) as usize];
+                acc.inert -= 1;
+                acc.entries.push(id, day);
+            }
             // What every eviction since would have pruned (an inert device
             // is left unread): a session ending in a final window was
             // closed at the pass before that window was made final.
@@ -262,7 +318,10 @@ impl Counter {
         dev: &Device,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
-        let inert = inert(dev, Some(self.params.min_dwell_us));
+        let inert = inert(dev, Some(self.params.min_dwell_us)).map(|last_window| Inert {
+            last_window,
+            counted: false,
+        });
         store.spill(id, &record(dev), inert)
     }
 
@@ -294,27 +353,35 @@ impl Counter {
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
         let mut ids = std::mem::take(&mut self.finalized_spilled);
-        ids.sort_unstable();
-        ids.dedup();
         // Its last window is within 2^15 of `nw` unless windows were
         // finalized by the tens of thousands since (a clock that jumped),
         // or since the counter started, which this process did not see.
         let far = self.evicted_at.is_none_or(|at| e.nw - at > FAR_WINDOWS);
+        if far {
+            // Read back and judged as the others are.
+            let spilled = store.spilled_ids();
+            ids.extend(
+                spilled
+                    .into_iter()
+                    .filter(|&id| store.inert(id, e.nw).is_some()),
+            );
+        } else if self.evicted_at != Some(e.nw) {
+            // An inert device is gone once its last window is final (no
+            // session of it ends in a pending window then, and every one
+            // is closed: `close_idle` ran past `session_gap_s` after its
+            // last frame); kept unread until then.
+            store.forget_inert_before(e.nw)?;
+        }
         self.evicted_at = Some(e.nw);
+        ids.sort_unstable();
+        ids.dedup();
         let mut later = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             if self.state.devices.contains(id) {
                 continue; // a frame took it back: `evict` sees it
             }
-            if let Some(last_window) = store.inert(id, e.nw).filter(|_| !far) {
-                // Gone once its last window is final (no session of it
-                // ends in a pending window then, and every one is closed:
-                // `close_idle` ran past `session_gap_s` after its last
-                // frame); kept unread until then.
-                if last_window < e.nw {
-                    store.forget(id)?;
-                }
-                continue;
+            if !far && store.inert(id, e.nw).is_some() {
+                continue; // forgotten above, or kept until its last window
             }
             if store.full() {
                 // Not read and written again only to be kept.

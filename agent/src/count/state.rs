@@ -10,7 +10,7 @@ use super::device::{Device, Devices};
 use super::history::{History, HistoryStore, NO_DAY};
 use super::visitors::RandomizedVisitors;
 use crate::people::{Features, Obs, ObsTable, Observations};
-use crate::privacy::DeviceId;
+use crate::privacy::{DeviceId, IdSet};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct WindowAcc {
@@ -23,6 +23,11 @@ pub(super) struct WindowAcc {
     /// `ephemeral`: the people features of the window's ended key epochs
     /// (sums; see `epoch`), in place of `people`, which stays empty.
     pub(super) epochs: Features,
+    /// Spilled inert devices the window counts in place of their entries
+    /// (`Inert::counted`). Memory only: the checkpoint writes them as
+    /// entries, and they load as such.
+    #[serde(skip)]
+    pub(super) inert: u64,
 }
 
 /// A window's entries: (device, local day of the detection), with
@@ -67,6 +72,17 @@ impl Entries {
             Some(&id) => (id, self.day),
             None => self.others[i - self.ids.len()],
         }
+    }
+
+    /// The day of the first entry (of most, or all).
+    pub(super) fn day(&self) -> i32 {
+        self.day
+    }
+
+    /// Takes out every entry of `ids`.
+    pub(super) fn remove_all(&mut self, ids: &IdSet) {
+        self.ids.retain(|id| !ids.contains(id));
+        self.others.retain(|(id, _)| !ids.contains(id));
     }
 
     fn iter(&self) -> impl ExactSizeIterator<Item = (DeviceId, i32)> + '_ {
@@ -167,6 +183,9 @@ pub struct Bulk {
     /// numbers), stored apart.
     shares: Vec<(u8, u8)>,
     randomized: RandomizedVisitors,
+    next_window: Option<i64>,
+    /// Each pending window's `WindowAcc::inert` and the day of its entries.
+    inert: Vec<(u64, i32)>,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -229,6 +248,24 @@ impl Bulk {
     pub fn spilled_part(&self, records: &[(DeviceId, Vec<u8>)]) -> Vec<u8> {
         postcard::to_stdvec(&PartRef::Spilled(self.closed_idle_at, records))
             .expect("in-memory structs serialize")
+    }
+
+    /// The pending windows that count spilled inert devices in place of
+    /// their entries (`Inert::counted`): (index, window, day of its
+    /// entries, how many). The store writes those entries
+    /// (`entries_part`), since only it knows the ids.
+    pub fn counted(&self) -> impl Iterator<Item = (u32, i64, i32, u64)> + '_ {
+        let nw = self.next_window.unwrap_or_default();
+        self.inert
+            .iter()
+            .enumerate()
+            .filter(|(_, &(n, _))| n > 0)
+            .map(move |(w, &(n, day))| (w as u32, nw + w as i64, day, n))
+    }
+
+    /// A part of entries of the pending window at index `w`.
+    pub fn entries_part(w: u32, pairs: &[(DeviceId, i32)]) -> Vec<u8> {
+        postcard::to_stdvec(&PartRef::Entries(w, pairs)).expect("in-memory structs serialize")
     }
 
     /// A part of histories the store has not written to its tree yet.
@@ -300,6 +337,12 @@ impl State {
     /// Takes the bulk out, leaving the rest (what the checkpoint writes in
     /// one value).
     pub fn take_bulk(&mut self) -> Bulk {
+        // Before the entries are taken, with their days.
+        let inert = self
+            .windows
+            .iter()
+            .map(|w| (w.inert, w.entries.day()))
+            .collect();
         Bulk {
             devices: std::mem::take(&mut self.devices),
             entries: self
@@ -315,6 +358,8 @@ impl State {
             closed_idle_at: self.closed_idle_at,
             shares: self.windows.iter().map(|w| w.people.share()).collect(),
             randomized: std::mem::take(&mut self.randomized_visitors),
+            next_window: self.next_window,
+            inert,
         }
     }
 
@@ -470,6 +515,7 @@ impl StateV3 {
                     entries: w.entries.into(),
                     people: Observations::unavailable(),
                     epochs: Features::default(),
+                    inert: 0,
                 })
                 .collect(),
             next_day: self.next_day,
@@ -539,6 +585,7 @@ impl StateV4 {
                     entries: w.entries.into(),
                     people: w.people,
                     epochs: Features::default(),
+                    inert: 0,
                 })
                 .collect(),
             next_day: self.next_day,

@@ -71,17 +71,14 @@ impl Counter {
             }
         }
         // Inert spilled devices (`spill::inert`): detected and passing by,
-        // each once, as `Decided::entry` would have found them.
+        // each once, as `Decided::entry` would have found them; those the
+        // window counts have no entry in it. They are forgotten by
+        // `evict_spilled` without a list of them.
         inert.sort_unstable();
         inert.dedup();
-        d.detected += inert.len() as u64;
-        d.passersby += inert.len() as u64;
-        // The inert are most of a crowd's window (200,000 ids, 3.2 MB):
-        // one list is kept, the others added to it, not copied again.
-        if inert.len() > self.finalized_spilled.len() {
-            std::mem::swap(&mut inert, &mut self.finalized_spilled);
-        }
-        self.finalized_spilled.extend(inert);
+        let inert = inert.len() as u64 + acc.inert;
+        d.detected += inert;
+        d.passersby += inert;
         self.finalized_spilled.extend(spilled);
         let Decided {
             visits,

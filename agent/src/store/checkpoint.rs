@@ -195,6 +195,21 @@ impl Store {
             file.write_all(&value)
         };
         bulk.write_parts(&mut put).map_err(err)?;
+        // The entries of the inert devices the windows count in their place
+        // (`count::Inert::counted`), as entries: they load as such.
+        for (w, window, day, n) in bulk.counted() {
+            let mut found = 0u64;
+            let ids = self.spill.counted_in(window).map(|id| {
+                found += 1;
+                (id, day)
+            });
+            count::in_parts(ids, |c| count::Bulk::entries_part(w, c), &mut put).map_err(err)?;
+            if found != n {
+                return Err(err(std::io::Error::other(format!(
+                    "window {window} counts {n} spilled devices, the spill holds {found}"
+                ))));
+            }
+        }
         // The spilled devices, copied from the scratch a part at a time.
         let mut records = Vec::with_capacity(count::Bulk::PART_ITEMS);
         for record in self.spill.records() {

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 use super::{decode_sealed, encode, sealed_by, Sealer, Store, StoreError, PART};
-use crate::count::{History, HistoryError, HistoryStore, Horizon};
+use crate::count::{History, HistoryError, HistoryStore, Horizon, Inert};
 use crate::privacy::{DeviceId, IdMap};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -533,14 +533,14 @@ impl HistoryStore for Store {
         &mut self,
         id: DeviceId,
         record: &[u8],
-        inert: Option<i64>,
+        inert: Option<Inert>,
     ) -> Result<(), HistoryError> {
         self.spill
             .put(id, record, inert)
             .map_err(|e| self.spill_err(e))
     }
 
-    fn unspill(&mut self, id: DeviceId) -> Result<Option<Vec<u8>>, HistoryError> {
+    fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
         self.spill.take(id).map_err(|e| self.spill_err(e))
     }
 
@@ -548,8 +548,10 @@ impl HistoryStore for Store {
         self.spill.inert(id, near)
     }
 
-    fn forget(&mut self, id: DeviceId) -> Result<(), HistoryError> {
-        self.spill.forget(id).map_err(|e| self.spill_err(e))
+    fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError> {
+        self.spill
+            .forget_inert_before(nw)
+            .map_err(|e| self.spill_err(e))
     }
 
     fn spilled(&self) -> usize {

@@ -35,6 +35,7 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 
 use super::spill_index::{Index, Slot};
+use crate::count::Inert;
 use crate::privacy::DeviceId;
 
 /// Segments are closed at this size; a segment is deleted once all its
@@ -52,11 +53,24 @@ struct Loc {
     segment: u16,
     /// An inert device's last window, modulo 2^16 (`inert`).
     last_window: u16,
-    /// Offset in the segment; the top bit marks an inert device.
+    /// Offset in the segment (below 2^23), and `INERT` and `COUNTED`.
     offset: u32,
 }
 
 const INERT: u32 = 1 << 31;
+/// An inert device its last window counts (`Inert::counted`).
+const COUNTED: u32 = 1 << 30;
+const FLAGS: u32 = INERT | COUNTED;
+/// Records start below `SEGMENT_BYTES` (`put`): clear of the flags.
+const _: () = assert!(SEGMENT_BYTES <= COUNTED as u64);
+
+impl Loc {
+    /// An inert device's last window, read as the one within 2^15
+    /// windows of `near`.
+    fn last_window_near(&self, near: i64) -> i64 {
+        near + i64::from(self.last_window.wrapping_sub(near as u16) as i16)
+    }
+}
 
 /// Offsets are below `SEGMENT_BYTES` plus a record: never all ones.
 impl Slot for Loc {
@@ -157,23 +171,28 @@ impl Spill {
         h.finalize()
     }
 
-    /// Appends `id`'s record (replacing one it may have). `inert` is the
-    /// last window of a device whose counts no longer need its record
-    /// (`HistoryStore::spill`).
+    /// Appends `id`'s record (replacing one it may have, never one its
+    /// window counts). `inert`: a device whose counts no longer need its
+    /// record (`HistoryStore::spill`).
     pub(super) fn put(
         &mut self,
         id: DeviceId,
         payload: &[u8],
-        inert: Option<i64>,
+        inert: Option<Inert>,
     ) -> std::io::Result<()> {
         let (segment, len) = match self.current {
             Some((n, len)) if len < SEGMENT_BYTES => (n, len),
             _ => self.start_segment()?,
         };
+        let flags = match inert {
+            None => 0,
+            Some(i) if i.counted => INERT | COUNTED,
+            Some(_) => INERT,
+        };
         let loc = Loc {
             segment,
-            last_window: inert.map_or(0, |w| w as u16),
-            offset: len as u32 | if inert.is_some() { INERT } else { 0 },
+            last_window: inert.map_or(0, |i| i.last_window as u16),
+            offset: len as u32 | flags,
         };
         self.block
             .extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -187,7 +206,8 @@ impl Spill {
             .live += 1;
         // The record it replaces, found by the same search.
         if let Some(old) = self.index.insert(id, loc) {
-            self.release(old.segment)?;
+            debug_assert!(old.offset & COUNTED == 0, "a counted record replaced");
+            self.release(old.segment, 1)?;
         }
         if self.block.len() >= BLOCK_BYTES {
             self.write_block()?;
@@ -199,26 +219,46 @@ impl Spill {
     /// windows of `near`.
     pub(super) fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
         let loc = self.index.get(id).filter(|l| l.offset & INERT != 0)?;
-        Some(near + i64::from(loc.last_window.wrapping_sub(near as u16) as i16))
+        Some(loc.last_window_near(near))
     }
 
-    /// Drops `id`'s record unread.
-    pub(super) fn forget(&mut self, id: DeviceId) -> std::io::Result<()> {
-        match self.index.remove(id) {
-            Some(loc) => self.release(loc.segment),
-            None => Ok(()),
+    /// Drops unread every inert device whose last window is before `nw`,
+    /// in one pass over the index: a crowd forgets 200,000 a window, whose
+    /// ids were a list as long (issue 20, heaptrack).
+    pub(super) fn forget_inert_before(&mut self, nw: i64) -> std::io::Result<()> {
+        let mut freed: BTreeMap<u16, u32> = BTreeMap::new();
+        self.index.retain(|_, loc| {
+            let keep = loc.offset & INERT == 0 || loc.last_window_near(nw) >= nw;
+            if !keep {
+                *freed.entry(loc.segment).or_default() += 1;
+            }
+            keep
+        });
+        for (segment, n) in freed {
+            self.release(segment, n)?;
         }
+        Ok(())
     }
 
-    /// Takes `id`'s record out, if it was spilled.
-    pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<Vec<u8>>> {
+    /// The devices spilled `Inert::counted` in `window` (within 2^15
+    /// windows of every other counted one).
+    pub(super) fn counted_in(&self, window: i64) -> impl Iterator<Item = DeviceId> + '_ {
+        self.index
+            .iter()
+            .filter(move |(_, l)| l.offset & COUNTED != 0 && l.last_window == window as u16)
+            .map(|(id, _)| id)
+    }
+
+    /// Takes `id`'s record out, if it was spilled, and whether it was
+    /// spilled `Inert::counted`.
+    pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<(Vec<u8>, bool)>> {
         let Some((place, loc)) = self.index.place(id) else {
             return Ok(None);
         };
         let payload = self.read(id, loc)?;
         self.index.remove_at(id, place);
-        self.release(loc.segment)?;
-        Ok(Some(payload))
+        self.release(loc.segment, 1)?;
+        Ok(Some((payload, loc.offset & COUNTED != 0)))
     }
 
     /// Every record, left spilled (the checkpoint copies them), a segment
@@ -234,7 +274,7 @@ impl Spill {
                 .index
                 .iter()
                 .filter(|(_, l)| l.segment == segment)
-                .map(|(id, l)| (l.offset & !INERT, id))
+                .map(|(id, l)| (l.offset & !FLAGS, id))
                 .collect();
             locs.sort_unstable_by_key(|&(offset, _)| offset);
             let mut window = Window::default();
@@ -278,13 +318,13 @@ impl Spill {
             format!(
                 "{}: the record at offset {} {what}",
                 self.path(loc.segment).display(),
-                loc.offset & !INERT
+                loc.offset & !FLAGS
             ),
         )
     }
 
     fn read(&self, id: DeviceId, loc: Loc) -> std::io::Result<Vec<u8>> {
-        let offset = u64::from(loc.offset & !INERT);
+        let offset = u64::from(loc.offset & !FLAGS);
         let bytes = if let Some(at) = self.unwritten(loc.segment, offset) {
             // Still in the block being filled, in the clear.
             self.in_block(loc, at)?
@@ -389,10 +429,10 @@ impl Spill {
         Ok(())
     }
 
-    /// One record of `segment` was taken.
-    fn release(&mut self, segment: u16) -> std::io::Result<()> {
+    /// `n` records of `segment` were taken.
+    fn release(&mut self, segment: u16, n: u32) -> std::io::Result<()> {
         if let Some(s) = self.segments.get_mut(&segment) {
-            s.live -= 1;
+            s.live -= n;
         }
         if self.current.is_none_or(|(c, _)| c != segment) {
             self.remove_if_empty(segment)?;
@@ -505,11 +545,9 @@ mod tests {
             .iter()
             .all(|(id, r)| r.as_slice() == payload(id.0).as_bytes()));
         for i in (0..n).rev() {
-            assert_eq!(
-                spill.take(DeviceId(i)).unwrap().unwrap(),
-                payload(i).as_bytes(),
-                "device {i}"
-            );
+            let (record, counted) = spill.take(DeviceId(i)).unwrap().unwrap();
+            assert_eq!(record, payload(i).as_bytes(), "device {i}");
+            assert!(!counted);
             assert!(spill.take(DeviceId(i)).unwrap().is_none());
         }
         assert_eq!(spill.len(), 0);
@@ -523,25 +561,64 @@ mod tests {
     }
 
     /// An inert device's last window comes back from its 16 bits, across
-    /// their wrap; forgetting it frees its record unread.
+    /// their wrap; once it is before the first pending window, the device
+    /// is forgotten unread, whether its window counts it or not.
     #[test]
     fn inert_devices_are_told_apart_and_forgotten_unread() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
-        spill.put(DeviceId(1), b"inert", Some(65_538)).unwrap();
+        let inert = |last_window, counted| {
+            Some(Inert {
+                last_window,
+                counted,
+            })
+        };
+        spill
+            .put(DeviceId(1), b"inert", inert(65_538, true))
+            .unwrap();
         spill.put(DeviceId(2), b"not", None).unwrap();
-        spill.put(DeviceId(3), b"inert too", Some(65_530)).unwrap();
+        spill
+            .put(DeviceId(3), b"inert too", inert(65_530, false))
+            .unwrap();
+        spill
+            .put(DeviceId(5), b"counted", inert(65_530, true))
+            .unwrap();
+        spill
+            .put(DeviceId(6), b"earlier", inert(65_529, false))
+            .unwrap();
         assert_eq!(spill.inert(DeviceId(1), 65_536), Some(65_538));
         assert_eq!(spill.inert(DeviceId(1), 65_540), Some(65_538));
         assert_eq!(spill.inert(DeviceId(3), 65_536), Some(65_530));
         assert_eq!(spill.inert(DeviceId(2), 65_536), None);
         assert_eq!(spill.inert(DeviceId(4), 65_536), None);
-        spill.forget(DeviceId(1)).unwrap();
-        assert_eq!(spill.len(), 2);
-        assert!(spill.take(DeviceId(1)).unwrap().is_none());
-        assert_eq!(spill.take(DeviceId(3)).unwrap().unwrap(), b"inert too");
-        // Taken or forgotten, the record is no longer inert.
-        assert_eq!(spill.inert(DeviceId(3), 65_536), None);
+        let counted = |spill: &Spill, w| {
+            let mut ids: Vec<u128> = spill.counted_in(w).map(|id| id.0).collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(
+            (counted(&spill, 65_538), counted(&spill, 65_530)),
+            (vec![1], vec![5])
+        );
+        spill.forget_inert_before(65_530).unwrap();
+        assert_eq!(spill.len(), 4, "device 6 is forgotten");
+        assert!(spill.take(DeviceId(6)).unwrap().is_none());
+        spill.forget_inert_before(65_531).unwrap();
+        assert_eq!(spill.len(), 2, "devices 3 and 5 are forgotten");
+        assert!(spill.take(DeviceId(3)).unwrap().is_none());
+        assert!(spill.take(DeviceId(5)).unwrap().is_none());
+        assert!(counted(&spill, 65_530).is_empty());
+        assert_eq!(
+            spill.take(DeviceId(1)).unwrap().unwrap(),
+            (b"inert".to_vec(), true)
+        );
+        // Taken, the record is no longer inert.
+        assert_eq!(spill.inert(DeviceId(1), 65_536), None);
+        assert_eq!(
+            spill.take(DeviceId(2)).unwrap().unwrap(),
+            (b"not".to_vec(), false)
+        );
+        assert_eq!(spill.len(), 0);
     }
 
     #[test]

@@ -115,10 +115,25 @@ impl<V: Slot> Index<V> {
         old
     }
 
+    #[cfg(test)]
     pub(super) fn remove(&mut self, id: DeviceId) -> Option<V> {
         let (place, v) = self.place(id)?;
         self.remove_at(id, place);
         Some(v)
+    }
+
+    /// Keeps the entries `keep` says to keep.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(DeviceId, &V) -> bool) {
+        for e in &mut self.sorted {
+            if !e.1.is_gone() && !keep(e.0, &e.1) {
+                e.1 = V::GONE;
+                self.gone += 1;
+            }
+        }
+        self.recent.retain(|&id, v| keep(id, v));
+        if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
+            self.merge();
+        }
     }
 
     /// Every entry, in no particular order.
@@ -179,6 +194,12 @@ mod tests {
                         if let Some((place, _)) = found {
                             index.remove_at(dev, place);
                         }
+                    }
+                    3 if v % 64 == 0 => {
+                        // Drops the values of one residue.
+                        let r = v / 64 % 4;
+                        index.retain(|_, &x| x % 4 != r);
+                        model.retain(|_, x| *x % 4 != r);
                     }
                     _ => prop_assert_eq!(index.get(dev), model.get(&{ dev.0 }).copied()),
                 }
