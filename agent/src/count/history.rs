@@ -29,13 +29,15 @@ pub trait HistoryStore {
     /// Keeps a device the counter has no room for (issue 20) until
     /// `unspill` takes it back; `record` is the device's bytes, opaque here.
     /// `inert`: the device's counts are known without its record until a
-    /// frame takes it back (`spill::inert`).
+    /// frame takes it back (`spill::inert`). False: the store has no room
+    /// for this one (another spilled device holds its key), which stays
+    /// in memory.
     fn spill(
         &mut self,
         id: DeviceId,
         record: &[u8],
         inert: Option<Inert>,
-    ) -> Result<(), HistoryError>;
+    ) -> Result<bool, HistoryError>;
     /// Takes back a spilled device's record, if `id` is spilled, and
     /// whether it was spilled `Inert::counted`.
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError>;
@@ -47,7 +49,7 @@ pub trait HistoryStore {
     /// How many devices are spilled.
     fn spilled(&self) -> usize;
     /// The ids of the spilled devices.
-    fn spilled_ids(&self) -> Vec<DeviceId>;
+    fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,9 +197,9 @@ impl HistoryStore for MemHistory {
         id: DeviceId,
         record: &[u8],
         inert: Option<Inert>,
-    ) -> Result<(), HistoryError> {
+    ) -> Result<bool, HistoryError> {
         self.spilled.insert(id, (record.to_vec(), inert));
-        Ok(())
+        Ok(true)
     }
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
         Ok(self
@@ -218,7 +220,7 @@ impl HistoryStore for MemHistory {
     fn spilled(&self) -> usize {
         self.spilled.len()
     }
-    fn spilled_ids(&self) -> Vec<DeviceId> {
-        self.spilled.keys().copied().collect()
+    fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError> {
+        Ok(self.spilled.keys().copied().collect())
     }
 }

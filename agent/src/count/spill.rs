@@ -99,17 +99,9 @@ fn inert(dev: &Device, min_dwell_us: Option<i64>) -> Option<i64> {
     (h.randomized && h.visitor_day == NO_DAY && no_visit).then_some(dev.last_window)
 }
 
-/// Whether a spilled device's record names no pending window: one whose
-/// eviction waited for a commit (`Keep::Deferred`) when the checkpoint was
-/// taken, which no window will hand to `evict_spilled` again.
-pub(super) fn unneeded(record: &[u8], next_window: Option<i64>) -> Result<bool, String> {
-    let dev = decode(record).map_err(|e| e.to_string())?;
-    Ok(next_window.is_some_and(|nw| dev.last_window < nw))
-}
-
 /// A record loaded from a checkpoint: its mark named an attempt of the
 /// process that wrote it, and attempts count again from 1 (0 is none).
-pub(super) fn forget_mark(record: &mut [u8]) {
+fn forget_mark(record: &mut [u8]) {
     let n = MARK_BYTES.min(record.len());
     record[..n].fill(0);
 }
@@ -200,7 +192,8 @@ impl State {
                     && last_window - nw < pending.min(1 << 15),
             });
             match store.spill(id, &record(d), inert) {
-                Ok(()) => {
+                Ok(false) => true, // its key is another's: it stays
+                Ok(true) => {
                     if let Some(Inert {
                         last_window,
                         counted: true,
@@ -225,6 +218,47 @@ impl State {
 }
 
 impl State {
+    /// Spills again the records of a checkpoint's part (`Part::Spilled`);
+    /// `counted`: their last window counted them in place of their
+    /// entries, and they are entered there again. One the store has no
+    /// room for comes into memory.
+    pub(super) fn put_spilled_part(
+        &mut self,
+        closed_idle_at: Option<i64>,
+        records: Vec<(DeviceId, Vec<u8>)>,
+        counted: bool,
+        store: &mut dyn HistoryStore,
+    ) -> Result<(), String> {
+        self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
+        for (id, mut record) in records {
+            forget_mark(&mut record);
+            let dev = decode(&record).map_err(|e| e.to_string())?;
+            // No pending window names it: its eviction waited for a commit
+            // (`Keep::Deferred`) when the checkpoint was taken, and no
+            // window will hand it to `evict_spilled` again.
+            if self.next_window.is_some_and(|nw| dev.last_window < nw) {
+                self.unjudged.push(id);
+            }
+            if counted {
+                let (w, day) = dev
+                    .last_entry()
+                    .ok_or("a spilled device its window counted has no entry")?;
+                let at = self
+                    .next_window
+                    .and_then(|nw| usize::try_from(w - nw).ok())
+                    .filter(|&at| at < self.windows.len())
+                    .ok_or_else(|| {
+                        format!("a spilled device counted in window {w}, not pending")
+                    })?;
+                self.windows[at].entries.push(id, day);
+            }
+            if !store.spill(id, &record, None).map_err(|e| e.to_string())? {
+                self.devices.insert(id, dev);
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the entries of `counted` (last window, id) out of those
     /// windows, which count them instead (`Inert::counted`): a pass over
     /// each window's entries at most.
@@ -322,7 +356,14 @@ impl Counter {
             last_window,
             counted: false,
         });
-        store.spill(id, &record(dev), inert)
+        // It was taken out just before: nothing was spilled since that
+        // could hold its key.
+        match store.spill(id, &record(dev), inert)? {
+            true => Ok(()),
+            false => Err(HistoryError(
+                "a device taken back could not be spilled again: another holds its key".into(),
+            )),
+        }
     }
 
     /// `f` on the device `id`, in memory or spilled (it stays where it is).
@@ -359,7 +400,7 @@ impl Counter {
         let far = self.evicted_at.is_none_or(|at| e.nw - at > FAR_WINDOWS);
         if far {
             // Read back and judged as the others are.
-            let spilled = store.spilled_ids();
+            let spilled = store.spilled_ids()?;
             ids.extend(
                 spilled
                     .into_iter()
@@ -411,7 +452,7 @@ impl Counter {
         &mut self,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
-        for id in store.spilled_ids() {
+        for id in store.spilled_ids()? {
             if let Some(mut dev) = self.take_spilled(id, store)? {
                 dev.close(&self.params);
                 self.put_spilled(id, &dev, store)?;

@@ -74,11 +74,6 @@ impl Entries {
         }
     }
 
-    /// The day of the first entry (of most, or all).
-    pub(super) fn day(&self) -> i32 {
-        self.day
-    }
-
     /// Takes out every entry of `ids`.
     pub(super) fn remove_all(&mut self, ids: &IdSet) {
         self.ids.retain(|id| !ids.contains(id));
@@ -183,9 +178,8 @@ pub struct Bulk {
     /// numbers), stored apart.
     shares: Vec<(u8, u8)>,
     randomized: RandomizedVisitors,
-    next_window: Option<i64>,
-    /// Each pending window's `WindowAcc::inert` and the day of its entries.
-    inert: Vec<(u64, i32)>,
+    /// The pending windows' `WindowAcc::inert`, summed.
+    counted: u64,
 }
 
 /// One part of a `Bulk`, as stored.
@@ -215,6 +209,10 @@ enum Part {
     /// written to its tree yet: they are part of the committed state
     /// until it does (`Store::commit`).
     Histories(Vec<(DeviceId, Option<History>)>),
+    /// `Spilled` devices whose last window counted them in place of their
+    /// entries (`Inert::counted`): each is entered there again as it
+    /// loads (its last entry).
+    SpilledCounted(Option<i64>, Vec<(DeviceId, Vec<u8>)>),
 }
 
 /// `Part` as written, borrowing from the state (the same bytes).
@@ -228,6 +226,7 @@ enum PartRef<'a> {
     PeopleSeqShare(u32, u8),
     Randomized(i32, &'a [DeviceId]),
     Histories(&'a [(DeviceId, Option<History>)]),
+    SpilledCounted(Option<i64>, &'a [(DeviceId, Vec<u8>)]),
 }
 
 impl Bulk {
@@ -244,28 +243,21 @@ impl Bulk {
     }
 
     /// A part of spilled devices' records (the store holds them; the
-    /// checkpoint writes them after `write_parts`).
-    pub fn spilled_part(&self, records: &[(DeviceId, Vec<u8>)]) -> Vec<u8> {
-        postcard::to_stdvec(&PartRef::Spilled(self.closed_idle_at, records))
-            .expect("in-memory structs serialize")
+    /// checkpoint writes them after `write_parts`); `counted`: of those
+    /// their last window counts in place of entries.
+    pub fn spilled_part(&self, records: &[(DeviceId, Vec<u8>)], counted: bool) -> Vec<u8> {
+        let part = if counted {
+            PartRef::SpilledCounted(self.closed_idle_at, records)
+        } else {
+            PartRef::Spilled(self.closed_idle_at, records)
+        };
+        postcard::to_stdvec(&part).expect("in-memory structs serialize")
     }
 
-    /// The pending windows that count spilled inert devices in place of
-    /// their entries (`Inert::counted`): (index, window, day of its
-    /// entries, how many). The store writes those entries
-    /// (`entries_part`), since only it knows the ids.
-    pub fn counted(&self) -> impl Iterator<Item = (u32, i64, i32, u64)> + '_ {
-        let nw = self.next_window.unwrap_or_default();
-        self.inert
-            .iter()
-            .enumerate()
-            .filter(|(_, &(n, _))| n > 0)
-            .map(move |(w, &(n, day))| (w as u32, nw + w as i64, day, n))
-    }
-
-    /// A part of entries of the pending window at index `w`.
-    pub fn entries_part(w: u32, pairs: &[(DeviceId, i32)]) -> Vec<u8> {
-        postcard::to_stdvec(&PartRef::Entries(w, pairs)).expect("in-memory structs serialize")
+    /// Spilled devices the pending windows count in place of entries
+    /// (`Inert::counted`): the store's parts of them must hold as many.
+    pub fn counted(&self) -> u64 {
+        self.counted
     }
 
     /// A part of histories the store has not written to its tree yet.
@@ -337,12 +329,6 @@ impl State {
     /// Takes the bulk out, leaving the rest (what the checkpoint writes in
     /// one value).
     pub fn take_bulk(&mut self) -> Bulk {
-        // Before the entries are taken, with their days.
-        let inert = self
-            .windows
-            .iter()
-            .map(|w| (w.inert, w.entries.day()))
-            .collect();
         Bulk {
             devices: std::mem::take(&mut self.devices),
             entries: self
@@ -358,8 +344,7 @@ impl State {
             closed_idle_at: self.closed_idle_at,
             shares: self.windows.iter().map(|w| w.people.share()).collect(),
             randomized: std::mem::take(&mut self.randomized_visitors),
-            next_window: self.next_window,
-            inert,
+            counted: self.windows.iter().map(|w| w.inert).sum(),
         }
     }
 
@@ -406,14 +391,10 @@ impl State {
                 people.set_share((people.share().0, seq_share));
             }
             Part::Spilled(closed_idle_at, records) => {
-                self.closed_idle_at = self.closed_idle_at.max(closed_idle_at);
-                for (id, mut record) in records {
-                    if super::spill::unneeded(&record, self.next_window)? {
-                        self.unjudged.push(id);
-                    }
-                    super::spill::forget_mark(&mut record);
-                    store.spill(id, &record, None).map_err(|e| e.to_string())?;
-                }
+                self.put_spilled_part(closed_idle_at, records, false, store)?;
+            }
+            Part::SpilledCounted(closed_idle_at, records) => {
+                self.put_spilled_part(closed_idle_at, records, true, store)?;
             }
             Part::Randomized(day, ids) => self.randomized_visitors.extend_sorted(day, ids)?,
             Part::Histories(histories) => {

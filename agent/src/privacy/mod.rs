@@ -62,6 +62,11 @@ impl std::hash::Hasher for IdHasher {
     fn write_u128(&mut self, n: u128) {
         self.0 ^= n as u64;
     }
+
+    /// A part of an id (`store::spill_index`).
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 pub type IdBuildHasher = std::hash::BuildHasherDefault<IdHasher>;

@@ -195,32 +195,32 @@ impl Store {
             file.write_all(&value)
         };
         bulk.write_parts(&mut put).map_err(err)?;
-        // The entries of the inert devices the windows count in their place
-        // (`count::Inert::counted`), as entries: they load as such.
-        for (w, window, day, n) in bulk.counted() {
-            let mut found = 0u64;
-            let ids = self.spill.counted_in(window).map(|id| {
-                found += 1;
-                (id, day)
-            });
-            count::in_parts(ids, |c| count::Bulk::entries_part(w, c), &mut put).map_err(err)?;
-            if found != n {
-                return Err(err(std::io::Error::other(format!(
-                    "window {window} counts {n} spilled devices, the spill holds {found}"
-                ))));
-            }
-        }
-        // The spilled devices, copied from the scratch a part at a time.
-        let mut records = Vec::with_capacity(count::Bulk::PART_ITEMS);
+        // The spilled devices, copied from the scratch a part at a time;
+        // those their window counts in place of entries
+        // (`count::Inert::counted`) in parts of their own, which enter
+        // them there again when they load.
+        let mut records = [const { Vec::new() }; 2];
+        let mut counted = 0u64;
         for record in self.spill.records() {
-            records.push(record.map_err(err)?);
-            if records.len() == count::Bulk::PART_ITEMS {
-                put(bulk.spilled_part(&records)).map_err(err)?;
-                records.clear();
+            let (id, record, is_counted) = record.map_err(err)?;
+            counted += u64::from(is_counted);
+            let part = &mut records[usize::from(is_counted)];
+            part.push((id, record));
+            if part.len() == count::Bulk::PART_ITEMS {
+                put(bulk.spilled_part(part, is_counted)).map_err(err)?;
+                part.clear();
             }
         }
-        if !records.is_empty() {
-            put(bulk.spilled_part(&records)).map_err(err)?;
+        for (is_counted, part) in records.iter().enumerate() {
+            if !part.is_empty() {
+                put(bulk.spilled_part(part, is_counted == 1)).map_err(err)?;
+            }
+        }
+        if counted != bulk.counted() {
+            return Err(err(std::io::Error::other(format!(
+                "the windows count {} spilled devices, the spill holds {counted}",
+                bulk.counted()
+            ))));
         }
         let saved = self.overlay.iter().map(|(&id, &h)| (id, h));
         let histories = self.in_flight().chain(saved);

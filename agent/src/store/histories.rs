@@ -534,7 +534,7 @@ impl HistoryStore for Store {
         id: DeviceId,
         record: &[u8],
         inert: Option<Inert>,
-    ) -> Result<(), HistoryError> {
+    ) -> Result<bool, HistoryError> {
         self.spill
             .put(id, record, inert)
             .map_err(|e| self.spill_err(e))
@@ -558,8 +558,8 @@ impl HistoryStore for Store {
         self.spill.len()
     }
 
-    fn spilled_ids(&self) -> Vec<DeviceId> {
-        self.spill.ids()
+    fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError> {
+        self.spill.ids().map_err(|e| self.spill_err(e))
     }
 }
 

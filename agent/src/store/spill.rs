@@ -13,12 +13,12 @@
 //! count or drop it, or a key rotation clears them all), so a segment
 //! whose records were all taken is deleted: the file follows the devices
 //! spilled now, not all those ever spilled. In memory each spilled device
-//! costs its index entry (id and place, 24 bytes: `spill_index`) instead
-//! of the device (about 125).
+//! costs its index entry (64 bits of its id and its place, 16 bytes:
+//! `spill_index`) instead of the device (about 125).
 //!
-//! A record: a little-endian u32 length, the device's bytes, then a CRC-32
-//! of the id and those bytes (a record read for another id, or damaged,
-//! is refused). Segments are encrypted with ChaCha20 under the process's
+//! A record: a little-endian u32 length, the low half of the id, the
+//! device's bytes, then a CRC-32 of the id and those bytes (a record of
+//! another id of the same key is told apart; a damaged one is refused). Segments are encrypted with ChaCha20 under the process's
 //! key, the keystream's position being the byte's offset, as blocks are written; a record is
 //! decrypted alone by seeking there. The nonce is the segment's serial,
 //! never reused in a process (numbers, which name the files, wrap). Sealing each record with
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 
-use super::spill_index::{Index, Slot};
+use super::spill_index::{self, Index, Slot};
 use crate::count::Inert;
 use crate::privacy::DeviceId;
 
@@ -146,8 +146,10 @@ impl Spill {
         closed + self.current.map_or(0, |(_, len)| len)
     }
 
-    pub(super) fn ids(&self) -> Vec<DeviceId> {
-        self.index.iter().map(|(id, _)| id).collect()
+    /// Every spilled device's id: the index holds only 64 bits of
+    /// each, so the records are read for the rest.
+    pub(super) fn ids(&self) -> std::io::Result<Vec<DeviceId>> {
+        self.records().map(|r| r.map(|(id, ..)| id)).collect()
     }
 
     fn path(&self, segment: u16) -> PathBuf {
@@ -171,15 +173,16 @@ impl Spill {
         h.finalize()
     }
 
-    /// Appends `id`'s record (replacing one it may have, never one its
-    /// window counts). `inert`: a device whose counts no longer need its
-    /// record (`HistoryStore::spill`).
+    /// Appends `id`'s record, unless a spilled device holds its key
+    /// (`spill_index`): then it returns false and nothing changes.
+    /// `inert`: a device whose counts no longer need its record
+    /// (`HistoryStore::spill`).
     pub(super) fn put(
         &mut self,
         id: DeviceId,
         payload: &[u8],
         inert: Option<Inert>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         let (segment, len) = match self.current {
             Some((n, len)) if len < SEGMENT_BYTES => (n, len),
             _ => self.start_segment()?,
@@ -194,25 +197,25 @@ impl Spill {
             last_window: inert.map_or(0, |i| i.last_window as u16),
             offset: len as u32 | flags,
         };
+        if !self.index.insert_new(id, loc) {
+            return Ok(false);
+        }
+        // The id's low half: with the key, it gives the id back.
         self.block
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            .extend_from_slice(&(8 + payload.len() as u32).to_le_bytes());
+        self.block.extend_from_slice(&(id.0 as u64).to_le_bytes());
         self.block.extend_from_slice(payload);
         self.block
             .extend_from_slice(&Self::check(id, payload).to_le_bytes());
-        self.current = Some((segment, len + 8 + payload.len() as u64));
+        self.current = Some((segment, len + 16 + payload.len() as u64));
         self.segments
             .get_mut(&segment)
             .expect("the current segment is open")
             .live += 1;
-        // The record it replaces, found by the same search.
-        if let Some(old) = self.index.insert(id, loc) {
-            debug_assert!(old.offset & COUNTED == 0, "a counted record replaced");
-            self.release(old.segment, 1)?;
-        }
         if self.block.len() >= BLOCK_BYTES {
             self.write_block()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// An inert device's last window, read back as the one within 2^15
@@ -227,7 +230,7 @@ impl Spill {
     /// ids were a list as long (issue 20, heaptrack).
     pub(super) fn forget_inert_before(&mut self, nw: i64) -> std::io::Result<()> {
         let mut freed: BTreeMap<u16, u32> = BTreeMap::new();
-        self.index.retain(|_, loc| {
+        self.index.retain(|loc| {
             let keep = loc.offset & INERT == 0 || loc.last_window_near(nw) >= nw;
             if !keep {
                 *freed.entry(loc.segment).or_default() += 1;
@@ -240,51 +243,47 @@ impl Spill {
         Ok(())
     }
 
-    /// The devices spilled `Inert::counted` in `window` (within 2^15
-    /// windows of every other counted one).
-    pub(super) fn counted_in(&self, window: i64) -> impl Iterator<Item = DeviceId> + '_ {
-        self.index
-            .iter()
-            .filter(move |(_, l)| l.offset & COUNTED != 0 && l.last_window == window as u16)
-            .map(|(id, _)| id)
-    }
-
     /// Takes `id`'s record out, if it was spilled, and whether it was
     /// spilled `Inert::counted`.
     pub(super) fn take(&mut self, id: DeviceId) -> std::io::Result<Option<(Vec<u8>, bool)>> {
         let Some((place, loc)) = self.index.place(id) else {
             return Ok(None);
         };
-        let payload = self.read(id, loc)?;
+        let (found, payload) = self.read(spill_index::key(id), loc)?;
+        if found != id {
+            return Ok(None); // another device's, of the same key
+        }
         self.index.remove_at(id, place);
         self.release(loc.segment, 1)?;
         Ok(Some((payload, loc.offset & COUNTED != 0)))
     }
 
-    /// Every record, left spilled (the checkpoint copies them), a segment
+    /// Every record, left spilled (the checkpoint copies them), with its
+    /// id and whether its window counts it (`Inert::counted`), a segment
     /// at a time in file order: a crowd's checkpoint copies hundreds of
     /// thousands, and two reads and two keystreams each were a fifth of
     /// the counting thread (issue 20, perf). Each segment's records are
     /// read through a window of `COPY_BYTES`, decrypted once.
     pub(super) fn records(
         &self,
-    ) -> impl Iterator<Item = std::io::Result<(DeviceId, Vec<u8>)>> + '_ {
+    ) -> impl Iterator<Item = std::io::Result<(DeviceId, Vec<u8>, bool)>> + '_ {
         self.segments.keys().flat_map(move |&segment| {
-            let mut locs: Vec<(u32, DeviceId)> = self
+            let mut locs: Vec<(u32, u64)> = self
                 .index
                 .iter()
                 .filter(|(_, l)| l.segment == segment)
-                .map(|(id, l)| (l.offset & !FLAGS, id))
+                .map(|(key, l)| (l.offset, key))
                 .collect();
-            locs.sort_unstable_by_key(|&(offset, _)| offset);
+            locs.sort_unstable_by_key(|&(offset, _)| offset & !FLAGS);
             let mut window = Window::default();
-            locs.into_iter().map(move |(offset, id)| {
+            locs.into_iter().map(move |(offset, key)| {
                 let loc = Loc {
                     segment,
                     last_window: 0,
-                    offset,
+                    offset: offset & !FLAGS,
                 };
-                window.read(self, id, loc).map(|r| (id, r))
+                let (id, record) = window.read(self, key, loc)?;
+                Ok((id, record, offset & COUNTED != 0))
             })
         })
     }
@@ -323,7 +322,8 @@ impl Spill {
         )
     }
 
-    fn read(&self, id: DeviceId, loc: Loc) -> std::io::Result<Vec<u8>> {
+    /// The id (of `key`) and payload of the record at `loc`.
+    fn read(&self, key: u64, loc: Loc) -> std::io::Result<(DeviceId, Vec<u8>)> {
         let offset = u64::from(loc.offset & !FLAGS);
         let bytes = if let Some(at) = self.unwritten(loc.segment, offset) {
             // Still in the block being filled, in the clear.
@@ -346,7 +346,7 @@ impl Spill {
             self.apply_keystream(serial, offset + 4, &mut bytes);
             bytes
         };
-        self.checked(id, loc, bytes)
+        self.checked(key, loc, bytes)
     }
 
     /// A record's payload and check, from the block being filled.
@@ -363,17 +363,26 @@ impl Spill {
             .to_vec())
     }
 
-    /// The payload of `bytes` (payload and check), if the check holds.
-    fn checked(&self, id: DeviceId, loc: Loc, mut bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
-        if bytes.len() < 4 {
+    /// The id and payload of `bytes` (the id's low half, payload and
+    /// check) found by `key`, if the check holds.
+    fn checked(
+        &self,
+        key: u64,
+        loc: Loc,
+        mut bytes: Vec<u8>,
+    ) -> std::io::Result<(DeviceId, Vec<u8>)> {
+        if bytes.len() < 12 {
             return Err(self.damaged(loc, "is cut short"));
         }
         let tail = bytes.split_off(bytes.len() - 4);
         let check = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
+        let low = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let id = spill_index::id_of(key, low);
+        bytes.drain(..8);
         if check != Self::check(id, &bytes) {
             return Err(self.damaged(loc, "does not open (damaged)"));
         }
-        Ok(bytes)
+        Ok((id, bytes))
     }
 
     fn start_segment(&mut self) -> std::io::Result<(u16, u64)> {
@@ -468,10 +477,10 @@ struct Window {
 impl Window {
     /// The record at `loc`, read through the window; records come in file
     /// order, so the window moves forward only.
-    fn read(&mut self, spill: &Spill, id: DeviceId, loc: Loc) -> std::io::Result<Vec<u8>> {
+    fn read(&mut self, spill: &Spill, key: u64, loc: Loc) -> std::io::Result<(DeviceId, Vec<u8>)> {
         let offset = u64::from(loc.offset);
         if let Some(at) = spill.unwritten(loc.segment, offset) {
-            return spill.checked(id, loc, spill.in_block(loc, at)?);
+            return spill.checked(key, loc, spill.in_block(loc, at)?);
         }
         let len = self.get(spill, loc, offset, 4)?;
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
@@ -479,7 +488,7 @@ impl Window {
             return Err(spill.damaged(loc, "claims more bytes than a segment holds"));
         }
         let bytes = self.get(spill, loc, offset + 4, len + 4)?;
-        spill.checked(id, loc, bytes)
+        spill.checked(key, loc, bytes)
     }
 
     /// `n` decrypted bytes at `offset`, moving the window there if needed.
@@ -543,7 +552,7 @@ mod tests {
         assert_eq!(copied.len(), n as usize);
         assert!(copied
             .iter()
-            .all(|(id, r)| r.as_slice() == payload(id.0).as_bytes()));
+            .all(|(id, r, counted)| r.as_slice() == payload(id.0).as_bytes() && !counted));
         for i in (0..n).rev() {
             let (record, counted) = spill.take(DeviceId(i)).unwrap().unwrap();
             assert_eq!(record, payload(i).as_bytes(), "device {i}");
@@ -591,15 +600,17 @@ mod tests {
         assert_eq!(spill.inert(DeviceId(3), 65_536), Some(65_530));
         assert_eq!(spill.inert(DeviceId(2), 65_536), None);
         assert_eq!(spill.inert(DeviceId(4), 65_536), None);
-        let counted = |spill: &Spill, w| {
-            let mut ids: Vec<u128> = spill.counted_in(w).map(|id| id.0).collect();
+        let counted = |spill: &Spill| {
+            let mut ids: Vec<u128> = spill
+                .records()
+                .map(Result::unwrap)
+                .filter(|r| r.2)
+                .map(|r| r.0 .0)
+                .collect();
             ids.sort_unstable();
             ids
         };
-        assert_eq!(
-            (counted(&spill, 65_538), counted(&spill, 65_530)),
-            (vec![1], vec![5])
-        );
+        assert_eq!(counted(&spill), vec![1, 5]);
         spill.forget_inert_before(65_530).unwrap();
         assert_eq!(spill.len(), 4, "device 6 is forgotten");
         assert!(spill.take(DeviceId(6)).unwrap().is_none());
@@ -607,7 +618,7 @@ mod tests {
         assert_eq!(spill.len(), 2, "devices 3 and 5 are forgotten");
         assert!(spill.take(DeviceId(3)).unwrap().is_none());
         assert!(spill.take(DeviceId(5)).unwrap().is_none());
-        assert!(counted(&spill, 65_530).is_empty());
+        assert_eq!(counted(&spill), vec![1]);
         assert_eq!(
             spill.take(DeviceId(1)).unwrap().unwrap(),
             (b"inert".to_vec(), true)
@@ -619,6 +630,28 @@ mod tests {
             (b"not".to_vec(), false)
         );
         assert_eq!(spill.len(), 0);
+    }
+
+    /// The index holds 64 bits of an id: a device whose key another
+    /// spilled device holds is not spilled, and asking for it finds
+    /// nothing, whatever the other's record says.
+    #[test]
+    fn ids_sharing_their_key_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = Spill::new(dir.path().join("spill"));
+        let (a, b) = (DeviceId(7 << 64 | 1), DeviceId(4 << 64 | 2));
+        assert_eq!(spill_index::key(a), spill_index::key(b));
+        assert!(spill.put(a, b"first", None).unwrap());
+        assert!(!spill.put(b, b"second", None).unwrap());
+        assert_eq!(spill.len(), 1);
+        assert!(spill.take(b).unwrap().is_none());
+        assert_eq!(spill.ids().unwrap(), vec![a]);
+        assert_eq!(spill.take(a).unwrap().unwrap(), (b"first".to_vec(), false));
+        assert!(
+            spill.put(b, b"second", None).unwrap(),
+            "its key is free again"
+        );
+        assert_eq!(spill.take(b).unwrap().unwrap().0, b"second");
     }
 
     #[test]
