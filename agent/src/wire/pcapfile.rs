@@ -1,8 +1,15 @@
-//! Capture files, read through libpcap (the `pcap` crate): pcap in either
-//! byte order with micro- or nanosecond stamps, and pcapng. libpcap hands
-//! out each record as a slice of its own buffer, so reading copies nothing.
-//! Timestamps are asked for in microseconds (SPEC §1: all comparisons are on
-//! microseconds); libpcap scales nanosecond files down.
+//! Capture files: pcap in either byte order with micro- or nanosecond
+//! stamps, and pcapng. Timestamps are in microseconds (SPEC §1: all
+//! comparisons are on microseconds); nanosecond stamps are scaled down as
+//! libpcap does, truncating.
+//!
+//! libpcap (the `pcap` crate) opens every file and reads pcapng. The
+//! records of a pcap file are read here, a megabyte at a time, each
+//! handed out as a slice of that buffer: libpcap reads each record with
+//! two `fread`s through a 4 KiB stdio buffer, a copy and a read(2) per 4
+//! KiB, which were a third of the reader thread on a crowd's 6.5 GB
+//! (issue 20, perf). The header is libpcap's to judge (and its link type
+//! to map), and a record is refused as libpcap refuses it.
 //!
 //! `sniff` reads the first bytes to say what the file is, for `inspect` and
 //! for clear errors: libpcap's own messages do not name the format.
@@ -138,8 +145,132 @@ pub struct Record<'a> {
 pub struct CaptureFile {
     path: PathBuf,
     kind: FileKind,
+    /// libpcap's, which reads a pcapng file's records.
     cap: pcap::Capture<pcap::Offline>,
+    /// A pcap file's records, read here.
+    records: Option<PcapRecords>,
     frames: u64,
+}
+
+/// Bytes of a pcap file read at a time.
+const READ_BYTES: usize = 1 << 20;
+/// The largest record libpcap reads (`MAXIMUM_SNAPLEN`).
+const MAX_RECORD: usize = 262_144;
+
+/// The records of a pcap file, after its 24-byte header.
+struct PcapRecords {
+    file: File,
+    buf: Vec<u8>,
+    /// Unread bytes are `buf[at..]`.
+    at: usize,
+    big_endian: bool,
+    nano: bool,
+    /// The header's snapshot length: longer records are cut to it, as
+    /// libpcap cuts them.
+    snaplen: usize,
+}
+
+impl PcapRecords {
+    fn open(path: &Path, kind: FileKind) -> std::io::Result<PcapRecords> {
+        let mut file = File::open(path)?;
+        let mut head = [0u8; 24];
+        file.read_exact(&mut head)?;
+        let big_endian = kind.byte_order == ByteOrder::Big;
+        let u32_at = |b: &[u8]| {
+            let b: [u8; 4] = b.try_into().expect("4 bytes");
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let snaplen = match u32_at(&head[16..20]) as usize {
+            0 => MAX_RECORD,
+            n => n.min(MAX_RECORD),
+        };
+        Ok(PcapRecords {
+            file,
+            buf: Vec::with_capacity(READ_BYTES),
+            at: 0,
+            big_endian,
+            nano: kind.resolution == Resolution::Nano,
+            snaplen,
+        })
+    }
+
+    fn u32_at(&self, i: usize) -> u32 {
+        let b: [u8; 4] = self.buf[i..i + 4].try_into().expect("4 bytes");
+        if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+
+    /// At least `n` unread bytes in `buf`, unless the file ends first
+    /// (then as many as are left).
+    fn fill(&mut self, n: usize) -> std::io::Result<()> {
+        if self.buf.len() - self.at >= n {
+            return Ok(());
+        }
+        self.buf.drain(..self.at);
+        self.at = 0;
+        let want = n.max(READ_BYTES);
+        while self.buf.len() < n {
+            let len = self.buf.len();
+            self.buf.resize(want, 0);
+            let read = self.file.read(&mut self.buf[len..]);
+            self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next record, `None` at the end, or what is wrong with it.
+    fn next(&mut self) -> Option<Result<Record<'_>, String>> {
+        if let Err(e) = self.fill(16) {
+            return Some(Err(e.to_string()));
+        }
+        match self.buf.len() - self.at {
+            0 => return None,
+            n if n < 16 => {
+                return Some(Err(format!(
+                    "truncated dump file; tried to read 16 header bytes, only got {n}"
+                )))
+            }
+            _ => {}
+        }
+        let h = self.at;
+        let (sec, frac) = (self.u32_at(h), self.u32_at(h + 4));
+        let (caplen, orig_len) = (self.u32_at(h + 8) as usize, self.u32_at(h + 12));
+        if caplen > MAX_RECORD {
+            return Some(Err(format!(
+                "invalid packet capture length {caplen}, bigger than maximum of {MAX_RECORD}"
+            )));
+        }
+        if let Err(e) = self.fill(16 + caplen) {
+            return Some(Err(e.to_string()));
+        }
+        let have = self.buf.len() - self.at - 16;
+        if have < caplen {
+            return Some(Err(format!(
+                "truncated dump file; tried to read {caplen} captured bytes, only got {have}"
+            )));
+        }
+        let from = self.at + 16;
+        self.at = from + caplen;
+        let frac_us = if self.nano { frac / 1000 } else { frac };
+        Some(Ok(Record {
+            ts_us: i64::from(sec) * 1_000_000 + i64::from(frac_us),
+            data: &self.buf[from..from + caplen.min(self.snaplen)],
+            orig_len,
+        }))
+    }
 }
 
 impl CaptureFile {
@@ -152,10 +283,22 @@ impl CaptureFile {
                     message: e.to_string(),
                 }
             })?;
+        let records = match kind.format {
+            Format::Pcap => {
+                Some(
+                    PcapRecords::open(path, kind).map_err(|source| CaptureError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                )
+            }
+            Format::PcapNg => None,
+        };
         Ok(CaptureFile {
             path: path.to_path_buf(),
             kind,
             cap,
+            records,
             frames: 0,
         })
     }
@@ -181,6 +324,19 @@ impl CaptureFile {
     /// The next record; `None` at the end; an error for a damaged file (a
     /// record cut short, a bad block), naming the file and how far it got.
     pub fn next_record(&mut self) -> Option<Result<Record<'_>, CaptureError>> {
+        if let Some(records) = &mut self.records {
+            return match records.next()? {
+                Ok(r) => {
+                    self.frames += 1;
+                    Some(Ok(r))
+                }
+                Err(message) => Some(Err(CaptureError::Read {
+                    path: self.path.clone(),
+                    frames: self.frames,
+                    message,
+                })),
+            };
+        }
         match self.cap.next_packet() {
             Ok(p) => {
                 self.frames += 1;
@@ -246,5 +402,112 @@ fn libc_timeval(ts_us: i64) -> libc::timeval {
     libc::timeval {
         tv_sec: ts_us.div_euclid(1_000_000) as _,
         tv_usec: ts_us.rem_euclid(1_000_000) as _,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record: its stamp in µs, bytes and length on the air.
+    type Rec = (i64, Vec<u8>, u32);
+
+    /// Every record as libpcap reads it.
+    fn by_libpcap(path: &Path) -> Result<Vec<Rec>, String> {
+        let mut cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Micro)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        loop {
+            match cap.next_packet() {
+                #[allow(clippy::useless_conversion)]
+                Ok(p) => out.push((
+                    i64::from(p.header.ts.tv_sec) * 1_000_000 + i64::from(p.header.ts.tv_usec),
+                    p.data.to_vec(),
+                    p.header.len,
+                )),
+                Err(pcap::Error::NoMorePackets) => return Ok(out),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Every record as `CaptureFile` reads it, and its error if any.
+    fn by_us(path: &Path) -> (Vec<Rec>, Option<String>) {
+        let mut cap = CaptureFile::open(path).unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = cap.next_record() {
+            match r {
+                Ok(r) => out.push((r.ts_us, r.data.to_vec(), r.orig_len)),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+        (out, None)
+    }
+
+    /// Records of every length up to well past a read of the buffer, cut
+    /// by snaplen or not, read as libpcap reads them; cut short, the file
+    /// is an error naming it and how far it got.
+    #[test]
+    fn pcap_records_are_read_as_libpcap_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.pcap");
+        let mut w = PcapWriter::create(&path, 127).unwrap();
+        let mut total = 0;
+        for i in 0..6_000u32 {
+            let len = (i * 37 % 1_500) as usize;
+            let data: Vec<u8> = (0..len).map(|b| (b as u32 ^ i) as u8).collect();
+            w.write(
+                1_700_000_000_000_000 + i64::from(i) * 1_234_567,
+                &data,
+                len as u32 + i % 3,
+            );
+            total += 16 + len;
+        }
+        w.finish().unwrap();
+        assert!(total > 2 * READ_BYTES, "records span several reads");
+        let want = by_libpcap(&path).unwrap();
+        assert_eq!(want.len(), 6_000);
+        assert_eq!(by_us(&path), (want.clone(), None));
+        // Cut inside the last record, then inside its header.
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [3, 20] {
+            let short = dir.path().join(format!("short-{cut}.pcap"));
+            std::fs::write(
+                &short,
+                &bytes[..bytes.len() - want[5_999].1.len() - 16 + cut],
+            )
+            .unwrap();
+            let (got, e) = by_us(&short);
+            assert_eq!(got, want[..5_999]);
+            let e = e.expect("an error");
+            assert!(
+                e.contains("short-") && e.contains("after 5999 frames") && e.contains("truncated"),
+                "{e}"
+            );
+            assert!(by_libpcap(&short).is_err());
+        }
+    }
+
+    /// A big-endian file with nanosecond stamps: scaled down, truncating.
+    #[test]
+    fn big_endian_nanosecond_pcap_is_read_as_libpcap_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("be.pcap");
+        let mut bytes = vec![0xa1, 0xb2, 0x3c, 0x4d, 0, 2, 0, 4];
+        bytes.extend([0u8; 8]);
+        bytes.extend(65_535u32.to_be_bytes());
+        bytes.extend(127u32.to_be_bytes());
+        for (i, frac) in [0u32, 999, 1_000, 999_999_999].into_iter().enumerate() {
+            let data = vec![i as u8; 10 + i];
+            bytes.extend((1_700_000_000 + i as u32).to_be_bytes());
+            bytes.extend(frac.to_be_bytes());
+            bytes.extend((data.len() as u32).to_be_bytes());
+            bytes.extend((data.len() as u32 + 5).to_be_bytes());
+            bytes.extend(&data);
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let want = by_libpcap(&path).unwrap();
+        assert_eq!(want[3].0, 1_700_000_003 * 1_000_000 + 999_999);
+        assert_eq!(by_us(&path), (want, None));
     }
 }
