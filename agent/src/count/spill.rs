@@ -34,7 +34,8 @@
 //!   (`WindowAcc::inert`, `Inert::counted`), and taken back it is
 //!   entered there again. Those entries were two thirds of a crowd's
 //!   (16 bytes each, 270,000 a window; issue 20, heaptrack). The
-//!   checkpoint writes them as entries all the same (`Store::commit`).
+//!   checkpoint writes their records in parts of their own, which enter
+//!   them in their window again as they load (`put_spilled_part`).
 
 use super::device::{Device, Mark};
 use super::history::{Inert, NO_DAY};
@@ -184,8 +185,8 @@ impl State {
             if !spill {
                 return true;
             }
-            // Counted where its entry is known to be, and its window told
-            // apart from the others by 16 bits (`Spill::counted_in`).
+            // Counted where its entry is known to be, and only within 2^15
+            // windows, which the spill tells apart by 16 bits.
             let inert = inert(d, min_dwell_us).map(|last_window| Inert {
                 last_window,
                 counted: d.last_entry().is_some_and(|(w, _)| w == last_window)
@@ -332,9 +333,13 @@ impl Counter {
         close_if_idle(&mut dev, self.state.closed_idle_at, &self.params);
         if let Some(nw) = self.state.next_window {
             if let Some((w, day)) = dev.last_entry().filter(|&(w, _)| counted && w >= nw) {
-                let acc = &mut self.state.windows[(w - nw) as usize];
-                acc.inert -= 1;
-                acc.entries.push(id, day);
+                // A pending window, which counted it when it was spilled.
+                let acc = self.state.windows.get_mut((w - nw) as usize);
+                debug_assert!(acc.is_some(), "window {w} counted a device, and is gone");
+                if let Some(acc) = acc {
+                    acc.inert -= 1;
+                    acc.entries.push(id, day);
+                }
             }
             // What every eviction since would have pruned (an inert device
             // is left unread): a session ending in a final window was

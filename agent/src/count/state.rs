@@ -24,8 +24,9 @@ pub(super) struct WindowAcc {
     /// (sums; see `epoch`), in place of `people`, which stays empty.
     pub(super) epochs: Features,
     /// Spilled inert devices the window counts in place of their entries
-    /// (`Inert::counted`). Memory only: the checkpoint writes them as
-    /// entries, and they load as such.
+    /// (`Inert::counted`). Memory only: the checkpoint writes their
+    /// records in parts of their own (`Part::SpilledCounted`), which load
+    /// as entries again.
     #[serde(skip)]
     pub(super) inert: u64,
 }
