@@ -616,9 +616,10 @@ mod tests {
     /// issue 20: MACs heard in one burst (phones that rotate them),
     /// spilled over the budget, leave their window's entries and the
     /// window counts them; those heard again come back and are entered
-    /// again (one becomes a visit), and a checkpoint taken meanwhile
-    /// writes them as entries. Every report is the one an unbounded run
-    /// makes, with or without a restart from that checkpoint.
+    /// again (one becomes a visit), and a checkpoint taken meanwhile keeps
+    /// them in parts of their own, entered again as they load. Every
+    /// report is the one an unbounded run makes, with or without a restart
+    /// from that checkpoint.
     #[test]
     fn rotating_macs_over_the_budget_are_counted_by_their_window() {
         // MAC i heard at i s and 5 s later; every 7th again after 320 s

@@ -117,9 +117,7 @@ impl<V: Slot> Index<V> {
                 debug_assert!(self.sorted[i].0 == key(id), "a place of another key");
                 self.sorted[i].1 = V::GONE;
                 self.gone += 1;
-                if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
-                    self.merge();
-                }
+                self.merge_if_mostly_gone();
             }
         }
     }
@@ -157,6 +155,10 @@ impl<V: Slot> Index<V> {
             }
         }
         self.recent.retain(|_, v| keep(v));
+        self.merge_if_mostly_gone();
+    }
+
+    fn merge_if_mostly_gone(&mut self) {
         if self.gone >= MERGE_MIN.max(self.sorted.len() / 2) {
             self.merge();
         }

@@ -161,8 +161,9 @@ const MAX_RECORD: usize = 262_144;
 struct PcapRecords {
     file: File,
     buf: Vec<u8>,
-    /// Unread bytes are `buf[at..]`.
+    /// Unread bytes are `buf[at..end]`.
     at: usize,
+    end: usize,
     big_endian: bool,
     nano: bool,
     /// The header's snapshot length: longer records are cut to it, as
@@ -176,22 +177,15 @@ impl PcapRecords {
         let mut head = [0u8; 24];
         file.read_exact(&mut head)?;
         let big_endian = kind.byte_order == ByteOrder::Big;
-        let u32_at = |b: &[u8]| {
-            let b: [u8; 4] = b.try_into().expect("4 bytes");
-            if big_endian {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
-        let snaplen = match u32_at(&head[16..20]) as usize {
+        let snaplen = match u32_in(&head, 16, big_endian) as usize {
             0 => MAX_RECORD,
             n => n.min(MAX_RECORD),
         };
         Ok(PcapRecords {
             file,
-            buf: Vec::with_capacity(READ_BYTES),
+            buf: vec![0; READ_BYTES],
             at: 0,
+            end: 0,
             big_endian,
             nano: kind.resolution == Resolution::Nano,
             snaplen,
@@ -199,31 +193,26 @@ impl PcapRecords {
     }
 
     fn u32_at(&self, i: usize) -> u32 {
-        let b: [u8; 4] = self.buf[i..i + 4].try_into().expect("4 bytes");
-        if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
+        u32_in(&self.buf, i, self.big_endian)
     }
 
     /// At least `n` unread bytes in `buf`, unless the file ends first
-    /// (then as many as are left).
+    /// (then as many as are left): the unread ones moved to the front,
+    /// and the rest of the buffer read into.
     fn fill(&mut self, n: usize) -> std::io::Result<()> {
-        if self.buf.len() - self.at >= n {
+        if self.end - self.at >= n {
             return Ok(());
         }
-        self.buf.drain(..self.at);
+        self.buf.copy_within(self.at..self.end, 0);
+        self.end -= self.at;
         self.at = 0;
-        let want = n.max(READ_BYTES);
-        while self.buf.len() < n {
-            let len = self.buf.len();
-            self.buf.resize(want, 0);
-            let read = self.file.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
-            match read {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        while self.end < n {
+            match self.file.read(&mut self.buf[self.end..]) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(got) => self.end += got,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -236,7 +225,7 @@ impl PcapRecords {
         if let Err(e) = self.fill(16) {
             return Some(Err(e.to_string()));
         }
-        match self.buf.len() - self.at {
+        match self.end - self.at {
             0 => return None,
             n if n < 16 => {
                 return Some(Err(format!(
@@ -256,7 +245,7 @@ impl PcapRecords {
         if let Err(e) = self.fill(16 + caplen) {
             return Some(Err(e.to_string()));
         }
-        let have = self.buf.len() - self.at - 16;
+        let have = self.end - self.at - 16;
         if have < caplen {
             return Some(Err(format!(
                 "truncated dump file; tried to read {caplen} captured bytes, only got {have}"
@@ -270,6 +259,16 @@ impl PcapRecords {
             data: &self.buf[from..from + caplen.min(self.snaplen)],
             orig_len,
         }))
+    }
+}
+
+/// The u32 at `i` of `bytes`, in the file's byte order.
+fn u32_in(bytes: &[u8], i: usize, big_endian: bool) -> u32 {
+    let b: [u8; 4] = bytes[i..i + 4].try_into().expect("4 bytes");
+    if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
     }
 }
 
