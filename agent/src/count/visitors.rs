@@ -18,8 +18,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::privacy::{merge_in, DeviceId, IdSet, Runs};
 
 /// Ids added are merged into the sorted ones once they are this many, or
-/// an eighth of the sorted ones, whichever is more: each id is so moved a
-/// bounded number of times on average, and the unsorted set stays small.
+/// a sixteenth of the sorted ones, whichever is more: each id is so moved
+/// a bounded number of times on average, and the unsorted set stays
+/// small (an eighth was half a megabyte more at a crowd's peak; issue 20).
 const MERGE_MIN: usize = if cfg!(test) { 8 } else { 4096 };
 
 /// The randomized visitors of each unreported day. Stored as it always
@@ -60,7 +61,7 @@ impl DaySet {
 
     fn insert(&mut self, id: DeviceId) {
         self.recent.insert(id);
-        if self.recent.len() >= MERGE_MIN.max(self.sorted.len() / 8) {
+        if self.recent.len() >= MERGE_MIN.max(self.sorted.len() / 16) {
             self.merge();
         }
     }
