@@ -172,9 +172,9 @@ fn replay_file(
                     bail!(e);
                 }
             };
-            for d in &batch.detections {
-                agent.counter.detection(d, &mut agent.store)?;
-            }
+            agent
+                .counter
+                .detections(&batch.detections, &mut agent.store)?;
             let mut empty = batch.detections;
             empty.clear();
             let _ = back_tx.send(empty);

@@ -126,9 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             _ = &mut shutdown => break,
             ev = cap_rx.recv(), if capture_open => match ev {
                 Some(capture::Event::Batch { detections, position, stats }) => {
-                    for d in &detections {
-                        agent.counter.detection(d, &mut agent.store)?;
-                    }
+                    agent.counter.detections(&detections, &mut agent.store)?;
                     health.stats = stats;
                     if let Some((idx, _)) = &file_idx {
                         agent.files[*idx].frames = position;
@@ -246,9 +244,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             ..
         } = ev
         {
-            for d in &detections {
-                agent.counter.detection(d, &mut agent.store)?;
-            }
+            agent.counter.detections(&detections, &mut agent.store)?;
             if let Some((idx, _)) = &file_idx {
                 agent.files[*idx].frames = position;
             }

@@ -146,6 +146,13 @@ pub struct Estimate {
 }
 
 impl Observations {
+    /// Starts loading what `observe` will touch for `d` (`IdTable::prefetch`).
+    pub fn prefetch(&self, d: &Detection) {
+        if in_share(d.fingerprint, self.share) {
+            self.devices.prefetch(d.device);
+        }
+    }
+
     /// One strong detection (frames weaker than `visit_rssi_dbm` are more
     /// likely the corridor than the store, and are not offered). Past
     /// `budget` devices, the window observes only the MACs that start in

@@ -61,6 +61,24 @@ impl<V> IdTable<V> {
             .map(|&i| i as usize)
     }
 
+    /// Asks the CPU to bring `id`'s entry into its caches, without waiting
+    /// for it; false if `id` is surely not there. The counter calls it a
+    /// few detections ahead, and the lookup then finds the entry in cache:
+    /// waited for one at a time, that miss was half of `detection`'s own
+    /// time under a crowd (perf, issue 20).
+    pub fn prefetch(&self, id: DeviceId) -> bool {
+        let mut maybe = false;
+        // The slots whose tag matches `id`'s hash: its own if it is there,
+        // and now and then another's (a prefetch wasted).
+        for &i in self.slots.iter_hash(hash(id)) {
+            if let Some(e) = self.entries.get(i as usize) {
+                prefetch(e);
+                maybe = true;
+            }
+        }
+        maybe
+    }
+
     pub fn contains(&self, id: DeviceId) -> bool {
         self.position(id).is_some()
     }
@@ -185,6 +203,51 @@ impl<V> IdTable<V> {
         self.entries.iter_mut().map(|(_, v)| v)
     }
 }
+
+/// Hints the CPU to load the cache lines that hold `v`. Only a hint:
+/// nothing is read, and a line already cached costs next to nothing.
+#[inline(always)]
+pub(crate) fn prefetch<T>(v: &T) {
+    const LINE: usize = 64;
+    let p = (v as *const T).cast::<u8>();
+    let size = std::mem::size_of::<T>().max(1);
+    for off in (0..size).step_by(LINE) {
+        prefetch_line(p.wrapping_add(off));
+    }
+    // The line of the last byte, when `v` straddles one more.
+    prefetch_line(p.wrapping_add(size - 1));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: a prefetch is a hint that never faults, whatever the
+    // address, and SSE is in every x86_64.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    // SAFETY: PRFM is a hint that never faults and writes nothing.
+    unsafe {
+        std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+}
+
+#[cfg(target_arch = "arm")]
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    // SAFETY: PLD is a hint that never faults and writes nothing.
+    unsafe {
+        std::arch::asm!("pld [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
+#[inline(always)]
+fn prefetch_line(_: *const u8) {}
 
 fn position(i: usize) -> u32 {
     u32::try_from(i).expect("a table holds under 2^32 devices")
