@@ -152,8 +152,10 @@ pub struct CaptureFile {
     frames: u64,
 }
 
-/// Bytes of a pcap file read at a time.
-const READ_BYTES: usize = 1 << 20;
+/// Bytes of a pcap file read at a time (more when a record is larger).
+/// The buffer is resident all run: a megabyte read no faster than a
+/// quarter, and was 0.75 MB more of a crowd's peak RSS (issue 20).
+const READ_BYTES: usize = 256 << 10;
 /// The largest record libpcap reads (`MAXIMUM_SNAPLEN`).
 const MAX_RECORD: usize = 262_144;
 
@@ -453,7 +455,12 @@ mod tests {
         let mut w = PcapWriter::create(&path, 127).unwrap();
         let mut total = 0;
         for i in 0..6_000u32 {
-            let len = (i * 37 % 1_500) as usize;
+            // One as large as libpcap reads, past the buffer's size.
+            let len = if i == 3_000 {
+                MAX_RECORD
+            } else {
+                (i * 37 % 1_500) as usize
+            };
             let data: Vec<u8> = (0..len).map(|b| (b as u32 ^ i) as u8).collect();
             w.write(
                 1_700_000_000_000_000 + i64::from(i) * 1_234_567,
