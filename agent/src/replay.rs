@@ -151,7 +151,7 @@ fn replay_file(
     progress.set_message(path.display().to_string());
     // Two batches in flight keep both threads busy; more would only hold
     // memory. Emptied batches go back to the reader, which so allocates
-    // only its first few instead of one per 4,096 frames.
+    // only its first few instead of one per batch.
     let (tx, rx) = mpsc::sync_channel(2);
     let (back_tx, back_rx) = mpsc::channel();
     std::thread::scope(|s| -> Result<()> {
