@@ -62,21 +62,17 @@ impl<V> IdTable<V> {
     }
 
     /// Asks the CPU to bring `id`'s entry into its caches, without waiting
-    /// for it; false if `id` is surely not there. The counter calls it a
-    /// few detections ahead, and the lookup then finds the entry in cache:
-    /// waited for one at a time, that miss was half of `detection`'s own
-    /// time under a crowd (perf, issue 20).
-    pub fn prefetch(&self, id: DeviceId) -> bool {
-        let mut maybe = false;
+    /// for it. The counter calls it a few detections ahead, and the lookup
+    /// then finds the entry in cache: waited for one at a time, that miss
+    /// was half of `detection`'s own time under a crowd (perf, issue 20).
+    pub fn prefetch(&self, id: DeviceId) {
         // The slots whose tag matches `id`'s hash: its own if it is there,
         // and now and then another's (a prefetch wasted).
         for &i in self.slots.iter_hash(hash(id)) {
             if let Some(e) = self.entries.get(i as usize) {
                 prefetch(e);
-                maybe = true;
             }
         }
-        maybe
     }
 
     pub fn contains(&self, id: DeviceId) -> bool {

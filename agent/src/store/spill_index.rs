@@ -101,7 +101,7 @@ impl Maybe {
         self.words.get(word).is_some_and(|w| w & bits == bits)
     }
 
-    /// Whether `n` more keys than the filter was sized for are in it.
+    /// Whether `n` keys are within what the filter was sized for.
     fn holds(&self, n: usize) -> bool {
         n * MAYBE_BITS <= self.words.len() * 64
     }
