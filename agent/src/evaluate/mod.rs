@@ -199,11 +199,9 @@ pub fn score(
         let cap = capture::open_file(path, &mut detector)?;
         let mut failed = None;
         capture::read_file(cap, &mut detector, 0, Vec::new, |_, batch| {
-            for d in &batch.detections {
-                if let Err(e) = counter.detection(d, &mut histories) {
-                    failed = Some(e);
-                    return false;
-                }
+            if let Err(e) = counter.detections(&batch.detections, &mut histories) {
+                failed = Some(e);
+                return false;
             }
             true
         })?;

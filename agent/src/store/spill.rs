@@ -19,9 +19,11 @@
 //! A record: a little-endian u32 length, the low half of the id, the
 //! device's bytes, then a CRC-32 of the id and those bytes (a record of
 //! another id of the same key is told apart; a damaged one is refused).
-//! Segments are encrypted with ChaCha20 under the process's key, the keystream's position being the byte's offset, as blocks are written; a record is
-//! decrypted alone by seeking there. The nonce is the segment's serial,
-//! never reused in a process (numbers, which name the files, wrap). Sealing each record with
+//! Segments are encrypted with ChaCha20 under the process's key, the
+//! keystream's position being the byte's offset, as blocks are written;
+//! a record is decrypted alone by seeking there. The nonce is the
+//! segment's serial, never reused in a process (numbers, which name the
+//! files, wrap). Sealing each record with
 //! ChaCha20-Poly1305 was a third of the counting thread in a crowd under
 //! `loyalty` (issue 20, perf): a key set up and a tag per 60 bytes.
 //! Confidentiality is what scratch needs; the CRC catches damage.

@@ -64,7 +64,9 @@ const MAYBE_BITS: usize = 8;
 /// million keys that are not there (every new MAC's first frame, every
 /// device spilled), and each cost a search of the runs and of the recent
 /// map, three cache misses, a tenth of the counting thread (issue 20,
-/// perf). Keys taken stay set until the next merge makes it afresh.
+/// perf). Keys taken stay set until the next merge makes it afresh. It is
+/// always sized for the sorted entries and the most puts a merge waits
+/// for (`Index::recent_max`).
 #[derive(Default)]
 struct Maybe {
     words: Vec<u64>,
@@ -100,11 +102,6 @@ impl Maybe {
         let (word, bits) = self.at(key);
         self.words.get(word).is_some_and(|w| w & bits == bits)
     }
-
-    /// Whether `n` keys are within what the filter was sized for.
-    fn holds(&self, n: usize) -> bool {
-        n * MAYBE_BITS <= self.words.len() * 64
-    }
 }
 
 pub(super) struct Index<V: Slot> {
@@ -126,7 +123,7 @@ impl<V: Slot> Default for Index<V> {
             gone: 0,
             runs: Runs::default(),
             recent: Default::default(),
-            maybe: Maybe::default(),
+            maybe: Maybe::of(MERGE_MIN, std::iter::empty()),
         }
     }
 }
@@ -206,13 +203,9 @@ impl<V: Slot> Index<V> {
                 e.insert(v);
             }
         }
+        self.maybe.insert(key);
         if self.recent.len() >= self.recent_max() {
             self.merge();
-        } else if self.maybe.holds(self.sorted.len() + self.recent.len()) {
-            self.maybe.insert(key);
-        } else {
-            // Sized at the last merge for fewer (as `clear` leaves it).
-            self.maybe = Maybe::of(self.sorted.len() + self.recent_max(), self.keys());
         }
         true
     }
