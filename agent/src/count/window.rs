@@ -79,7 +79,15 @@ impl Counter {
         let inert = inert.len() as u64 + acc.inert;
         d.detected += inert;
         d.passersby += inert;
-        self.finalized_spilled.extend(spilled);
+        // Handed over rather than copied when nothing waits there (as a
+        // rule: `evict_spilled` takes it all): a crowd's window spills a
+        // hundred thousand entries, a 2 MB list, and the copy was made
+        // while the window's tables are still held (issue 20).
+        if self.finalized_spilled.is_empty() {
+            self.finalized_spilled = spilled;
+        } else {
+            self.finalized_spilled.extend(spilled);
+        }
         let Decided {
             visits,
             mut resident_days,
