@@ -112,7 +112,10 @@ pub fn render(s: &Snapshot) -> String {
         ("footfall_window_entries", "Device entries the pending windows hold (one per device and window).", m.window_entries),
         ("footfall_people_observations", "Devices observed for the people estimate, over the pending windows.", m.people_observations),
         ("footfall_people_budget", "Devices a window observes for the people estimate at most ([memory] people_observations); beyond, the MACs starting in a share of the sequence numbers.", m.people_budget),
-        ("footfall_checkpoint_bulk_bytes", "Bytes of the last checkpoint's parts (devices, entries, observations).", m.checkpoint_bulk_bytes),
+        ("footfall_checkpoint_bulk_bytes", "Bytes of the last checkpoint's parts (devices, entries, observations, randomized visitors).", m.checkpoint_bulk_bytes),
+        ("footfall_randomized_visitors", "Randomized devices gone from memory that an unreported day counted, kept so that they are not counted twice.", m.randomized_visitors),
+        ("footfall_randomized_in_memory", "Of those, the ones held in memory until the next checkpoint writes them to its parts.", m.randomized_in_memory),
+        ("footfall_randomized_filter_bytes", "Bytes of the filters and places that find the rest in the checkpoint's parts (about 1.3 per id).", m.randomized_filter_bytes),
     ] {
         metric(name, "gauge", help, &[(String::new(), v)]);
     }
@@ -173,6 +176,7 @@ mod tests {
             memory: footfall_report::Memory {
                 window_entries: 290_000,
                 devices_spilled: 12,
+                randomized_in_memory: 40,
                 ..Default::default()
             },
             ..Snapshot::default()
@@ -188,6 +192,7 @@ mod tests {
             text.contains("# TYPE footfall_window_entries gauge\nfootfall_window_entries 290000\n")
         );
         assert!(text.contains("footfall_devices_spilled 12\n"));
+        assert!(text.contains("footfall_randomized_in_memory 40\n"));
         assert!(!text.contains("footfall_heap_bytes"), "none asked for");
         s.heap_bytes = Some(5 << 20);
         assert!(render(&s).contains("footfall_heap_bytes 5242880\n"));

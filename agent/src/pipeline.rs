@@ -97,6 +97,8 @@ impl Agent {
     /// the retained status.
     pub fn memory(&self) -> footfall_report::Memory {
         let (entries, observed) = self.counter.held_per_device();
+        let state = &self.counter.state;
+        let (randomized_in_memory, filter_bytes) = state.randomized_in_memory();
         footfall_report::Memory {
             devices_in_memory: self.counter.devices_in_memory() as u64,
             device_budget: self.counter.device_budget() as u64,
@@ -106,6 +108,9 @@ impl Agent {
             people_observations: observed as u64,
             people_budget: self.counter.people_budget() as u64,
             checkpoint_bulk_bytes: self.store.bulk_bytes(),
+            randomized_visitors: state.randomized_visitors() as u64,
+            randomized_in_memory: randomized_in_memory as u64,
+            randomized_filter_bytes: filter_bytes as u64,
         }
     }
 
@@ -515,6 +520,12 @@ mod tests {
             let mut reports = agent.checkpoint().unwrap();
             let gone = agent.counter.state.randomized_visitors();
             assert_eq!(gone, 6_000, "the visitors left memory");
+            let (in_memory, filters) = agent.counter.state.randomized_in_memory();
+            assert_eq!(
+                in_memory, 0,
+                "the committed visitors are read from the parts"
+            );
+            assert!(filters < 6_000 * 2, "{filters} bytes find them there");
             let value = agent.store.checkpoint_value_bytes().unwrap();
             assert!(value < 20_000, "{value} bytes in the checkpoint's value");
             if restart {
@@ -541,6 +552,45 @@ mod tests {
             .expect("a day report");
         assert_eq!(day.visitors_randomized, Some(6_000));
         assert_eq!(straight, restarted);
+    }
+
+    /// A part of randomized visitors damaged on disk after its commit is
+    /// an error naming the file when a visitor comes back, not a visitor
+    /// counted again.
+    #[test]
+    fn a_damaged_part_of_randomized_visitors_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (mut agent, _) = Agent::open(&config).unwrap();
+        let randomized = |t_s: i64, dev: u128| Detection {
+            device: DeviceId(100_000 + dev),
+            randomized: true,
+            ..detection(t_s, 0)
+        };
+        // Visits of ten minutes, then an hour of one device.
+        for t in (0..=600).step_by(60) {
+            for dev in 0..500 {
+                let d = randomized(t, dev);
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+        }
+        feed(&mut agent, 660, 3600);
+        agent.checkpoint().unwrap();
+        assert_eq!(agent.counter.state.randomized_visitors(), 500);
+        assert_eq!(agent.counter.state.randomized_in_memory().0, 0);
+        let file = std::fs::read_dir(agent.store.bulk_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "parts"))
+            .expect("the commit's parts");
+        let len = std::fs::metadata(&file).unwrap().len();
+        std::fs::write(&file, vec![0u8; len as usize]).unwrap();
+        let e = agent
+            .counter
+            .detection(&randomized(3700, 7), &mut agent.store)
+            .unwrap_err();
+        let name = file.display().to_string();
+        assert!(e.0.contains(&name), "{e}");
     }
 
     /// issue 20: with budgets below the crowd, the coldest devices are

@@ -111,7 +111,8 @@ fn deliver(agent: &mut Agent, emit: &mut Emit, reports: &[Report]) -> Result<()>
             window_entries = m.window_entries,
             people_observations = m.people_observations,
             pending_windows = agent.counter.pending_windows(),
-            randomized_visitors = agent.counter.state.randomized_visitors(),
+            randomized_visitors = m.randomized_visitors,
+            randomized_in_memory = m.randomized_in_memory,
             bulk_bytes = m.checkpoint_bulk_bytes,
             "checkpoint"
         );

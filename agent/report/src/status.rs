@@ -74,6 +74,17 @@ pub struct Memory {
     pub people_budget: u64,
     /// Bytes of the last checkpoint's parts (written one part at a time).
     pub checkpoint_bulk_bytes: u64,
+    /// Randomized devices gone from memory that an unreported day counted
+    /// (the same day they come back they are not counted again); of them,
+    /// those held in memory until the next checkpoint, and the bytes that
+    /// find the rest in the checkpoint's parts. Absent from agents before
+    /// them.
+    #[serde(default)]
+    pub randomized_visitors: u64,
+    #[serde(default)]
+    pub randomized_in_memory: u64,
+    #[serde(default)]
+    pub randomized_filter_bytes: u64,
 }
 
 impl Status {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::visitors::PartAt;
 use crate::privacy::{DeviceId, IdMap};
 
 pub(super) const NO_DAY: i32 = i32::MIN;
@@ -50,6 +51,9 @@ pub trait HistoryStore {
     fn spilled(&self) -> usize;
     /// The ids of the spilled devices.
     fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError>;
+    /// A part of randomized visitors of the committed checkpoint, at `at`
+    /// in its file: their day and ids (`State::randomized_visitors`).
+    fn read_randomized(&mut self, at: PartAt) -> Result<(i32, Vec<DeviceId>), HistoryError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,5 +226,11 @@ impl HistoryStore for MemHistory {
     }
     fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError> {
         Ok(self.spilled.keys().copied().collect())
+    }
+    /// Never asked: only a store's commit writes parts.
+    fn read_randomized(&mut self, at: PartAt) -> Result<(i32, Vec<DeviceId>), HistoryError> {
+        Err(HistoryError(format!(
+            "no checkpoint parts in memory (part at {at} asked for)"
+        )))
     }
 }

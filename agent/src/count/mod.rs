@@ -51,6 +51,7 @@ pub(crate) use state::in_parts;
 use state::WindowAcc;
 pub use state::{Bulk, BulkPart, State, StateV2, StateV3, StateV4};
 use visitors::RandomizedVisitors;
+pub use visitors::{PartAt, ReadPart};
 
 const US_PER_S: i64 = 1_000_000;
 /// SPEC §3: residents are judged on the seven days before.
@@ -387,7 +388,10 @@ impl Counter {
             Some(dev) => dev,
             None => {
                 let (hist, stored) = if d.randomized {
-                    let visitor_day = self.state.randomized_visitors.take(d.device);
+                    let visitor_day = self
+                        .state
+                        .randomized_visitors
+                        .take(d.device, &mut |at| store.read_randomized(at))?;
                     let h = History {
                         randomized: true,
                         visitor_day: visitor_day.unwrap_or(NO_DAY),

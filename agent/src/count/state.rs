@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::device::{Device, Devices};
 use super::history::{History, HistoryStore, NO_DAY};
-use super::visitors::RandomizedVisitors;
+use super::visitors::{PartAt, RandomizedVisitors, ReadPart};
 use crate::people::{Features, Obs, ObsTable, Observations};
 use crate::privacy::{DeviceId, IdSet};
 
@@ -237,6 +237,12 @@ impl Bulk {
     /// a megabyte or two over a crowd's peak (issue 20, RSS sampled).
     pub const PART_ITEMS: usize = 1024;
 
+    /// Randomized visitors a part holds at most: a lookup that its filter
+    /// lets through reads and decodes a whole part, and a crowd makes
+    /// 40,000 a day (the phones that come back); at 1,024 ids they took
+    /// 55 µs each, 2.4 s of a crowd's 33 (issue 20).
+    pub const RANDOMIZED_PART_ITEMS: usize = 128;
+
     /// Whether it has no part at all (always, under `ephemeral`).
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
@@ -270,10 +276,13 @@ impl Bulk {
     }
 
     /// Hands each part to `put`, in order, as the postcard bytes of a
-    /// `BulkPart`.
+    /// `BulkPart`; `put` returns where it wrote it. `read` reads a part of
+    /// randomized visitors of the committed checkpoint (`read_randomized`),
+    /// which are copied from there.
     pub fn write_parts<E>(
         &mut self,
-        mut put: impl FnMut(Vec<u8>) -> Result<(), E>,
+        mut put: impl FnMut(Vec<u8>) -> Result<PartAt, E>,
+        read: &mut ReadPart<'_, E>,
     ) -> Result<(), E> {
         let encode =
             |part: &PartRef<'_>| postcard::to_stdvec(part).expect("in-memory structs serialize");
@@ -299,12 +308,21 @@ impl Bulk {
                 put(encode(&PartRef::PeopleSeqShare(w as u32, seq_share)))?;
             }
         }
-        for (day, ids) in self.randomized.sorted() {
-            for chunk in ids.chunks(Bulk::PART_ITEMS) {
-                put(encode(&PartRef::Randomized(day, chunk)))?;
-            }
+        self.randomized.write(
+            Bulk::RANDOMIZED_PART_ITEMS,
+            read,
+            |day, ids| encode(&PartRef::Randomized(day, ids)),
+            &mut put,
+        )
+    }
+
+    /// The ids of a part of randomized visitors, as `write_parts` wrote
+    /// it, and their day; an error names what else it is.
+    pub fn read_randomized(part: BulkPart) -> Result<(i32, Vec<DeviceId>), String> {
+        match part.0 {
+            Part::Randomized(day, ids) => Ok((day, ids)),
+            _ => Err("not a part of randomized visitors".into()),
         }
-        Ok(())
     }
 }
 
@@ -313,7 +331,7 @@ impl Bulk {
 pub(crate) fn in_parts<T, E>(
     items: impl Iterator<Item = T>,
     part: impl Fn(&[T]) -> Vec<u8>,
-    put: &mut impl FnMut(Vec<u8>) -> Result<(), E>,
+    put: &mut impl FnMut(Vec<u8>) -> Result<PartAt, E>,
 ) -> Result<(), E> {
     let mut chunk = Vec::with_capacity(Bulk::PART_ITEMS);
     for item in items {
@@ -347,9 +365,18 @@ impl State {
                 .collect(),
             closed_idle_at: self.closed_idle_at,
             shares: self.windows.iter().map(|w| w.people.share()).collect(),
-            randomized: std::mem::take(&mut self.randomized_visitors),
+            randomized: {
+                self.randomized_visitors.forget_written();
+                std::mem::take(&mut self.randomized_visitors)
+            },
             counted: self.windows.iter().map(|w| w.inert).sum(),
         }
+    }
+
+    /// The commit that wrote the bulk `take_bulk` took is committed: the
+    /// randomized visitors it wrote in parts are read from there now.
+    pub fn committed(&mut self) {
+        self.randomized_visitors.committed();
     }
 
     /// Puts back what `take_bulk` took.
@@ -362,11 +389,14 @@ impl State {
         }
     }
 
-    /// Adds a stored part (spilled devices go back to `store`, and none
-    /// beyond `budget` stays in memory); an error says what does not fit.
+    /// Adds a stored part, found `at` in the checkpoint's file (spilled
+    /// devices go back to `store`, and none beyond `budget` stays in
+    /// memory; randomized visitors stay in the file); an error says what
+    /// does not fit.
     pub fn put_part(
         &mut self,
         part: BulkPart,
+        at: PartAt,
         budget: usize,
         store: &mut dyn HistoryStore,
     ) -> Result<(), String> {
@@ -400,7 +430,7 @@ impl State {
             Part::SpilledCounted(closed_idle_at, records) => {
                 self.put_spilled_part(closed_idle_at, records, true, store)?;
             }
-            Part::Randomized(day, ids) => self.randomized_visitors.extend_sorted(day, ids)?,
+            Part::Randomized(day, ids) => self.randomized_visitors.extend_stored(day, &ids, at)?,
             Part::Histories(histories) => {
                 for (id, h) in histories {
                     match h {
@@ -603,5 +633,12 @@ impl State {
     /// Randomized devices out of memory still counted in an unreported day.
     pub fn randomized_visitors(&self) -> usize {
         self.randomized_visitors.len()
+    }
+
+    /// Of those, how many are held in memory (the rest are in the
+    /// checkpoint's parts), and the bytes that find the rest there.
+    pub fn randomized_in_memory(&self) -> (usize, usize) {
+        let v = &self.randomized_visitors;
+        (v.in_memory(), v.filter_bytes())
     }
 }

@@ -2,145 +2,293 @@
 //! reported, by that day (`State::randomized_visitors`).
 //!
 //! A crowd of rotating MACs leaves hundreds of thousands of them a day,
-//! each looked up once, when a new MAC arrives. In a hash set they cost
-//! 17 bytes a slot at most seven-eighths full, and twice that while the
-//! set doubled; encoded inside the checkpoint's one value they were a
-//! 13 MB value written, and held twice, at every commit (issue 20,
-//! heaptrack). So each day keeps its ids sorted, 16 bytes each, with a
-//! small set of the ids added since the last merge and of those taken
-//! back, and the checkpoint writes them in parts (`Bulk`).
+//! each looked up once, when a new MAC arrives, and almost never found.
+//! Held in memory, sorted, at 16 bytes each, they were the one part of a
+//! crowd's state with no budget: 296,000 ids, 4.7 MB, and the reason its
+//! RSS climbed all day (issue 20, RSS sampled by event). So the ids live
+//! in the checkpoint's parts, which it writes anyway: each part's first
+//! id and place stay in memory with a Bloom filter of its ids (about 10
+//! bits an id, 1 % false positives), and a lookup reads a part only when
+//! its filter says the id may be there. In memory besides are only the
+//! ids added since the last commit and those taken back from the parts;
+//! each commit merges them into the next generation's parts as it copies
+//! the last one's, one part in memory at a time.
 
 use std::collections::BTreeMap;
 
+use fastbloom::BloomFilter;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::privacy::{merge_in, DeviceId, IdSet, Runs};
+use super::history::HistoryError;
+use crate::privacy::{DeviceId, IdBuildHasher, IdSet};
 
-/// Ids added are merged into the sorted ones once they are this many, or
-/// a sixteenth of the sorted ones, whichever is more: each id is so moved
-/// a bounded number of times on average, and the unsorted set stays
-/// small (an eighth was half a megabyte more at a crowd's peak; issue 20).
-const MERGE_MIN: usize = if cfg!(test) { 8 } else { 4096 };
+/// Where a part is in the committed checkpoint's file (the store's
+/// business: an offset there).
+pub type PartAt = u64;
+
+/// Reads the part at a place of the committed checkpoint: its day and ids.
+pub type ReadPart<'a, E> = dyn FnMut(PartAt) -> Result<(i32, Vec<DeviceId>), E> + 'a;
+
+/// False positives a part's filter lets through: each costs a part read
+/// (2 KB, unsealed and decoded), about 3,000 a day for a crowd's 300,000
+/// new MACs; 10 bits an id.
+const FALSE_POSITIVES: f64 = 0.01;
 
 /// The randomized visitors of each unreported day. Stored as it always
-/// was: a map of days to sets of ids.
+/// was: a map of days to sets of ids (the checkpoint's value holds those
+/// not in parts; `Bulk` writes the rest).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RandomizedVisitors(BTreeMap<i32, DaySet>);
+pub(crate) struct RandomizedVisitors {
+    days: BTreeMap<i32, DaySet>,
+    /// Each day's parts as the commit under way writes them: theirs once
+    /// it is committed (`committed`).
+    written: Option<BTreeMap<i32, Stored>>,
+}
 
 #[derive(Debug, Clone, Default)]
 struct DaySet {
-    /// Ascending; an id also in `removed` is not there any more.
-    sorted: Vec<DeviceId>,
-    /// Ids of `sorted` taken back since the last merge.
+    /// In the committed checkpoint's parts; an id also in `removed` is not
+    /// there any more.
+    stored: Stored,
+    /// Ids of `stored` taken back since the last commit.
     removed: IdSet,
-    /// Ids added since the last merge, in none of the others.
+    /// Ids added since the last commit, in none of the others.
     recent: IdSet,
-    /// The runs of `sorted` when it had `runs_of` ids: made again before
-    /// a lookup after it changed (a restart adds thousands of parts).
-    runs: Runs,
-    runs_of: usize,
 }
 
-impl DaySet {
-    fn len(&self) -> usize {
-        self.sorted.len() - self.removed.len() + self.recent.len()
-    }
+/// A day's ids in the committed checkpoint's parts.
+#[derive(Debug, Clone, Default)]
+struct Stored {
+    /// Ascending by first id.
+    parts: Vec<StoredPart>,
+    len: usize,
+}
 
-    fn take(&mut self, id: DeviceId) -> bool {
-        if self.recent.remove(&id) {
-            return true;
-        }
-        if self.runs_of != self.sorted.len() {
-            self.runs = Runs::of(self.sorted.iter().copied());
-            self.runs_of = self.sorted.len();
-        }
-        let run = self.runs.range(id);
-        self.sorted[run].binary_search(&id).is_ok() && self.removed.insert(id)
-    }
+#[derive(Debug, Clone)]
+struct StoredPart {
+    first: DeviceId,
+    at: PartAt,
+    filter: BloomFilter<IdBuildHasher>,
+}
 
-    fn insert(&mut self, id: DeviceId) {
-        self.recent.insert(id);
-        if self.recent.len() >= MERGE_MIN.max(self.sorted.len() / 16) {
-            self.merge();
+impl StoredPart {
+    fn new(ids: &[DeviceId], at: PartAt) -> StoredPart {
+        StoredPart {
+            first: ids[0],
+            at,
+            filter: BloomFilter::with_false_pos(FALSE_POSITIVES)
+                .hasher(IdBuildHasher::default())
+                .items(ids.iter()),
         }
-    }
-
-    /// Folds `recent` and `removed` into `sorted`, in place (`merge_in`).
-    fn merge(&mut self) {
-        if !self.removed.is_empty() {
-            let removed = std::mem::take(&mut self.removed);
-            self.sorted.retain(|id| !removed.contains(id));
-        }
-        merge_in(&mut self.sorted, self.recent.drain().collect(), |&id| id);
-    }
-
-    /// The ids in no particular order.
-    fn iter(&self) -> impl Iterator<Item = DeviceId> + '_ {
-        self.sorted
-            .iter()
-            .filter(|id| !self.removed.contains(id))
-            .chain(self.recent.iter())
-            .copied()
     }
 }
 
-impl RandomizedVisitors {
-    pub(crate) fn len(&self) -> usize {
-        self.0.values().map(DaySet::len).sum()
+impl Stored {
+    /// The part `id` would be in, if its filter says it may be.
+    fn may_hold(&self, id: DeviceId) -> Option<&StoredPart> {
+        let i = self.parts.partition_point(|p| p.first <= id);
+        let part = &self.parts[i.checked_sub(1)?];
+        part.filter.contains(&id).then_some(part)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.values().all(|s| s.len() == 0)
-    }
-
-    /// Removes `id` and returns its day, the newest if several.
-    pub(crate) fn take(&mut self, id: DeviceId) -> Option<i32> {
-        self.0
-            .iter_mut()
-            .rev()
-            .find_map(|(&day, set)| set.take(id).then_some(day))
-    }
-
-    /// Adds `id`, gone from memory, counted in `day`: not already there.
-    pub(crate) fn insert(&mut self, day: i32, id: DeviceId) {
-        self.0.entry(day).or_default().insert(id);
-    }
-
-    /// Drops the days before `day`: reported.
-    pub(crate) fn keep_from(&mut self, day: i32) {
-        self.0 = self.0.split_off(&day);
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    /// Each day and its ids ascending, merged first: the checkpoint's parts.
-    pub(crate) fn sorted(&mut self) -> impl Iterator<Item = (i32, &[DeviceId])> {
-        self.0.values_mut().for_each(DaySet::merge);
-        self.0
-            .iter()
-            .map(|(&day, set)| (day, set.sorted.as_slice()))
-    }
-
-    /// Adds a part written by `sorted`: ascending, after every id of its
-    /// day already added; otherwise an error that says so.
-    pub(crate) fn extend_sorted(&mut self, day: i32, ids: Vec<DeviceId>) -> Result<(), String> {
-        let set = self.0.entry(day).or_default();
-        let last = set.sorted.last().copied();
-        let ascending = last.into_iter().chain(ids.iter().copied());
-        if ascending
-            .clone()
-            .zip(ascending.skip(1))
-            .any(|(a, b)| a >= b)
+    /// Adds a part after the others, checking the order.
+    fn push(&mut self, day: i32, ids: &[DeviceId], at: PartAt) -> Result<(), String> {
+        let after = self.parts.last().map(|p| p.first);
+        let ascending = after.iter().chain(ids).copied();
+        if ids.is_empty()
+            || ascending
+                .clone()
+                .zip(ascending.skip(1))
+                .any(|(a, b)| a >= b)
         {
             return Err(format!(
                 "randomized visitors of day {day} out of order (damaged)"
             ));
         }
-        set.sorted.extend(ids);
+        self.parts.push(StoredPart::new(ids, at));
+        self.len += ids.len();
         Ok(())
+    }
+}
+
+impl DaySet {
+    fn len(&self) -> usize {
+        self.stored.len - self.removed.len() + self.recent.len()
+    }
+
+    fn take<E: From<HistoryError>>(
+        &mut self,
+        day: i32,
+        id: DeviceId,
+        read: &mut ReadPart<'_, E>,
+    ) -> Result<bool, E> {
+        if self.recent.remove(&id) {
+            return Ok(true);
+        }
+        let Some(part) = self.stored.may_hold(id) else {
+            return Ok(false);
+        };
+        if self.removed.contains(&id) {
+            return Ok(false);
+        }
+        let (of, ids) = read(part.at)?;
+        if of != day || ids.first() != Some(&part.first) {
+            return Err(HistoryError(format!(
+                "the checkpoint's part of randomized visitors of day {day} at {} \
+                 holds another (damaged)",
+                part.at
+            ))
+            .into());
+        }
+        Ok(ids.binary_search(&id).is_ok() && self.removed.insert(id))
+    }
+
+    /// The ids in memory, in no particular order (`recent`: what is not
+    /// in parts).
+    fn in_memory(&self) -> usize {
+        self.recent.len() + self.removed.len()
+    }
+}
+
+impl RandomizedVisitors {
+    pub(crate) fn len(&self) -> usize {
+        self.days.values().map(DaySet::len).sum()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.days.values().all(|s| s.len() == 0)
+    }
+
+    /// Ids held in memory (added since the last commit, or taken back
+    /// from its parts): the rest cost their part's filter.
+    pub(crate) fn in_memory(&self) -> usize {
+        self.days.values().map(DaySet::in_memory).sum()
+    }
+
+    /// Bytes of the parts' filters and places (a metric).
+    pub(crate) fn filter_bytes(&self) -> usize {
+        let part = |p: &StoredPart| std::mem::size_of::<StoredPart>() + p.filter.num_bits() / 8;
+        self.days
+            .values()
+            .flat_map(|s| &s.stored.parts)
+            .map(part)
+            .sum()
+    }
+
+    /// Removes `id` and returns its day, the newest if several; `read`
+    /// reads a part of the committed checkpoint.
+    pub(crate) fn take<E: From<HistoryError>>(
+        &mut self,
+        id: DeviceId,
+        read: &mut ReadPart<'_, E>,
+    ) -> Result<Option<i32>, E> {
+        for (&day, set) in self.days.iter_mut().rev() {
+            if set.take(day, id, read)? {
+                return Ok(Some(day));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds `id`, gone from memory, counted in `day`: not already there.
+    pub(crate) fn insert(&mut self, day: i32, id: DeviceId) {
+        self.days.entry(day).or_default().recent.insert(id);
+    }
+
+    /// Drops the days before `day`: reported.
+    pub(crate) fn keep_from(&mut self, day: i32) {
+        self.days = self.days.split_off(&day);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.days.clear();
+    }
+
+    /// Writes every day's ids, ascending, as parts of `items` ids each:
+    /// those of the committed parts (read with `read`) less those taken
+    /// back, merged with those added. `part` makes a part's bytes and
+    /// `put` writes them, returning where. The parts are the days' own
+    /// once the commit is (`committed`).
+    pub(crate) fn write<E>(
+        &mut self,
+        items: usize,
+        read: &mut ReadPart<'_, E>,
+        part: impl Fn(i32, &[DeviceId]) -> Vec<u8>,
+        put: &mut dyn FnMut(Vec<u8>) -> Result<PartAt, E>,
+    ) -> Result<(), E> {
+        self.written = None;
+        let mut written = BTreeMap::new();
+        for (&day, set) in &self.days {
+            let mut recent: Vec<DeviceId> = set.recent.iter().copied().collect();
+            recent.sort_unstable();
+            let mut recent = recent.into_iter().peekable();
+            let mut stored = Stored::default();
+            let mut chunk = Vec::with_capacity(items);
+            let mut flush = |chunk: &mut Vec<DeviceId>, stored: &mut Stored| -> Result<(), E> {
+                let at = put(part(day, chunk))?;
+                stored.parts.push(StoredPart::new(chunk, at));
+                stored.len += chunk.len();
+                chunk.clear();
+                Ok(())
+            };
+            for p in &set.stored.parts {
+                let (_, ids) = read(p.at)?;
+                for id in ids.into_iter().filter(|id| !set.removed.contains(id)) {
+                    while let Some(new) = recent.next_if(|&new| new < id) {
+                        chunk.push(new);
+                        if chunk.len() == items {
+                            flush(&mut chunk, &mut stored)?;
+                        }
+                    }
+                    chunk.push(id);
+                    if chunk.len() == items {
+                        flush(&mut chunk, &mut stored)?;
+                    }
+                }
+            }
+            for new in recent {
+                chunk.push(new);
+                if chunk.len() == items {
+                    flush(&mut chunk, &mut stored)?;
+                }
+            }
+            if !chunk.is_empty() {
+                flush(&mut chunk, &mut stored)?;
+            }
+            written.insert(day, stored);
+        }
+        self.written = Some(written);
+        Ok(())
+    }
+
+    /// Forgets what a commit that failed wrote: the next one writes its
+    /// own, or none if there are no ids.
+    pub(crate) fn forget_written(&mut self) {
+        self.written = None;
+    }
+
+    /// The commit that `write` wrote for is committed: its parts are the
+    /// days' (none if it wrote none: there were no ids).
+    pub(crate) fn committed(&mut self) {
+        let mut written = self.written.take().unwrap_or_default();
+        for (day, set) in &mut self.days {
+            set.stored = written.remove(day).unwrap_or_default();
+            set.removed = IdSet::default();
+            set.recent = IdSet::default();
+        }
+    }
+
+    /// Adds a part of the checkpoint, at `at`, as `write` wrote it:
+    /// ascending, after every id of its day already added; otherwise an
+    /// error that says so.
+    pub(crate) fn extend_stored(
+        &mut self,
+        day: i32,
+        ids: &[DeviceId],
+        at: PartAt,
+    ) -> Result<(), String> {
+        self.days.entry(day).or_default().stored.push(day, ids, at)
     }
 }
 
@@ -154,43 +302,34 @@ impl FromIterator<(i32, DeviceId)> for RandomizedVisitors {
     }
 }
 
-/// One day's ids, written as the set they were.
-struct Ids<'a>(&'a DaySet);
+/// One day's ids not in parts, written as the set they were.
+struct Ids<'a>(&'a IdSet);
 
 impl Serialize for Ids<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // postcard writes the length first: `collect_seq` cannot tell it
-        // through a filter.
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for id in self.0.iter() {
-            seq.serialize_element(&id)?;
+        for id in self.0 {
+            seq.serialize_element(id)?;
         }
         seq.end()
     }
 }
 
+/// The ids not in parts: all of them in a state before parts, none in
+/// what a commit writes (`State::take_bulk` takes them all to parts).
 impl Serialize for RandomizedVisitors {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(day, set)| (day, Ids(set))))
+        s.collect_map(self.days.iter().map(|(day, set)| (day, Ids(&set.recent))))
     }
 }
 
 impl<'de> Deserialize<'de> for RandomizedVisitors {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let days = BTreeMap::<i32, Vec<DeviceId>>::deserialize(d)?;
-        Ok(RandomizedVisitors(
-            days.into_iter()
-                .map(|(day, mut sorted)| {
-                    sorted.sort_unstable();
-                    sorted.dedup();
-                    let set = DaySet {
-                        sorted,
-                        ..DaySet::default()
-                    };
-                    (day, set)
-                })
-                .collect(),
-        ))
+        Ok(days
+            .into_iter()
+            .flat_map(|(day, ids)| ids.into_iter().map(move |id| (day, id)))
+            .collect())
     }
 }
 
@@ -199,11 +338,43 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The checkpoint's file, as `write` sees it: parts by their place.
+    #[derive(Default)]
+    struct File(Vec<(i32, Vec<DeviceId>)>);
+
+    impl File {
+        fn read(&self, at: PartAt) -> Result<(i32, Vec<DeviceId>), HistoryError> {
+            self.0
+                .get(at as usize)
+                .cloned()
+                .ok_or_else(|| HistoryError(format!("no part at {at}")))
+        }
+
+        /// A commit: a new file of the parts `v` writes; `commits`: whether
+        /// it is committed (or fails after writing, keeping the old file).
+        fn commit(&mut self, v: &mut RandomizedVisitors, commits: bool) {
+            let mut next = File::default();
+            let part = |day, ids: &[DeviceId]| postcard::to_stdvec(&(day, ids)).unwrap();
+            let mut put = |bytes: Vec<u8>| {
+                let (day, ids): (i32, Vec<DeviceId>) = postcard::from_bytes(&bytes).unwrap();
+                next.0.push((day, ids));
+                Ok::<_, HistoryError>(next.0.len() as u64 - 1)
+            };
+            v.write(4, &mut |at| self.read(at), part, &mut put).unwrap();
+            if commits {
+                v.committed();
+                *self = next;
+            }
+        }
+    }
+
     proptest! {
-        /// Against a map of hash sets, through merges and a stored copy.
+        /// Against a map of hash sets, through commits that land and
+        /// commits that fail.
         #[test]
         fn behaves_as_sets_by_day(ops in proptest::collection::vec((0u8..16, 0u16..3000, 0i32..3), 1..4000)) {
             let mut v = RandomizedVisitors::default();
+            let mut file = File::default();
             let mut model: BTreeMap<i32, std::collections::HashSet<u128>> = BTreeMap::new();
             for (op, id, day) in ops {
                 let dev = DeviceId(u128::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
@@ -219,27 +390,23 @@ mod tests {
                             .iter_mut()
                             .rev()
                             .find_map(|(&d, s)| s.remove(&{ dev.0 }).then_some(d));
-                        prop_assert_eq!(v.take(dev), want);
+                        prop_assert_eq!(v.take(dev, &mut |at| file.read(at)).unwrap(), want);
                     }
-                    // A stored copy now and then (each is a copy of all).
-                    _ if id % 16 == 0 => {
-                        let bytes = postcard::to_stdvec(&v).unwrap();
-                        v = postcard::from_bytes(&bytes).unwrap();
-                    }
+                    _ if id % 8 == 0 => file.commit(&mut v, id % 16 == 0),
                     _ => {}
                 }
                 prop_assert_eq!(v.len(), model.values().map(|s| s.len()).sum::<usize>());
             }
-            // The parts the checkpoint writes hold every id, ascending.
+            file.commit(&mut v, true);
+            prop_assert_eq!(v.in_memory(), 0);
+            // A restart reads the parts back in order.
             let mut back = RandomizedVisitors::default();
-            for (day, ids) in v.sorted() {
-                let (a, b) = ids.split_at(ids.len() / 2);
-                back.extend_sorted(day, a.to_vec()).unwrap();
-                back.extend_sorted(day, b.to_vec()).unwrap();
+            for (at, (day, ids)) in file.0.iter().enumerate() {
+                back.extend_stored(*day, ids, at as u64).unwrap();
             }
             for (day, ids) in &model {
                 for &id in ids {
-                    prop_assert_eq!(back.take(DeviceId(id)), Some(*day));
+                    prop_assert_eq!(back.take(DeviceId(id), &mut |at| file.read(at)).unwrap(), Some(*day));
                 }
             }
             prop_assert!(back.is_empty());
@@ -249,9 +416,21 @@ mod tests {
     #[test]
     fn a_part_out_of_order_is_refused() {
         let mut v = RandomizedVisitors::default();
-        v.extend_sorted(5, vec![DeviceId(1), DeviceId(7)]).unwrap();
-        let e = v.extend_sorted(5, vec![DeviceId(3)]).unwrap_err();
+        v.extend_stored(5, &[DeviceId(1), DeviceId(7)], 0).unwrap();
+        let e = v.extend_stored(5, &[DeviceId(0)], 1).unwrap_err();
         assert!(e.contains("day 5"), "{e}");
-        assert!(v.extend_sorted(6, vec![DeviceId(2), DeviceId(2)]).is_err());
+        assert!(v.extend_stored(6, &[DeviceId(2), DeviceId(2)], 2).is_err());
+        assert!(v.extend_stored(6, &[], 3).is_err());
+    }
+
+    #[test]
+    fn a_part_of_another_day_is_an_error() {
+        let mut v = RandomizedVisitors::default();
+        let id = DeviceId(9);
+        v.extend_stored(5, &[id], 0).unwrap();
+        let e = v
+            .take(id, &mut |_| Ok::<_, HistoryError>((6, vec![id])))
+            .unwrap_err();
+        assert!(e.0.contains("day 5"), "{}", e.0);
     }
 }

@@ -3,6 +3,7 @@
 //! the histories saved since the last one.
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use footfall_report::Report;
@@ -125,6 +126,7 @@ impl Store {
         let mut file = std::fs::File::open(&path)
             .map(BufReader::new)
             .map_err(|e| corrupt(format!("cannot read the checkpoint's parts: {e}")))?;
+        let mut at = 0u64;
         for n in 0..head.parts {
             let mut len = [0u8; 4];
             let mut value = Vec::new();
@@ -149,8 +151,9 @@ impl Store {
                 .decode("bulk", &format!("part {n}"), &value)
                 .map_err(|e| corrupt(e.to_string()))?;
             state
-                .put_part(part, device_budget, self)
+                .put_part(part, at, device_budget, self)
                 .map_err(|w| corrupt(format!("part {n}: {w}")))?;
+            at += 4 + value.len() as u64;
         }
         if file.fill_buf().map_or(true, |rest| !rest.is_empty()) {
             return Err(corrupt(format!(
@@ -189,12 +192,25 @@ impl Store {
         let (mut parts, mut bytes) = (0u32, 0u64);
         let mut put = |payload| {
             let value = self.sealed(framed(payload));
+            let at = bytes;
             parts += 1;
             bytes += 4 + value.len() as u64;
             file.write_all(&(value.len() as u32).to_le_bytes())?;
-            file.write_all(&value)
+            file.write_all(&value)?;
+            Ok(at)
         };
-        bulk.write_parts(&mut put).map_err(err)?;
+        // The randomized visitors in the last generation's parts are
+        // copied from there.
+        let mut last = None;
+        let mut read = |at| {
+            let file = match &mut last {
+                Some(file) => file,
+                None => last.insert(std::fs::File::open(self.parts_file(self.generation))?),
+            };
+            self.randomized_part(file, self.generation, at)
+                .map_err(std::io::Error::other)
+        };
+        bulk.write_parts(&mut put, &mut read).map_err(err)?;
         // The spilled devices, copied from the scratch a part at a time;
         // those their window counts in place of entries
         // (`count::Inert::counted`) in parts of their own, which enter
@@ -233,6 +249,58 @@ impl Store {
             .map_err(err)?;
         self.bulk_bytes = bytes;
         Ok(parts)
+    }
+
+    /// The day and ids of the part of randomized visitors at `at` in
+    /// `file`, of `generation`; an error names the file and what is wrong.
+    fn randomized_part(
+        &self,
+        file: &std::fs::File,
+        generation: u64,
+        at: u64,
+    ) -> Result<(i32, Vec<crate::privacy::DeviceId>), StoreError> {
+        let path = self.parts_file(generation);
+        let corrupt = |what: String| StoreError::CorruptFile {
+            path: path.clone(),
+            what: format!("the part at byte {at}: {what}"),
+        };
+        let mut len = [0u8; 4];
+        file.read_exact_at(&mut len, at)
+            .map_err(|e| corrupt(format!("cannot read it: {e}")))?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_PART_BYTES {
+            return Err(corrupt(format!(
+                "it says it is {len} bytes, more than a part can be"
+            )));
+        }
+        let mut value = vec![0u8; len];
+        file.read_exact_at(&mut value, at + 4)
+            .map_err(|e| corrupt(format!("cannot read it: {e}")))?;
+        let part: BulkPart = self
+            .decode("bulk", &format!("part at {at}"), &value)
+            .map_err(|e| corrupt(e.to_string()))?;
+        count::Bulk::read_randomized(part).map_err(corrupt)
+    }
+
+    /// `randomized_part` of the committed checkpoint's file, kept open.
+    pub(super) fn committed_randomized_part(
+        &mut self,
+        at: u64,
+    ) -> Result<(i32, Vec<crate::privacy::DeviceId>), StoreError> {
+        let generation = self.generation;
+        let file = match self.parts_reader.take() {
+            Some((g, file)) if g == generation => file,
+            _ => {
+                let path = self.parts_file(generation);
+                std::fs::File::open(&path).map_err(|e| StoreError::CorruptFile {
+                    path,
+                    what: format!("cannot read the checkpoint's parts: {e}"),
+                })?
+            }
+        };
+        let part = self.randomized_part(&file, generation, at);
+        self.parts_reader = Some((generation, file));
+        part
     }
 
     /// Removes the parts of every generation but `keep`: those the last
@@ -315,6 +383,7 @@ impl Store {
         // From here the head may name this generation (even if the flush
         // fails): its file is never removed before a later one is named.
         self.generation = generation;
+        cp.counter.committed();
         self.db.flush().map_err(|e| self.sled_err(e))?;
         self.drop_parts_but(generation);
         if !self.overlay.is_empty() && self.overlay.len() >= self.write_at {

@@ -561,6 +561,11 @@ impl HistoryStore for Store {
     fn spilled_ids(&self) -> Result<Vec<DeviceId>, HistoryError> {
         self.spill.ids().map_err(|e| self.spill_err(e))
     }
+
+    fn read_randomized(&mut self, at: u64) -> Result<(i32, Vec<DeviceId>), HistoryError> {
+        self.committed_randomized_part(at)
+            .map_err(|e| HistoryError(e.to_string()))
+    }
 }
 
 impl Store {

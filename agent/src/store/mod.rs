@@ -161,6 +161,9 @@ pub struct Store {
     pub(super) generation: u64,
     /// Bytes of the parts the last commit wrote.
     pub(super) bulk_bytes: u64,
+    /// The committed generation's parts, open for the randomized visitors
+    /// read from there (`count::State::randomized_visitors`).
+    pub(super) parts_reader: Option<(u64, std::fs::File)>,
     /// Device histories saved or removed and not yet written to the tree
     /// (each commit writes them in its parts until then).
     pub(super) overlay: IdMap<Option<History>>,
@@ -287,6 +290,7 @@ impl Store {
             bulk_dir: path.join("bulk"),
             generation: 0,
             bulk_bytes: 0,
+            parts_reader: None,
             overlay: IdMap::default(),
             flight: None,
             #[cfg(test)]
