@@ -360,7 +360,8 @@ mod tests {
                 next.0.push((day, ids));
                 Ok::<_, HistoryError>(next.0.len() as u64 - 1)
             };
-            v.write(4, &mut |at| self.read(at), part, &mut put).unwrap();
+            v.write(16, &mut |at| self.read(at), part, &mut put)
+                .unwrap();
             if commits {
                 v.committed();
                 *self = next;
@@ -392,7 +393,7 @@ mod tests {
                             .find_map(|(&d, s)| s.remove(&{ dev.0 }).then_some(d));
                         prop_assert_eq!(v.take(dev, &mut |at| file.read(at)).unwrap(), want);
                     }
-                    _ if id % 8 == 0 => file.commit(&mut v, id % 16 == 0),
+                    _ if id % 32 == 0 => file.commit(&mut v, id % 64 == 0),
                     _ => {}
                 }
                 prop_assert_eq!(v.len(), model.values().map(|s| s.len()).sum::<usize>());
