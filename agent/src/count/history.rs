@@ -60,6 +60,14 @@ pub trait HistoryStore {
 #[error("{0}")]
 pub struct HistoryError(pub String);
 
+/// The store writes the checkpoint's parts, which copy some of the last
+/// ones (`Bulk::write_parts`), through `std::io`.
+impl From<HistoryError> for std::io::Error {
+    fn from(e: HistoryError) -> Self {
+        std::io::Error::other(e.0)
+    }
+}
+
 /// A spilled device whose counts are known without its record
 /// (`spill::inert`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::device::{Device, Devices};
-use super::history::{History, HistoryStore, NO_DAY};
+use super::history::{History, HistoryError, HistoryStore, NO_DAY};
 use super::visitors::{PartAt, RandomizedVisitors, ReadPart};
 use crate::people::{Features, Obs, ObsTable, Observations};
 use crate::privacy::{DeviceId, IdSet};
@@ -279,7 +279,7 @@ impl Bulk {
     /// `BulkPart`; `put` returns where it wrote it. `read` reads a part of
     /// randomized visitors of the committed checkpoint (`read_randomized`),
     /// which are copied from there.
-    pub fn write_parts<E>(
+    pub fn write_parts<E: From<HistoryError>>(
         &mut self,
         mut put: impl FnMut(Vec<u8>) -> Result<PartAt, E>,
         read: &mut ReadPart<'_, E>,

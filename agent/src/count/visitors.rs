@@ -84,6 +84,63 @@ impl StoredPart {
     }
 }
 
+impl StoredPart {
+    /// Its ids, read with `read`; an error if the part there is not this
+    /// one of `day`.
+    fn read<E: From<HistoryError>>(
+        &self,
+        day: i32,
+        read: &mut ReadPart<'_, E>,
+    ) -> Result<Vec<DeviceId>, E> {
+        let (of, ids) = read(self.at)?;
+        if of != day || ids.first() != Some(&self.first) {
+            return Err(HistoryError(format!(
+                "the checkpoint's part of randomized visitors of day {day} at {} \
+                 holds another (damaged)",
+                self.at
+            ))
+            .into());
+        }
+        Ok(ids)
+    }
+}
+
+/// A day's ids, ascending, cut into parts as they come (`write`).
+struct Parts<'a, E, P> {
+    day: i32,
+    items: usize,
+    chunk: Vec<DeviceId>,
+    stored: Stored,
+    part: &'a P,
+    put: &'a mut dyn FnMut(Vec<u8>) -> Result<PartAt, E>,
+}
+
+impl<E, P: Fn(i32, &[DeviceId]) -> Vec<u8>> Parts<'_, E, P> {
+    fn push(&mut self, id: DeviceId) -> Result<(), E> {
+        self.chunk.push(id);
+        if self.chunk.len() == self.items {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), E> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let at = (self.put)((self.part)(self.day, &self.chunk))?;
+        self.stored.parts.push(StoredPart::new(&self.chunk, at));
+        self.stored.len += self.chunk.len();
+        self.chunk.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Stored, E> {
+        self.flush()?;
+        Ok(self.stored)
+    }
+}
+
 impl Stored {
     /// The part `id` would be in, if its filter says it may be.
     fn may_hold(&self, id: DeviceId) -> Option<&StoredPart> {
@@ -132,15 +189,7 @@ impl DaySet {
         if self.removed.contains(&id) {
             return Ok(false);
         }
-        let (of, ids) = read(part.at)?;
-        if of != day || ids.first() != Some(&part.first) {
-            return Err(HistoryError(format!(
-                "the checkpoint's part of randomized visitors of day {day} at {} \
-                 holds another (damaged)",
-                part.at
-            ))
-            .into());
-        }
+        let ids = part.read(day, read)?;
         Ok(ids.binary_search(&id).is_ok() && self.removed.insert(id))
     }
 
@@ -210,7 +259,7 @@ impl RandomizedVisitors {
     /// back, merged with those added. `part` makes a part's bytes and
     /// `put` writes them, returning where. The parts are the days' own
     /// once the commit is (`committed`).
-    pub(crate) fn write<E>(
+    pub(crate) fn write<E: From<HistoryError>>(
         &mut self,
         items: usize,
         read: &mut ReadPart<'_, E>,
@@ -223,40 +272,29 @@ impl RandomizedVisitors {
             let mut recent: Vec<DeviceId> = set.recent.iter().copied().collect();
             recent.sort_unstable();
             let mut recent = recent.into_iter().peekable();
-            let mut stored = Stored::default();
-            let mut chunk = Vec::with_capacity(items);
-            let mut flush = |chunk: &mut Vec<DeviceId>, stored: &mut Stored| -> Result<(), E> {
-                let at = put(part(day, chunk))?;
-                stored.parts.push(StoredPart::new(chunk, at));
-                stored.len += chunk.len();
-                chunk.clear();
-                Ok(())
+            let mut out = Parts {
+                day,
+                items,
+                chunk: Vec::with_capacity(items),
+                stored: Stored::default(),
+                part: &part,
+                put: &mut *put,
             };
             for p in &set.stored.parts {
-                let (_, ids) = read(p.at)?;
-                for id in ids.into_iter().filter(|id| !set.removed.contains(id)) {
+                for id in p.read(day, read)? {
+                    if set.removed.contains(&id) {
+                        continue;
+                    }
                     while let Some(new) = recent.next_if(|&new| new < id) {
-                        chunk.push(new);
-                        if chunk.len() == items {
-                            flush(&mut chunk, &mut stored)?;
-                        }
+                        out.push(new)?;
                     }
-                    chunk.push(id);
-                    if chunk.len() == items {
-                        flush(&mut chunk, &mut stored)?;
-                    }
+                    out.push(id)?;
                 }
             }
             for new in recent {
-                chunk.push(new);
-                if chunk.len() == items {
-                    flush(&mut chunk, &mut stored)?;
-                }
+                out.push(new)?;
             }
-            if !chunk.is_empty() {
-                flush(&mut chunk, &mut stored)?;
-            }
-            written.insert(day, stored);
+            written.insert(day, out.finish()?);
         }
         self.written = Some(written);
         Ok(())
