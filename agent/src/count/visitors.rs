@@ -193,8 +193,8 @@ impl DaySet {
         Ok(ids.binary_search(&id).is_ok() && self.removed.insert(id))
     }
 
-    /// The ids in memory, in no particular order (`recent`: what is not
-    /// in parts).
+    /// How many ids it holds in memory: those added since the last commit
+    /// and those taken back from its parts.
     fn in_memory(&self) -> usize {
         self.recent.len() + self.removed.len()
     }
