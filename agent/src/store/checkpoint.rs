@@ -19,6 +19,18 @@ use crate::count::{self, BulkPart};
 /// this is damage, not a part to allocate for.
 const MAX_PART_BYTES: usize = 64 << 20;
 
+/// A part's length as its first four bytes give it; beyond
+/// `MAX_PART_BYTES`, an error that says so.
+fn part_len(len: [u8; 4]) -> std::io::Result<usize> {
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_PART_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it says it is {len} bytes, more than a part can be"
+        )));
+    }
+    Ok(len)
+}
+
 /// Which parts hold the bulk of the checkpoint beside it (`count::Bulk`):
 /// the file `bulk/{generation}.parts`, `parts` of them.
 #[derive(Debug, Serialize, Deserialize)]
@@ -132,13 +144,7 @@ impl Store {
             let mut value = Vec::new();
             file.read_exact(&mut len)
                 .and_then(|()| {
-                    let len = u32::from_le_bytes(len) as usize;
-                    if len > MAX_PART_BYTES {
-                        return Err(std::io::Error::other(format!(
-                            "it says it is {len} bytes, more than a part can be"
-                        )));
-                    }
-                    value.resize(len, 0);
+                    value.resize(part_len(len)?, 0);
                     file.read_exact(&mut value)
                 })
                 .map_err(|e| {
@@ -265,16 +271,12 @@ impl Store {
             what: format!("the part at byte {at}: {what}"),
         };
         let mut len = [0u8; 4];
+        let mut value = Vec::new();
         file.read_exact_at(&mut len, at)
-            .map_err(|e| corrupt(format!("cannot read it: {e}")))?;
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_PART_BYTES {
-            return Err(corrupt(format!(
-                "it says it is {len} bytes, more than a part can be"
-            )));
-        }
-        let mut value = vec![0u8; len];
-        file.read_exact_at(&mut value, at + 4)
+            .and_then(|()| {
+                value.resize(part_len(len)?, 0);
+                file.read_exact_at(&mut value, at + 4)
+            })
             .map_err(|e| corrupt(format!("cannot read it: {e}")))?;
         let part: BulkPart = self
             .decode("bulk", &format!("part at {at}"), &value)
