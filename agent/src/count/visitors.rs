@@ -82,9 +82,7 @@ impl StoredPart {
                 .items(ids.iter()),
         }
     }
-}
 
-impl StoredPart {
     /// Its ids, read with `read`; an error if the part there is not this
     /// one of `day`.
     fn read<E: From<HistoryError>>(
@@ -129,8 +127,7 @@ impl<E, P: Fn(i32, &[DeviceId]) -> Vec<u8>> Parts<'_, E, P> {
             return Ok(());
         }
         let at = (self.put)((self.part)(self.day, &self.chunk))?;
-        self.stored.parts.push(StoredPart::new(&self.chunk, at));
-        self.stored.len += self.chunk.len();
+        self.stored.append(&self.chunk, at);
         self.chunk.clear();
         Ok(())
     }
@@ -163,9 +160,15 @@ impl Stored {
                 "randomized visitors of day {day} out of order (damaged)"
             ));
         }
+        self.append(ids, at);
+        Ok(())
+    }
+
+    /// Adds a part after the others (ascending, not empty: `write` cuts
+    /// them so, `push` checks a stored one).
+    fn append(&mut self, ids: &[DeviceId], at: PartAt) {
         self.parts.push(StoredPart::new(ids, at));
         self.len += ids.len();
-        Ok(())
     }
 }
 
