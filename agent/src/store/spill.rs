@@ -17,8 +17,9 @@
 //! `spill_index`) instead of the device (about 125).
 //!
 //! A record: a little-endian u32 length, the low half of the id, the
-//! device's bytes, then a CRC-32 of the id and those bytes (a record of
-//! another id of the same key is told apart; a damaged one is refused).
+//! device's bytes, then a 32-bit check of the id and those bytes
+//! (`Spill::check`: a record of another id of the same key is told
+//! apart; a damaged one is refused).
 //! Segments are encrypted with ChaCha8 under the process's key, the
 //! keystream's position being the byte's offset, as blocks are written;
 //! a record is decrypted alone by seeking there. The nonce is the
@@ -26,7 +27,7 @@
 //! files, wrap). Sealing each record with
 //! ChaCha20-Poly1305 was a third of the counting thread in a crowd under
 //! `loyalty` (issue 20, perf): a key set up and a tag per 60 bytes.
-//! Confidentiality is what scratch needs; the CRC catches damage. Eight
+//! Confidentiality is what scratch needs; the check catches damage. Eight
 //! rounds, not twenty: the best known attack reaches seven, the key is
 //! drawn at start and never leaves the process, and ChaCha20's keystream
 //! was 5.5 % of the counting thread in a crowd under `loyalty` (issue 20,
