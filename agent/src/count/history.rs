@@ -47,6 +47,10 @@ pub trait HistoryStore {
     /// Drops, unread, every spilled inert device whose last window is
     /// before `nw` (the one nearest `nw`): no window needs it any more.
     fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError>;
+    /// Hints the CPU to load what `unspill(id)` reads first, without
+    /// waiting for it (`Counter::prefetch`): a crowd's new MACs ask the
+    /// spill millions of times, each a cache miss.
+    fn prefetch_spilled(&self, _id: DeviceId) {}
     /// How many devices are spilled.
     fn spilled(&self) -> usize;
     /// The ids of the spilled devices.

@@ -290,13 +290,13 @@ impl Counter {
         let mut chunks = ds.chunks(AHEAD).peekable();
         if let Some(first) = chunks.peek() {
             for d in *first {
-                self.prefetch(d);
+                self.prefetch(d, store);
             }
         }
         while let Some(chunk) = chunks.next() {
             if let Some(next) = chunks.peek() {
                 for d in *next {
-                    self.prefetch(d);
+                    self.prefetch(d, store);
                 }
             }
             for d in chunk {
@@ -309,7 +309,7 @@ impl Counter {
     /// Hints the CPU to load what `detection` will read for `d`. Only a
     /// hint: it changes nothing, so a table that moves before `d` is
     /// counted costs a wasted prefetch, never a wrong count.
-    fn prefetch(&self, d: &Detection) {
+    fn prefetch(&self, d: &Detection, store: &dyn HistoryStore) {
         let observe = d.strong && self.people.is_some();
         if self.privacy.mode == PrivacyMode::Ephemeral {
             if let Some(e) = self.epoch_obs.as_ref().filter(|_| observe) {
@@ -317,7 +317,10 @@ impl Counter {
             }
             return;
         }
-        self.state.devices.prefetch(d.device);
+        // Only a device not in memory asks the spill.
+        if !self.state.devices.prefetch(d.device) && store.spilled() > 0 {
+            store.prefetch_spilled(d.device);
+        }
         if observe {
             let at = self
                 .state
@@ -356,8 +359,9 @@ impl Counter {
         };
         let day = self.days.day_of(d.t_us);
         self.extend_windows(w);
-        if store.spilled() > 0 && !self.state.devices.contains(d.device) {
-            self.reload(d.device, store)?;
+        let mut at = self.state.devices.find(d.device);
+        if at.is_none() && store.spilled() > 0 {
+            at = self.reload(d.device, store)?;
         }
         let acc = &mut self.state.windows[(w - next_window) as usize];
         acc.frames += 1;
@@ -384,8 +388,8 @@ impl Counter {
         }
         // The Unix time's low 32 bits (`Device::seen_s`).
         let t_s = (d.t_us / US_PER_S) as u32;
-        let dev = match self.state.devices.get_mut(d.device) {
-            Some(dev) => dev,
+        let dev = match at {
+            Some(at) => self.state.devices.at_mut(at),
             None => {
                 let (hist, stored) = if d.randomized {
                     let visitor_day = self

@@ -41,7 +41,7 @@ use super::device::{Device, Mark};
 use super::history::{Inert, NO_DAY};
 use super::state::State;
 use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
-use crate::privacy::{DeviceId, IdSet};
+use crate::privacy::{At, DeviceId, IdSet};
 
 /// Windows finalized at once past which `evict_spilled` reads inert
 /// devices back rather than trust their last window's 16 bits.
@@ -303,16 +303,16 @@ impl Counter {
         self.state.windows.iter().map(|w| w.inert).sum()
     }
 
-    /// Takes `id` back into memory if it is spilled (a frame of it).
+    /// Takes `id` back into memory if it is spilled (a frame of it), and
+    /// says where it is.
     pub(super) fn reload(
         &mut self,
         id: DeviceId,
         store: &mut dyn HistoryStore,
-    ) -> Result<(), HistoryError> {
-        if let Some(dev) = self.take_spilled(id, store)? {
-            self.state.devices.insert_new(id, dev);
-        }
-        Ok(())
+    ) -> Result<Option<At>, HistoryError> {
+        Ok(self
+            .take_spilled(id, store)?
+            .map(|dev| self.state.devices.insert_new_at(id, dev)))
     }
 
     /// A spilled device, out of the store, closed as `close_idle` would

@@ -23,7 +23,8 @@ mod runs;
 mod table;
 
 pub(crate) use runs::{merge_in, Runs};
-pub use table::IdTable;
+pub(crate) use table::prefetch;
+pub use table::{At, IdTable};
 
 pub use keys::Keys;
 

@@ -29,6 +29,10 @@ fn hash(id: DeviceId) -> u64 {
     IdBuildHasher::default().hash_one(id)
 }
 
+/// A value's place in an `IdTable` (`IdTable::find`).
+#[derive(Debug, Clone, Copy)]
+pub struct At(u32);
+
 #[derive(Clone)]
 pub struct IdTable<V> {
     /// Positions in `entries`, by the id's hash.
@@ -65,14 +69,31 @@ impl<V> IdTable<V> {
     /// for it. The counter calls it a few detections ahead, and the lookup
     /// then finds the entry in cache: waited for one at a time, that miss
     /// was half of `detection`'s own time under a crowd (perf, issue 20).
-    pub fn prefetch(&self, id: DeviceId) {
+    /// False: `id` is surely not there.
+    pub fn prefetch(&self, id: DeviceId) -> bool {
         // The slots whose tag matches `id`'s hash: its own if it is there,
         // and now and then another's (a prefetch wasted).
+        let mut any = false;
         for &i in self.slots.iter_hash(hash(id)) {
             if let Some(e) = self.entries.get(i as usize) {
                 prefetch(e);
+                any = true;
             }
         }
+        any
+    }
+
+    /// Where `id`'s value is, for `at_mut`, until the table next changes:
+    /// the counter finds a frame's device once, and then reads it where
+    /// it found it (a second lookup was 1.5 % of its thread under a crowd;
+    /// issue 20, perf).
+    pub fn find(&self, id: DeviceId) -> Option<At> {
+        self.position(id).map(|i| At(position(i)))
+    }
+
+    /// The value `find` found, the table unchanged since.
+    pub fn at_mut(&mut self, at: At) -> &mut V {
+        &mut self.entries[at.0 as usize].1
     }
 
     pub fn contains(&self, id: DeviceId) -> bool {
@@ -117,9 +138,14 @@ impl<V> IdTable<V> {
     /// Puts `v` for an `id` the caller knows is not there (one lookup
     /// fewer than `insert`).
     pub fn insert_new(&mut self, id: DeviceId, v: V) -> &mut V {
+        let at = self.insert_new_at(id, v);
+        self.at_mut(at)
+    }
+
+    /// `insert_new`, and where the value is (`find`).
+    pub fn insert_new_at(&mut self, id: DeviceId, v: V) -> At {
         debug_assert!(!self.contains(id), "{id} is there already");
-        let i = self.push_new(id, v);
-        &mut self.entries[i].1
+        At(position(self.push_new(id, v)))
     }
 
     fn push_new(&mut self, id: DeviceId, v: V) -> usize {

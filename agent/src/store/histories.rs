@@ -554,6 +554,10 @@ impl HistoryStore for Store {
             .map_err(|e| self.spill_err(e))
     }
 
+    fn prefetch_spilled(&self, id: DeviceId) {
+        self.spill.prefetch(id);
+    }
+
     fn spilled(&self) -> usize {
         self.spill.len()
     }

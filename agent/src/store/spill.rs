@@ -234,6 +234,11 @@ impl Spill {
         Ok(true)
     }
 
+    /// Hints the CPU to load what `take` first reads for `id`.
+    pub(super) fn prefetch(&self, id: DeviceId) {
+        self.index.prefetch(id);
+    }
+
     /// An inert device's last window, read back as the one within 2^15
     /// windows of `near`.
     pub(super) fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {

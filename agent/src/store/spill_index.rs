@@ -97,6 +97,12 @@ impl Maybe {
         }
     }
 
+    fn prefetch(&self, key: u64) {
+        if let Some(w) = self.words.get(self.at(key).0) {
+            crate::privacy::prefetch(w);
+        }
+    }
+
     /// False: `key` is surely not in the index.
     fn may_hold(&self, key: u64) -> bool {
         let (word, bits) = self.at(key);
@@ -141,6 +147,12 @@ impl<V: Slot> Index<V> {
             .binary_search_by_key(&key, |e| e.0)
             .ok()
             .map(|i| from + i)
+    }
+
+    /// Hints the CPU to load the filter's word of `id`, which `place`
+    /// reads first (`IdTable::prefetch`).
+    pub(super) fn prefetch(&self, id: DeviceId) {
+        self.maybe.prefetch(key(id));
     }
 
     /// The value of the entry with `id`'s key.
