@@ -75,10 +75,23 @@ impl Entries {
         }
     }
 
-    /// Takes out every entry of `ids`.
+    /// Takes out every entry of `ids`. A spill pass takes a crowd's
+    /// fleeting devices out of their window, about 12,000 of its 270,000
+    /// entries, 386 times: every entry looked up in the set was 2.7 % of
+    /// the counting thread (issue 20, perf). A bit per id, 16 bits per id
+    /// of `ids` (32 KB, in the nearest caches), says no to nearly all
+    /// the others first.
     pub(super) fn remove_all(&mut self, ids: &IdSet) {
-        self.ids.retain(|id| !ids.contains(id));
-        self.others.retain(|(id, _)| !ids.contains(id));
+        let bits = (ids.len() * 16).next_power_of_two().max(64);
+        let bit = |id: &DeviceId| id.0 as usize & (bits - 1);
+        let mut filter = vec![0u64; bits / 64];
+        for id in ids {
+            filter[bit(id) / 64] |= 1 << (bit(id) % 64);
+        }
+        let gone =
+            |id: &DeviceId| filter[bit(id) / 64] >> (bit(id) % 64) & 1 == 1 && ids.contains(id);
+        self.ids.retain(|id| !gone(id));
+        self.others.retain(|(id, _)| !gone(id));
     }
 
     fn iter(&self) -> impl ExactSizeIterator<Item = (DeviceId, i32)> + '_ {
@@ -640,5 +653,32 @@ impl State {
     pub fn randomized_in_memory(&self) -> (usize, usize) {
         let v = &self.randomized_visitors;
         (v.in_memory(), v.filter_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter only skips the set's lookups: every entry of the set
+    /// goes, repeated ones and those of other days too, and nothing else.
+    #[test]
+    fn remove_all_takes_out_exactly_the_entries_of_the_set() {
+        // Ids that share low bits, so the filter lets some others through.
+        let id = |n: u128| DeviceId(n << 64 | (n % 7) << 3);
+        let mut entries = Entries::default();
+        for n in 0..2_000u128 {
+            entries.push(id(n % 900), 20_000 + (n % 3 == 0) as i32);
+        }
+        let set: IdSet = (0..900).filter(|n| n % 4 == 1).map(id).collect();
+        let kept: Vec<(DeviceId, i32)> = entries.iter().filter(|e| !set.contains(&e.0)).collect();
+        assert!(kept.len() < entries.len() && !kept.is_empty());
+        entries.remove_all(&set);
+        let left: Vec<(DeviceId, i32)> = entries.iter().collect();
+        let mut want = kept.clone();
+        want.sort_unstable();
+        let mut got = left.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
     }
 }
