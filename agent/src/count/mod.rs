@@ -359,11 +359,8 @@ impl Counter {
         };
         let day = self.days.day_of(d.t_us);
         self.extend_windows(w);
-        let mut at = self.state.devices.find(d.device);
-        if at.is_none() && store.spilled() > 0 {
-            at = self.reload(d.device, store)?;
-        }
-        let acc = &mut self.state.windows[(w - next_window) as usize];
+        let in_window = (w - next_window) as usize;
+        let acc = &mut self.state.windows[in_window];
         acc.frames += 1;
         acc.frames_no_signal += u64::from(d.no_signal);
         if self.privacy.mode == PrivacyMode::Ephemeral {
@@ -383,6 +380,13 @@ impl Counter {
             }
             return Ok(());
         }
+        // Found once, where the frame's fields are read and written below.
+        let mut at = self.state.devices.find(d.device);
+        if at.is_none() && store.spilled() > 0 {
+            at = self.reload(d.device, store)?;
+        }
+        // Again: a device taken back is entered in the window that counted it.
+        let acc = &mut self.state.windows[in_window];
         if d.strong && self.people.is_some() {
             acc.people.observe(d, self.people_budget);
         }
