@@ -47,7 +47,24 @@ impl Counter {
         };
         let mut spilled = Vec::new();
         let mut inert = Vec::new();
+        // The devices of the entries a few ahead asked for, as
+        // `Counter::detections` does for frames: a crowd's window has
+        // 100,000 entries, each a device out of cache.
+        const AHEAD: usize = 8;
+        let spilled_any = store.spilled() > 0;
+        let ask = |i: usize, c: &Counter, store: &dyn HistoryStore| {
+            if i < acc.entries.len() {
+                let id = acc.entries.get(i).0;
+                if !c.state.devices.prefetch(id) && spilled_any {
+                    store.prefetch_spilled(id);
+                }
+            }
+        };
+        for i in 0..AHEAD {
+            ask(i, self, store);
+        }
         for i in 0..acc.entries.len() {
+            ask(i + AHEAD, self, store);
             let (id, day) = acc.entries.get(i);
             let decided = match self.state.devices.get_mut(id) {
                 Some(dev) => d.entry(id, day, dev),
