@@ -41,7 +41,7 @@ use footfall_report::PrivacyMode;
 use crate::config::{Counting, Privacy, Rotation};
 use crate::days::LocalDays;
 use crate::detect::Detection;
-use crate::people::{Calibration, Features};
+use crate::people::{Calibration, Features, Observations};
 use crate::privacy::DeviceId;
 use device::Device;
 use epoch::EpochObs;
@@ -434,7 +434,13 @@ impl Counter {
     fn extend_windows(&mut self, upto: i64) {
         if let Some(nw) = self.state.next_window {
             while nw + (self.state.windows.len() as i64) <= upto {
-                self.state.windows.push_back(WindowAcc::default());
+                // Sized as the last window came to be: windows in a row
+                // see about as many devices.
+                let room = self.state.windows.back().map_or(0, |w| w.people.devices());
+                self.state.windows.push_back(WindowAcc {
+                    people: Observations::with_room_for(room),
+                    ..WindowAcc::default()
+                });
             }
         }
     }

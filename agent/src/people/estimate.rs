@@ -225,6 +225,14 @@ impl Observations {
         self.seq_share = seq_share.min(SEQ_BITS);
     }
 
+    /// None yet, with room for about `n` devices without a rehash.
+    pub fn with_room_for(n: usize) -> Observations {
+        Observations {
+            devices: ObsTable::with_slots(n),
+            ..Observations::default()
+        }
+    }
+
     /// Observations of a window that was partly counted without them.
     pub fn unavailable() -> Observations {
         Observations {

@@ -50,6 +50,18 @@ impl<V> Default for IdTable<V> {
 }
 
 impl<V> IdTable<V> {
+    /// Empty, with slots for `n` values: a table that fills to about
+    /// the size of the last one (a window's people observations) skips
+    /// the rehash at each doubling, 2.5 % of the counting thread at 1 M
+    /// devices a day (issue 20, perf). Slots are 5 bytes each; the list
+    /// still grows as values come.
+    pub fn with_slots(n: usize) -> Self {
+        IdTable {
+            slots: HashTable::with_capacity(n),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
