@@ -64,9 +64,8 @@ const MAYBE_BITS: usize = 8;
 /// million keys that are not there (every new MAC's first frame, every
 /// device spilled), and each cost a search of the runs and of the recent
 /// map, three cache misses, a tenth of the counting thread (issue 20,
-/// perf). Keys taken stay set until the next merge makes it afresh. It is
-/// always sized for the sorted entries and the most puts a merge waits
-/// for (`Index::recent_max`).
+/// perf). Keys taken stay set until it is made afresh, which a merge does
+/// only once the keys put since it was made might fill it (`Index::merge`).
 #[derive(Default)]
 struct Maybe {
     words: Vec<u64>,
@@ -120,6 +119,10 @@ pub(super) struct Index<V: Slot> {
     recent: std::collections::HashMap<u64, V, IdBuildHasher>,
     /// Every key of `sorted` and `recent`, and some gone.
     maybe: Maybe,
+    /// Keys `maybe` was sized for, and those put in it since it was made
+    /// (gone ones too: their bits stay).
+    maybe_room: usize,
+    maybe_keys: usize,
 }
 
 impl<V: Slot> Default for Index<V> {
@@ -130,6 +133,8 @@ impl<V: Slot> Default for Index<V> {
             runs: Runs::default(),
             recent: Default::default(),
             maybe: Maybe::of(MERGE_MIN, std::iter::empty()),
+            maybe_room: MERGE_MIN,
+            maybe_keys: 0,
         }
     }
 }
@@ -216,6 +221,7 @@ impl<V: Slot> Index<V> {
             }
         }
         self.maybe.insert(key);
+        self.maybe_keys += 1;
         if self.recent.len() >= self.recent_max() {
             self.merge();
         }
@@ -279,10 +285,20 @@ impl<V: Slot> Index<V> {
             self.sorted.shrink_to_fit();
         }
         self.runs = Runs::of(self.sorted.iter().map(|e| as_id(e.0)));
-        // Afresh, without the keys gone, and with room for the puts
-        // until the next merge. The old one goes first: no two are held.
-        self.maybe = Maybe::default();
-        self.maybe = Maybe::of(self.sorted.len() + self.recent_max(), self.keys());
+        // Afresh, without the keys gone, once the puts until the next
+        // merge might fill it (or it is four times too large). Sized for
+        // twice the keys: made at every merge, it was a fifth of the
+        // merges' time under a crowd (issue 20, perf), for its 8 bits a
+        // key. The old one goes first: no two are held.
+        let needed = self.sorted.len() + self.recent_max();
+        if self.maybe_keys + self.recent_max() > self.maybe_room
+            || self.maybe_room > 4 * needed + MERGE_MIN
+        {
+            self.maybe = Maybe::default();
+            self.maybe_room = 2 * needed;
+            self.maybe = Maybe::of(self.maybe_room, self.keys());
+            self.maybe_keys = self.sorted.len();
+        }
     }
 }
 
