@@ -285,46 +285,25 @@ impl Spill {
     /// thousands, and two reads and two keystreams each were a fifth of
     /// the counting thread (issue 20, perf). Each segment's records are
     /// read through a window of `COPY_BYTES`, decrypted once.
-    ///
-    /// Segments are taken a few at a time, as many as hold about
-    /// `COPY_BATCH` records: each batch is a pass over the whole index, and
-    /// one pass per segment was a third of a crowd's checkpoint (issue 20,
-    /// perf).
     pub(super) fn records(
         &self,
     ) -> impl Iterator<Item = std::io::Result<(DeviceId, Vec<u8>, bool)>> + '_ {
-        let mut batches: Vec<Vec<u16>> = Vec::new();
-        let mut records = 0;
-        for (&n, segment) in &self.segments {
-            match batches.last_mut() {
-                Some(batch) if records + segment.live as usize <= COPY_BATCH => batch.push(n),
-                _ => {
-                    batches.push(vec![n]);
-                    records = 0;
-                }
-            }
-            records += segment.live as usize;
-        }
-        batches.into_iter().flat_map(move |batch| {
-            // Ascending, as the map's keys come.
-            let mut locs: Vec<(u16, u32, u64)> = self
+        self.segments.keys().flat_map(move |&segment| {
+            let mut locs: Vec<(u32, u64)> = self
                 .index
                 .iter()
-                .filter(|(_, l)| batch.binary_search(&l.segment).is_ok())
-                .map(|(key, l)| (l.segment, l.offset, key))
+                .filter(|(_, l)| l.segment == segment)
+                .map(|(key, l)| (l.offset, key))
                 .collect();
-            locs.sort_unstable_by_key(|&(segment, offset, _)| (segment, offset & !FLAGS));
-            let mut window = (None, Window::default());
-            locs.into_iter().map(move |(segment, offset, key)| {
-                if window.0 != Some(segment) {
-                    window = (Some(segment), Window::default());
-                }
+            locs.sort_unstable_by_key(|&(offset, _)| offset & !FLAGS);
+            let mut window = Window::default();
+            locs.into_iter().map(move |(offset, key)| {
                 let loc = Loc {
                     segment,
                     last_window: 0,
                     offset: offset & !FLAGS,
                 };
-                let (id, record) = window.1.read(self, key, loc)?;
+                let (id, record) = window.read(self, key, loc)?;
                 Ok((id, record, offset & COUNTED != 0))
             })
         })
@@ -529,9 +508,6 @@ impl Spill {
     }
 }
 
-/// Records whose places `records` lists at a time (16 bytes each).
-const COPY_BATCH: usize = if cfg!(test) { 64 } else { 1 << 16 };
-
 /// Bytes `records` reads and decrypts at a time.
 const COPY_BYTES: usize = if cfg!(test) { 1 << 10 } else { 1 << 20 };
 
@@ -616,11 +592,8 @@ mod tests {
             let bytes = std::fs::read(e.unwrap().path()).unwrap();
             assert!(!bytes.windows(9).any(|w| w == b"device 17"));
         }
-        // In batches of segments (`COPY_BATCH`), each record once.
         let copied: Vec<_> = spill.records().map(Result::unwrap).collect();
         assert_eq!(copied.len(), n as usize);
-        let ids: std::collections::HashSet<_> = copied.iter().map(|c| c.0).collect();
-        assert_eq!(ids.len(), n as usize);
         assert!(copied
             .iter()
             .all(|(id, r, counted)| r.as_slice() == payload(id.0).as_bytes() && !counted));
