@@ -317,10 +317,7 @@ impl Counter {
             }
             return;
         }
-        // Only a device not in memory asks the spill.
-        if !self.state.devices.prefetch(d.device) && store.spilled() > 0 {
-            store.prefetch_spilled(d.device);
-        }
+        self.prefetch_device(d.device, store);
         if observe {
             let at = self
                 .state
@@ -329,6 +326,14 @@ impl Counter {
             if let Some(acc) = at.and_then(|i| self.state.windows.get(i)) {
                 acc.people.prefetch(d);
             }
+        }
+    }
+
+    /// Hints the CPU to load device `id`, in memory or, only if it is not
+    /// there, its word of the spill's filter.
+    fn prefetch_device(&self, id: DeviceId, store: &dyn HistoryStore) {
+        if !self.state.devices.prefetch(id) && store.spilled() > 0 {
+            store.prefetch_spilled(id);
         }
     }
 

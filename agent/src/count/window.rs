@@ -51,13 +51,9 @@ impl Counter {
         // `Counter::detections` does for frames: a crowd's window has
         // 100,000 entries, each a device out of cache.
         const AHEAD: usize = 8;
-        let spilled_any = store.spilled() > 0;
         let ask = |i: usize, c: &Counter, store: &dyn HistoryStore| {
             if i < acc.entries.len() {
-                let id = acc.entries.get(i).0;
-                if !c.state.devices.prefetch(id) && spilled_any {
-                    store.prefetch_spilled(id);
-                }
+                c.prefetch_device(acc.entries.get(i).0, store);
             }
         };
         for i in 0..AHEAD {
