@@ -28,20 +28,16 @@ pub trait HistoryStore {
     /// the horizon and is pruned.
     fn key_rotated(&mut self);
     /// Keeps a device the counter has no room for (issue 20) until
-    /// `unspill` takes it back; `record` is the device's bytes, opaque here.
-    /// `inert`: the device's counts are known without its record until a
-    /// frame takes it back (`spill::inert`). False: the store has no room
-    /// for this one (another spilled device holds its key), which stays
-    /// in memory.
-    fn spill(
-        &mut self,
-        id: DeviceId,
-        record: &[u8],
-        inert: Option<Inert>,
-    ) -> Result<bool, HistoryError>;
+    /// `unspill` takes it back; `record` is the device's bytes, opaque here,
+    /// and `how` what the counter asks of it without the record. False:
+    /// the store has no room for this one (another spilled device holds
+    /// its key), which stays in memory.
+    fn spill(&mut self, id: DeviceId, record: &[u8], how: Spilled) -> Result<bool, HistoryError>;
     /// Takes back a spilled device's record, if `id` is spilled, and
-    /// whether it was spilled `Inert::counted`.
+    /// whether it was spilled `Spilled::counted`.
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError>;
+    /// A spilled device's last window (the one nearest `near`).
+    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<i64>;
     /// A spilled inert device's last window (the one nearest `near`).
     fn inert(&self, id: DeviceId, near: i64) -> Option<i64>;
     /// Drops, unread, every spilled inert device whose last window is
@@ -72,13 +68,18 @@ impl From<HistoryError> for std::io::Error {
     }
 }
 
-/// A spilled device whose counts are known without its record
-/// (`spill::inert`).
+/// What the counter reads of a spilled device without its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inert {
+pub struct Spilled {
+    /// The newest window with a detection of it, which stays so until a
+    /// frame takes it back: a pending window when it is spilled, and an
+    /// eviction need not read it back before that window is final.
     pub last_window: i64,
-    /// Its entries were taken out of its last window, which counts it
-    /// instead (`WindowAcc::inert`): taken back, it is entered there again.
+    /// Its counts are known without its record (`spill::inert`).
+    pub inert: bool,
+    /// Inert, and its entries were taken out of its last window, which
+    /// counts it instead (`WindowAcc::inert`): taken back, it is entered
+    /// there again.
     pub counted: bool,
 }
 
@@ -191,7 +192,7 @@ pub struct Horizon {
 #[derive(Debug, Default)]
 pub struct MemHistory {
     pub histories: IdMap<History>,
-    pub spilled: IdMap<(Vec<u8>, Option<Inert>)>,
+    pub spilled: IdMap<(Vec<u8>, Spilled)>,
 }
 
 impl HistoryStore for MemHistory {
@@ -208,29 +209,25 @@ impl HistoryStore for MemHistory {
         self.histories.clear();
         self.spilled.clear();
     }
-    fn spill(
-        &mut self,
-        id: DeviceId,
-        record: &[u8],
-        inert: Option<Inert>,
-    ) -> Result<bool, HistoryError> {
-        self.spilled.insert(id, (record.to_vec(), inert));
+    fn spill(&mut self, id: DeviceId, record: &[u8], how: Spilled) -> Result<bool, HistoryError> {
+        self.spilled.insert(id, (record.to_vec(), how));
         Ok(true)
     }
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
-        Ok(self
-            .spilled
-            .remove(&id)
-            .map(|(r, inert)| (r, inert.is_some_and(|i| i.counted))))
+        Ok(self.spilled.remove(&id).map(|(r, how)| (r, how.counted)))
+    }
+    fn spilled_window(&self, id: DeviceId, _near: i64) -> Option<i64> {
+        self.spilled.get(&id).map(|(_, how)| how.last_window)
     }
     fn inert(&self, id: DeviceId, _near: i64) -> Option<i64> {
         self.spilled
             .get(&id)
-            .and_then(|(_, inert)| inert.map(|i| i.last_window))
+            .filter(|(_, how)| how.inert)
+            .map(|(_, how)| how.last_window)
     }
     fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError> {
         self.spilled
-            .retain(|_, (_, inert)| inert.is_none_or(|i| i.last_window >= nw));
+            .retain(|_, (_, how)| !how.inert || how.last_window >= nw);
         Ok(())
     }
     fn spilled(&self) -> usize {

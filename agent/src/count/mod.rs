@@ -46,7 +46,7 @@ use crate::privacy::DeviceId;
 use device::Device;
 use epoch::EpochObs;
 use history::NO_DAY;
-pub use history::{History, HistoryError, HistoryStore, Horizon, Inert, MemHistory};
+pub use history::{History, HistoryError, HistoryStore, Horizon, MemHistory, Spilled};
 pub(crate) use state::in_parts;
 use state::WindowAcc;
 pub use state::{Bulk, BulkPart, State, StateV2, StateV3, StateV4};

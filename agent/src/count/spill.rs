@@ -31,14 +31,14 @@
 //!   (`take_spilled`).
 //! - An inert device that `spill_over` spills leaves its last window too:
 //!   its entries there are taken out and the window counts it
-//!   (`WindowAcc::inert`, `Inert::counted`), and taken back it is
+//!   (`WindowAcc::inert`, `Spilled::counted`), and taken back it is
 //!   entered there again. Those entries were two thirds of a crowd's
 //!   (16 bytes each, 270,000 a window; issue 20, heaptrack). The
 //!   checkpoint writes their records in parts of their own, which enter
 //!   them in their window again as they load (`put_spilled_part`).
 
 use super::device::{Device, Mark};
-use super::history::{Inert, NO_DAY};
+use super::history::{Spilled, NO_DAY};
 use super::state::State;
 use super::{Counter, Eviction, HistoryError, HistoryStore, Keep, Params};
 use crate::privacy::{At, DeviceId, IdSet};
@@ -80,15 +80,17 @@ fn decode(bytes: &[u8]) -> Result<Device, HistoryError> {
     Ok(dev)
 }
 
-/// `dev`'s last window if, spilled, its counts are known without its
-/// record: a randomized MAC (never a resident, SPEC §3) that is no day's
+/// Whether, spilled, `dev`'s counts are known without its record: a
+/// randomized MAC (never a resident, SPEC §3) that is no day's
 /// visitor, none of whose sessions is a visit or, open, can become one
 /// without a frame, which would take it back first. Each window with its
 /// entry counts it in `detected` and `passersby`, and it goes once its
 /// last window is final (`Eviction::keeps`, read with that in mind).
 /// `min_dwell_us`: `None` marks none inert.
-fn inert(dev: &Device, min_dwell_us: Option<i64>) -> Option<i64> {
-    let min_dwell_us = min_dwell_us?;
+fn inert(dev: &Device, min_dwell_us: Option<i64>) -> bool {
+    let Some(min_dwell_us) = min_dwell_us else {
+        return false;
+    };
     let h = &dev.hist;
     let no_visit = dev.sessions.iter().all(|s| {
         if s.open {
@@ -97,7 +99,7 @@ fn inert(dev: &Device, min_dwell_us: Option<i64>) -> Option<i64> {
             !s.visit
         }
     });
-    (h.randomized && h.visitor_day == NO_DAY && no_visit).then_some(dev.last_window)
+    h.randomized && h.visitor_day == NO_DAY && no_visit
 }
 
 /// A record loaded from a checkpoint: its mark named an attempt of the
@@ -187,19 +189,19 @@ impl State {
             }
             // Counted where its entry is known to be, and only within 2^15
             // windows, which the spill tells apart by 16 bits.
-            let inert = inert(d, min_dwell_us).map(|last_window| Inert {
+            let last_window = d.last_window;
+            let inert = inert(d, min_dwell_us);
+            let how = Spilled {
                 last_window,
-                counted: d.last_entry().is_some_and(|(w, _)| w == last_window)
+                inert,
+                counted: inert
+                    && d.last_entry().is_some_and(|(w, _)| w == last_window)
                     && last_window - nw < pending.min(1 << 15),
-            });
-            match store.spill(id, &record(d), inert) {
+            };
+            match store.spill(id, &record(d), how) {
                 Ok(false) => true, // its key is another's: it stays
                 Ok(true) => {
-                    if let Some(Inert {
-                        last_window,
-                        counted: true,
-                    }) = inert
-                    {
+                    if how.counted {
                         counted.push((last_window, id));
                     }
                     false
@@ -253,7 +255,12 @@ impl State {
                     })?;
                 self.windows[at].entries.push(id, day);
             }
-            if !store.spill(id, &record, None).map_err(|e| e.to_string())? {
+            let how = Spilled {
+                last_window: dev.last_window,
+                inert: false,
+                counted: false,
+            };
+            if !store.spill(id, &record, how).map_err(|e| e.to_string())? {
                 self.devices.insert(id, dev);
             }
         }
@@ -261,7 +268,7 @@ impl State {
     }
 
     /// Takes the entries of `counted` (last window, id) out of those
-    /// windows, which count them instead (`Inert::counted`): a pass over
+    /// windows, which count them instead (`Spilled::counted`): a pass over
     /// each window's entries at most.
     fn count_inert(&mut self, nw: i64, mut counted: Vec<(i64, DeviceId)>) {
         counted.sort_unstable_by_key(|c| c.0);
@@ -357,13 +364,14 @@ impl Counter {
         dev: &Device,
         store: &mut dyn HistoryStore,
     ) -> Result<(), HistoryError> {
-        let inert = inert(dev, Some(self.params.min_dwell_us)).map(|last_window| Inert {
-            last_window,
+        let how = Spilled {
+            last_window: dev.last_window,
+            inert: inert(dev, Some(self.params.min_dwell_us)),
             counted: false,
-        });
+        };
         // It was taken out just before: nothing was spilled since that
         // could hold its key.
-        match store.spill(id, &record(dev), inert)? {
+        match store.spill(id, &record(dev), how)? {
             true => Ok(()),
             false => Err(HistoryError(
                 "a device taken back could not be spilled again: another holds its key".into(),
@@ -434,6 +442,17 @@ impl Counter {
                 e.deferred = true;
                 later.extend_from_slice(&ids[i..]);
                 break;
+            }
+            // Still in a pending window, as `keeps` would find it: left
+            // unread until that window is final. A crowd read and wrote
+            // back a hundred thousand of those (issue 20).
+            let pending = self.state.windows.len() as i64;
+            if !far
+                && store
+                    .spilled_window(id, e.nw)
+                    .is_some_and(|w| (e.nw..e.nw + pending).contains(&w))
+            {
+                continue;
             }
             let Some(mut dev) = self.take_spilled(id, store)? else {
                 continue;

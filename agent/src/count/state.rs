@@ -24,7 +24,7 @@ pub(super) struct WindowAcc {
     /// (sums; see `epoch`), in place of `people`, which stays empty.
     pub(super) epochs: Features,
     /// Spilled inert devices the window counts in place of their entries
-    /// (`Inert::counted`). Memory only: the checkpoint writes their
+    /// (`Spilled::counted`). Memory only: the checkpoint writes their
     /// records in parts of their own (`Part::SpilledCounted`), which load
     /// as entries again.
     #[serde(skip)]
@@ -224,7 +224,7 @@ enum Part {
     /// until it does (`Store::commit`).
     Histories(Vec<(DeviceId, Option<History>)>),
     /// `Spilled` devices whose last window counted them in place of their
-    /// entries (`Inert::counted`): each is entered there again as it
+    /// entries (`Spilled::counted`): each is entered there again as it
     /// loads (its last entry).
     SpilledCounted(Option<i64>, Vec<(DeviceId, Vec<u8>)>),
 }
@@ -278,7 +278,7 @@ impl Bulk {
     }
 
     /// Spilled devices the pending windows count in place of entries
-    /// (`Inert::counted`): the store's parts of them must hold as many.
+    /// (`Spilled::counted`): the store's parts of them must hold as many.
     pub fn counted(&self) -> u64 {
         self.counted
     }

@@ -219,7 +219,7 @@ impl Store {
         bulk.write_parts(&mut put, &mut read).map_err(err)?;
         // The spilled devices, copied from the scratch a part at a time;
         // those their window counts in place of entries
-        // (`count::Inert::counted`) in parts of their own, which enter
+        // (`count::Spilled::counted`) in parts of their own, which enter
         // them there again when they load.
         let mut records = [const { Vec::new() }; 2];
         let mut counted = 0u64;

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 
 use super::{decode_sealed, encode, sealed_by, Sealer, Store, StoreError, PART};
-use crate::count::{History, HistoryError, HistoryStore, Horizon, Inert};
+use crate::count::{History, HistoryError, HistoryStore, Horizon, Spilled};
 use crate::privacy::{DeviceId, IdMap};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -529,19 +529,18 @@ impl HistoryStore for Store {
         }
     }
 
-    fn spill(
-        &mut self,
-        id: DeviceId,
-        record: &[u8],
-        inert: Option<Inert>,
-    ) -> Result<bool, HistoryError> {
+    fn spill(&mut self, id: DeviceId, record: &[u8], how: Spilled) -> Result<bool, HistoryError> {
         self.spill
-            .put(id, record, inert)
+            .put(id, record, how)
             .map_err(|e| self.spill_err(e))
     }
 
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
         self.spill.take(id).map_err(|e| self.spill_err(e))
+    }
+
+    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<i64> {
+        self.spill.last_window(id, near)
     }
 
     fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {

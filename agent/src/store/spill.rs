@@ -43,7 +43,7 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha8;
 
 use super::spill_index::{self, Index, Slot};
-use crate::count::Inert;
+use crate::count::Spilled;
 use crate::privacy::DeviceId;
 
 /// Segments are closed at this size; a segment is deleted once all its
@@ -57,20 +57,21 @@ const BLOCK_BYTES: usize = if cfg!(test) { 4 << 10 } else { 256 << 10 };
 /// a session or two, the rest; a longer record takes a second read.
 const FIRST_READ: usize = 256;
 
-/// Where a record is, and whether the device is inert (`put`). Eight
-/// bytes, as before inert records: a crowd spills hundreds of thousands.
+/// Where a record is, and what the counter reads without it (`put`).
+/// Eight bytes, as before inert records: a crowd spills hundreds of
+/// thousands.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
     /// The segment's number (its file); numbers wrap, skipping live ones.
     segment: u16,
-    /// An inert device's last window, modulo 2^16 (`inert`).
+    /// The device's last window, modulo 2^16 (`Spilled::last_window`).
     last_window: u16,
     /// Offset in the segment (below 2^23), and `INERT` and `COUNTED`.
     offset: u32,
 }
 
 const INERT: u32 = 1 << 31;
-/// An inert device its last window counts (`Inert::counted`).
+/// An inert device its last window counts (`Spilled::counted`).
 const COUNTED: u32 = 1 << 30;
 const FLAGS: u32 = INERT | COUNTED;
 /// Records start below `SEGMENT_BYTES` (`put`): clear of the flags.
@@ -79,8 +80,8 @@ const _: () = assert!(SEGMENT_BYTES <= COUNTED as u64);
 const CHECK_SEED: u64 = 0x5350_494c_4c5f_4348;
 
 impl Loc {
-    /// An inert device's last window, read as the one within 2^15
-    /// windows of `near`.
+    /// The device's last window, read as the one within 2^15 windows of
+    /// `near`.
     fn last_window_near(&self, near: i64) -> i64 {
         near + i64::from(self.last_window.wrapping_sub(near as u16) as i16)
     }
@@ -191,26 +192,26 @@ impl Spill {
 
     /// Appends `id`'s record, unless a spilled device holds its key
     /// (`spill_index`): then it returns false and nothing changes.
-    /// `inert`: a device whose counts no longer need its record
+    /// `how`: what is read of it without its record
     /// (`HistoryStore::spill`).
     pub(super) fn put(
         &mut self,
         id: DeviceId,
         payload: &[u8],
-        inert: Option<Inert>,
+        how: Spilled,
     ) -> std::io::Result<bool> {
         let (segment, len) = match self.current {
             Some((n, len)) if len < SEGMENT_BYTES => (n, len),
             _ => self.start_segment()?,
         };
-        let flags = match inert {
-            None => 0,
-            Some(i) if i.counted => INERT | COUNTED,
-            Some(_) => INERT,
+        let flags = match how {
+            Spilled { inert: false, .. } => 0,
+            Spilled { counted: true, .. } => INERT | COUNTED,
+            Spilled { .. } => INERT,
         };
         let loc = Loc {
             segment,
-            last_window: inert.map_or(0, |i| i.last_window as u16),
+            last_window: how.last_window as u16,
             offset: len as u32 | flags,
         };
         if !self.index.insert_new(id, loc) {
@@ -237,6 +238,12 @@ impl Spill {
     /// Hints the CPU to load what `take` first reads for `id`.
     pub(super) fn prefetch(&self, id: DeviceId) {
         self.index.prefetch(id);
+    }
+
+    /// A spilled device's last window, read back as the one within 2^15
+    /// windows of `near`.
+    pub(super) fn last_window(&self, id: DeviceId, near: i64) -> Option<i64> {
+        Some(self.index.get(id)?.last_window_near(near))
     }
 
     /// An inert device's last window, read back as the one within 2^15
@@ -575,6 +582,13 @@ fn create(path: &Path) -> std::io::Result<File> {
 mod tests {
     use super::*;
 
+    /// A device that is not inert, last detected in window 0.
+    const PLAIN: Spilled = Spilled {
+        last_window: 0,
+        inert: false,
+        counted: false,
+    };
+
     #[test]
     fn records_come_back_once_and_emptied_segments_go() {
         let dir = tempfile::tempdir().unwrap();
@@ -582,7 +596,9 @@ mod tests {
         let payload = |i: u128| format!("device {i} ").repeat(1 + (i % 50) as usize);
         let n = 5_000u128;
         for i in 0..n {
-            spill.put(DeviceId(i), payload(i).as_bytes(), None).unwrap();
+            spill
+                .put(DeviceId(i), payload(i).as_bytes(), PLAIN)
+                .unwrap();
         }
         assert_eq!(spill.len(), n as usize);
         let segments = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
@@ -607,7 +623,7 @@ mod tests {
         let left = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
         assert!(left <= 1, "{left} segments left");
         // A new process removes what this one left.
-        spill.put(DeviceId(1), b"x", None).unwrap();
+        spill.put(DeviceId(1), b"x", PLAIN).unwrap();
         let again = Spill::new(dir.path().join("spill"));
         assert_eq!(again.len(), 0);
         assert!(!dir.path().join("spill").exists());
@@ -620,16 +636,19 @@ mod tests {
     fn inert_devices_are_told_apart_and_forgotten_unread() {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
-        let inert = |last_window, counted| {
-            Some(Inert {
-                last_window,
-                counted,
-            })
+        let inert = |last_window, counted| Spilled {
+            last_window,
+            inert: true,
+            counted,
         };
         spill
             .put(DeviceId(1), b"inert", inert(65_538, true))
             .unwrap();
-        spill.put(DeviceId(2), b"not", None).unwrap();
+        let not = Spilled {
+            last_window: 65_537,
+            ..PLAIN
+        };
+        spill.put(DeviceId(2), b"not", not).unwrap();
         spill
             .put(DeviceId(3), b"inert too", inert(65_530, false))
             .unwrap();
@@ -644,6 +663,10 @@ mod tests {
         assert_eq!(spill.inert(DeviceId(3), 65_536), Some(65_530));
         assert_eq!(spill.inert(DeviceId(2), 65_536), None);
         assert_eq!(spill.inert(DeviceId(4), 65_536), None);
+        // Every spilled device's last window is read without its record.
+        assert_eq!(spill.last_window(DeviceId(2), 65_536), Some(65_537));
+        assert_eq!(spill.last_window(DeviceId(3), 65_536), Some(65_530));
+        assert_eq!(spill.last_window(DeviceId(4), 65_536), None);
         let counted = |spill: &Spill| {
             let mut ids: Vec<u128> = spill
                 .records()
@@ -685,14 +708,14 @@ mod tests {
         let mut spill = Spill::new(dir.path().join("spill"));
         let (a, b) = (DeviceId(7 << 64 | 1), DeviceId(4 << 64 | 2));
         assert_eq!(spill_index::key(a), spill_index::key(b));
-        assert!(spill.put(a, b"first", None).unwrap());
-        assert!(!spill.put(b, b"second", None).unwrap());
+        assert!(spill.put(a, b"first", PLAIN).unwrap());
+        assert!(!spill.put(b, b"second", PLAIN).unwrap());
         assert_eq!(spill.len(), 1);
         assert!(spill.take(b).unwrap().is_none());
         assert_eq!(spill.ids().unwrap(), vec![a]);
         assert_eq!(spill.take(a).unwrap().unwrap(), (b"first".to_vec(), false));
         assert!(
-            spill.put(b, b"second", None).unwrap(),
+            spill.put(b, b"second", PLAIN).unwrap(),
             "its key is free again"
         );
         assert_eq!(spill.take(b).unwrap().unwrap().0, b"second");
@@ -703,7 +726,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = Spill::new(dir.path().join("spill"));
         for i in 0..1_000u128 {
-            spill.put(DeviceId(i), &[7u8; 100], None).unwrap();
+            spill.put(DeviceId(i), &[7u8; 100], PLAIN).unwrap();
         }
         let path = dir.path().join("spill/0.spill");
         let mut bytes = std::fs::read(&path).unwrap();
