@@ -102,6 +102,41 @@ fn inert(dev: &Device, min_dwell_us: Option<i64>) -> bool {
     h.randomized && h.visitor_day == NO_DAY && no_visit
 }
 
+/// A device's rank for spilling (`State::spill_over`), least first:
+/// first those heard in one burst so far (a phone that rotates its MAC is
+/// not heard under this one again), then those heard over `SUSTAINED_S`
+/// or more (a phone that stays); each the least recently heard first.
+/// A device a frame takes back soon costs a read and a write: ranked by
+/// the last strong frame alone, phones heard only weakly and stable
+/// randomized MACs went out with the rotating ones, and 2 M were taken
+/// back on the 100 k crowd (issue 20).
+fn spill_key(d: &Device) -> u64 {
+    u64::from(!fleeting_device(d)) << 32 | u64::from(d.seen_s)
+}
+
+fn fleeting_device(d: &Device) -> bool {
+    d.seen_s.wrapping_sub(d.first_heard_s) < SUSTAINED_S
+}
+
+fn fleeting(key: u64) -> bool {
+    key >> 32 == 0
+}
+
+/// The least recently heard phones that stay, before the devices' mark,
+/// as the last walk over them found them: the pass after takes them from
+/// here rather than walk every device again. Memory only.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Coldest {
+    /// The most recently heard last: popped first is the least.
+    ids: Vec<DeviceId>,
+    /// The latest `Device::seen_s` among them: one heard since is not
+    /// cold any more.
+    until: u32,
+    /// How many it moved behind the mark, for tests.
+    #[cfg(test)]
+    pub(super) moved: usize,
+}
+
 /// A record loaded from a checkpoint: its mark named an attempt of the
 /// process that wrote it, and attempts count again from 1 (0 is none).
 fn forget_mark(record: &mut [u8]) {
@@ -113,8 +148,8 @@ impl State {
     /// Spills the coldest devices while more than `budget` are in memory,
     /// down to three quarters of it, or to seven eighths where only phones
     /// that stay are left to spill (so that a pass, which looks at every
-    /// device, comes once per an eighth of the budget of new devices at
-    /// most).
+    /// device that came since the last or at every device, comes once per
+    /// an eighth of the budget of new devices at most).
     /// Returns how many it spilled.
     pub(super) fn spill_over(
         &mut self,
@@ -130,36 +165,42 @@ impl State {
             return Ok(0);
         };
         let target = budget - budget / 4;
-        // Only devices a pending window will take back. First those heard
-        // in one burst so far (a phone that rotates its MAC is not heard
-        // under this one again), then those heard over `SUSTAINED_S` or
-        // more (a phone that stays); each the least recently heard first.
-        // A device a frame takes back soon costs a read and a write:
-        // ranked by the last strong frame alone, phones heard only weakly
-        // and stable randomized MACs went out with the rotating ones, and
-        // 2 M were taken back on the 100 k crowd (issue 20).
-        //
-        // Ranked by key alone, then taken out in one pass over the map: a
-        // list of (rank, id) for a crowd's 100,000 devices was 3.2 MB
-        // made afresh (and faulted in) at each pass (issue 20, perf).
-        let key = |d: &Device| {
-            let sustained = d.seen_s.wrapping_sub(d.first_heard_s) >= SUSTAINED_S;
-            u64::from(sustained) << 32 | u64::from(d.seen_s)
-        };
-        let mut keys: Vec<u64> = self
-            .devices
-            .values()
-            .filter(|d| d.last_window >= nw)
-            .map(key)
-            .collect();
         // Down to `target`, but no phone that stays while a fleeting MAC
         // is left, as long as an eighth of the budget is free after.
-        let fleeting = keys.iter().filter(|&&k| k >> 32 == 0).count();
         let floor = budget - budget / 8;
-        let n = (self.devices.len() - target)
-            .min(fleeting)
-            .max(self.devices.len().saturating_sub(floor))
-            .min(keys.len());
+        let len = self.devices.len();
+        let how_many = |keys: &[u64]| {
+            let f = keys.iter().filter(|&&k| fleeting(k)).count();
+            let n = (len - target)
+                .min(f)
+                .max(len.saturating_sub(floor))
+                .min(keys.len());
+            (n, f)
+        };
+        // Every fleeting device in memory is at the devices' mark or after
+        // it (set below; devices come in at the end, and one heard over
+        // `SUSTAINED_S` stays so). A crowd's pass needs those and a few
+        // hundred phones that stay, the least recently heard: those are
+        // moved behind the mark too, from a list of them made once per
+        // many passes (`Coldest`). The pass then looks at the devices from
+        // the mark on, and chooses as one over every device would but for
+        // phones that went quiet since that list was made (a choice that
+        // costs speed, never a count); a pass over every device was 9 %
+        // of a crowd's counting thread (issue 20, perf). Ranked by key alone, then taken out in one
+        // pass over the list: a list of (rank, id) was 3.2 MB made afresh
+        // (and faulted in) at each pass.
+        let mut from = self.devices.mark();
+        let mut keys = self.spill_keys(from, nw);
+        let (mut n, f) = how_many(&keys);
+        if n > f && from > 0 {
+            let need = len.saturating_sub(floor) - f;
+            from = match self.coldest_behind_mark(need, nw, budget) >= need {
+                true => self.devices.mark(),
+                false => 0,
+            };
+            keys = self.spill_keys(from, nw);
+            n = how_many(&keys).0;
+        }
         if n == 0 {
             return Ok(0);
         }
@@ -173,11 +214,12 @@ impl State {
         // (last window, id) of those their last window counts.
         let mut counted = Vec::new();
         let pending = self.windows.len() as i64;
-        self.devices.retain(|id, d| {
+        // Whether `d` stays in memory.
+        let mut stays = |id: DeviceId, d: &mut Device| {
             if refused.is_some() || d.last_window < nw {
                 return true;
             }
-            let k = key(d);
+            let k = spill_key(d);
             let spill = if k == nth && ties > 0 {
                 ties -= 1;
                 true
@@ -211,7 +253,21 @@ impl State {
                     true
                 }
             }
+        };
+        // Devices kept from `from` on, and how many of them before the
+        // first fleeting one: the next mark.
+        let (mut kept, mut first_fleeting) = (0, None);
+        self.devices.retain_from(from, |id, d| {
+            let stays = stays(id, d);
+            if stays {
+                if first_fleeting.is_none() && fleeting_device(d) {
+                    first_fleeting = Some(kept);
+                }
+                kept += 1;
+            }
+            stays
         });
+        self.devices.set_mark(from + first_fleeting.unwrap_or(kept));
         self.count_inert(nw, counted);
         match refused {
             Some(e) => Err(e),
@@ -221,6 +277,76 @@ impl State {
 }
 
 impl State {
+    /// The spill keys of the devices a pending window will take back,
+    /// from position `from` on.
+    fn spill_keys(&self, from: usize, nw: i64) -> Vec<u64> {
+        self.devices
+            .values_from(from)
+            .filter(|d| d.last_window >= nw)
+            .map(spill_key)
+            .collect()
+    }
+
+    /// Moves up to `need` of the least recently heard devices a pending
+    /// window will take back from before the devices' mark to after it,
+    /// and says how many it moved. `Coldest` is made again, once, when
+    /// it runs out.
+    fn coldest_behind_mark(&mut self, need: usize, nw: i64, budget: usize) -> usize {
+        let (mut moved, mut made) = (0, false);
+        while moved < need {
+            let Some(id) = self.coldest.ids.pop() else {
+                if made {
+                    break;
+                }
+                self.coldest = self.coldest(nw, budget / 8);
+                made = true;
+                continue;
+            };
+            let Some(at) = self.devices.find(id) else {
+                continue; // evicted, or spilled
+            };
+            let d = self.devices.at(at);
+            if d.last_window >= nw && d.seen_s <= self.coldest.until {
+                moved += usize::from(self.devices.behind_mark(at));
+            }
+        }
+        #[cfg(test)]
+        {
+            self.coldest.moved += moved;
+        }
+        moved
+    }
+
+    /// The `k` least recently heard devices a pending window will take
+    /// back, of those before the devices' mark.
+    fn coldest(&self, nw: i64, k: usize) -> Coldest {
+        // (seen, position): a list of ids as long would be 16 bytes each.
+        let mut keys: Vec<u64> = self
+            .devices
+            .values_from(0)
+            .take(self.devices.mark())
+            .enumerate()
+            .filter(|(_, d)| d.last_window >= nw)
+            .map(|(i, d)| u64::from(d.seen_s) << 32 | i as u64)
+            .collect();
+        let k = k.min(keys.len());
+        if k == 0 {
+            return Coldest::default();
+        }
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        Coldest {
+            ids: keys
+                .iter()
+                .map(|&k| self.devices.id_at(k as u32 as usize))
+                .collect(),
+            until: (keys[0] >> 32) as u32,
+            #[cfg(test)]
+            moved: self.coldest.moved,
+        }
+    }
+
     /// Spills again the records of a checkpoint's part (`Part::Spilled`);
     /// `counted`: their last window counted them in place of their
     /// entries, and they are entered there again. One the store has no

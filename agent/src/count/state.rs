@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::device::{Device, Devices};
 use super::history::{History, HistoryError, HistoryStore, NO_DAY};
+use super::spill::Coldest;
 use super::visitors::{PartAt, RandomizedVisitors, ReadPart};
 use crate::people::{Features, Obs, ObsTable, Observations};
 use crate::privacy::{DeviceId, IdSet};
@@ -175,6 +176,9 @@ pub struct State {
     /// for the counter's next `evict`; memory only.
     #[serde(skip)]
     pub(super) unjudged: Vec<DeviceId>,
+    /// For the spill's passes; memory only.
+    #[serde(skip)]
+    pub(super) coldest: Coldest,
 }
 
 /// What a state holds per device (the device map, each pending window's
@@ -491,6 +495,7 @@ impl StateV2 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            coldest: Coldest::default(),
         }
     }
 }
@@ -570,6 +575,7 @@ impl StateV3 {
             people_before: None,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            coldest: Coldest::default(),
         }
     }
 }
@@ -624,6 +630,7 @@ impl StateV4 {
             people_before: self.people_before,
             closed_idle_at: None,
             unjudged: Vec::new(),
+            coldest: Coldest::default(),
         }
     }
 }

@@ -254,6 +254,48 @@ fn memory_holds_only_the_current_devices() {
     );
 }
 
+/// issue 20: a spill pass looks at the devices that came since the last
+/// one and at the least recently heard phones that stay, taken from a list
+/// made once per many passes (`spill::Coldest`), not at every device; a
+/// phone on that list heard again since stays. Whichever it spills, every
+/// report is the one an unbounded run makes.
+#[test]
+fn spill_passes_past_the_mark_count_the_same() {
+    // 190 phones that stay, each heard every 20 s (some only for the first
+    // hour, so that the coldest of them go quiet), and 12 new MACs every
+    // 10 s, each heard in one burst: a passer-by or a rotating phone.
+    let mut dets = Vec::new();
+    for t in (0..7200i64).step_by(10) {
+        for p in 0..190i64 {
+            if (t / 10 + p) % 2 == 0 && (p % 3 != 0 || t < 3600) {
+                dets.push(det(t, 1_000_000 + p as u128, true));
+            }
+        }
+        for m in 0..12 {
+            let mut d = det(t + m as i64 % 7, (t * 100 + m) as u128, m % 3 != 0);
+            d.randomized = m % 4 != 0;
+            dets.push(d);
+        }
+    }
+    let unbounded = run(Counting::default(), &dets);
+    let mut k = counter(Counting::default()).with_device_budget(200);
+    let mut store = MemHistory::default();
+    let mut most = 0;
+    for d in &dets {
+        k.detection(d, &mut store).unwrap();
+        most = most.max(k.devices_in_memory());
+    }
+    let moved = k.state.coldest.moved;
+    k.finish(&mut store).unwrap();
+    assert!(most <= 200, "{most} devices in memory");
+    assert!(
+        moved > 100,
+        "{moved} phones that stay moved behind the mark"
+    );
+    assert!(store.spilled.is_empty());
+    assert_eq!(k.drain_reports(), unbounded);
+}
+
 #[test]
 fn live_downtime_is_not_reported_as_empty_windows() {
     let mut k = counter(Counting::default());
