@@ -272,7 +272,7 @@ fn spill_passes_past_the_mark_count_the_same() {
             }
         }
         for m in 0..12 {
-            let mut d = det(t + m as i64 % 7, (t * 100 + m) as u128, m % 3 != 0);
+            let mut d = det(t + m % 7, (t * 100 + m) as u128, m % 3 != 0);
             d.randomized = m % 4 != 0;
             dets.push(d);
         }
