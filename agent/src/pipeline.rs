@@ -34,11 +34,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 pub const CHECKPOINT_REPORTS: usize = 96;
 /// A replay waits this many times as long as its last checkpoint took
 /// before the next one that only reports wait for: checkpoints stay under
-/// a fortieth of its time, and a crash re-reads ten seconds or so at
-/// most (a crowd's checkpoint takes a quarter of a second). At twenty
-/// they were 6 % of a crowd's counting thread, at forty 4 % (issue 20,
-/// perf: reports waiting and histories to write call for some too).
-pub const CHECKPOINT_COST_SHARE: u32 = 40;
+/// a twentieth of its time, and a crash re-reads a few seconds at most.
+pub const CHECKPOINT_COST_SHARE: u32 = 20;
 /// Device histories handed to the store before a checkpoint is taken even
 /// with no report waiting: the commit writes them to the store's tree
 /// (`Store::commit`), which bounds what the store holds.
