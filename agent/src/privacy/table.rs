@@ -482,9 +482,8 @@ mod tests {
     proptest! {
         /// Against the hash map it replaced, through puts, changes and
         /// removals; stored, it reads back as it was, and as that map.
-        #[test]
-        /// `retain_from` keeps what is before its place and the mark stays
-        /// in front of the same values.
+        /// `retain_from` keeps what is before its place, `behind_mark`
+        /// moves one value, and the mark stays in front of the same values.
         #[test]
         fn behaves_as_the_map(ops in proptest::collection::vec((0u8..11, 0u16..3000, 0u32..1000), 1..3000)) {
             let mut table: IdTable<u32> = IdTable::default();
