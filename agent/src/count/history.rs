@@ -36,10 +36,14 @@ pub trait HistoryStore {
     /// Takes back a spilled device's record, if `id` is spilled, and
     /// whether it was spilled `Spilled::counted`.
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError>;
-    /// A spilled device's last window (the one nearest `near`).
-    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<i64>;
+    /// A spilled device's last window (the one nearest `near`), and
+    /// whether it is inert (`Spilled`).
+    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<(i64, bool)>;
     /// A spilled inert device's last window (the one nearest `near`).
-    fn inert(&self, id: DeviceId, near: i64) -> Option<i64>;
+    fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
+        self.spilled_window(id, near)
+            .and_then(|(w, inert)| inert.then_some(w))
+    }
     /// Drops, unread, every spilled inert device whose last window is
     /// before `nw` (the one nearest `nw`): no window needs it any more.
     fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError>;
@@ -216,14 +220,10 @@ impl HistoryStore for MemHistory {
     fn unspill(&mut self, id: DeviceId) -> Result<Option<(Vec<u8>, bool)>, HistoryError> {
         Ok(self.spilled.remove(&id).map(|(r, how)| (r, how.counted)))
     }
-    fn spilled_window(&self, id: DeviceId, _near: i64) -> Option<i64> {
-        self.spilled.get(&id).map(|(_, how)| how.last_window)
-    }
-    fn inert(&self, id: DeviceId, _near: i64) -> Option<i64> {
+    fn spilled_window(&self, id: DeviceId, _near: i64) -> Option<(i64, bool)> {
         self.spilled
             .get(&id)
-            .filter(|(_, how)| how.inert)
-            .map(|(_, how)| how.last_window)
+            .map(|(_, how)| (how.last_window, how.inert))
     }
     fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError> {
         self.spilled

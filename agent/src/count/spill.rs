@@ -186,9 +186,9 @@ impl State {
         // the mark on, and chooses as one over every device would but for
         // phones that went quiet since that list was made (a choice that
         // costs speed, never a count); a pass over every device was 9 %
-        // of a crowd's counting thread (issue 20, perf). Ranked by key alone, then taken out in one
-        // pass over the list: a list of (rank, id) was 3.2 MB made afresh
-        // (and faulted in) at each pass.
+        // of a crowd's counting thread (issue 20, perf). Ranked by key
+        // alone, then taken out in one pass over the list: a list of
+        // (rank, id) was 3.2 MB made afresh (and faulted in) at each pass.
         let mut from = self.devices.mark();
         let mut keys = self.spill_keys(from, nw);
         let (mut n, f) = how_many(&keys);
@@ -323,7 +323,7 @@ impl State {
         // (seen, position): a list of ids as long would be 16 bytes each.
         let mut keys: Vec<u64> = self
             .devices
-            .values_from(0)
+            .values()
             .take(self.devices.mark())
             .enumerate()
             .filter(|(_, d)| d.last_window >= nw)
@@ -556,11 +556,13 @@ impl Counter {
         ids.sort_unstable();
         ids.dedup();
         let mut later = Vec::new();
+        let pending = self.state.windows.len() as i64;
         for (i, &id) in ids.iter().enumerate() {
             if self.state.devices.contains(id) {
                 continue; // a frame took it back: `evict` sees it
             }
-            if !far && store.inert(id, e.nw).is_some() {
+            let spilled = store.spilled_window(id, e.nw).filter(|_| !far);
+            if spilled.is_some_and(|(_, inert)| inert) {
                 continue; // forgotten above, or kept until its last window
             }
             if store.full() {
@@ -572,12 +574,7 @@ impl Counter {
             // Still in a pending window, as `keeps` would find it: left
             // unread until that window is final. A crowd read and wrote
             // back a hundred thousand of those (issue 20).
-            let pending = self.state.windows.len() as i64;
-            if !far
-                && store
-                    .spilled_window(id, e.nw)
-                    .is_some_and(|w| (e.nw..e.nw + pending).contains(&w))
-            {
+            if spilled.is_some_and(|(w, _)| (e.nw..e.nw + pending).contains(&w)) {
                 continue;
             }
             let Some(mut dev) = self.take_spilled(id, store)? else {

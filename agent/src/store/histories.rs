@@ -539,12 +539,8 @@ impl HistoryStore for Store {
         self.spill.take(id).map_err(|e| self.spill_err(e))
     }
 
-    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<i64> {
+    fn spilled_window(&self, id: DeviceId, near: i64) -> Option<(i64, bool)> {
         self.spill.last_window(id, near)
-    }
-
-    fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
-        self.spill.inert(id, near)
     }
 
     fn forget_inert_before(&mut self, nw: i64) -> Result<(), HistoryError> {

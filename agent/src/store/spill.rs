@@ -241,16 +241,18 @@ impl Spill {
     }
 
     /// A spilled device's last window, read back as the one within 2^15
-    /// windows of `near`.
-    pub(super) fn last_window(&self, id: DeviceId, near: i64) -> Option<i64> {
-        Some(self.index.get(id)?.last_window_near(near))
+    /// windows of `near`, and whether it is inert.
+    pub(super) fn last_window(&self, id: DeviceId, near: i64) -> Option<(i64, bool)> {
+        let loc = self.index.get(id)?;
+        Some((loc.last_window_near(near), loc.offset & INERT != 0))
     }
 
     /// An inert device's last window, read back as the one within 2^15
     /// windows of `near`.
-    pub(super) fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
-        let loc = self.index.get(id).filter(|l| l.offset & INERT != 0)?;
-        Some(loc.last_window_near(near))
+    #[cfg(test)]
+    fn inert(&self, id: DeviceId, near: i64) -> Option<i64> {
+        self.last_window(id, near)
+            .and_then(|(w, inert)| inert.then_some(w))
     }
 
     /// Drops unread every inert device whose last window is before `nw`,
@@ -664,8 +666,11 @@ mod tests {
         assert_eq!(spill.inert(DeviceId(2), 65_536), None);
         assert_eq!(spill.inert(DeviceId(4), 65_536), None);
         // Every spilled device's last window is read without its record.
-        assert_eq!(spill.last_window(DeviceId(2), 65_536), Some(65_537));
-        assert_eq!(spill.last_window(DeviceId(3), 65_536), Some(65_530));
+        assert_eq!(
+            spill.last_window(DeviceId(2), 65_536),
+            Some((65_537, false))
+        );
+        assert_eq!(spill.last_window(DeviceId(3), 65_536), Some((65_530, true)));
         assert_eq!(spill.last_window(DeviceId(4), 65_536), None);
         let counted = |spill: &Spill| {
             let mut ids: Vec<u128> = spill
