@@ -81,6 +81,11 @@ impl Maybe {
         m
     }
 
+    /// How many keys it was made for (`of`'s `n`, to a word's keys).
+    fn room(&self) -> usize {
+        self.words.len() * 64 / MAYBE_BITS
+    }
+
     /// The word of `key` (its high bits, scaled), and three of its bits
     /// (its low bits, six each): keys are HMAC outputs, already uniform.
     fn at(&self, key: u64) -> (usize, u64) {
@@ -119,9 +124,8 @@ pub(super) struct Index<V: Slot> {
     recent: std::collections::HashMap<u64, V, IdBuildHasher>,
     /// Every key of `sorted` and `recent`, and some gone.
     maybe: Maybe,
-    /// Keys `maybe` was sized for, and those put in it since it was made
-    /// (gone ones too: their bits stay).
-    maybe_room: usize,
+    /// Keys put in `maybe` since it was made (gone ones too: their bits
+    /// stay).
     maybe_keys: usize,
 }
 
@@ -133,7 +137,6 @@ impl<V: Slot> Default for Index<V> {
             runs: Runs::default(),
             recent: Default::default(),
             maybe: Maybe::of(MERGE_MIN, std::iter::empty()),
-            maybe_room: MERGE_MIN,
             maybe_keys: 0,
         }
     }
@@ -291,12 +294,10 @@ impl<V: Slot> Index<V> {
         // merges' time under a crowd (issue 20, perf), for its 8 bits a
         // key. The old one goes first: no two are held.
         let needed = self.sorted.len() + self.recent_max();
-        if self.maybe_keys + self.recent_max() > self.maybe_room
-            || self.maybe_room > 4 * needed + MERGE_MIN
-        {
+        let room = self.maybe.room();
+        if self.maybe_keys + self.recent_max() > room || room > 4 * needed + MERGE_MIN {
             self.maybe = Maybe::default();
-            self.maybe_room = 2 * needed;
-            self.maybe = Maybe::of(self.maybe_room, self.keys());
+            self.maybe = Maybe::of(2 * needed, self.keys());
             self.maybe_keys = self.sorted.len();
         }
     }
