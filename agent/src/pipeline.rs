@@ -525,7 +525,7 @@ mod tests {
                 in_memory, 0,
                 "the committed visitors are read from the parts"
             );
-            assert!(filters < 6_000 * 2, "{filters} bytes find them there");
+            assert!(filters < 6_000 * 5 / 2, "{filters} bytes find them there");
             let value = agent.store.checkpoint_value_bytes().unwrap();
             assert!(value < 20_000, "{value} bytes in the checkpoint's value");
             if restart {

@@ -317,7 +317,9 @@ impl Counter {
             }
             return;
         }
-        self.prefetch_device(d.device, store);
+        if !self.prefetch_device(d.device, store) && d.randomized {
+            self.state.randomized_visitors.prefetch(d.device);
+        }
         if observe {
             let at = self
                 .state
@@ -330,11 +332,14 @@ impl Counter {
     }
 
     /// Hints the CPU to load device `id`, in memory or, only if it is not
-    /// there, its word of the spill's filter.
-    fn prefetch_device(&self, id: DeviceId, store: &dyn HistoryStore) {
-        if !self.state.devices.prefetch(id) && store.spilled() > 0 {
+    /// there, its word of the spill's filter. False: `id` is surely not in
+    /// memory.
+    fn prefetch_device(&self, id: DeviceId, store: &dyn HistoryStore) -> bool {
+        let there = self.state.devices.prefetch(id);
+        if !there && store.spilled() > 0 {
             store.prefetch_spilled(id);
         }
+        there
     }
 
     /// One detection (SPEC §1, already keyed).

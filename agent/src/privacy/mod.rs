@@ -19,9 +19,11 @@ use crate::wire::ieee80211::Mac;
 
 pub mod fingerprint;
 pub mod keys;
+mod maybe;
 mod runs;
 mod table;
 
+pub(crate) use maybe::Maybe;
 pub(crate) use runs::{merge_in, Runs};
 pub(crate) use table::prefetch;
 pub use table::{At, IdTable};
@@ -41,6 +43,16 @@ pub const KEY_LEN: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(C, packed(8))]
 pub struct DeviceId(pub u128);
+
+impl DeviceId {
+    /// 64 bits of the id: its halves folded together, so that the low
+    /// half alone gives the id back from them (`store::spill_index`).
+    /// Either half would do for HMAC outputs; folded, ids a test counts
+    /// from 1 differ too.
+    pub(crate) fn folded(self) -> u64 {
+        (self.0 >> 64) as u64 ^ self.0 as u64
+    }
+}
 
 /// Hashes a `DeviceId` by its own low 64 bits. The ids are HMAC outputs:
 /// evenly spread and, without the key, impossible to aim at one bucket, so

@@ -16,7 +16,7 @@
 //! device whose key is taken is not spilled (`insert_new`): ids are HMAC
 //! outputs, so that is one crowd in billions, and it changes no count.
 
-use crate::privacy::{merge_in, DeviceId, IdBuildHasher, Runs};
+use crate::privacy::{merge_in, DeviceId, IdBuildHasher, Maybe, Runs};
 
 /// A value with a mark for an entry taken but not yet merged away.
 pub(super) trait Slot: Copy {
@@ -31,11 +31,10 @@ pub(super) trait Slot: Copy {
 /// (issue 20); merges twice as often cost no measurable time.
 const MERGE_MIN: usize = if cfg!(test) { 8 } else { 4096 };
 
-/// What an entry is found by: the id's halves folded together, so that
-/// the low half alone gives the id back (`id_of`). Either half would do
-/// for HMAC outputs; folded, ids a test counts from 1 differ too.
+/// What an entry is found by (`DeviceId::folded`): the low half alone
+/// gives the id back (`id_of`).
 pub(super) fn key(id: DeviceId) -> u64 {
-    (id.0 >> 64) as u64 ^ id.0 as u64
+    id.folded()
 }
 
 /// The id of `key` whose low half is `low`.
@@ -55,65 +54,6 @@ pub(super) enum Place {
     Sorted(usize),
 }
 
-/// Bits of `Maybe` per entry it is sized for: a key not there passes it
-/// once in about twenty.
-const MAYBE_BITS: usize = 8;
-
-/// Which keys may be in the index: a Bloom filter of one 64-bit word per
-/// key, so that a check reads one cache line. A crowd asks for about ten
-/// million keys that are not there (every new MAC's first frame, every
-/// device spilled), and each cost a search of the runs and of the recent
-/// map, three cache misses, a tenth of the counting thread (issue 20,
-/// perf). Keys taken stay set until it is made afresh, which a merge does
-/// only once the keys put since it was made might fill it (`Index::merge`).
-#[derive(Default)]
-struct Maybe {
-    words: Vec<u64>,
-}
-
-impl Maybe {
-    /// A filter for `n` keys, with those of `keys` in it.
-    fn of(n: usize, keys: impl Iterator<Item = u64>) -> Maybe {
-        let mut m = Maybe {
-            words: vec![0; (n * MAYBE_BITS).div_ceil(64).max(1)],
-        };
-        keys.for_each(|k| m.insert(k));
-        m
-    }
-
-    /// How many keys it was made for (`of`'s `n`, to a word's keys).
-    fn room(&self) -> usize {
-        self.words.len() * 64 / MAYBE_BITS
-    }
-
-    /// The word of `key` (its high bits, scaled), and three of its bits
-    /// (its low bits, six each): keys are HMAC outputs, already uniform.
-    fn at(&self, key: u64) -> (usize, u64) {
-        let word = ((u128::from(key) * self.words.len() as u128) >> 64) as usize;
-        let bits = 1 << (key & 63) | 1 << (key >> 6 & 63) | 1 << (key >> 12 & 63);
-        (word, bits)
-    }
-
-    fn insert(&mut self, key: u64) {
-        let (word, bits) = self.at(key);
-        if let Some(w) = self.words.get_mut(word) {
-            *w |= bits;
-        }
-    }
-
-    fn prefetch(&self, key: u64) {
-        if let Some(w) = self.words.get(self.at(key).0) {
-            crate::privacy::prefetch(w);
-        }
-    }
-
-    /// False: `key` is surely not in the index.
-    fn may_hold(&self, key: u64) -> bool {
-        let (word, bits) = self.at(key);
-        self.words.get(word).is_some_and(|w| w & bits == bits)
-    }
-}
-
 pub(super) struct Index<V: Slot> {
     /// Ascending by key.
     sorted: Vec<(u64, V)>,
@@ -122,7 +62,13 @@ pub(super) struct Index<V: Slot> {
     runs: Runs,
     /// Put since the last merge; none is in `sorted` unless gone there.
     recent: std::collections::HashMap<u64, V, IdBuildHasher>,
-    /// Every key of `sorted` and `recent`, and some gone.
+    /// Every key of `sorted` and `recent`, and some gone. A crowd asks
+    /// for about ten million keys that are not there (every new MAC's
+    /// first frame, every device spilled), and each cost a search of the
+    /// runs and of the recent map, three cache misses, a tenth of the
+    /// counting thread (issue 20, perf). Keys taken stay set until it is
+    /// made afresh, which a merge does only once the keys put since it was
+    /// made might fill it (`Index::merge`).
     maybe: Maybe,
     /// Keys put in `maybe` since it was made (gone ones too: their bits
     /// stay).
