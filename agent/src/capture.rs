@@ -73,6 +73,7 @@ pub fn read_file(
     let mut batch = new_batch();
     let mut seen = 0u64;
     loop {
+        cap.upcoming(|frame| detector.prefetch(frame));
         let rec = match cap.next_record() {
             None => break,
             Some(Ok(r)) => r,

@@ -10,7 +10,7 @@ use crate::privacy::fingerprint::FingerprintCache;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use crate::privacy::{DeviceId, Keyer, Keys, MacSet};
+use crate::privacy::{prefetch, DeviceId, Keyer, Keys, MacSet};
 use crate::wire::ieee80211::{self, Mac, ProbeRequest};
 use crate::wire::linktype::LinkType;
 use crate::wire::{ppi, prism, radiotap, WireError};
@@ -225,12 +225,23 @@ impl IdCache {
         self.fingerprints.clear();
     }
 
+    fn slot(mac: &[u8; 6]) -> usize {
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(mac);
+        // Fibonacci hashing: the top bits of a multiply spread any bytes.
+        (u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize
+    }
+
+    /// Hints the CPU to load `mac`'s slot (`Detector::prefetch`).
+    fn prefetch(&self, mac: &[u8; 6]) {
+        if let Some(slot) = self.slots.get(Self::slot(mac)) {
+            prefetch(slot);
+        }
+    }
+
     fn id(&mut self, keyer: &Keyer, probe: &Probe) -> (DeviceId, u64) {
         let mac = &probe.mac;
-        let mut word = [0u8; 8];
-        word[..6].copy_from_slice(&mac.0);
-        // Fibonacci hashing: the top bits of a multiply spread any bytes.
-        let slot = (u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as usize;
+        let slot = Self::slot(&mac.0);
         match &self.slots[slot] {
             Some((m, id, fp)) if m == mac => (*id, *fp),
             _ => {
@@ -301,6 +312,29 @@ impl Detector {
 
     pub fn set_link(&mut self, link: LinkType) {
         self.link = link;
+    }
+
+    /// Hints the CPU to load what `frame` will read of the MACs' ids, a
+    /// few frames before it comes: their slots (640 KB in all) missed the
+    /// caches at nearly every frame, 43 % of `frame` under a crowd (perf,
+    /// issue 20). Only a hint: `frame` bytes that are not a probe request
+    /// it reads as one cost a wasted load, never an id.
+    pub fn prefetch(&self, frame: &[u8]) {
+        let body = match self.link {
+            LinkType::Radiotap => frame
+                .get(2..4)
+                .and_then(|len| frame.get(usize::from(u16::from_le_bytes([len[0], len[1]]))..)),
+            LinkType::Ieee80211 => Some(frame),
+            LinkType::Prism | LinkType::Avs | LinkType::Ppi => None,
+        };
+        // A probe request's frame control, then its transmitter address.
+        if let Some(mac) = body
+            .filter(|b| b.first() == Some(&0x40))
+            .and_then(|b| b.get(10..16))
+            .and_then(|m| <&[u8; 6]>::try_from(m).ok())
+        {
+            self.ids.prefetch(mac);
+        }
     }
 
     /// One captured frame; `Some` when it is a detection.
