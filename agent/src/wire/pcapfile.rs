@@ -352,9 +352,9 @@ impl CaptureFile {
     }
 
     /// Hands `f` the captured bytes of the next few records, each once,
-    /// before they are read: where the memory they lead to
-    /// can be asked for early (`Detector::prefetch`). Only those of a
-    /// pcap file, and only those already in its buffer.
+    /// before they are read, so that the memory they lead to can be asked
+    /// for early (`Detector::prefetch`). Only those of a pcap file, and
+    /// only those already in its buffer.
     pub fn upcoming(&mut self, f: impl FnMut(&[u8])) {
         if let Some(records) = &mut self.records {
             records.upcoming(f);
