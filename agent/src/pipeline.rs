@@ -40,6 +40,14 @@ pub const CHECKPOINT_COST_SHARE: u32 = 20;
 /// with no report waiting: the commit writes them to the store's tree
 /// (`Store::commit`), which bounds what the store holds.
 pub const CHECKPOINT_HISTORIES: usize = crate::store::WRITE_HISTORIES_AT;
+/// Randomized visitors added or taken back since the last commit past
+/// which a checkpoint is taken, reports or not. Until a commit merges them
+/// into the day's parts they are held in memory, an id set and its filter
+/// at 20 to 40 bytes each; checkpoints otherwise come by the clock, and a
+/// slow commit spaces them out (`CHECKPOINT_COST_SHARE`). A replay of the
+/// 100 k crowd added up to 78,000 between two (issue 20): this bounds
+/// them at about 5 MiB whatever the commits cost.
+pub const CHECKPOINT_RANDOMIZED: usize = 1 << 17;
 
 /// Identifies an input file by its first 64 KiB: the same capture is found
 /// again under another name, and a capture that grew keeps its identity.
@@ -90,6 +98,8 @@ pub struct Agent {
     sealed_by: Option<PathBuf>,
     /// Tells the detector which key epoch is committed (`Keys::retire`).
     committed_epoch: Arc<AtomicI64>,
+    /// `CHECKPOINT_RANDOMIZED`, lower in tests.
+    randomized_due: usize,
 }
 
 impl Agent {
@@ -154,6 +164,7 @@ impl Agent {
             next_seq: cp.next_seq,
             sealed_by,
             committed_epoch: detector.committed_epoch(),
+            randomized_due: CHECKPOINT_RANDOMIZED,
         };
         Ok((agent, detector))
     }
@@ -177,9 +188,11 @@ impl Agent {
     /// Whether enough device histories wait for a checkpoint to take one
     /// now, reports or not. Not while a thread still writes the last ones:
     /// the commit could not start writing these, only copy them into its
-    /// parts again; they wait, up to `HistoryStore::full`.
+    /// parts again; they wait, up to `HistoryStore::full`. Or whether
+    /// enough randomized visitors wait in memory (`CHECKPOINT_RANDOMIZED`).
     pub fn checkpoint_due(&self) -> bool {
-        self.store.pending_histories() >= CHECKPOINT_HISTORIES && !self.store.writing_histories()
+        (self.store.pending_histories() >= CHECKPOINT_HISTORIES && !self.store.writing_histories())
+            || self.counter.state.randomized_held() >= self.randomized_due
     }
 
     /// Numbers the reports that became final and commits them with the
@@ -552,6 +565,36 @@ mod tests {
             .expect("a day report");
         assert_eq!(day.visitors_randomized, Some(6_000));
         assert_eq!(straight, restarted);
+    }
+
+    /// Randomized visitors who left wait in memory until a commit, and
+    /// enough of them make a checkpoint due with nothing else waiting;
+    /// the checkpoint takes them out of memory.
+    #[test]
+    fn randomized_visitors_waiting_in_memory_make_a_checkpoint_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _) = Agent::open(&config(dir.path())).unwrap();
+        // 1,000 visits of ten minutes, then an hour of one device.
+        for t in (0..=600).step_by(60) {
+            for dev in 0..1_000 {
+                let d = Detection {
+                    device: DeviceId(100_000 + dev),
+                    randomized: true,
+                    ..detection(t, 0)
+                };
+                agent.counter.detection(&d, &mut agent.store).unwrap();
+            }
+        }
+        feed(&mut agent, 660, 3600);
+        let held = agent.counter.state.randomized_held();
+        assert_eq!(held, 1_000, "the visitors who left wait in memory");
+        agent.randomized_due = held + 1;
+        assert!(!agent.checkpoint_due(), "nothing else waits");
+        agent.randomized_due = held;
+        assert!(agent.checkpoint_due());
+        agent.checkpoint().unwrap();
+        assert_eq!(agent.counter.state.randomized_held(), 0);
+        assert!(!agent.checkpoint_due());
     }
 
     /// A part of randomized visitors damaged on disk after its commit is

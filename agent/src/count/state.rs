@@ -655,6 +655,12 @@ impl State {
         self.randomized_visitors.len()
     }
 
+    /// Of those, how many are held in memory: added or taken back since
+    /// the last commit (the rest are in the checkpoint's parts).
+    pub fn randomized_held(&self) -> usize {
+        self.randomized_visitors.in_memory()
+    }
+
     /// Of those, how many are held in memory (the rest are in the
     /// checkpoint's parts), and the bytes that find the rest there.
     pub fn randomized_in_memory(&self) -> (usize, usize) {
