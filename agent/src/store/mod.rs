@@ -79,7 +79,8 @@ pub(super) const CHECKPOINT_V3_KEY: &[u8] = b"checkpoint";
 /// Which file of parts in `bulk/` holds the checkpoint's bulk.
 pub(super) const PARTS_KEY: &[u8] = b"checkpoint-parts";
 const FORMAT: &str = "footfall-agent-state";
-/// Histories written in one sled batch or transaction at most.
+/// Histories written in one sled batch or transaction at most (migrations),
+/// or held as bucket values at once while `prune` rewrites them.
 pub(super) const PART: usize = 1024;
 /// Device histories the store holds before they are written to its tree
 /// (`HistoryStore::full`); the counter keeps the devices beyond until a
