@@ -321,18 +321,13 @@ impl Detector {
     /// it reads as one cost a wasted load, never an id.
     pub fn prefetch(&self, frame: &[u8]) {
         let body = match self.link {
-            LinkType::Radiotap => frame
-                .get(2..4)
-                .and_then(|len| frame.get(usize::from(u16::from_le_bytes([len[0], len[1]]))..)),
+            LinkType::Radiotap => {
+                radiotap::Header::len_unchecked(frame).and_then(|len| frame.get(len..))
+            }
             LinkType::Ieee80211 => Some(frame),
             LinkType::Prism | LinkType::Avs | LinkType::Ppi => None,
         };
-        // A probe request's frame control, then its transmitter address.
-        if let Some(mac) = body
-            .filter(|b| b.first() == Some(&0x40))
-            .and_then(|b| b.get(10..16))
-            .and_then(|m| <&[u8; 6]>::try_from(m).ok())
-        {
+        if let Some(mac) = body.and_then(ieee80211::probe_transmitter_unchecked) {
             self.ids.prefetch(mac);
         }
     }

@@ -664,8 +664,10 @@ impl State {
     /// Of those, how many are held in memory (the rest are in the
     /// checkpoint's parts), and the bytes that find the rest there.
     pub fn randomized_in_memory(&self) -> (usize, usize) {
-        let v = &self.randomized_visitors;
-        (v.in_memory(), v.filter_bytes())
+        (
+            self.randomized_held(),
+            self.randomized_visitors.filter_bytes(),
+        )
     }
 }
 

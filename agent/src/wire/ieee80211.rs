@@ -57,6 +57,16 @@ pub fn kind(frame: &[u8]) -> Option<Kind> {
     })
 }
 
+/// The transmitter address of `frame` if its first byte says probe
+/// request, without checking the rest of its header: for a hint that may
+/// be wrong (`Detector::prefetch`), never for an id.
+pub fn probe_transmitter_unchecked(frame: &[u8]) -> Option<&[u8; 6]> {
+    if kind(frame)? != Kind::ProbeRequest {
+        return None;
+    }
+    frame.get(field::ADDR2)?.try_into().ok()
+}
+
 /// A probe request whose management header has been checked.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeRequest<'a> {
@@ -214,6 +224,22 @@ mod tests {
                 let _ = p.transmitter();
                 let _ = p.seq();
                 let _ = p.elements().count();
+            }
+        }
+
+        /// The unchecked transmitter is the checked one wherever a probe
+        /// request parses, and none where the first byte is another kind.
+        #[test]
+        fn unchecked_transmitter_agrees(mut bytes in proptest::collection::vec(any::<u8>(), 0..64), probe in any::<bool>()) {
+            if probe && !bytes.is_empty() {
+                bytes[0] = PROBE_REQUEST_FC0;
+            }
+            let unchecked = probe_transmitter_unchecked(&bytes).copied();
+            if let Ok(p) = ProbeRequest::new_checked(&bytes) {
+                prop_assert!(unchecked == Some(p.transmitter().0));
+            }
+            if kind(&bytes) != Some(Kind::ProbeRequest) {
+                prop_assert!(unchecked.is_none());
             }
         }
     }

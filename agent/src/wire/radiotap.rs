@@ -158,6 +158,12 @@ impl<'a> Header<'a> {
         Ok(h)
     }
 
+    /// The length the header at the start of `buf` says it has, not
+    /// validated: for a hint that may be wrong (`Detector::prefetch`).
+    pub fn len_unchecked(buf: &[u8]) -> Option<usize> {
+        (buf.len() >= field::LEN + 2).then(|| usize::from(read_u16_le(buf, field::LEN)))
+    }
+
     /// Validates the header at the start of `buf` (SPEC §1.2).
     pub fn new_checked(buf: &'a [u8]) -> Result<Header<'a>, WireError> {
         Header::walk(buf).map(|(h, _)| h)
@@ -444,6 +450,7 @@ mod tests {
             if let Ok(h) = Header::new_checked(&bytes) {
                 let _ = (h.flags(), h.dbm_signal(), h.len());
                 prop_assert!(h.len() <= bytes.len());
+                prop_assert_eq!(Header::len_unchecked(&bytes), Some(h.len()));
             }
         }
 
